@@ -1,0 +1,174 @@
+"""Job settings as data: defaults here, overridden by a TOML file, overridden by command-line flags.
+
+Precedence is flag > file > default. Every key is documented once, on its field below; the files in
+`checkpoints_conf/` only set values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "checkpoints_conf"
+
+
+@dataclass(frozen=True)
+class Tables:
+    """Names of the three Hudi tables; each lives at `<warehouse>/<name>`."""
+
+    database: str = "bronze"  # catalog database (Glue Data Catalog in AWS, the local catalog on a laptop)
+    encounter: str = "bronze_encounter"  # one row per Encounter id
+    ingest_log: str = "bronze_encounter_ingest_log"  # one row per micro-batch that ingested files
+    quarantine: str = "bronze_encounter_quarantine"  # one row per record or file that could not become a row
+
+
+@dataclass(frozen=True)
+class LedgerConfig:
+    """The file ledger: a second guard, beside Spark's checkpoint, against ingesting a file twice."""
+
+    backend: str = "sqlite"  # "sqlite" (embedded, on local disk) or "dynamodb"
+    path: str = ""  # sqlite file; empty means <warehouse>/_ledger/ledger.sqlite3 (warehouse must be local)
+    table: str = "bronze_encounter_ledger"  # DynamoDB table name
+    region: str = ""  # DynamoDB region; empty means boto3's own lookup (AWS_REGION / AWS_DEFAULT_REGION)
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    """Resources of a locally started Spark; on Glue the worker type decides and these are ignored."""
+
+    master: str = "local[2]"
+    driver_memory: str = "2g"
+    shuffle_partitions: int = 4  # few, small micro-batches: many partitions only add tasks
+    ui: bool = False
+    log_level: str = "WARN"
+    conf: Mapping[str, str] = field(default_factory=dict)  # any further spark.* setting
+
+
+@dataclass(frozen=True)
+class FhirConfig:
+    """Limits and switches for reading FHIR files."""
+
+    max_file_bytes: int = 2 * 1024**3  # a file larger than this (compressed or not) is quarantined whole
+    max_document_bytes: int = 256 * 1024**2  # a single JSON document (resource/Bundle) is read whole up to this
+    max_depth: int = 64  # JSON nesting deeper than this is quarantined (real Encounters nest < 10)
+    raw_slice_chars: int = 2000  # how much raw text a quarantine row keeps
+    keep_resource_json: bool = True  # keep each resource's original JSON in `resource_json`
+
+
+@dataclass(frozen=True)
+class JobConfig:
+    """Everything one run of the job needs; frozen so no function changes it underneath another."""
+
+    source: str = "data/landing"  # landing prefix: local folder or s3a://bucket/prefix
+    warehouse: str = "data/warehouse"  # root of the Hudi tables: local folder or s3a://bucket/prefix
+    checkpoint: str = ""  # Spark checkpoint; empty means <warehouse>/_checkpoints/<tables.encounter>
+    trigger_interval: str = "30 seconds"  # processing-time trigger of the continuous stream
+    max_files_per_trigger: int = 500  # bounds one micro-batch (and the ledger's batch intent item)
+    tables: Tables = field(default_factory=Tables)
+    ledger: LedgerConfig = field(default_factory=LedgerConfig)
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    fhir: FhirConfig = field(default_factory=FhirConfig)
+
+    @property
+    def checkpoint_uri(self) -> str:
+        return self.checkpoint or join_uri(self.warehouse, "_checkpoints", self.tables.encounter)
+
+    def table_uri(self, name: str) -> str:
+        return join_uri(self.warehouse, name)
+
+    @property
+    def ledger_path(self) -> str:
+        if self.ledger.path:
+            return self.ledger.path
+        if is_remote(self.warehouse):
+            raise ValueError("ledger.path must be set when the warehouse is not on local disk (SQLite needs it)")
+        return str(Path(self.warehouse) / "_ledger" / "ledger.sqlite3")
+
+
+class ConfigError(ValueError):
+    """A setting is unknown or has the wrong type; the message names the key."""
+
+
+def is_remote(uri: str) -> bool:
+    return "://" in uri and not uri.startswith("file:")
+
+
+def join_uri(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *parts])
+
+
+def _local_abspath(uri: str) -> str:
+    """Make a local path absolute so Spark executors, checkpoints and the ledger agree on one location."""
+    if not uri or is_remote(uri):
+        return uri
+    if uri.startswith("file:"):
+        return uri
+    return str(Path(uri).expanduser().resolve())
+
+
+def _merge(obj: Any, values: Mapping[str, Any], prefix: str) -> Any:
+    """Return a copy of dataclass `obj` with nested `values` applied, checking names and types."""
+    known = {f.name: f for f in dataclasses.fields(obj)}
+    changes: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"unknown setting {prefix}{key}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{prefix}{key} must be a table")
+            changes[key] = _merge(current, value, f"{prefix}{key}.")
+        elif isinstance(current, Mapping):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{prefix}{key} must be a table")
+            changes[key] = {**current, **{str(k): str(v) for k, v in value.items()}}
+        else:
+            expected = type(current)
+            if expected is int and isinstance(value, str) and value.strip().lstrip("-").isdigit():
+                value = int(value)  # flags arrive as text
+            elif expected is bool and isinstance(value, str):
+                value = value.strip().lower() in ("1", "true", "yes", "on")
+            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+                raise ConfigError(f"{prefix}{key} must be {expected.__name__}, got {type(value).__name__}")
+            changes[key] = value
+    return dataclasses.replace(obj, **changes)
+
+
+def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """Turn {"ledger.backend": "x"} into {"ledger": {"backend": "x"}}; None values are 'not given'."""
+    nested: dict[str, Any] = {}
+    for dotted, value in flat.items():
+        if value is None:
+            continue
+        *parents, leaf = dotted.split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested
+
+
+def env_file(env: str) -> Path:
+    """The settings file of a named environment, e.g. `local` -> checkpoints_conf/local.toml."""
+    return CONF_DIR / f"{env}.toml"
+
+
+def load(file: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> JobConfig:
+    """Build the config: defaults, then the TOML `file` (if any), then dotted-key `overrides` (flags)."""
+    config = JobConfig()
+    if file is not None:
+        with Path(file).open("rb") as fh:
+            config = _merge(config, tomllib.load(fh), "")
+    if overrides:
+        config = _merge(config, _nest(overrides), "")
+    return dataclasses.replace(
+        config,
+        source=_local_abspath(config.source),
+        warehouse=_local_abspath(config.warehouse),
+        checkpoint=_local_abspath(config.checkpoint),
+        ledger=dataclasses.replace(config.ledger, path=_local_abspath(config.ledger.path)),
+    )

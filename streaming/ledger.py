@@ -1,0 +1,177 @@
+"""The file ledger: which landed files are committed to the bronze table, independent of Spark's checkpoint.
+
+One contract, two stores: SQLite on local disk (the embedded default) and DynamoDB (`ledger_dynamodb.py`).
+A micro-batch first records an *intent* (batch key + its files), then writes Hudi, then `commit`s: the files
+become committed and the intent closes. An intent still open after a crash names exactly the files whose
+bookkeeping a restart must finish (see README, "Exactly once").
+
+The same store holds the single-writer *lease* of a job, so two instances cannot write one table.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class BatchIntent:
+    """A micro-batch about to write `files`; `batch_key` is stable across replays of the same batch."""
+
+    batch_key: str
+    run_id: str
+    batch_id: int
+    files: tuple[str, ...]
+    started_at: datetime
+
+
+class LedgerUnavailable(RuntimeError):
+    """The ledger store did not answer (after the client's own retries); the batch must not go on."""
+
+
+class LeaseHeld(RuntimeError):
+    """Another live job instance holds the writer lease of this table."""
+
+
+class Ledger(Protocol):
+    """What the pipeline needs from a ledger store."""
+
+    def committed(self, uris: Iterable[str]) -> set[str]:
+        """Return the subset of `uris` already committed."""
+        ...
+
+    def begin(self, intent: BatchIntent) -> None:
+        """Record an intent; recording the same batch key again replaces it."""
+        ...
+
+    def commit(self, batch_key: str, uris: Sequence[str], at: datetime) -> None:
+        """Mark `uris` committed by `batch_key` and close its intent; idempotent."""
+        ...
+
+    def abandon(self, batch_key: str) -> None:
+        """Close an intent whose batch wrote nothing, so its files count as new again."""
+        ...
+
+    def open_intents(self) -> list[BatchIntent]:
+        """Intents begun and neither committed nor abandoned, oldest first."""
+        ...
+
+    def acquire_lease(self, name: str, owner: str, ttl: timedelta) -> None:
+        """Take or renew the lease `name` for `owner`; raise LeaseHeld if another owner's lease is live."""
+        ...
+
+    def release_lease(self, name: str, owner: str) -> None:
+        """Give the lease up if `owner` holds it."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def _ts(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat()
+
+
+class SqliteLedger:
+    """The embedded ledger: one SQLite file on local disk, safe for the stream's threads and for restarts."""
+
+    _CHUNK = 500  # well under SQLite's bound-parameter limit
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        # WAL + synchronous=FULL: a commit survives a process kill (what the ledger is for).
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS files (
+                uri TEXT PRIMARY KEY, batch_key TEXT NOT NULL, committed_at TEXT NOT NULL);
+            CREATE TABLE IF NOT EXISTS intents (
+                batch_key TEXT PRIMARY KEY, run_id TEXT NOT NULL, batch_id INTEGER NOT NULL,
+                files TEXT NOT NULL, started_at TEXT NOT NULL);
+            CREATE TABLE IF NOT EXISTS leases (
+                name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at TEXT NOT NULL);
+            """
+        )
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.OperationalError):  # locked / disk I/O: the store is unusable now
+                    raise LedgerUnavailable(f"SQLite ledger {self.path.name}: {exc}") from exc
+                raise
+
+    def committed(self, uris: Iterable[str]) -> set[str]:
+        wanted = list(dict.fromkeys(uris))
+        found: set[str] = set()
+        with self._tx() as db:
+            for i in range(0, len(wanted), self._CHUNK):
+                chunk = wanted[i : i + self._CHUNK]
+                marks = ",".join("?" * len(chunk))
+                found.update(row[0] for row in db.execute(f"SELECT uri FROM files WHERE uri IN ({marks})", chunk))
+        return found
+
+    def begin(self, intent: BatchIntent) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO intents VALUES (?, ?, ?, ?, ?)",
+                (
+                    intent.batch_key,
+                    intent.run_id,
+                    intent.batch_id,
+                    json.dumps(intent.files),
+                    _ts(intent.started_at),
+                ),
+            )
+
+    def commit(self, batch_key: str, uris: Sequence[str], at: datetime) -> None:
+        with self._tx() as db:
+            # INSERT OR IGNORE: a file committed earlier keeps its first batch key.
+            db.executemany("INSERT OR IGNORE INTO files VALUES (?, ?, ?)", [(uri, batch_key, _ts(at)) for uri in uris])
+            db.execute("DELETE FROM intents WHERE batch_key = ?", (batch_key,))
+
+    def abandon(self, batch_key: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM intents WHERE batch_key = ?", (batch_key,))
+
+    def open_intents(self) -> list[BatchIntent]:
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT batch_key, run_id, batch_id, files, started_at FROM intents ORDER BY started_at, batch_key"
+            ).fetchall()
+        return [
+            BatchIntent(key, run, int(bid), tuple(json.loads(files)), datetime.fromisoformat(started))
+            for key, run, bid, files, started in rows
+        ]
+
+    def acquire_lease(self, name: str, owner: str, ttl: timedelta) -> None:
+        now = datetime.now(UTC)
+        with self._tx() as db:
+            row = db.execute("SELECT owner, expires_at FROM leases WHERE name = ?", (name,)).fetchone()
+            if row and row[0] != owner and datetime.fromisoformat(row[1]) > now:
+                raise LeaseHeld(f"lease {name!r} is held by {row[0]} until {row[1]}")
+            db.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?)", (name, owner, _ts(now + ttl)))
+
+    def release_lease(self, name: str, owner: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

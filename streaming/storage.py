@@ -1,0 +1,35 @@
+"""Open a landed file for streaming reads, wherever it lives: local disk or S3 (s3://, s3a://)."""
+
+from __future__ import annotations
+
+import io
+from typing import IO
+
+from streaming import aws
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """Return (bucket, key) of an s3:// or s3a:// URI; split by hand because keys may hold '?' and '#'."""
+    bucket, _, key = uri.split("://", 1)[1].partition("/")
+    return bucket, key
+
+
+def local_path(uri: str) -> str:
+    """Return the filesystem path of a plain path or a file: URI.
+
+    Spark's file source hands out Hadoop `Path` strings (file:/x, not percent-encoded: a file named `a%41`
+    stays `a%41`), so the URI is cut, never unquoted.
+    """
+    for prefix in ("file://", "file:"):
+        if uri.startswith(prefix):
+            return uri[len(prefix) :]
+    return uri
+
+
+def open_uri(uri: str) -> IO[bytes]:
+    """Open `uri` for sequential binary reading without loading it into memory."""
+    if uri.startswith(("s3://", "s3a://", "s3n://")):
+        bucket, key = split_s3_uri(uri)
+        body = aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"]
+        return io.BufferedReader(body, 1 << 20)
+    return open(local_path(uri), "rb")
