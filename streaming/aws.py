@@ -7,6 +7,7 @@ DynamoDB throttles, instead of a hand-written loop.
 
 from __future__ import annotations
 
+import os
 from functools import cache
 from typing import Any
 
@@ -16,8 +17,16 @@ from botocore.config import Config
 RETRIES = Config(retries={"mode": "adaptive", "max_attempts": 10}, connect_timeout=5, read_timeout=30)
 
 
+def client(service: str, region: str = "", config: Config | None = None) -> Any:
+    """A client for `service`, shared while the endpoint/credential environment stays the same."""
+    env_key = f"AWS_ENDPOINT_URL_{service.upper().replace('-', '_')}"
+    endpoint = os.environ.get(env_key) or os.environ.get("AWS_ENDPOINT_URL") or ""
+    return _client(service, region, endpoint, os.environ.get("AWS_ACCESS_KEY_ID", ""), config or RETRIES)
+
+
 @cache
-def client(service: str, region: str = "") -> Any:
-    """One cached client per service and region (clients are thread-safe; sessions are not)."""
+def _client(service: str, region: str, endpoint: str, _key_id: str, config: Config) -> Any:
+    # Clients are thread-safe, sessions are not: one session per client. `endpoint` and `_key_id` only key the
+    # cache, so a changed environment (another moto server, other credentials) gets a fresh client.
     session = boto3.session.Session()
-    return session.client(service, region_name=region or None, config=RETRIES)
+    return session.client(service, region_name=region or None, endpoint_url=endpoint or None, config=config)

@@ -68,6 +68,7 @@ class JobConfig:
     checkpoint: str = ""  # Spark checkpoint; empty means <warehouse>/_checkpoints/<tables.encounter>
     trigger_interval: str = "30 seconds"  # processing-time trigger of the continuous stream
     max_files_per_trigger: int = 500  # bounds one micro-batch (and the ledger's batch intent item)
+    lease_ttl_seconds: int = 60  # single-writer lease; renewed every third of it, a dead job's expires after it
     tables: Tables = field(default_factory=Tables)
     ledger: LedgerConfig = field(default_factory=LedgerConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)
@@ -85,7 +86,7 @@ class JobConfig:
         if self.ledger.path:
             return self.ledger.path
         if is_remote(self.warehouse):
-            raise ValueError("ledger.path must be set when the warehouse is not on local disk (SQLite needs it)")
+            raise ConfigError("ledger.path must be set when the warehouse is not on local disk (SQLite needs it)")
         return str(Path(self.warehouse) / "_ledger" / "ledger.sqlite3")
 
 

@@ -91,26 +91,41 @@ def hospital_partition(name: Column) -> Column:
     )
 
 
-def flatten(resources: DataFrame, *, ingested_at: datetime, keep_resource_json: bool = True) -> DataFrame:
-    """Map Encounter records (sourcename, position, resource_json, ref_map, ref_names, file_modified) to bronze
-    rows; rows that break a rule carry `reject_reason`/`reject_message` and are not fit for the table."""
-    parsed = resources.select(
+def flatten(
+    records: DataFrame, *, ingested_at: datetime, keep_resource_json: bool = True, raw_slice_chars: int = 2000
+) -> DataFrame:
+    """Map split records (see records.RECORD_SCHEMA) to bronze rows, one per record.
+
+    `kind` says what each row is: `resource` (a bronze row, unless `reject_reason` is set), `delete` (a key to
+    remove, `_hoodie_is_deleted` true), `quarantine` (rejected while reading the file) or `skipped` (another
+    resource type). Rejected rows keep `reject_reason`, `reject_message` and a bounded `raw_slice`.
+    """
+    empty_map = F.create_map().cast("map<string,string>")
+    parsed = records.select(
+        "kind",
         "sourcename",
         F.col("position").alias("source_position"),
         "resource_json",
-        F.coalesce("ref_map", F.create_map().cast("map<string,string>")).alias("ref_map"),
-        F.coalesce("ref_names", F.create_map().cast("map<string,string>")).alias("ref_names"),
+        "resource_id",
+        F.coalesce("ref_map", empty_map).alias("ref_map"),
+        F.coalesce("ref_names", empty_map).alias("ref_names"),
         "file_modified",
+        F.col("reason").alias("read_reason"),
+        F.col("message").alias("read_message"),
+        F.col("raw_slice").alias("read_raw_slice"),
         F.from_json("resource_json", READ_SCHEMA).alias("_r"),
     ).select("*", "_r.*")
     for name, expression in DERIVED.items():
         parsed = parsed.withColumn(name, F.expr(expression))
 
+    kind = F.col("kind")
     raw = {rule.column: _version_value(rule) for rule in RULES}
     values = {}
     for rule in RULES:
         value = _normalise(rule, raw[rule.column])
         values[rule.column] = F.coalesce(value, F.expr(rule.fallback)) if rule.fallback else value
+    # A delete carries only the key (from the Bundle entry's request.url); its ordering is the file's time.
+    values["encounter_id"] = F.when(kind == "delete", F.col("resource_id")).otherwise(values["encounter_id"])
 
     bad_times = [
         F.when(raw[r.column].isNotNull() & values[r.column].isNull(), F.lit(r.column))
@@ -118,17 +133,22 @@ def flatten(resources: DataFrame, *, ingested_at: datetime, keep_resource_json: 
         if r.kind == "datetime"
     ]
     encounter_id = values["encounter_id"]
-    reject = (
+    resource_reject = (
         F.when(F.col("_r").isNull() | (F.col("resourceType") != "Encounter"), F.lit(SCHEMA_MISMATCH))
         .when(encounter_id.isNull(), F.lit(MISSING_ID))
         .when(~encounter_id.rlike(FHIR_ID_RE), F.lit(INVALID_ID))
         .when(F.concat_ws(",", *bad_times) != "", F.lit(BAD_DATETIME))
     )
-    message = (
-        F.when(reject == SCHEMA_MISMATCH, F.lit("Encounter does not match the FHIR structure read"))
-        .when(reject == MISSING_ID, F.lit("Encounter has no id"))
-        .when(reject == INVALID_ID, F.lit("Encounter.id is not a FHIR id"))
-        .when(reject == BAD_DATETIME, F.concat(F.lit("not a FHIR dateTime: "), F.concat_ws(", ", *bad_times)))
+    resource_message = (
+        F.when(resource_reject == SCHEMA_MISMATCH, F.lit("Encounter does not match the FHIR structure read"))
+        .when(resource_reject == MISSING_ID, F.lit("Encounter has no id"))
+        .when(resource_reject == INVALID_ID, F.lit("Encounter.id is not a FHIR id"))
+        .when(resource_reject == BAD_DATETIME, F.concat(F.lit("not a FHIR dateTime: "), F.concat_ws(", ", *bad_times)))
+    )
+    reject = F.when(kind == "quarantine", F.col("read_reason")).when(kind == "resource", resource_reject)
+    message = F.when(kind == "quarantine", F.col("read_message")).when(kind == "resource", resource_message)
+    raw_slice = F.when(kind == "quarantine", F.col("read_raw_slice")).when(
+        kind == "resource", F.substring("resource_json", 1, raw_slice_chars)
     )
 
     precombine = F.coalesce(values["last_updated"], F.col("file_modified"))
@@ -141,6 +161,9 @@ def flatten(resources: DataFrame, *, ingested_at: datetime, keep_resource_json: 
         precombine.alias("precombine_ts"),
         F.lit(ingested_at).cast("timestamp").alias("ingested_at"),
         hospital_partition(values["hospital_name"]).alias("hospital_partition"),
+        (kind == "delete").alias("_hoodie_is_deleted"),
+        "kind",
         reject.alias("reject_reason"),
         message.alias("reject_message"),
+        F.when(reject.isNotNull(), raw_slice).alias("raw_slice"),
     )

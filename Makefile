@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both set up .venv and the jar cache first.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test install jars lint format bench clean
+
+demo: install jars
+	$(VENV)/bin/bronze-encounter demo
+
+test: install jars
+	$(VENV)/bin/ruff check streaming tests benchmarks
+	$(VENV)/bin/ruff format --check streaming tests benchmarks
+	$(PY) -m pytest
+
+install: $(STAMP)
+
+# Re-install whenever pyproject.toml changes; the stamp keeps repeated runs instant.
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (Glue 5.1 runs 3.11)")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# Hudi, hadoop-aws and the AWS SDK bundle from Maven Central into ~/.cache/bronze-encounter/jars (SHA-1 checked).
+jars: install
+	$(PY) -m streaming.jars > /dev/null
+
+lint: install
+	$(VENV)/bin/ruff check streaming tests benchmarks
+
+format: install
+	$(VENV)/bin/ruff format streaming tests benchmarks
+
+bench: install jars
+	$(PY) -m benchmarks.run
+
+clean:
+	rm -rf $(VENV) work data .pytest_cache .ruff_cache

@@ -1,0 +1,257 @@
+"""One micro-batch, and the recovery that finishes a batch a crash interrupted.
+
+Order of operations for a batch (README, "Exactly once"):
+
+1. list the batch's files and drop those the ledger has committed;
+2. ledger intent: batch key + files;
+3. read, split and flatten the files (cached once, used for statistics and both writes);
+4. quarantine upsert (keyed by file + position, so a rewrite replaces, never duplicates);
+5. bronze upsert, its commit carrying the batch key and the batch statistics;
+6. ingest-log upsert (keyed by batch key);
+7. ledger commit: files committed, intent closed;
+8. return: Spark then commits the checkpoint.
+
+After a crash, `recover` looks at every open intent: ingest-log row present -> only the ledger commit is missing;
+bronze commit present -> write the log row from the commit's statistics, then commit; neither -> nothing of the
+batch counts: abandon the intent and let the replay (or a re-listing) ingest the files again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from pyspark.sql import functions as F
+
+from streaming import faults
+from streaming.config import JobConfig
+from streaming.flatten import BRONZE_COLUMNS, flatten
+from streaming.hudi import BATCH_KEY, BATCH_STATS, HudiWriter, TableSpec, encounter_table, ingest_log_table
+from streaming.hudi import quarantine_table as quarantine_spec
+from streaming.ledger import BatchIntent, Ledger
+from streaming.records import LandedFile, read_records
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
+
+QUARANTINE_COLUMNS = (
+    "quarantine_id",
+    "sourcename",
+    "source_position",
+    "reason",
+    "message",
+    "raw_slice",
+    "batch_key",
+    "batch_id",
+    "quarantined_at",
+)
+INGEST_LOG_SCHEMA = (
+    "batch_key string, run_id string, batch_id long, files array<string>, file_count int,"
+    " files_already_committed int, rows_in long, rows_written long, rows_deleted long, rows_rejected long,"
+    " rows_skipped long, started_at timestamp, ended_at timestamp, commit_instant string"
+)
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """What one batch read and wrote; computed by a single aggregation over the flattened batch."""
+
+    rows_in: int = 0
+    rows_written: int = 0
+    rows_deleted: int = 0
+    rows_rejected: int = 0
+    rows_skipped: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> BatchStats:
+        return cls(**{k: int(v) for k, v in json.loads(text).items() if k in cls.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class BatchDeps:
+    """Everything a batch touches, passed in so tests can give their own."""
+
+    spark: SparkSession
+    config: JobConfig
+    ledger: Ledger
+    writer: HudiWriter
+    run_id: str
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+    @property
+    def encounter(self) -> TableSpec:
+        return encounter_table(self.config)
+
+    @property
+    def ingest_log(self) -> TableSpec:
+        return ingest_log_table(self.config)
+
+    @property
+    def quarantine(self) -> TableSpec:
+        return quarantine_spec(self.config)
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What process_batch did, for logs, the CLI summary and tests."""
+
+    batch_key: str | None
+    files: tuple[str, ...]
+    files_already_committed: int
+    stats: BatchStats
+
+
+def batch_key(run_id: str, batch_id: int) -> str:
+    return f"{run_id}-{batch_id:06d}"
+
+
+def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchResult:
+    """foreachBatch body: ingest the files of one micro-batch exactly once (see module docstring)."""
+    started = deps.clock()
+    listed = [LandedFile(r.path, r.length, r.modificationTime) for r in listing.collect()]
+    done = deps.ledger.committed(f.uri for f in listed)
+    new = sorted((f for f in listed if f.uri not in done), key=lambda f: f.uri)
+    if not new:
+        log.info("batch %s: %d files, all already committed; nothing to do", batch_id, len(listed))
+        return BatchResult(None, (), len(done), BatchStats())
+
+    key = batch_key(deps.run_id, batch_id)
+    uris = tuple(f.uri for f in new)
+    deps.ledger.begin(BatchIntent(key, deps.run_id, batch_id, uris, started))
+
+    fhir = deps.config.fhir
+    rows = flatten(
+        read_records(deps.spark, new, fhir),
+        ingested_at=started,
+        keep_resource_json=fhir.keep_resource_json,
+        raw_slice_chars=fhir.raw_slice_chars,
+    ).persist()
+    try:
+        stats = _aggregate(rows)
+        faults.point("after_flatten")
+        meta = {BATCH_KEY: key}
+        if stats.rows_rejected:
+            deps.writer.upsert(deps.quarantine, _quarantine_rows(rows, key, batch_id, started), meta)
+        faults.point("after_quarantine")
+        instant = None
+        if stats.rows_written or stats.rows_deleted:
+            bronze = rows.where("reject_reason IS NULL AND kind IN ('resource', 'delete')")
+            deps.writer.upsert(
+                deps.encounter,
+                bronze.select(*BRONZE_COLUMNS, "_hoodie_is_deleted"),
+                {**meta, BATCH_STATS: stats.to_json()},
+            )
+            commit = deps.writer.find_commit(deps.encounter, key)
+            instant = commit.instant if commit else None
+        faults.point("after_hudi_commit")
+    finally:
+        rows.unpersist()
+
+    _write_log(deps, BatchIntent(key, deps.run_id, batch_id, uris, started), len(done), stats, instant)
+    faults.point("after_ingest_log")
+    deps.ledger.commit(key, uris, deps.clock())
+    faults.point("after_ledger_commit")
+    log.info(
+        "batch %s (%s): files=%d already_committed=%d rows_in=%d written=%d deleted=%d rejected=%d skipped=%d",
+        batch_id,
+        key,
+        len(uris),
+        len(done),
+        stats.rows_in,
+        stats.rows_written,
+        stats.rows_deleted,
+        stats.rows_rejected,
+        stats.rows_skipped,
+    )
+    faults.point("before_checkpoint_commit")
+    return BatchResult(key, uris, len(done), stats)
+
+
+def _aggregate(rows: DataFrame) -> BatchStats:
+    """All batch statistics in one pass (this action also fills the cache the writes then read)."""
+    good = F.col("reject_reason").isNull()
+    row = rows.agg(
+        F.count(F.lit(1)).alias("rows_in"),
+        F.count(F.when((F.col("kind") == "resource") & good, 1)).alias("rows_written"),
+        F.count(F.when((F.col("kind") == "delete") & good, 1)).alias("rows_deleted"),
+        F.count(F.when(~good, 1)).alias("rows_rejected"),
+        F.count(F.when(F.col("kind") == "skipped", 1)).alias("rows_skipped"),
+    ).first()
+    assert row is not None  # an aggregation without grouping always returns one row
+    return BatchStats(**row.asDict())
+
+
+def _quarantine_rows(rows: DataFrame, key: str, batch_id: int, at: datetime) -> DataFrame:
+    return rows.where("reject_reason IS NOT NULL").select(
+        # Same file + position -> same key: a replayed batch replaces its quarantine rows instead of adding more.
+        F.sha2(F.concat_ws("\u0000", "sourcename", "source_position"), 256).alias("quarantine_id"),
+        "sourcename",
+        "source_position",
+        F.col("reject_reason").alias("reason"),
+        F.col("reject_message").alias("message"),
+        "raw_slice",
+        F.lit(key).alias("batch_key"),
+        F.lit(batch_id).cast("long").alias("batch_id"),
+        F.lit(at).cast("timestamp").alias("quarantined_at"),
+    )
+
+
+def _write_log(deps: BatchDeps, intent: BatchIntent, already: int, stats: BatchStats, instant: str | None) -> None:
+    row: dict[str, Any] = {
+        "batch_key": intent.batch_key,
+        "run_id": intent.run_id,
+        "batch_id": intent.batch_id,
+        "files": list(intent.files),
+        "file_count": len(intent.files),
+        "files_already_committed": already,
+        **stats.__dict__,
+        "started_at": intent.started_at,
+        "ended_at": deps.clock(),
+        "commit_instant": instant,
+    }
+    df = deps.spark.createDataFrame([row], INGEST_LOG_SCHEMA)
+    deps.writer.upsert(deps.ingest_log, df, {BATCH_KEY: intent.batch_key})
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What `recover` did with each open intent."""
+
+    finished: tuple[str, ...] = ()  # log row and/or ledger commit completed from what Hudi had
+    abandoned: tuple[str, ...] = ()  # nothing committed: files will be ingested again
+
+
+def recover(deps: BatchDeps, intents: Sequence[BatchIntent] | None = None) -> Recovery:
+    """Finish or abandon every batch a crash left half done; run before the stream starts."""
+    finished, abandoned = [], []
+    open_intents = deps.ledger.open_intents() if intents is None else list(intents)
+    for intent in open_intents:
+        logged = deps.writer.find_commit(deps.ingest_log, intent.batch_key)
+        if logged is None:
+            commit = deps.writer.find_commit(deps.encounter, intent.batch_key)
+            if commit is None:
+                deps.ledger.abandon(intent.batch_key)
+                abandoned.append(intent.batch_key)
+                log.warning(
+                    "recovery: batch %s wrote nothing; its %d files will be re-ingested",
+                    intent.batch_key,
+                    len(intent.files),
+                )
+                continue
+            stats = BatchStats.from_json(commit.extra.get(BATCH_STATS, "{}"))
+            _write_log(deps, intent, 0, stats, commit.instant)
+        deps.ledger.commit(intent.batch_key, intent.files, deps.clock())
+        finished.append(intent.batch_key)
+        log.warning(
+            "recovery: batch %s was written; bookkeeping finished for %d files", intent.batch_key, len(intent.files)
+        )
+    return Recovery(tuple(finished), tuple(abandoned))

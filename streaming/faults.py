@@ -1,0 +1,33 @@
+"""Named kill points for the fault-injection harness; inert unless BRONZE_KILL_AT names one of them.
+
+A point is a place in the micro-batch protocol where a real crash (SIGKILL, a lost Glue worker) could land.
+The harness starts the job with BRONZE_KILL_AT=<point> and checks that a restart converges.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+POINTS = (
+    "after_flatten",
+    "after_quarantine",
+    "after_hudi_commit",
+    "after_ingest_log",
+    "after_ledger_commit",
+    "before_checkpoint_commit",
+)
+
+
+def point(name: str) -> None:
+    """Die here, without any cleanup, if the harness asked for it (BRONZE_KILL_AT, once per BRONZE_KILL_FLAG)."""
+    if os.environ.get("BRONZE_KILL_AT") != name:
+        return
+    flag = os.environ.get("BRONZE_KILL_FLAG")
+    if flag:  # kill only the first time this point is reached, so the restarted job can finish
+        try:
+            fd = os.open(flag, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return
+        os.close(fd)
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -1,0 +1,186 @@
+"""The Hudi adapter: table definitions, writes that carry the batch key, and reading it back from the timeline."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from streaming.config import JobConfig
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+# Write options starting with `hoodie.datasource.write.commitmeta.key.prefix` (default "_") are copied into the
+# commit's extraMetadata; these keys tie a commit to the micro-batch that made it.
+BATCH_KEY = "_bronze_batch_key"
+BATCH_STATS = "_bronze_batch_stats"
+
+# Options every table shares: copy-on-write, table version 6 so Athena, Hudi 0.x readers and hudi-rs can read it.
+COMMON_OPTIONS: dict[str, str] = {
+    "hoodie.datasource.write.table.type": "COPY_ON_WRITE",
+    "hoodie.write.table.version": "6",
+    "hoodie.datasource.write.operation": "upsert",
+    "hoodie.datasource.write.hive_style_partitioning": "true",
+    "hoodie.datasource.write.partitionpath.urlencode": "true",
+    # Micro-batches are small: keep the write parallelism (and the number of tiny tasks) low.
+    "hoodie.upsert.shuffle.parallelism": "2",
+    "hoodie.insert.shuffle.parallelism": "2",
+}
+
+_COMPLETED = (".commit", ".deltacommit", ".replacecommit")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """One Hudi table: where it lives and how its records are keyed, ordered and partitioned."""
+
+    name: str
+    uri: str
+    record_key: str
+    precombine: str
+    partition: str = ""
+    options: Mapping[str, str] = field(default_factory=dict)
+
+    def write_options(self) -> dict[str, str]:
+        keygen = (
+            "org.apache.hudi.keygen.SimpleKeyGenerator"
+            if self.partition
+            else "org.apache.hudi.keygen.NonpartitionedKeyGenerator"
+        )
+        return {
+            **COMMON_OPTIONS,
+            "hoodie.table.name": self.name,
+            "hoodie.datasource.write.recordkey.field": self.record_key,
+            "hoodie.datasource.write.precombine.field": self.precombine,
+            "hoodie.datasource.write.partitionpath.field": self.partition,
+            "hoodie.datasource.write.keygenerator.class": keygen,
+            **self.options,
+        }
+
+
+def encounter_table(config: JobConfig) -> TableSpec:
+    """bronze_encounter: one row per Encounter id, newest version by precombine_ts, one partition per hospital."""
+    return TableSpec(
+        name=config.tables.encounter,
+        uri=config.table_uri(config.tables.encounter),
+        record_key="encounter_id",
+        precombine="precombine_ts",
+        partition="hospital_partition",
+        options={
+            # Event-time ordering: an older version (lower precombine_ts) arriving late never replaces a newer
+            # one; the 0.x default payload would let a replayed old batch win.
+            "hoodie.datasource.write.payload.class": "org.apache.hudi.common.model.DefaultHoodieRecordPayload",
+            # A global index with partition-path update: an encounter whose hospital changes moves, it is not
+            # kept twice (a partition-scoped index would keep the old copy, apache/hudi#19593).
+            "hoodie.index.type": "GLOBAL_SIMPLE",
+            "hoodie.simple.index.update.partition.path": "true",
+        },
+    )
+
+
+def ingest_log_table(config: JobConfig) -> TableSpec:
+    """bronze_encounter_ingest_log: one row per micro-batch that ingested files, keyed by its batch key."""
+    return TableSpec(
+        name=config.tables.ingest_log,
+        uri=config.table_uri(config.tables.ingest_log),
+        record_key="batch_key",
+        precombine="ended_at",
+    )
+
+
+def quarantine_table(config: JobConfig) -> TableSpec:
+    """bronze_encounter_quarantine: one row per rejected record or file, keyed by (file, position)."""
+    return TableSpec(
+        name=config.tables.quarantine,
+        uri=config.table_uri(config.tables.quarantine),
+        record_key="quarantine_id",
+        precombine="quarantined_at",
+    )
+
+
+@dataclass(frozen=True)
+class Commit:
+    """A completed Hudi commit as the timeline records it."""
+
+    instant: str
+    extra: Mapping[str, str]
+    inserts: int
+    updates: int
+    deletes: int
+
+    @property
+    def batch_key(self) -> str | None:
+        return self.extra.get(BATCH_KEY)
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        return json.loads(self.extra.get(BATCH_STATS) or "{}")
+
+
+class HudiWriter:
+    """Writes DataFrames to Hudi tables and reads their timelines through Spark's Hadoop file system."""
+
+    def __init__(self, spark: SparkSession) -> None:
+        self.spark = spark
+
+    def upsert(self, spec: TableSpec, df: DataFrame, commit_meta: Mapping[str, str]) -> None:
+        """Upsert `df`; each `commit_meta` key must start with '_' so Hudi copies it into the commit."""
+        bad = [k for k in commit_meta if not k.startswith("_")]
+        if bad:
+            raise ValueError(f"commit metadata keys must start with '_': {bad}")
+        df.write.format("hudi").options(**spec.write_options(), **commit_meta).mode("append").save(spec.uri)
+
+    def _fs(self, uri: str) -> tuple[Any, Any]:
+        jvm = self.spark._jvm
+        path = jvm.org.apache.hadoop.fs.Path(uri)
+        return path.getFileSystem(self.spark._jsc.hadoopConfiguration()), path
+
+    def commits(self, spec: TableSpec, newest: int = 50) -> Iterator[Commit]:
+        """The newest completed commits of a table, newest first, read lazily.
+
+        Table version 6 keeps its active timeline as `.hoodie/<instant>.<action>` JSON files.
+        """
+        fs, timeline = self._fs(f"{spec.uri.rstrip('/')}/.hoodie")
+        if not fs.exists(timeline):
+            return
+        names = sorted(
+            (status.getPath().getName() for status in fs.listStatus(timeline)),
+            reverse=True,
+        )
+        completed = [n for n in names if n.endswith(_COMPLETED)][:newest]
+        jvm = self.spark._jvm
+        for name in completed:
+            stream = fs.open(jvm.org.apache.hadoop.fs.Path(timeline, name))
+            try:
+                text = jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8")
+            finally:
+                stream.close()
+            yield _parse_commit(name.split(".")[0], text)
+
+    def find_commit(self, spec: TableSpec, batch_key: str, newest: int = 50) -> Commit | None:
+        """The completed commit a batch made, if any: how a restart tells 'written' from 'not written'."""
+        return next((c for c in self.commits(spec, newest) if c.batch_key == batch_key), None)
+
+    def inflight(self, spec: TableSpec) -> list[str]:
+        """Instants requested or inflight but not completed (a crashed write leaves one)."""
+        fs, timeline = self._fs(f"{spec.uri.rstrip('/')}/.hoodie")
+        if not fs.exists(timeline):
+            return []
+        names = [status.getPath().getName() for status in fs.listStatus(timeline)]
+        done = {n.split(".")[0] for n in names if n.endswith((*_COMPLETED, ".rollback", ".clean"))}
+        pending = {n.split(".")[0] for n in names if n.endswith((".inflight", ".requested")) and n[0].isdigit()}
+        return sorted(pending - done)
+
+
+def _parse_commit(instant: str, text: str) -> Commit:
+    body = json.loads(text) if text.strip() else {}
+    stats = [s for per_partition in (body.get("partitionToWriteStats") or {}).values() for s in per_partition]
+    return Commit(
+        instant=instant,
+        extra={str(k): str(v) for k, v in (body.get("extraMetadata") or {}).items() if k != "schema"},
+        inserts=sum(int(s.get("numInserts", 0)) for s in stats),
+        updates=sum(int(s.get("numUpdateWrites", 0)) for s in stats),
+        deletes=sum(int(s.get("numDeletes", 0)) for s in stats),
+    )

@@ -1,0 +1,171 @@
+"""Wire the streaming job: file source -> foreachBatch(process_batch), with lease, recovery and clean stop."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from streaming.batch import BatchDeps, BatchResult, Recovery, process_batch, recover
+from streaming.config import ConfigError, JobConfig, is_remote
+from streaming.hudi import HudiWriter
+from streaming.ledger import LeaseHeld, Ledger, SqliteLedger
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.streaming import StreamingQuery
+
+log = logging.getLogger(__name__)
+
+# The file source's fixed schema; only path/length/modificationTime are selected, so file contents are never
+# read by the source itself (the executors stream them in records.py).
+BINARY_FILE_SCHEMA = "path string, modificationTime timestamp, length long, content binary"
+
+
+def open_ledger(config: JobConfig) -> Ledger:
+    """The configured ledger store."""
+    if config.ledger.backend == "sqlite":
+        return SqliteLedger(config.ledger_path)
+    if config.ledger.backend == "dynamodb":
+        from streaming.ledger_dynamodb import DynamoDbLedger
+
+        return DynamoDbLedger(config.ledger.table, region=config.ledger.region)
+    raise ConfigError(f"unknown ledger.backend {config.ledger.backend!r} (sqlite or dynamodb)")
+
+
+def new_run_id() -> str:
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class RunSummary:
+    """What one run did: its batches and what recovery found."""
+
+    run_id: str
+    recovery: Recovery = field(default_factory=Recovery)
+    batches: list[BatchResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def files(self) -> int:
+        return sum(len(b.files) for b in self.batches)
+
+    @property
+    def rows_written(self) -> int:
+        return sum(b.stats.rows_written for b in self.batches)
+
+    @property
+    def rows_rejected(self) -> int:
+        return sum(b.stats.rows_rejected for b in self.batches)
+
+
+class _Lease:
+    """The single-writer lease, renewed by a daemon thread; `lost` is set if another owner took it over."""
+
+    def __init__(self, ledger: Ledger, name: str, owner: str, ttl: timedelta) -> None:
+        self.ledger, self.name, self.owner, self.ttl = ledger, name, owner, ttl
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        ledger.acquire_lease(name, owner, ttl)  # raises LeaseHeld: a second instance refuses to start
+        self._thread = threading.Thread(target=self._renew, name="bronze-lease", daemon=True)
+        self._thread.start()
+
+    def _renew(self) -> None:
+        while not self._stop.wait(self.ttl.total_seconds() / 3):
+            try:
+                self.ledger.acquire_lease(self.name, self.owner, self.ttl)
+            except LeaseHeld:
+                log.error("writer lease %s was taken over; stopping", self.name)
+                self.lost.set()
+                return
+            except Exception:  # a ledger hiccup: try again next round, the lease is still valid for a while
+                log.warning("could not renew writer lease %s; retrying", self.name, exc_info=True)
+
+    def release(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        if not self.lost.is_set():
+            self.ledger.release_lease(self.name, self.owner)
+
+
+def start_stream(
+    spark: SparkSession, config: JobConfig, deps: BatchDeps, *, once: bool, on_batch: list[BatchResult]
+) -> StreamingQuery:
+    """Start the file source -> foreachBatch query."""
+    if not is_remote(config.source):
+        Path(config.source).mkdir(parents=True, exist_ok=True)  # the file source refuses a missing folder
+    listing = (
+        spark.readStream.format("binaryFile")
+        .schema(BINARY_FILE_SCHEMA)
+        .option("recursiveFileLookup", "true")
+        .option("maxFilesPerTrigger", str(config.max_files_per_trigger))
+        .load(config.source)
+        .select("path", "length", "modificationTime")
+    )
+
+    def each_batch(df: DataFrame, batch_id: int) -> None:
+        on_batch.append(process_batch(df, batch_id, deps))
+
+    writer = (
+        listing.writeStream.queryName(config.tables.encounter)
+        .option("checkpointLocation", config.checkpoint_uri)
+        .foreachBatch(each_batch)
+    )
+    writer = writer.trigger(availableNow=True) if once else writer.trigger(processingTime=config.trigger_interval)
+    return writer.start()
+
+
+def run(config: JobConfig, *, once: bool, spark: SparkSession | None = None) -> RunSummary:
+    """Run the job until the source is drained (`once`) or until SIGTERM/SIGINT, then stop cleanly."""
+    from streaming.session import build_spark
+
+    started = time.monotonic()
+    spark = spark or build_spark(config.spark)
+    ledger = open_ledger(config)
+    summary = RunSummary(new_run_id())
+    deps = BatchDeps(spark=spark, config=config, ledger=ledger, writer=HudiWriter(spark), run_id=summary.run_id)
+    lease = _Lease(
+        ledger,
+        f"writer:{config.table_uri(config.tables.encounter)}",
+        summary.run_id,
+        timedelta(seconds=config.lease_ttl_seconds),
+    )
+    try:
+        summary.recovery = recover(deps)
+        query = start_stream(spark, config, deps, once=once, on_batch=summary.batches)
+        _await(query, lease)
+    finally:
+        lease.release()
+        ledger.close()
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def _await(query: StreamingQuery, lease: _Lease) -> None:
+    """Wait for the query; on a stop signal or a lost lease, stop between batches."""
+    stop = threading.Event()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, lambda *_: stop.set())
+    try:
+        while query.isActive:
+            if stop.is_set() or lease.lost.is_set():
+                # Let the running batch finish: stopping mid-batch is safe (recovery) but wasteful.
+                deadline = time.monotonic() + 300
+                while query.status["isTriggerActive"] and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                query.stop()
+                break
+            query.awaitTermination(1)  # raises StreamingQueryException if a batch failed
+        if lease.lost.is_set():
+            raise LeaseHeld("writer lease lost to another instance; stopped")
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

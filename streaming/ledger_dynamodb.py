@@ -1,0 +1,270 @@
+"""The DynamoDB ledger: the `Ledger` contract of `ledger.py` on one DynamoDB table, for jobs without local disk.
+
+One table, string partition key `pk`, three kinds of item:
+
+- `file#<uri>`: a committed file, with the `batch_key` that first committed it and `committed_at`;
+- `intent#<batch_key>`: an open batch intent (`run_id`, `batch_id`, `files`, `started_at`) plus the sparse
+  attribute `intent_open`, the hash key of the `open_intents` GSI, so listing open intents is a Query, not a Scan;
+- `lease#<name>`: a writer lease (`owner`, `expires_at` as ISO text, `expires_epoch` for the condition).
+
+Endpoints and credentials come only from the environment (see `aws.py`), so the same code talks to AWS or moto.
+Errors never carry item contents: only the operation, the table and the AWS error code.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from streaming import aws
+from streaming.ledger import BatchIntent, LeaseHeld, LedgerUnavailable
+
+INDEX = "open_intents"
+_OPEN = "open"  # the one value of the sparse GSI key: every open intent sits in one GSI partition
+_FILE, _INTENT, _LEASE = "file#", "intent#", "lease#"
+_BATCH_GET_MAX = 100  # BatchGetItem's per-request key limit
+_COMMIT_WORKERS = 8
+_UNPROCESSED_ROUNDS = 6  # BatchGetItem retries of throttled keys before the store counts as unavailable
+_BACKOFF_BASE = 0.025
+_BACKOFF_CAP = 0.5
+_CREATE_TIMEOUT = 300.0
+
+Item = dict[str, dict[str, Any]]
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat()
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", "Unknown"))
+
+
+@contextmanager
+def _guard(operation: str, table: str) -> Iterator[None]:
+    """Turn any AWS failure into LedgerUnavailable naming only the operation, table and error code."""
+    try:
+        yield
+    except ClientError as exc:
+        raise LedgerUnavailable(f"DynamoDB ledger {table}: {operation} failed ({_code(exc)})") from exc
+    except BotoCoreError as exc:
+        raise LedgerUnavailable(f"DynamoDB ledger {table}: {operation} failed ({type(exc).__name__})") from exc
+
+
+def create_table(name: str, region: str = "") -> None:
+    """Create the ledger table (on-demand, with the open-intents GSI) if missing and wait until it is ACTIVE."""
+    client = aws.client("dynamodb", region)
+    try:
+        client.create_table(
+            TableName=name,
+            BillingMode="PAY_PER_REQUEST",
+            AttributeDefinitions=[
+                {"AttributeName": "pk", "AttributeType": "S"},
+                {"AttributeName": "intent_open", "AttributeType": "S"},
+            ],
+            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+            GlobalSecondaryIndexes=[
+                {
+                    "IndexName": INDEX,
+                    "KeySchema": [{"AttributeName": "intent_open", "KeyType": "HASH"}],
+                    "Projection": {"ProjectionType": "ALL"},
+                }
+            ],
+        )
+    except ClientError as exc:
+        if _code(exc) != "ResourceInUseException":  # already there (or being created by another instance)
+            raise LedgerUnavailable(f"DynamoDB ledger {name}: CreateTable failed ({_code(exc)})") from exc
+    except BotoCoreError as exc:
+        raise LedgerUnavailable(f"DynamoDB ledger {name}: CreateTable failed ({type(exc).__name__})") from exc
+
+    deadline = time.monotonic() + _CREATE_TIMEOUT
+    while True:
+        with _guard("DescribeTable", name):
+            table = client.describe_table(TableName=name)["Table"]
+        indexes = {ix["IndexName"]: ix.get("IndexStatus") for ix in table.get("GlobalSecondaryIndexes", [])}
+        if INDEX not in indexes:
+            # A pre-existing table of another shape: open_intents() would fail on every call, so fail now.
+            raise LedgerUnavailable(f"DynamoDB ledger {name}: table exists without the {INDEX} index")
+        if table.get("TableStatus") == "ACTIVE" and indexes[INDEX] == "ACTIVE":
+            return
+        if time.monotonic() > deadline:
+            raise LedgerUnavailable(f"DynamoDB ledger {name}: not ACTIVE after {_CREATE_TIMEOUT:.0f}s")
+        time.sleep(2)
+
+
+class DynamoDbLedger:
+    """The ledger on a DynamoDB table made by `create_table`; safe to share between the stream's threads."""
+
+    def __init__(self, table: str, region: str = "", client: Any | None = None) -> None:
+        self.table = table
+        # `client` lets callers (tests) pass one with other retry settings; endpoints still come from the environment.
+        self._client = client if client is not None else aws.client("dynamodb", region)
+
+    def _guard(self, operation: str) -> AbstractContextManager[None]:
+        return _guard(operation, self.table)
+
+    def _batch_get(self, keys: list[str], projection: str | None) -> list[Item]:
+        """Strongly consistent BatchGetItem of up to 100 distinct keys, re-asking for throttled (unprocessed) keys."""
+        request: dict[str, Any] = {"Keys": [{"pk": {"S": k}} for k in keys], "ConsistentRead": True}
+        if projection:
+            request["ProjectionExpression"] = projection
+            request["ExpressionAttributeNames"] = {"#pk": "pk"}
+        items: list[Item] = []
+        rounds = 0
+        while True:
+            with self._guard("BatchGetItem"):
+                response = self._client.batch_get_item(RequestItems={self.table: request})
+            items.extend(response.get("Responses", {}).get(self.table, []))
+            pending = response.get("UnprocessedKeys", {}).get(self.table)
+            if not pending or not pending.get("Keys"):
+                return items
+            rounds += 1
+            if rounds > _UNPROCESSED_ROUNDS:
+                raise LedgerUnavailable(
+                    f"DynamoDB ledger {self.table}: BatchGetItem left {len(pending['Keys'])} keys unprocessed"
+                )
+            time.sleep(min(_BACKOFF_CAP, _BACKOFF_BASE * 2**rounds))
+            request = pending  # carries the same projection and consistency settings
+
+    def committed(self, uris: Iterable[str]) -> set[str]:
+        # BatchGetItem rejects duplicate keys in one request, so de-duplicate first (keeping order for chunking).
+        keys = [_FILE + uri for uri in dict.fromkeys(uris)]
+        found: set[str] = set()
+        for i in range(0, len(keys), _BATCH_GET_MAX):
+            for item in self._batch_get(keys[i : i + _BATCH_GET_MAX], "#pk"):
+                found.add(item["pk"]["S"][len(_FILE) :])
+        return found
+
+    def begin(self, intent: BatchIntent) -> None:
+        # One item per intent: a 500-file batch of ~200-byte URIs is ~100 KB, well under the 400 KB item limit.
+        item: Item = {
+            "pk": {"S": _INTENT + intent.batch_key},
+            "run_id": {"S": intent.run_id},
+            "batch_id": {"N": str(intent.batch_id)},
+            "files": {"L": [{"S": f} for f in intent.files]},
+            "started_at": {"S": _iso(intent.started_at)},
+            "intent_open": {"S": _OPEN},
+        }
+        with self._guard("PutItem intent"):
+            self._client.put_item(TableName=self.table, Item=item)
+
+    def _mark(self, uri: str, batch_key: str, at: str) -> None:
+        # if_not_exists: one idempotent call, and a file committed earlier keeps its first batch key.
+        with self._guard("UpdateItem file"):
+            self._client.update_item(
+                TableName=self.table,
+                Key={"pk": {"S": _FILE + uri}},
+                UpdateExpression="SET batch_key = if_not_exists(batch_key, :k), committed_at = if_not_exists("
+                "committed_at, :t)",
+                ExpressionAttributeValues={":k": {"S": batch_key}, ":t": {"S": at}},
+            )
+
+    def commit(self, batch_key: str, uris: Sequence[str], at: datetime) -> None:
+        stamp = _iso(at)
+        unique = list(dict.fromkeys(uris))
+        if unique:
+            with ThreadPoolExecutor(max_workers=min(_COMMIT_WORKERS, len(unique))) as pool:
+                # list(): wait for every write and re-raise the first failure before the intent may close.
+                list(pool.map(lambda uri: self._mark(uri, batch_key, stamp), unique))
+        # Files first, intent last: a crash in between leaves the intent open and a restart re-commits it.
+        self.abandon(batch_key)
+
+    def abandon(self, batch_key: str) -> None:
+        with self._guard("DeleteItem intent"):
+            self._client.delete_item(TableName=self.table, Key={"pk": {"S": _INTENT + batch_key}})
+
+    def open_intents(self) -> list[BatchIntent]:
+        keys: list[str] = []
+        with self._guard("Query open_intents"):
+            pages = self._client.get_paginator("query").paginate(
+                TableName=self.table,
+                IndexName=INDEX,
+                KeyConditionExpression="intent_open = :o",
+                ExpressionAttributeValues={":o": {"S": _OPEN}},
+                ProjectionExpression="pk",
+            )
+            for page in pages:
+                keys.extend(item["pk"]["S"] for item in page.get("Items", []))
+        # A GSI is only eventually consistent: re-read the intents from the table so one just committed (deleted)
+        # or replaced does not come back stale.
+        items: list[Item] = []
+        for i in range(0, len(keys), _BATCH_GET_MAX):
+            items.extend(self._batch_get(list(dict.fromkeys(keys[i : i + _BATCH_GET_MAX])), None))
+        intents = [
+            BatchIntent(
+                batch_key=item["pk"]["S"][len(_INTENT) :],
+                run_id=item["run_id"]["S"],
+                batch_id=int(item["batch_id"]["N"]),
+                files=tuple(f["S"] for f in item["files"]["L"]),
+                started_at=datetime.fromisoformat(item["started_at"]["S"]),
+            )
+            for item in items
+            if "intent_open" in item
+        ]
+        return sorted(intents, key=lambda it: (it.started_at, it.batch_key))
+
+    def acquire_lease(self, name: str, owner: str, ttl: timedelta) -> None:
+        now = datetime.now(UTC)
+        expires = now + ttl
+        try:
+            self._client.put_item(
+                TableName=self.table,
+                Item={
+                    "pk": {"S": _LEASE + name},
+                    "owner": {"S": owner},
+                    "expires_at": {"S": _iso(expires)},
+                    "expires_epoch": {"N": f"{expires.timestamp():.6f}"},
+                },
+                # `owner` is a DynamoDB reserved word, hence #o.
+                ConditionExpression="attribute_not_exists(pk) OR #o = :owner OR expires_epoch < :now",
+                ExpressionAttributeNames={"#o": "owner"},
+                ExpressionAttributeValues={":owner": {"S": owner}, ":now": {"N": f"{now.timestamp():.6f}"}},
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            if _code(exc) != "ConditionalCheckFailedException":
+                raise LedgerUnavailable(f"DynamoDB ledger {self.table}: PutItem lease failed ({_code(exc)})") from exc
+            held: Item = exc.response.get("Item") or self._lease_item(name)
+            holder = held.get("owner", {}).get("S", "?")
+            until = held.get("expires_at", {}).get("S", "?")
+            raise LeaseHeld(f"lease {name!r} is held by {holder} until {until}") from None
+        except BotoCoreError as exc:
+            raise LedgerUnavailable(
+                f"DynamoDB ledger {self.table}: PutItem lease failed ({type(exc).__name__})"
+            ) from exc
+
+    def _lease_item(self, name: str) -> Item:
+        with self._guard("GetItem lease"):
+            response = self._client.get_item(
+                TableName=self.table, Key={"pk": {"S": _LEASE + name}}, ConsistentRead=True
+            )
+        item: Item = response.get("Item", {})
+        return item
+
+    def release_lease(self, name: str, owner: str) -> None:
+        try:
+            self._client.delete_item(
+                TableName=self.table,
+                Key={"pk": {"S": _LEASE + name}},
+                ConditionExpression="#o = :owner",
+                ExpressionAttributeNames={"#o": "owner"},
+                ExpressionAttributeValues={":owner": {"S": owner}},
+            )
+        except ClientError as exc:
+            if _code(exc) != "ConditionalCheckFailedException":  # not ours (or gone): nothing to give up
+                raise LedgerUnavailable(
+                    f"DynamoDB ledger {self.table}: DeleteItem lease failed ({_code(exc)})"
+                ) from exc
+        except BotoCoreError as exc:
+            raise LedgerUnavailable(
+                f"DynamoDB ledger {self.table}: DeleteItem lease failed ({type(exc).__name__})"
+            ) from exc
+
+    def close(self) -> None:
+        """Nothing to release: the boto3 client is shared (see `aws.client`)."""

@@ -1,0 +1,55 @@
+"""Pytest plugin: a local AWS (moto in server mode, no Docker) and per-test names, for DynamoDB and S3 tests."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from moto.server import ThreadedMotoServer
+
+from streaming import aws
+
+REGION = "us-east-1"
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """One moto server for the whole run, on a free local port; yields its endpoint URL."""
+    # Port 0 lets the OS pick a free port when the server binds it (no bind-close-rebind race).
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws_env(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Point boto3 at the moto server with dummy credentials for one test; yields the endpoint."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_REGION", REGION)
+    # A developer's profile or session token must never leak into a test against moto.
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    yield moto_endpoint
+
+
+@pytest.fixture
+def unique_name(request: pytest.FixtureRequest) -> str:
+    """A name valid for both a DynamoDB table and an S3 bucket, unique per test: t-<test name>-<uuid8>."""
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    return f"t-{slug}-{uuid.uuid4().hex[:8]}" if slug else f"t-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def s3_bucket(aws_env: str, unique_name: str) -> str:
+    """An empty bucket on the moto server, named for this test."""
+    aws.client("s3").create_bucket(Bucket=unique_name)  # us-east-1: no LocationConstraint allowed
+    return unique_name

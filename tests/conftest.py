@@ -1,0 +1,32 @@
+"""Shared fixtures: one local Spark session per test run, AWS stand-ins from aws_fixtures."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from streaming.config import SparkConfig
+
+pytest_plugins = ["aws_fixtures"]
+
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "fhir-samples" / "synthea"
+
+
+@pytest.fixture(scope="session")
+def samples() -> Path:
+    """The shared Synthea R4 samples (read in place, never copied into the repo)."""
+    if not (SAMPLES / "encounters.ndjson").exists():
+        pytest.fail(f"shared FHIR samples not found at {SAMPLES}")
+    return SAMPLES
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[object]:
+    """A session-scoped local[2] Spark with Hudi: starting the JVM once keeps the suite minutes, not hours."""
+    from streaming.session import build_spark
+
+    session = build_spark(SparkConfig(master="local[2]", shuffle_partitions=2, log_level="ERROR"))
+    yield session
+    session.stop()

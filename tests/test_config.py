@@ -1,0 +1,70 @@
+"""Config precedence: flag > file > default, with named errors for unknown keys and wrong types."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streaming import config as conf
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "job.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_file_or_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = conf.load()
+    assert config.source == str(tmp_path / "data" / "landing")
+    assert config.warehouse == str(tmp_path / "data" / "warehouse")
+    assert config.checkpoint_uri == str(tmp_path / "data" / "warehouse" / "_checkpoints" / "bronze_encounter")
+    assert config.ledger.backend == "sqlite"
+    assert config.ledger_path == str(tmp_path / "data" / "warehouse" / "_ledger" / "ledger.sqlite3")
+
+
+def test_file_overrides_defaults_and_flags_override_file(tmp_path: Path) -> None:
+    file = _write(
+        tmp_path,
+        'source = "s3a://landing-bucket/in"\nmax_files_per_trigger = 7\n'
+        '[ledger]\nbackend = "dynamodb"\ntable = "from-file"\n[spark.conf]\n"spark.a" = "1"\n',
+    )
+    config = conf.load(file, {"ledger.table": "from-flag", "max_files_per_trigger": "9", "source": None})
+    assert config.source == "s3a://landing-bucket/in"  # a None flag means "not given"
+    assert config.max_files_per_trigger == 9  # flag text converted to the field's type
+    assert config.ledger.backend == "dynamodb"
+    assert config.ledger.table == "from-flag"
+    assert dict(config.spark.conf) == {"spark.a": "1"}
+
+
+def test_remote_warehouse_needs_explicit_sqlite_path() -> None:
+    config = conf.load(overrides={"warehouse": "s3a://wh-bucket/bronze"})
+    assert config.table_uri("bronze_encounter") == "s3a://wh-bucket/bronze/bronze_encounter"
+    assert config.checkpoint_uri == "s3a://wh-bucket/bronze/_checkpoints/bronze_encounter"
+    with pytest.raises(conf.ConfigError, match="ledger.path"):
+        _ = config.ledger_path
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("nope = 1\n", "unknown setting nope"),
+        ("[ledger]\ncolour = 'x'\n", "unknown setting ledger.colour"),
+        ("max_files_per_trigger = 'many'\n", "max_files_per_trigger must be int"),
+        ("ledger = 3\n", "ledger must be a table"),
+        ("[fhir]\nkeep_resource_json = 5\n", "fhir.keep_resource_json must be bool"),
+    ],
+)
+def test_bad_settings_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(conf.ConfigError, match=message):
+        conf.load(_write(tmp_path, text))
+
+
+def test_shipped_environment_files_load() -> None:
+    local = conf.load(conf.env_file("local"))
+    glue = conf.load(conf.env_file("glue"))
+    assert local.ledger.backend == "sqlite"
+    assert glue.ledger.backend == "dynamodb"
+    assert glue.warehouse.startswith("s3://")

@@ -1,0 +1,451 @@
+"""One contract, two stores: every Ledger test runs against SQLite and against DynamoDB (moto server)."""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+
+from streaming import aws
+from streaming import ledger_dynamodb as ddb
+from streaming.ledger import BatchIntent, LeaseHeld, Ledger, LedgerUnavailable, SqliteLedger
+from streaming.ledger_dynamodb import DynamoDbLedger, create_table
+
+T0 = datetime(2024, 3, 1, 8, 30, 15, 123456, tzinfo=UTC)
+ODD_URIS = [
+    "s3://bucket/landing/with space.ndjson",
+    "s3://bucket/landing/100%25 done%.ndjson",
+    "s3://bucket/landing/hash#frag.ndjson",
+    "file:///tmp/landing/ünïcödé-病院-🏥.json",
+    "s3://bucket/landing/quote'\"and?query=1&b=2.ndjson",
+    "file#s3://looks-like-a-key-prefix",
+    "intent#not-an-intent",
+    "s3://bucket/landing/a.ndjson",
+    "s3://bucket/landing/a.ndjson.bak",  # the first is a prefix of this one
+]
+
+
+@dataclass
+class Store:
+    """A ledger implementation under test: how to open it (again) and how to peek at a file's record."""
+
+    kind: str
+    open: Callable[[], Ledger]
+    record: Callable[[str], tuple[str, str] | None]  # uri -> (batch_key, committed_at), read from the store itself
+
+
+def _sqlite_store(path: Path) -> Store:
+    def record(uri: str) -> tuple[str, str] | None:
+        with sqlite3.connect(path) as db:
+            row = db.execute("SELECT batch_key, committed_at FROM files WHERE uri = ?", (uri,)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    return Store("sqlite", lambda: SqliteLedger(path), record)
+
+
+def _dynamodb_store(table: str) -> Store:
+    create_table(table)
+
+    def record(uri: str) -> tuple[str, str] | None:
+        item = aws.client("dynamodb").get_item(TableName=table, Key={"pk": {"S": "file#" + uri}}, ConsistentRead=True)
+        found = item.get("Item")
+        return (found["batch_key"]["S"], found["committed_at"]["S"]) if found else None
+
+    return Store("dynamodb", lambda: DynamoDbLedger(table), record)
+
+
+@pytest.fixture(params=["sqlite", "dynamodb"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
+    """Each implementation in turn, on fresh storage (a new SQLite file, a new DynamoDB table)."""
+    if request.param == "sqlite":
+        return _sqlite_store(tmp_path / "ledger" / "ledger.sqlite3")
+    request.getfixturevalue("aws_env")
+    return _dynamodb_store(request.getfixturevalue("unique_name"))
+
+
+@pytest.fixture
+def ledger(store: Store) -> Iterator[Ledger]:
+    opened = store.open()
+    yield opened
+    opened.close()
+
+
+def _intent(key: str, files: list[str], started: datetime = T0, run: str = "run-1", batch: int = 7) -> BatchIntent:
+    return BatchIntent(batch_key=key, run_id=run, batch_id=batch, files=tuple(files), started_at=started)
+
+
+# --- committed() ---------------------------------------------------------------------------------------------
+
+
+def test_committed_on_an_empty_store_is_empty(ledger: Ledger) -> None:
+    assert ledger.committed(["s3://b/a.ndjson", "s3://b/b.ndjson"]) == set()
+    assert ledger.committed([]) == set()
+
+
+def test_committed_returns_exactly_the_committed_subset(ledger: Ledger) -> None:
+    ledger.commit("batch-a", ["s3://b/1.ndjson", "s3://b/2.ndjson"], T0)
+    asked = ["s3://b/0.ndjson", "s3://b/1.ndjson", "s3://b/2.ndjson", "s3://b/3.ndjson"]
+    assert ledger.committed(asked) == {"s3://b/1.ndjson", "s3://b/2.ndjson"}
+    assert ledger.committed(iter(asked)) == {"s3://b/1.ndjson", "s3://b/2.ndjson"}  # any iterable, once
+
+
+def test_committed_tolerates_duplicate_uris(ledger: Ledger) -> None:
+    ledger.commit("batch-a", ["s3://b/1.ndjson"], T0)
+    asked = ["s3://b/1.ndjson", "s3://b/9.ndjson", "s3://b/1.ndjson", "s3://b/9.ndjson", "s3://b/1.ndjson"]
+    assert ledger.committed(asked) == {"s3://b/1.ndjson"}
+
+
+@pytest.mark.parametrize("total", [150, 1234])
+def test_committed_over_many_chunks(ledger: Ledger, total: int) -> None:
+    """More than one BatchGetItem (100 keys) and more than one SQLite IN list (500) per call."""
+    uris = [f"s3://bucket/landing/2024/03/01/file-{i:05d}.ndjson" for i in range(total)]
+    done = uris[::3]
+    ledger.commit("batch-a", done, T0)
+    assert ledger.committed(uris) == set(done)
+    assert ledger.committed(uris + uris[:250]) == set(done)  # duplicates across chunk boundaries
+
+
+def test_committed_with_odd_characters(ledger: Ledger) -> None:
+    committed = ODD_URIS[::2]
+    ledger.commit("batch-odd", committed, T0)
+    assert ledger.committed(ODD_URIS) == set(committed)
+    for uri in ODD_URIS:
+        assert ledger.committed([uri]) == ({uri} if uri in committed else set())
+
+
+def test_an_open_intent_does_not_count_as_committed(ledger: Ledger) -> None:
+    ledger.begin(_intent("s3://b/1.ndjson", ["s3://b/1.ndjson"]))  # batch key equal to a uri: separate namespaces
+    ledger.acquire_lease("s3://b/2.ndjson", "owner-a", timedelta(minutes=5))
+    assert ledger.committed(["s3://b/1.ndjson", "s3://b/2.ndjson"]) == set()
+
+
+# --- intents -------------------------------------------------------------------------------------------------
+
+
+def test_open_intents_on_an_empty_store_is_empty(ledger: Ledger) -> None:
+    assert ledger.open_intents() == []
+
+
+def test_begin_round_trips_every_field(ledger: Ledger) -> None:
+    intent = _intent("run-1/7", ["s3://b/x y.ndjson", "file:///tmp/é#1.json", "s3://b/z.ndjson"], run="run-1")
+    ledger.begin(intent)
+    [back] = ledger.open_intents()
+    assert back == intent
+    assert back.files == ("s3://b/x y.ndjson", "file:///tmp/é#1.json", "s3://b/z.ndjson")  # order kept
+    assert back.started_at.utcoffset() == timedelta(0)
+    assert isinstance(back.batch_id, int)
+
+
+def test_begin_normalises_started_at_to_utc(ledger: Ledger) -> None:
+    plus_two = timezone(timedelta(hours=2))
+    ledger.begin(_intent("k", ["s3://b/1"], started=datetime(2024, 3, 1, 10, 0, tzinfo=plus_two)))
+    [back] = ledger.open_intents()
+    assert back.started_at == datetime(2024, 3, 1, 8, 0, tzinfo=UTC)
+    assert back.started_at.utcoffset() == timedelta(0)
+
+
+def test_begin_with_no_files_round_trips(ledger: Ledger) -> None:
+    ledger.begin(_intent("empty", []))
+    assert ledger.open_intents() == [_intent("empty", [])]
+
+
+def test_open_intents_are_oldest_first_then_by_key(ledger: Ledger) -> None:
+    late = _intent("a-late", ["s3://b/3"], started=T0 + timedelta(seconds=30), batch=3)
+    early = _intent("z-early", ["s3://b/1"], started=T0 - timedelta(minutes=5), batch=1)
+    tie_b = _intent("tie-b", ["s3://b/2b"], started=T0, batch=2)
+    tie_a = _intent("tie-a", ["s3://b/2a"], started=T0, batch=2)
+    sub_second = _intent("sub", ["s3://b/4"], started=T0.replace(microsecond=0) + timedelta(seconds=1), batch=4)
+    for intent in (late, tie_b, sub_second, early, tie_a):
+        ledger.begin(intent)
+    assert ledger.open_intents() == [early, tie_a, tie_b, sub_second, late]
+
+
+def test_begin_with_the_same_key_replaces(ledger: Ledger) -> None:
+    ledger.begin(_intent("run-1/7", ["s3://b/old-1", "s3://b/old-2"], run="run-1", batch=7))
+    replay = _intent("run-1/7", ["s3://b/new"], started=T0 + timedelta(minutes=1), run="run-2", batch=8)
+    ledger.begin(replay)
+    assert ledger.open_intents() == [replay]
+
+
+def test_commit_marks_files_and_closes_the_intent(store: Store, ledger: Ledger) -> None:
+    files = ["s3://b/1.ndjson", "s3://b/2.ndjson"]
+    other = _intent("run-1/8", ["s3://b/3.ndjson"], started=T0 + timedelta(seconds=5), batch=8)
+    ledger.begin(_intent("run-1/7", files))
+    ledger.begin(other)
+    ledger.commit("run-1/7", files, T0 + timedelta(seconds=10))
+    assert ledger.committed([*files, "s3://b/3.ndjson"]) == set(files)
+    assert ledger.open_intents() == [other]  # only the committed batch's intent closes
+    stamp = (T0 + timedelta(seconds=10)).isoformat()
+    assert [store.record(f) for f in files] == [("run-1/7", stamp), ("run-1/7", stamp)]
+    assert store.record("s3://b/3.ndjson") is None
+
+
+def test_commit_is_idempotent(store: Store, ledger: Ledger) -> None:
+    files = ["s3://b/1.ndjson", "s3://b/2.ndjson", "s3://b/1.ndjson"]  # a duplicate inside one commit, too
+    ledger.begin(_intent("k1", files))
+    ledger.commit("k1", files, T0)
+    ledger.commit("k1", files, T0 + timedelta(hours=1))  # a replay after a crash, later
+    assert ledger.committed(files) == {"s3://b/1.ndjson", "s3://b/2.ndjson"}
+    assert ledger.open_intents() == []
+    assert store.record("s3://b/1.ndjson") == ("k1", T0.isoformat())
+
+
+def test_a_file_keeps_the_batch_that_first_committed_it(store: Store, ledger: Ledger) -> None:
+    ledger.commit("batch-a", ["s3://b/shared", "s3://b/only-a"], T0)
+    before = ledger.committed(["s3://b/shared", "s3://b/only-a", "s3://b/only-b"])
+    ledger.begin(_intent("batch-b", ["s3://b/shared", "s3://b/only-b"]))
+    ledger.commit("batch-b", ["s3://b/shared", "s3://b/only-b"], T0 + timedelta(minutes=1))
+    assert before == {"s3://b/shared", "s3://b/only-a"}
+    assert ledger.committed(["s3://b/shared", "s3://b/only-a", "s3://b/only-b"]) == {
+        "s3://b/shared",
+        "s3://b/only-a",
+        "s3://b/only-b",
+    }
+    assert store.record("s3://b/shared") == ("batch-a", T0.isoformat())
+    assert store.record("s3://b/only-b") == ("batch-b", (T0 + timedelta(minutes=1)).isoformat())
+    assert ledger.open_intents() == []
+
+
+def test_commit_without_files_closes_the_intent(ledger: Ledger) -> None:
+    ledger.begin(_intent("k-empty", []))
+    ledger.commit("k-empty", [], T0)
+    assert ledger.open_intents() == []
+
+
+def test_abandon_closes_the_intent_without_committing(store: Store, ledger: Ledger) -> None:
+    keep = _intent("keep", ["s3://b/k"], started=T0 + timedelta(seconds=1))
+    ledger.begin(_intent("drop", ["s3://b/1", "s3://b/2"]))
+    ledger.begin(keep)
+    ledger.abandon("drop")
+    assert ledger.open_intents() == [keep]
+    assert ledger.committed(["s3://b/1", "s3://b/2"]) == set()
+    assert store.record("s3://b/1") is None
+    ledger.abandon("drop")  # again, and a key never begun: no error, no change
+    ledger.abandon("never-begun")
+    assert ledger.open_intents() == [keep]
+
+
+def test_state_survives_a_new_instance(store: Store) -> None:
+    first = store.open()
+    first.commit("batch-a", ["s3://b/1", "s3://b/2"], T0)
+    open_one = _intent("batch-b", ["s3://b/3"], started=T0 + timedelta(seconds=1), batch=8)
+    first.begin(open_one)
+    first.acquire_lease("writer", "owner-a", timedelta(minutes=5))
+    first.close()
+
+    second = store.open()
+    try:
+        assert second.committed(["s3://b/1", "s3://b/2", "s3://b/3"]) == {"s3://b/1", "s3://b/2"}
+        assert second.open_intents() == [open_one]
+        with pytest.raises(LeaseHeld, match="owner-a"):
+            second.acquire_lease("writer", "owner-b", timedelta(minutes=5))
+    finally:
+        second.close()
+
+
+# --- leases --------------------------------------------------------------------------------------------------
+
+
+def test_lease_owner_can_renew_and_others_are_refused(ledger: Ledger) -> None:
+    ledger.acquire_lease("writer", "owner-a", timedelta(minutes=5))
+    ledger.acquire_lease("writer", "owner-a", timedelta(minutes=10))  # renewal by the holder
+    with pytest.raises(LeaseHeld) as refused:
+        ledger.acquire_lease("writer", "owner-b", timedelta(minutes=5))
+    message = str(refused.value)
+    assert "'writer'" in message
+    assert "owner-a" in message
+    until = datetime.fromisoformat(message.rsplit(" until ", 1)[1])
+    # The renewal moved the expiry to ~10 minutes from now, not the first 5.
+    assert timedelta(minutes=9) < until - datetime.now(UTC) <= timedelta(minutes=10)
+
+
+def test_leases_with_other_names_are_independent(ledger: Ledger) -> None:
+    ledger.acquire_lease("table-1", "owner-a", timedelta(minutes=5))
+    ledger.acquire_lease("table-2", "owner-b", timedelta(minutes=5))
+    with pytest.raises(LeaseHeld, match="owner-b"):
+        ledger.acquire_lease("table-2", "owner-a", timedelta(minutes=5))
+
+
+def test_an_expired_lease_can_be_taken(ledger: Ledger) -> None:
+    ledger.acquire_lease("writer", "owner-a", timedelta(seconds=1))
+    with pytest.raises(LeaseHeld):
+        ledger.acquire_lease("writer", "owner-b", timedelta(minutes=5))
+    time.sleep(1.1)
+    ledger.acquire_lease("writer", "owner-b", timedelta(minutes=5))
+    with pytest.raises(LeaseHeld, match="owner-b"):  # and now A is the one refused
+        ledger.acquire_lease("writer", "owner-a", timedelta(minutes=5))
+
+
+def test_release_lets_another_owner_in(ledger: Ledger) -> None:
+    ledger.acquire_lease("writer", "owner-a", timedelta(minutes=5))
+    ledger.release_lease("writer", "owner-a")
+    ledger.acquire_lease("writer", "owner-b", timedelta(minutes=5))
+    with pytest.raises(LeaseHeld, match="owner-b"):
+        ledger.acquire_lease("writer", "owner-a", timedelta(minutes=5))
+
+
+def test_release_by_a_non_owner_does_nothing(ledger: Ledger) -> None:
+    ledger.acquire_lease("writer", "owner-a", timedelta(minutes=5))
+    ledger.release_lease("writer", "owner-b")
+    ledger.release_lease("never-taken", "owner-b")
+    with pytest.raises(LeaseHeld, match="owner-a"):
+        ledger.acquire_lease("writer", "owner-b", timedelta(minutes=5))
+
+
+# --- DynamoDB only -------------------------------------------------------------------------------------------
+
+
+def _closed_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_dynamodb_unreachable_endpoint_raises_ledger_unavailable(
+    aws_env: str, unique_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{_closed_port()}")
+    fast = Config(retries={"mode": "standard", "max_attempts": 1}, connect_timeout=1, read_timeout=1)
+    ledger = DynamoDbLedger(unique_name, client=aws.client("dynamodb", "", fast))
+    secret = "s3://bucket/patient-12345.ndjson"
+    calls: list[tuple[str, Callable[[], Any]]] = [
+        ("BatchGetItem", lambda: ledger.committed([secret])),
+        ("PutItem intent", lambda: ledger.begin(_intent("k", [secret]))),
+        ("UpdateItem file", lambda: ledger.commit("k", [secret], T0)),
+        ("DeleteItem intent", lambda: ledger.abandon("k")),
+        ("Query open_intents", ledger.open_intents),
+        ("PutItem lease", lambda: ledger.acquire_lease("writer", "owner-a", timedelta(seconds=5))),
+        ("DeleteItem lease", lambda: ledger.release_lease("writer", "owner-a")),
+    ]
+    for operation, call in calls:
+        with pytest.raises(LedgerUnavailable) as failed:
+            call()
+        message = str(failed.value)
+        assert message == f"DynamoDB ledger {unique_name}: {operation} failed (EndpointConnectionError)"
+        assert secret not in message
+
+
+def test_dynamodb_missing_table_raises_ledger_unavailable(aws_env: str, unique_name: str) -> None:
+    ledger = DynamoDbLedger(unique_name)  # create_table never called
+    with pytest.raises(LedgerUnavailable, match=rf"^DynamoDB ledger {unique_name}: .*ResourceNotFoundException"):
+        ledger.committed(["s3://b/1"])
+    with pytest.raises(LedgerUnavailable, match="ResourceNotFoundException"):
+        ledger.acquire_lease("writer", "owner-a", timedelta(seconds=5))
+
+
+def test_dynamodb_create_table_shape_and_idempotence(aws_env: str, unique_name: str) -> None:
+    create_table(unique_name)
+    create_table(unique_name)  # a second start must not fail
+    table = aws.client("dynamodb").describe_table(TableName=unique_name)["Table"]
+    assert table["TableStatus"] == "ACTIVE"
+    assert table["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]
+    assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+    [index] = table["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == "open_intents"
+    assert index["KeySchema"] == [{"AttributeName": "intent_open", "KeyType": "HASH"}]
+    assert index["Projection"] == {"ProjectionType": "ALL"}
+    assert index["IndexStatus"] == "ACTIVE"
+
+
+def test_dynamodb_create_table_refuses_a_table_without_the_index(aws_env: str, unique_name: str) -> None:
+    aws.client("dynamodb").create_table(
+        TableName=unique_name,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+    )
+    with pytest.raises(LedgerUnavailable, match="without the open_intents index"):
+        create_table(unique_name)
+
+
+def test_dynamodb_open_intents_queries_the_index_and_never_scans(aws_env: str, unique_name: str) -> None:
+    create_table(unique_name)
+    # A private client, so the call recorder does not stay on the shared cached one.
+    client = boto3.session.Session().client("dynamodb", endpoint_url=aws_env, region_name="us-east-1")
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    def record(model: Any, params: dict[str, Any], **_: Any) -> None:
+        seen.append((model.name, params))
+
+    client.meta.events.register("before-parameter-build.dynamodb", record)
+    ledger = DynamoDbLedger(unique_name, client=client)
+    intents = [_intent(f"k{i}", [f"s3://b/{i}"], started=T0 + timedelta(seconds=i), batch=i) for i in range(3)]
+    for intent in intents:
+        ledger.begin(intent)
+    ledger.commit("k1", ["s3://b/1"], T0)
+    seen.clear()
+    assert ledger.open_intents() == [intents[0], intents[2]]
+    operations = [name for name, _ in seen]
+    assert "Scan" not in operations
+    queries = [params for name, params in seen if name == "Query"]
+    assert len(queries) == 1
+    assert queries[0]["IndexName"] == "open_intents"
+    # The committed intent's item is gone; only open intents carry the sparse index key.
+    item = client.get_item(TableName=unique_name, Key={"pk": {"S": "intent#k0"}}, ConsistentRead=True)["Item"]
+    assert item["intent_open"] == {"S": "open"}
+    assert "Item" not in client.get_item(TableName=unique_name, Key={"pk": {"S": "intent#k1"}}, ConsistentRead=True)
+
+
+def test_dynamodb_open_intents_paginates(aws_env: str, unique_name: str) -> None:
+    """Enough ~20 KB intents that the GSI Query needs several 1 MB pages; none may be dropped."""
+    create_table(unique_name)
+    ledger = DynamoDbLedger(unique_name)
+    files = [f"s3://bucket/landing/2024/03/01/{'x' * 150}-{i:04d}.ndjson" for i in range(120)]
+    intents = [_intent(f"k{i:03d}", files, started=T0 + timedelta(seconds=i), batch=i) for i in range(120)]
+    for intent in intents:
+        ledger.begin(intent)
+    assert ledger.open_intents() == intents
+
+
+class _FlakyBatchGet:
+    """A stand-in client whose BatchGetItem leaves keys unprocessed, as DynamoDB does when throttled."""
+
+    def __init__(self, table: str, committed: set[str], stuck_rounds: int) -> None:
+        self.table = table
+        self.committed = committed
+        self.stuck_rounds = stuck_rounds
+        self.requests: list[list[str]] = []
+
+    def batch_get_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
+        request = RequestItems[self.table]
+        keys = [k["pk"]["S"] for k in request["Keys"]]
+        assert len(keys) == len(set(keys)) <= 100
+        self.requests.append(keys)
+        # Answer only the first key while stuck, leaving the rest unprocessed.
+        answered, pending = (keys[:1], keys[1:]) if self.stuck_rounds > 0 else (keys, [])
+        self.stuck_rounds -= 1
+        unprocessed = {self.table: {**request, "Keys": [{"pk": {"S": k}} for k in pending]}} if pending else {}
+        found = [{"pk": {"S": k}} for k in answered if k in self.committed]
+        return {"Responses": {self.table: found}, "UnprocessedKeys": unprocessed}
+
+
+def test_dynamodb_committed_retries_unprocessed_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ddb.time, "sleep", lambda _: None)
+    uris = [f"s3://b/{i}" for i in range(250)]
+    fake = _FlakyBatchGet("t", {"file#" + u for u in uris[::2]}, stuck_rounds=3)
+    ledger = DynamoDbLedger("t", client=fake)
+    assert ledger.committed(uris + uris[:10]) == set(uris[::2])
+    assert len(fake.requests) == 3 + 3  # chunk 1: 1 + 3 retries; chunks 2 and 3: one call each
+    assert fake.requests[1] == fake.requests[0][1:]  # a retry asks again for exactly the unprocessed keys
+
+
+def test_dynamodb_committed_gives_up_on_keys_that_stay_unprocessed(monkeypatch: pytest.MonkeyPatch) -> None:
+    sleeps: list[float] = []
+    monkeypatch.setattr(ddb.time, "sleep", sleeps.append)
+    fake = _FlakyBatchGet("t", set(), stuck_rounds=10_000)
+    ledger = DynamoDbLedger("t", client=fake)
+    with pytest.raises(LedgerUnavailable, match=r"^DynamoDB ledger t: BatchGetItem left \d+ keys unprocessed$"):
+        ledger.committed([f"s3://b/{i}" for i in range(50)])
+    assert len(fake.requests) == 1 + 6  # the first ask and six retries, then it gives up
+    assert len(sleeps) == 6
+    assert sleeps == sorted(sleeps)  # backoff grows
+    assert max(sleeps) <= 0.5  # ... and stays short
