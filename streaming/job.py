@@ -126,8 +126,8 @@ def run(config: JobConfig, *, once: bool, spark: SparkSession | None = None) -> 
     from streaming.session import build_spark
 
     started = time.monotonic()
+    ledger = open_ledger(config)  # first: a bad ledger setting fails before a JVM starts
     spark = spark or build_spark(config.spark)
-    ledger = open_ledger(config)
     summary = RunSummary(new_run_id())
     deps = BatchDeps(spark=spark, config=config, ledger=ledger, writer=HudiWriter(spark), run_id=summary.run_id)
     lease = _Lease(

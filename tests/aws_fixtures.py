@@ -27,18 +27,30 @@ def moto_endpoint() -> Iterator[str]:
         server.stop()
 
 
-@pytest.fixture
-def aws_env(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """Point boto3 at the moto server with dummy credentials for one test; yields the endpoint."""
-    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_endpoint)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    monkeypatch.setenv("AWS_REGION", REGION)
+def _point_at(mp: pytest.MonkeyPatch, endpoint: str) -> None:
+    mp.setenv("AWS_ENDPOINT_URL", endpoint)
+    mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+    mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    mp.setenv("AWS_DEFAULT_REGION", REGION)
+    mp.setenv("AWS_REGION", REGION)
     # A developer's profile or session token must never leak into a test against moto.
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
-    yield moto_endpoint
+    mp.delenv("AWS_PROFILE", raising=False)
+    mp.delenv("AWS_SESSION_TOKEN", raising=False)
+
+
+@pytest.fixture(scope="session")
+def local_aws(moto_endpoint: str) -> Iterator[str]:
+    """Point the whole process at moto for the run, so the Spark JVM (s3a) and its Python workers inherit it."""
+    with pytest.MonkeyPatch.context() as mp:
+        _point_at(mp, moto_endpoint)
+        yield moto_endpoint
+
+
+@pytest.fixture
+def aws_env(local_aws: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Point boto3 at the moto server with dummy credentials for one test; yields the endpoint."""
+    _point_at(monkeypatch, local_aws)
+    yield local_aws
 
 
 @pytest.fixture

@@ -23,8 +23,11 @@ def samples() -> Path:
 
 
 @pytest.fixture(scope="session")
-def spark() -> Iterator[object]:
-    """A session-scoped local[2] Spark with Hudi: starting the JVM once keeps the suite minutes, not hours."""
+def spark(local_aws: str) -> Iterator[object]:
+    """A session-scoped local[2] Spark with Hudi: starting the JVM once keeps the suite minutes, not hours.
+
+    It starts after `local_aws`, so s3a and the executors' boto3 reach the moto server.
+    """
     from streaming.session import build_spark
 
     session = build_spark(SparkConfig(master="local[2]", shuffle_partitions=2, log_level="ERROR"))

@@ -43,7 +43,7 @@ def test_remote_warehouse_needs_explicit_sqlite_path() -> None:
     config = conf.load(overrides={"warehouse": "s3a://wh-bucket/bronze"})
     assert config.table_uri("bronze_encounter") == "s3a://wh-bucket/bronze/bronze_encounter"
     assert config.checkpoint_uri == "s3a://wh-bucket/bronze/_checkpoints/bronze_encounter"
-    with pytest.raises(conf.ConfigError, match="ledger.path"):
+    with pytest.raises(conf.ConfigError, match=r"ledger\.path"):
         _ = config.ledger_path
 
 

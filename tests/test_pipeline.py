@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from helpers import copy_samples, job_config, read_table
+
 from streaming import job
 from streaming.hudi import HudiWriter, encounter_table, ingest_log_table
 
