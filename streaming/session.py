@@ -63,6 +63,9 @@ def build_spark(config: SparkConfig, app_name: str = "bronze-encounter") -> Spar
         .config("spark.ui.enabled", str(config.ui).lower())
         .config("spark.ui.showConsoleProgress", "false")
     )
+    if config.master.startswith("local"):
+        # Bind to loopback: sandboxes and CI runners often resolve their hostname to an address nobody routes.
+        builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
     for key, value in {**HUDI_SPARK_CONF, **s3a_conf(), **config.conf}.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()

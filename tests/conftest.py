@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,15 +12,21 @@ from streaming.config import SparkConfig
 
 pytest_plugins = ["aws_fixtures"]
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "fhir-samples" / "synthea"
+# The shared Synthea samples sit beside the repo (../shared); BRONZE_FHIR_SAMPLES points elsewhere.
+_CANDIDATES = [
+    os.environ.get("BRONZE_FHIR_SAMPLES", ""),
+    str(Path(__file__).resolve().parents[2] / "shared" / "fhir-samples" / "synthea"),
+    "/work/shared/fhir-samples/synthea",
+]
 
 
 @pytest.fixture(scope="session")
 def samples() -> Path:
     """The shared Synthea R4 samples (read in place, never copied into the repo)."""
-    if not (SAMPLES / "encounters.ndjson").exists():
-        pytest.fail(f"shared FHIR samples not found at {SAMPLES}")
-    return SAMPLES
+    for candidate in filter(None, _CANDIDATES):
+        if (Path(candidate) / "encounters.ndjson").exists():
+            return Path(candidate)
+    pytest.fail(f"shared FHIR samples not found in {[c for c in _CANDIDATES if c]}; set BRONZE_FHIR_SAMPLES")
 
 
 @pytest.fixture(scope="session")
