@@ -69,6 +69,7 @@ class JobConfig:
     trigger_interval: str = "30 seconds"  # processing-time trigger of the continuous stream
     max_files_per_trigger: int = 500  # bounds one micro-batch (and the ledger's batch intent item)
     lease_ttl_seconds: int = 60  # single-writer lease; renewed every third of it, a dead job's expires after it
+    lease_wait_seconds: int = 75  # how long a starting job waits for another holder's lease to expire
     tables: Tables = field(default_factory=Tables)
     ledger: LedgerConfig = field(default_factory=LedgerConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)

@@ -7,6 +7,8 @@ import signal
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +17,7 @@ from typing import TYPE_CHECKING
 from streaming.batch import BatchDeps, BatchResult, Recovery, process_batch, recover
 from streaming.config import ConfigError, JobConfig, is_remote
 from streaming.hudi import HudiWriter
-from streaming.ledger import LeaseHeld, Ledger, SqliteLedger
+from streaming.ledger import LeaseHeld, Ledger, LedgerUnavailable, SqliteLedger
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -68,13 +70,30 @@ class RunSummary:
 class _Lease:
     """The single-writer lease, renewed by a daemon thread; `lost` is set if another owner took it over."""
 
-    def __init__(self, ledger: Ledger, name: str, owner: str, ttl: timedelta) -> None:
+    def __init__(self, ledger: Ledger, name: str, owner: str, ttl: timedelta, wait: timedelta) -> None:
         self.ledger, self.name, self.owner, self.ttl = ledger, name, owner, ttl
         self.lost = threading.Event()
         self._stop = threading.Event()
-        ledger.acquire_lease(name, owner, ttl)  # raises LeaseHeld: a second instance refuses to start
+        self._acquire(wait)
         self._thread = threading.Thread(target=self._renew, name="bronze-lease", daemon=True)
         self._thread.start()
+
+    def _acquire(self, wait: timedelta) -> None:
+        """Take the lease, waiting up to `wait` for a crashed holder's lease to expire.
+
+        A live holder renews, so a second instance still fails (LeaseHeld) once `wait` is over; a job restarted
+        after a crash only waits out the dead holder's remaining TTL.
+        """
+        deadline = time.monotonic() + wait.total_seconds()
+        while True:
+            try:
+                self.ledger.acquire_lease(self.name, self.owner, self.ttl)
+                return
+            except LeaseHeld as exc:
+                if time.monotonic() >= deadline:
+                    raise
+                log.warning("waiting for the writer lease: %s", exc)
+                time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
 
     def _renew(self) -> None:
         while not self._stop.wait(self.ttl.total_seconds() / 3):
@@ -122,7 +141,11 @@ def start_stream(
 
 
 def run(config: JobConfig, *, once: bool, spark: SparkSession | None = None) -> RunSummary:
-    """Run the job until the source is drained (`once`) or until SIGTERM/SIGINT, then stop cleanly."""
+    """Run the job until the source is drained (`once`) or until SIGTERM/SIGINT, then stop cleanly.
+
+    In continuous mode a ledger outage stops the stream, not the job: it waits for the ledger, recovers and
+    starts the stream again. With `once`, it fails (exit code 4) so a scheduler can retry.
+    """
     from streaming.session import build_spark
 
     started = time.monotonic()
@@ -130,42 +153,78 @@ def run(config: JobConfig, *, once: bool, spark: SparkSession | None = None) -> 
     spark = spark or build_spark(config.spark)
     summary = RunSummary(new_run_id())
     deps = BatchDeps(spark=spark, config=config, ledger=ledger, writer=HudiWriter(spark), run_id=summary.run_id)
-    lease = _Lease(
-        ledger,
-        f"writer:{config.table_uri(config.tables.encounter)}",
-        summary.run_id,
-        timedelta(seconds=config.lease_ttl_seconds),
-    )
-    try:
-        summary.recovery = recover(deps)
-        query = start_stream(spark, config, deps, once=once, on_batch=summary.batches)
-        _await(query, lease)
-    finally:
-        lease.release()
-        ledger.close()
+    stop = threading.Event()
+    with _stop_on_signals(stop):
+        lease = _Lease(
+            ledger,
+            f"writer:{config.table_uri(config.tables.encounter)}",
+            summary.run_id,
+            ttl=timedelta(seconds=config.lease_ttl_seconds),
+            wait=timedelta(seconds=config.lease_wait_seconds),
+        )
+        try:
+            while not stop.is_set():
+                try:
+                    summary.recovery = recover(deps)
+                    query = start_stream(spark, config, deps, once=once, on_batch=summary.batches)
+                    _await(query, lease, stop)
+                    break
+                except Exception as exc:
+                    if once or not _is_ledger_outage(exc):
+                        raise
+                    log.error("ledger unavailable (%s); stream stopped until it answers again", type(exc).__name__)
+                    _wait_for_ledger(ledger, stop)
+        finally:
+            lease.release()
+            ledger.close()
     summary.seconds = time.monotonic() - started
     return summary
 
 
-def _await(query: StreamingQuery, lease: _Lease) -> None:
-    """Wait for the query; on a stop signal or a lost lease, stop between batches."""
-    stop = threading.Event()
+def _is_ledger_outage(exc: BaseException) -> bool:
+    # A failure inside foreachBatch reaches us as a StreamingQueryException whose text names the Python error.
+    return isinstance(exc, LedgerUnavailable) or "LedgerUnavailable" in str(exc)
+
+
+def _wait_for_ledger(ledger: Ledger, stop: threading.Event, every: float = 5.0) -> None:
+    """Probe the ledger until it answers (or a stop is requested), logging about once a minute."""
+    waited = 0.0
+    while not stop.wait(every):
+        waited += every
+        try:
+            ledger.open_intents()
+        except LedgerUnavailable:
+            if waited % 60 < every:
+                log.error("ledger still unavailable after %.0fs; waiting", waited)
+            continue
+        log.warning("ledger answers again after %.0fs; recovering and restarting the stream", waited)
+        return
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """SIGTERM/SIGINT set `stop` instead of killing the process, so the running batch can finish."""
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             previous[sig] = signal.signal(sig, lambda *_: stop.set())
     try:
-        while query.isActive:
-            if stop.is_set() or lease.lost.is_set():
-                # Let the running batch finish: stopping mid-batch is safe (recovery) but wasteful.
-                deadline = time.monotonic() + 300
-                while query.status["isTriggerActive"] and time.monotonic() < deadline:
-                    time.sleep(0.2)
-                query.stop()
-                break
-            query.awaitTermination(1)  # raises StreamingQueryException if a batch failed
-        if lease.lost.is_set():
-            raise LeaseHeld("writer lease lost to another instance; stopped")
+        yield
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _await(query: StreamingQuery, lease: _Lease, stop: threading.Event) -> None:
+    """Wait for the query; on a stop request or a lost lease, stop it between batches."""
+    while query.isActive:
+        if stop.is_set() or lease.lost.is_set():
+            # Let the running batch finish: stopping mid-batch is safe (recovery) but wasteful.
+            deadline = time.monotonic() + 300
+            while query.status["isTriggerActive"] and time.monotonic() < deadline:
+                time.sleep(0.2)
+            query.stop()
+            break
+        query.awaitTermination(1)  # raises StreamingQueryException if a batch failed
+    if lease.lost.is_set():
+        raise LeaseHeld("writer lease lost to another instance; stopped")

@@ -1,0 +1,171 @@
+"""Ordering, partition moves, deletes and the single-writer lease, on real Spark + Hudi (in-process job runs)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import job_config, read_table
+
+from streaming import job
+from streaming.ledger import LeaseHeld, SqliteLedger
+
+pytestmark = pytest.mark.slow
+
+BUSINESS = ("encounter_id", "status", "hospital_name", "last_updated", "admission_time", "discharge_time")
+
+
+def _encounter(eid: str, *, updated: str, hospital: str, status: str = "finished") -> dict[str, Any]:
+    return {
+        "resourceType": "Encounter",
+        "id": eid,
+        "meta": {"lastUpdated": updated},
+        "status": status,
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+        "subject": {"reference": f"Patient/p-{eid}"},
+        "period": {"start": "2024-01-01T10:00:00Z", "end": "2024-01-01T11:00:00Z"},
+        "serviceProvider": {"reference": "Organization/o1", "display": hospital},
+    }
+
+
+def _land(landing: Path, name: str, resources: list[dict[str, Any]], mtime: float | None = None) -> Path:
+    """Write an NDJSON file; `mtime` pins the file time (the ordering fallback) to keep tests deterministic."""
+    landing.mkdir(parents=True, exist_ok=True)
+    path = landing / name
+    path.write_text("".join(json.dumps(r) + "\n" for r in resources))
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+    return path
+
+
+def _delete_bundle(landing: Path, name: str, ids: list[str]) -> Path:
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"request": {"method": "DELETE", "url": f"Encounter/{i}"}} for i in ids],
+    }
+    path = landing / name
+    path.write_text(json.dumps(bundle, indent=2))
+    return path
+
+
+def _rows(spark: Any, uri: str) -> dict[str, dict[str, Any]]:
+    rows = read_table(spark, uri)
+    ids = [r["encounter_id"] for r in rows]
+    assert len(ids) == len(set(ids)), f"duplicate keys: {sorted(i for i in ids if ids.count(i) > 1)}"
+    return {r["encounter_id"]: r for r in rows}
+
+
+def test_newest_version_wins_and_late_older_versions_do_not(spark: Any, tmp_path: Path) -> None:
+    landing = tmp_path / "landing"
+    config = job_config(tmp_path, landing)
+    table = config.table_uri("bronze_encounter")
+    _land(
+        landing,
+        "a.ndjson",
+        [
+            _encounter("e1", updated="2024-05-02T00:00:00Z", hospital="Alpha", status="finished"),
+            _encounter("e2", updated="2024-05-01T00:00:00Z", hospital="Alpha", status="in-progress"),
+        ],
+    )
+    job.run(config, once=True, spark=spark)
+
+    # A later file: a newer e2 (wins), an older e1 (late: must not win), in the same batch as a new e3.
+    _land(
+        landing,
+        "b.ndjson",
+        [
+            _encounter("e1", updated="2024-05-01T00:00:00Z", hospital="Alpha", status="in-progress"),
+            _encounter("e2", updated="2024-05-03T00:00:00Z", hospital="Alpha", status="finished"),
+            _encounter("e3", updated="2024-05-01T00:00:00Z", hospital="Beta"),
+        ],
+    )
+    job.run(config, once=True, spark=spark)
+    rows = _rows(spark, table)
+
+    assert {k: (r["status"], r["last_updated"].isoformat()) for k, r in rows.items()} == {
+        "e1": ("finished", "2024-05-02T00:00:00"),
+        "e2": ("finished", "2024-05-03T00:00:00"),
+        "e3": ("finished", "2024-05-01T00:00:00"),
+    }
+    assert rows["e1"]["sourcename"].endswith("/a.ndjson")
+
+    # A forced replay of an old file (ledger and checkpoint wiped, as a manual backfill would) changes no
+    # business column: equal or older versions never replace what is there.
+    before = {k: tuple(r[c] for c in BUSINESS) for k, r in rows.items()}
+    for suffix in ("", "-wal", "-shm"):
+        Path(config.ledger_path + suffix).unlink(missing_ok=True)
+    shutil.rmtree(config.checkpoint_uri)
+    job.run(config, once=True, spark=spark)
+    after = {k: tuple(r[c] for c in BUSINESS) for k, r in _rows(spark, table).items()}
+    assert after == before
+
+
+def test_hospital_change_moves_the_row_and_an_older_move_does_not(spark: Any, tmp_path: Path) -> None:
+    landing = tmp_path / "landing"
+    config = job_config(tmp_path, landing)
+    table = config.table_uri("bronze_encounter")
+    _land(landing, "1.ndjson", [_encounter("m1", updated="2024-01-01T00:00:00Z", hospital="Old Hospital")])
+    job.run(config, once=True, spark=spark)
+    _land(landing, "2.ndjson", [_encounter("m1", updated="2024-02-01T00:00:00Z", hospital="New Hospital")])
+    job.run(config, once=True, spark=spark)
+    rows = _rows(spark, table)
+    assert rows["m1"]["hospital_name"] == "New Hospital"
+    assert rows["m1"]["_hoodie_partition_path"] == "hospital_partition=New Hospital"
+
+    # A late, older version from a third hospital must neither win nor leave a second copy behind.
+    _land(landing, "3.ndjson", [_encounter("m1", updated="2023-12-01T00:00:00Z", hospital="Third Hospital")])
+    job.run(config, once=True, spark=spark)
+    rows = _rows(spark, table)
+    assert (rows["m1"]["hospital_name"], rows["m1"]["_hoodie_partition_path"]) == (
+        "New Hospital",
+        "hospital_partition=New Hospital",
+    )
+    assert len(rows) == 1
+
+
+def test_bundle_delete_removes_the_encounter_idempotently(spark: Any, tmp_path: Path) -> None:
+    landing = tmp_path / "landing"
+    config = job_config(tmp_path, landing)
+    table = config.table_uri("bronze_encounter")
+    _land(
+        landing,
+        "in.ndjson",
+        [
+            _encounter("d1", updated="2024-01-01T00:00:00Z", hospital="Alpha"),
+            _encounter("d2", updated="2024-01-01T00:00:00Z", hospital="Beta"),
+        ],
+    )
+    job.run(config, once=True, spark=spark)
+
+    _delete_bundle(landing, "delete-1.json", ["d1", "never-seen"])
+    summary = job.run(config, once=True, spark=spark)
+    assert sum(b.stats.rows_deleted for b in summary.batches) == 2
+    assert set(_rows(spark, table)) == {"d2"}
+
+    _delete_bundle(landing, "delete-2.json", ["d1"])  # the same delete again: nothing changes, nothing fails
+    job.run(config, once=True, spark=spark)
+    assert set(_rows(spark, table)) == {"d2"}
+    log = read_table(spark, config.table_uri("bronze_encounter_ingest_log"))
+    assert sorted(r["rows_deleted"] for r in log) == [0, 1, 2]
+
+
+def test_second_writer_is_refused_while_the_lease_is_live(spark: Any, tmp_path: Path) -> None:
+    landing = tmp_path / "landing"
+    config = job_config(tmp_path, landing, lease_wait_seconds="1")
+    ledger = SqliteLedger(config.ledger_path)
+    name = f"writer:{config.table_uri('bronze_encounter')}"
+    ledger.acquire_lease(name, "other-instance", timedelta(minutes=5))
+    try:
+        with pytest.raises(LeaseHeld, match="other-instance"):
+            job.run(config, once=True, spark=spark)
+        assert not Path(config.table_uri("bronze_encounter")).exists()
+    finally:
+        ledger.release_lease(name, "other-instance")
+        ledger.close()
+    job.run(config, once=True, spark=spark)  # once released, the job starts
