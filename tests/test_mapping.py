@@ -34,3 +34,23 @@ def test_required_bronze_columns_are_mapped() -> None:
         "hospital_name",
     }
     assert required <= {rule.column for rule in RULES}
+
+
+def test_readme_lists_every_reason_code() -> None:
+    from streaming import flatten, parse
+
+    text = README.read_text()
+    codes = [
+        value
+        for module in (parse, flatten)
+        for name, value in vars(module).items()
+        if name.isupper()
+        and isinstance(value, str)
+        and value.islower()
+        and "_" in value
+        and " " not in value
+        and not value.startswith("_")  # reason codes: lower_snake constants
+    ]
+    assert len(codes) >= 14
+    missing = [c for c in codes if f"| `{c}` |" not in text]
+    assert not missing, f"reason codes not documented in README: {missing}"
