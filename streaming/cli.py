@@ -18,7 +18,7 @@ EXIT_LEASE = 3
 EXIT_LEDGER = 4
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bronze-encounter", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -56,7 +56,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _load(args: argparse.Namespace) -> conf.JobConfig:
+def load_config(args: argparse.Namespace) -> conf.JobConfig:
+    """Settings for `run`: flags > --config file (else checkpoints_conf/<env>.toml) > defaults."""
     file = args.config
     if file is None and conf.env_file(args.env).exists():
         file = conf.env_file(args.env)
@@ -84,7 +85,7 @@ def _load(args: argparse.Namespace) -> conf.JobConfig:
 def _run(args: argparse.Namespace) -> int:
     from streaming import job
 
-    config = _load(args)
+    config = load_config(args)
     summary = job.run(config, once=args.once)
     print(
         f"run {summary.run_id}: {len(summary.batches)} batches, {summary.files} files, "
@@ -138,7 +139,7 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("py4j").setLevel(logging.WARNING)  # its INFO lines are per-callback noise
     try:
