@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -128,6 +129,15 @@ def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchRe
     uris = tuple(f.uri for f in new)
     deps.ledger.begin(BatchIntent(key, deps.run_id, batch_id, uris, started))
 
+    timings: dict[str, float] = {}
+    mark = time.monotonic()
+
+    def lap(step: str) -> None:
+        nonlocal mark
+        now = time.monotonic()
+        timings[step] = round(now - mark, 2)
+        mark = now
+
     fhir = deps.config.fhir
     rows = flatten(
         read_records(deps.spark, new, fhir),
@@ -137,10 +147,12 @@ def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchRe
     ).persist()
     try:
         stats = _aggregate(rows)
+        lap("read")
         faults.point("after_flatten")
         meta = {BATCH_KEY: key}
         if stats.rows_rejected:
             deps.writer.upsert(deps.quarantine, _quarantine_rows(rows, key, batch_id, started), meta)
+        lap("quarantine")
         faults.point("after_quarantine")
         instant = None
         if stats.rows_written or stats.rows_deleted:
@@ -152,16 +164,20 @@ def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchRe
             )
             commit = deps.writer.find_commit(deps.encounter, key)
             instant = commit.instant if commit else None
+        lap("bronze")
         faults.point("after_hudi_commit")
     finally:
         rows.unpersist()
 
     _write_log(deps, BatchIntent(key, deps.run_id, batch_id, uris, started), len(done), stats, instant)
+    lap("ingest_log")
     faults.point("after_ingest_log")
     deps.ledger.commit(key, uris, deps.clock())
+    lap("ledger")
     faults.point("after_ledger_commit")
     log.info(
-        "batch %s (%s): files=%d already_committed=%d rows_in=%d written=%d deleted=%d rejected=%d skipped=%d",
+        "batch %s (%s): files=%d already_committed=%d rows_in=%d written=%d deleted=%d rejected=%d skipped=%d"
+        " seconds=%s",
         batch_id,
         key,
         len(uris),
@@ -171,6 +187,7 @@ def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchRe
         stats.rows_deleted,
         stats.rows_rejected,
         stats.rows_skipped,
+        timings,
     )
     faults.point("before_checkpoint_commit")
     return BatchResult(key, uris, len(done), stats)
