@@ -87,6 +87,8 @@ class BatchDeps:
     writer: HudiWriter
     run_id: str
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    # Files (uri, modification time) the stream assigned to a batch, zero-byte ones included (see job.source_log).
+    source_files: Callable[[int], Sequence[tuple[str, datetime]]] | None = None
 
     @property
     def encounter(self) -> TableSpec:
@@ -119,6 +121,9 @@ def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchRe
     """foreachBatch body: ingest the files of one micro-batch exactly once (see module docstring)."""
     started = deps.clock()
     listed = [LandedFile(r.path, r.length, r.modificationTime) for r in listing.collect()]
+    if deps.source_files is not None:  # zero-byte files never reach the DataFrame; they must not vanish
+        seen = {f.uri for f in listed}
+        listed += [LandedFile(uri, 0, modified) for uri, modified in deps.source_files(batch_id) if uri not in seen]
     done = deps.ledger.committed(f.uri for f in listed)
     new = sorted((f for f in listed if f.uri not in done), key=lambda f: f.uri)
     if not new:

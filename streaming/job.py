@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -113,6 +114,33 @@ class _Lease:
             self.ledger.release_lease(self.name, self.owner)
 
 
+def source_log(spark: SparkSession, checkpoint_uri: str) -> Callable[[int], list[tuple[str, datetime]]]:
+    """The files Spark's file source assigned to a batch, read from its checkpoint log (sources/0).
+
+    The batch DataFrame misses zero-byte files (Spark's file index makes no split for them) although the source
+    log records them; reading the log lets an empty file be quarantined instead of silently skipped. Spark's own
+    log class is used so compacted logs are read correctly.
+    """
+
+    def files(batch_id: int) -> list[tuple[str, datetime]]:
+        jvm = spark._jvm
+        log_path = f"{checkpoint_uri.rstrip('/')}/sources/0"
+        source_log = jvm.org.apache.spark.sql.execution.streaming.FileStreamSourceLog(1, spark._jsparkSession, log_path)
+        entries = source_log.get(batch_id)
+        if not entries.isDefined():
+            return []
+        # The log keeps URI-encoded paths; the batch DataFrame (and the ledger) use Hadoop Path strings.
+        return [
+            (
+                jvm.org.apache.hadoop.fs.Path(jvm.java.net.URI(entry.path())).toString(),
+                datetime.fromtimestamp(entry.timestamp() / 1000, UTC),
+            )
+            for entry in entries.get()
+        ]
+
+    return files
+
+
 def start_stream(
     spark: SparkSession, config: JobConfig, deps: BatchDeps, *, once: bool, on_batch: list[BatchResult]
 ) -> StreamingQuery:
@@ -128,8 +156,10 @@ def start_stream(
         .select("path", "length", "modificationTime")
     )
 
+    batch_deps = dataclasses.replace(deps, source_files=source_log(spark, config.checkpoint_uri))
+
     def each_batch(df: DataFrame, batch_id: int) -> None:
-        on_batch.append(process_batch(df, batch_id, deps))
+        on_batch.append(process_batch(df, batch_id, batch_deps))
 
     writer = (
         listing.writeStream.queryName(config.tables.encounter)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,6 +38,8 @@ _ARROW_SCHEMA = pa.schema(
         ("file_modified", pa.timestamp("us", tz="UTC")),
     ]
 )
+log = logging.getLogger(__name__)
+
 _FLUSH_ROWS = 2000
 _FLUSH_BYTES = 64 * 1024**2  # keeps every Arrow string column far below its 2 GiB offset limit
 
@@ -50,18 +53,36 @@ class LandedFile:
     modified: datetime
 
 
+# Errors of the S3 client stack (timeouts, throttling, a reset connection) are transient: they fail the task and
+# Spark retries it. Quarantining the file for them would commit it with only the rows read so far.
+_TRANSIENT_MODULES = ("botocore", "boto3", "urllib3", "s3transfer")
+
+
+def _is_transient(exc: Exception) -> bool:
+    return isinstance(exc, MemoryError) or type(exc).__module__.partition(".")[0] in _TRANSIENT_MODULES
+
+
 def _rows(uri: str, length: int, modified: datetime, splitter: FileSplitter) -> Iterator[dict[str, object]]:
     try:
         with open_uri(uri) as raw:
             records: Iterator[Record] = splitter.split(raw, length)
             for record in records:
                 yield _row(uri, modified, record)
-    except OSError as exc:  # vanished between listing and reading, or unreadable: recorded, never silent
-        yield _row(
-            uri,
-            modified,
-            Record("quarantine", "file", reason=UNREADABLE, message=f"cannot read: {type(exc).__name__}"),
-        )
+    except Exception as exc:
+        # Checked first: botocore's timeouts and connection errors are OSError subclasses too.
+        if _is_transient(exc):
+            raise
+        if isinstance(exc, OSError):  # vanished between listing and reading, or unreadable: recorded, never silent
+            yield _unreadable(uri, modified, f"cannot read: {type(exc).__name__}")
+            return
+        # The splitter never raises for bad content; if some input still makes it fail, that file must not fail
+        # every retry of the batch (a poison file would stop the stream for good): it is quarantined instead.
+        log.error("splitting a file failed (%s); file quarantined: %s", type(exc).__name__, uri)
+        yield _unreadable(uri, modified, f"cannot split: {type(exc).__name__}")
+
+
+def _unreadable(uri: str, modified: datetime, message: str) -> dict[str, object]:
+    return _row(uri, modified, Record("quarantine", "file", reason=UNREADABLE, message=message))
 
 
 def _row(uri: str, modified: datetime, record: Record) -> dict[str, object]:

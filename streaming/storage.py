@@ -26,10 +26,29 @@ def local_path(uri: str) -> str:
     return uri
 
 
+# S3 error codes that mean "this object cannot be read", as opposed to a transient failure worth a retry.
+_MISSING = ("NoSuchKey", "NotFound", "404", "NoSuchBucket")
+_FORBIDDEN = ("AccessDenied", "403", "InvalidObjectState")
+
+
 def open_uri(uri: str) -> IO[bytes]:
-    """Open `uri` for sequential binary reading without loading it into memory."""
+    """Open `uri` for sequential binary reading without loading it into memory.
+
+    Like a local file, an S3 object that is gone or forbidden raises FileNotFoundError / PermissionError (OSError),
+    so the caller records it as unreadable; other S3 errors propagate unchanged (a retry may succeed).
+    """
     if uri.startswith(("s3://", "s3a://", "s3n://")):
+        from botocore.exceptions import ClientError
+
         bucket, key = split_s3_uri(uri)
-        body = aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"]
+        try:
+            body = aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"]
+        except ClientError as exc:
+            code = str(exc.response.get("Error", {}).get("Code", ""))
+            if code in _MISSING:
+                raise FileNotFoundError(f"s3 object not found ({code}): {uri}") from exc
+            if code in _FORBIDDEN:
+                raise PermissionError(f"s3 object not readable ({code}): {uri}") from exc
+            raise
         return io.BufferedReader(body, 1 << 20)
     return open(local_path(uri), "rb")
