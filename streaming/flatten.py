@@ -8,7 +8,18 @@ from typing import TYPE_CHECKING
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
-from streaming.mapping import CLASS_LABELS, DERIVED, FHIR_DATETIME_RE, FHIR_ID_RE, READ_SCHEMA, RULES, Rule
+from streaming.mapping import (
+    CLASS_LABELS,
+    CLASS_R4_TYPE,
+    CLASS_R5_TYPE,
+    DERIVED,
+    FHIR_DATETIME_RE,
+    FHIR_ID_RE,
+    READ_FIELDS,
+    READ_SCHEMA,
+    RULES,
+    Rule,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -19,9 +30,20 @@ INVALID_ID = "invalid_id"
 BAD_DATETIME = "bad_datetime"
 SCHEMA_MISMATCH = "schema_mismatch"
 
-# Printable ASCII names up to this length are their own partition; others get a safe derived name.
+# hospital_partition(): a name is its own partition up to this many characters once URL-encoded; a derived name
+# keeps this many characters of it.
 PARTITION_NAME_MAX = 100
+PARTITION_PREFIX_CHARS = 40
 UNKNOWN_HOSPITAL_PARTITION = "__unknown__"
+# The printable ASCII characters Hudi writes as %XX in a partition folder (hoodie.datasource.write.partitionpath
+# .urlencode, PartitionPathEncodeUtils), and as a Java regex character class (each one backslash-escaped).
+HUDI_ESCAPED_CHARS = "\"#%'*/:=?[\\]^{"
+_HUDI_ESCAPED_CLASS = "[" + "".join("\\" + c for c in HUDI_ESCAPED_CHARS) + "]"
+
+# from_json's corrupt-record column: Spark nulls an element whose JSON type does not fit the schema (the rest of
+# the resource is kept), and fills this column with the text; that is how a wrong type is noticed at all.
+_UNPARSED = "_bronze_unparsed"
+_JSON_OPTIONS = {"columnNameOfCorruptRecord": _UNPARSED}
 
 # The bronze table's columns, in order: the mapped ones, then what the pipeline adds.
 BRONZE_COLUMNS: tuple[str, ...] = (
@@ -37,13 +59,18 @@ BRONZE_COLUMNS: tuple[str, ...] = (
 
 
 def fhir_datetime(raw: Column) -> Column:
-    """FHIR dateTime text -> UTC timestamp (session time zone is UTC); null when absent or not valid."""
+    """FHIR dateTime text -> UTC timestamp (session time zone is UTC); null when absent or not valid.
+
+    Any offset is converted to UTC; a partial date (`2013`, `2013-03`, `2013-03-11`) is the start of that period;
+    a date-time needs seconds and a zone. `try_to_timestamp` keeps an impossible date (`2013-02-30`) null even
+    with spark.sql.ansi.enabled.
+    """
     return F.when(
         raw.rlike(FHIR_DATETIME_RE),
-        F.when(F.length(raw) == 4, F.to_timestamp(raw, "yyyy"))
-        .when(F.length(raw) == 7, F.to_timestamp(raw, "yyyy-MM"))
-        .when(F.length(raw) == 10, F.to_timestamp(raw, "yyyy-MM-dd"))
-        .otherwise(F.to_timestamp(raw, "yyyy-MM-dd'T'HH:mm:ss[.SSSSSSSSS]XXX")),
+        F.when(F.length(raw) == 4, F.try_to_timestamp(raw, F.lit("yyyy")))
+        .when(F.length(raw) == 7, F.try_to_timestamp(raw, F.lit("yyyy-MM")))
+        .when(F.length(raw) == 10, F.try_to_timestamp(raw, F.lit("yyyy-MM-dd")))
+        .otherwise(F.try_to_timestamp(raw, F.lit("yyyy-MM-dd'T'HH:mm:ss[.SSSSSSSSS]XXX"))),
     )
 
 
@@ -52,11 +79,22 @@ def _class_label(code: Column) -> Column:
     return F.element_at(labels, code)
 
 
+def _by_version(r4: Column, r5: Column) -> Column:
+    return F.when(F.col("fhir_version") == "R5", r5).otherwise(r4)
+
+
 def _version_value(rule: Rule) -> Column:
     """The rule's raw value for the row's FHIR version, before normalisation."""
     if rule.r4 == rule.r5:
         return F.expr(rule.r4)
-    return F.when(F.col("fhir_version") == "R5", F.expr(rule.r5)).otherwise(F.expr(rule.r4))
+    return _by_version(F.expr(rule.r4), F.expr(rule.r5))
+
+
+def _version_path(rule: Rule) -> Column:
+    """The element a (plain path) rule reads for the row's FHIR version, as text for messages."""
+    if rule.r4 == rule.r5:
+        return F.lit(f"Encounter.{rule.r4}")
+    return _by_version(F.lit(f"Encounter.{rule.r4}"), F.lit(f"Encounter.{rule.r5}"))
 
 
 def _normalise(rule: Rule, raw: Column) -> Column:
@@ -71,21 +109,68 @@ def _normalise(rule: Rule, raw: Column) -> Column:
     raise ValueError(f"unknown rule kind {rule.kind!r} for column {rule.column}")
 
 
-def hospital_partition(name: Column) -> Column:
-    """A partition value that is always one safe folder: the name itself when it is short printable ASCII.
+def _wrong_types() -> Column:
+    """Names of the read elements whose JSON type does not fit READ_FIELDS, comma separated; null when all fit.
 
-    Hudi 1.0.2 URL-encodes `/ = %` but fails on some non-ASCII partition values, and file systems cap a
-    folder name at 255 bytes; such names get an ASCII prefix plus a hash, and a missing name `__unknown__`.
-    `hospital_name` always keeps the exact original text.
+    The whole-resource parse says whether anything failed; only then is each element parsed alone to name it.
+    `class` is read as text, so its two possible shapes are checked on that text.
     """
-    safe = name.rlike(f"^[ -~]{{1,{PARTITION_NAME_MAX}}}$") & ~name.isin(".", "..")
+    one_by_one = [
+        F.when(
+            F.from_json("resource_json", f"`{name}` {spark_type}, {_UNPARSED} string", _JSON_OPTIONS)[
+                _UNPARSED
+            ].isNotNull(),
+            F.lit(f"Encounter.{name}"),
+        )
+        for name, spark_type in READ_FIELDS.items()
+        if spark_type != "string"  # text takes any JSON value
+    ]
+    failed = F.concat_ws(", ", *one_by_one)
+    elements = F.when(F.col(_UNPARSED).isNotNull(), F.when(failed != "", failed).otherwise(F.lit("Encounter")))
+
+    wrapped = F.concat(F.lit('{"class":'), F.col("class"), F.lit("}"))
+
+    def unfit(spark_type: str) -> Column:
+        return F.from_json(wrapped, f"class {spark_type}, {_UNPARSED} string", _JSON_OPTIONS)[_UNPARSED].isNotNull()
+
+    bad_class = F.col("class").isNotNull() & unfit(CLASS_R4_TYPE) & unfit(CLASS_R5_TYPE)
+    names = F.concat_ws(", ", elements, F.when(bad_class, F.lit("Encounter.class")))
+    return F.when(names != "", names)
+
+
+def hospital_partition(name: Column) -> Column:
+    """The partition value for a hospital name: always one safe folder directly inside the table.
+
+    - missing, empty or blank (whitespace only) -> `__unknown__`;
+    - printable ASCII without leading or trailing space, not `.` or `..`, not starting with `__`, and at most
+      PARTITION_NAME_MAX (100) characters once Hudi URL-encodes it (each of HUDI_ESCAPED_CHARS counts 3)
+      -> the name itself;
+    - anything else -> its first 40 characters with every character outside printable ASCII replaced by `_`
+      (trimmed), then `~` and the first 16 hex digits of the SHA-256 of its UTF-8 bytes.
+
+    Why (each measured with Hudi 1.0.2): Hudi URL-encodes `"#%'*/:=?[\\]^{` in the folder name but fails on
+    some non-ASCII partition values (CJK); file systems cap a folder name at 255 bytes (100 `/` are 300 once
+    encoded); a folder `hospital_partition=__HIVE_DEFAULT_PARTITION__` reads back as a null partition value, so
+    `__`-names (also a literal `__unknown__`) are derived. `.`/`..` and edge spaces would be legal behind the
+    `hospital_partition=` prefix but are kept out of folder names anyway. `hospital_name` always keeps the
+    exact original text; two names may share a partition (the record key is global), a name never spans two.
+    """
+    escaped = F.length(name) - F.length(F.regexp_replace(name, _HUDI_ESCAPED_CLASS, ""))
+    encoded_length = F.length(name) + 2 * escaped
+    safe = (
+        name.rlike("^[ -~]+$")
+        & (name == F.trim(name))
+        & ~name.isin(".", "..")
+        & ~name.startswith("__")
+        & (encoded_length <= PARTITION_NAME_MAX)
+    )
     derived = F.concat(
-        F.regexp_replace(F.substring(name, 1, 40), "[^ -~]", "_"),
+        F.trim(F.regexp_replace(F.substring(name, 1, PARTITION_PREFIX_CHARS), "[^ -~]", "_")),
         F.lit("~"),
         F.substring(F.sha2(name, 256), 1, 16),
     )
     return (
-        F.when(name.isNull() | (F.trim(name) == ""), F.lit(UNKNOWN_HOSPITAL_PARTITION))
+        F.when(name.isNull() | name.rlike(r"(?U)^\s*$"), F.lit(UNKNOWN_HOSPITAL_PARTITION))
         .when(safe, name)
         .otherwise(derived)
     )
@@ -98,7 +183,8 @@ def flatten(
 
     `kind` says what each row is: `resource` (a bronze row, unless `reject_reason` is set), `delete` (a key to
     remove, `_hoodie_is_deleted` true), `quarantine` (rejected while reading the file) or `skipped` (another
-    resource type). Rejected rows keep `reject_reason`, `reject_message` and a bounded `raw_slice`.
+    resource type). Rejected rows keep `reject_reason`, `reject_message` (names the element, never its value)
+    and a `raw_slice` of at most `raw_slice_chars` characters.
     """
     empty_map = F.create_map().cast("map<string,string>")
     parsed = records.select(
@@ -113,7 +199,7 @@ def flatten(
         F.col("reason").alias("read_reason"),
         F.col("message").alias("read_message"),
         F.col("raw_slice").alias("read_raw_slice"),
-        F.from_json("resource_json", READ_SCHEMA).alias("_r"),
+        F.from_json("resource_json", f"{READ_SCHEMA}, {_UNPARSED} string", _JSON_OPTIONS).alias("_r"),
     ).select("*", "_r.*")
     for name, expression in DERIVED.items():
         parsed = parsed.withColumn(name, F.expr(expression))
@@ -126,44 +212,84 @@ def flatten(
         values[rule.column] = F.coalesce(value, F.expr(rule.fallback)) if rule.fallback else value
     # A delete carries only the key (from the Bundle entry's request.url); its ordering is the file's time.
     values["encounter_id"] = F.when(kind == "delete", F.col("resource_id")).otherwise(values["encounter_id"])
-
     bad_times = [
-        F.when(raw[r.column].isNotNull() & values[r.column].isNull(), F.lit(r.column))
+        F.when(raw[r.column].isNotNull() & values[r.column].isNull(), _version_path(r))
         for r in RULES
         if r.kind == "datetime"
     ]
-    encounter_id = values["encounter_id"]
-    resource_reject = (
-        F.when(F.col("_r").isNull() | (F.col("resourceType") != "Encounter"), F.lit(SCHEMA_MISMATCH))
-        .when(encounter_id.isNull(), F.lit(MISSING_ID))
-        .when(~encounter_id.rlike(FHIR_ID_RE), F.lit(INVALID_ID))
-        .when(F.concat_ws(",", *bad_times) != "", F.lit(BAD_DATETIME))
-    )
-    resource_message = (
-        F.when(resource_reject == SCHEMA_MISMATCH, F.lit("Encounter does not match the FHIR structure read"))
-        .when(resource_reject == MISSING_ID, F.lit("Encounter has no id"))
-        .when(resource_reject == INVALID_ID, F.lit("Encounter.id is not a FHIR id"))
-        .when(resource_reject == BAD_DATETIME, F.concat(F.lit("not a FHIR dateTime: "), F.concat_ws(", ", *bad_times)))
-    )
-    reject = F.when(kind == "quarantine", F.col("read_reason")).when(kind == "resource", resource_reject)
-    message = F.when(kind == "quarantine", F.col("read_message")).when(kind == "resource", resource_message)
-    raw_slice = F.when(kind == "quarantine", F.col("read_raw_slice")).when(
-        kind == "resource", F.substring("resource_json", 1, raw_slice_chars)
+    # Each value and check once, in its own projection: the reject reason, message and slice below refer to them
+    # by name instead of repeating (and re-compiling) the expressions.
+    mapped = parsed.select(
+        "kind",
+        "sourcename",
+        "source_position",
+        "resource_json",
+        "file_modified",
+        "read_reason",
+        "read_message",
+        "read_raw_slice",
+        "fhir_version",
+        *[values[rule.column].alias(rule.column) for rule in RULES],
+        (F.col("_r").isNull() | ~F.coalesce(F.col("resourceType") == "Encounter", F.lit(False))).alias(
+            "_not_encounter"
+        ),
+        # parse.py sets resource_id only when `id` is a JSON string; from_json would turn a number into text.
+        (F.col("id").isNotNull() & F.col("resource_id").isNull()).alias("_id_not_text"),
+        _wrong_types().alias("_wrong_types"),
+        F.concat_ws(", ", *bad_times).alias("_bad_times"),
     )
 
-    precombine = F.coalesce(values["last_updated"], F.col("file_modified"))
-    return parsed.select(
-        *[values[rule.column].alias(rule.column) for rule in RULES],
+    encounter_id = F.col("encounter_id")
+    no_id = encounter_id.isNull()
+    bad_id = ~encounter_id.rlike(FHIR_ID_RE)
+    not_encounter, id_not_text = F.col("_not_encounter"), F.col("_id_not_text")
+    wrong_types, bad_times_found = F.col("_wrong_types"), F.col("_bad_times") != ""
+    resource_reject = (
+        F.when(not_encounter, F.lit(SCHEMA_MISMATCH))
+        .when(no_id, F.lit(MISSING_ID))
+        .when(id_not_text | bad_id, F.lit(INVALID_ID))
+        .when(wrong_types.isNotNull(), F.lit(SCHEMA_MISMATCH))
+        .when(bad_times_found, F.lit(BAD_DATETIME))
+    )
+    resource_message = (
+        F.when(not_encounter, F.lit("resourceType is not Encounter"))
+        .when(no_id, F.lit("Encounter.id is missing"))
+        .when(id_not_text, F.lit("Encounter.id is not a JSON string"))
+        .when(bad_id, F.lit("Encounter.id is not a FHIR id"))
+        .when(wrong_types.isNotNull(), F.concat(F.lit("wrong JSON type: "), wrong_types))
+        .when(bad_times_found, F.concat(F.lit("not a FHIR dateTime: "), F.col("_bad_times")))
+    )
+    delete_reject = F.when(no_id, F.lit(MISSING_ID)).when(bad_id, F.lit(INVALID_ID))
+    delete_message = F.when(no_id, F.lit("DELETE entry has no Encounter id")).when(
+        bad_id, F.lit("DELETE entry's Encounter id is not a FHIR id")
+    )
+    reject = (
+        F.when(kind == "quarantine", F.col("read_reason"))
+        .when(kind == "resource", resource_reject)
+        .when(kind == "delete", delete_reject)
+    )
+    message = (
+        F.when(kind == "quarantine", F.col("read_message"))
+        .when(kind == "resource", resource_message)
+        .when(kind == "delete", delete_message)
+    )
+    judged = mapped.select("*", reject.alias("reject_reason"), message.alias("reject_message"))
+
+    raw_slice = F.when(kind == "quarantine", F.substring("read_raw_slice", 1, raw_slice_chars)).when(
+        kind == "resource", F.substring("resource_json", 1, raw_slice_chars)
+    )
+    return judged.select(
+        *[rule.column for rule in RULES],
         "fhir_version",
         "sourcename",
         "source_position",
         (F.col("resource_json") if keep_resource_json else F.lit(None).cast("string")).alias("resource_json"),
-        precombine.alias("precombine_ts"),
+        F.coalesce("last_updated", "file_modified").alias("precombine_ts"),
         F.lit(ingested_at).cast("timestamp").alias("ingested_at"),
-        hospital_partition(values["hospital_name"]).alias("hospital_partition"),
+        hospital_partition(F.col("hospital_name")).alias("hospital_partition"),
         (kind == "delete").alias("_hoodie_is_deleted"),
         "kind",
-        reject.alias("reject_reason"),
-        message.alias("reject_message"),
-        F.when(reject.isNotNull(), raw_slice).alias("raw_slice"),
+        "reject_reason",
+        "reject_message",
+        F.when(F.col("reject_reason").isNotNull(), raw_slice).alias("raw_slice"),
     )

@@ -3,7 +3,7 @@
 Each rule names a bronze column, the Spark SQL expression that finds its value in an R4 Encounter and in an R5
 Encounter, an optional fallback when that is empty, and a `kind` that says how the raw value is normalised.
 The expressions run over the parsed resource (`READ_SCHEMA`) plus the helper columns in `DERIVED`. Adding a
-column is one line here (and `make readme-mapping` refreshes the README table).
+column is one line here (and `python -m streaming.mapping` refreshes the README table).
 
 One row per Encounter: list elements are never exploded; each column documents which element it takes.
 """
@@ -12,47 +12,63 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# The parts of an Encounter the bronze table reads, R4 and R5 together. `class` stays raw JSON text because it is
-# one Coding in R4 and a list of CodeableConcepts in R5; DERIVED parses it per version.
-_CODING = "struct<system: string, code: string, display: string>"
-_CONCEPT = f"struct<coding: array<{_CODING}>, text: string>"
+# The parts of an Encounter the bronze table reads, R4 and R5 together, element -> Spark type. `class` stays raw
+# JSON text because it is one Coding in R4 and a list of CodeableConcepts in R5; DERIVED parses it per version.
+# An element read here whose JSON type does not fit (an object where a list belongs, a string for a Period, ...)
+# quarantines the Encounter as `schema_mismatch`: Spark would otherwise null it silently. Elements read as
+# `string` take any JSON value as text. Elements no rule reads are not listed, so they can never reject a row.
+CODING = "struct<system: string, code: string, display: string>"
+CONCEPT = f"struct<coding: array<{CODING}>, text: string>"
 _REFERENCE = "struct<reference: string, type: string, display: string>"
 _PERIOD = "struct<start: string, end: string>"
-READ_SCHEMA = ", ".join(
-    [
-        "resourceType string",
-        "id string",
-        "meta struct<lastUpdated: string>",
-        "status string",
-        "class string",
-        f"type array<{_CONCEPT}>",
-        f"subject {_REFERENCE}",
-        f"participant array<struct<type: array<{_CONCEPT}>, individual: {_REFERENCE}, actor: {_REFERENCE}>>",
-        f"period {_PERIOD}",
-        f"actualPeriod {_PERIOD}",
-        f"location array<struct<location: {_REFERENCE}>>",
-        f"serviceProvider {_REFERENCE}",
-    ]
-)
+READ_FIELDS: dict[str, str] = {
+    "resourceType": "string",
+    "id": "string",
+    "meta": "struct<lastUpdated: string>",
+    "status": "string",
+    "class": "string",
+    "subject": _REFERENCE,
+    "participant": f"array<struct<type: array<{CONCEPT}>, individual: {_REFERENCE}, actor: {_REFERENCE}>>",
+    "period": _PERIOD,
+    "actualPeriod": _PERIOD,
+    "location": f"array<struct<location: {_REFERENCE}>>",
+    "serviceProvider": _REFERENCE,
+}
+READ_SCHEMA = ", ".join(f"`{name}` {spark_type}" for name, spark_type in READ_FIELDS.items())
+# The two shapes `class` may have: R4 one Coding, R5 a list of CodeableConcepts.
+CLASS_R4_TYPE = CODING
+CLASS_R5_TYPE = f"array<{CONCEPT}>"
 
-# A participant "is a practitioner" when its reference (resolved through the Bundle first) points at a
-# Practitioner or PractitionerRole, relative, absolute or conditional, or when Reference.type says so.
+# A participant "is a practitioner" when its reference (resolved through the Bundle first) is a Practitioner or
+# PractitionerRole reference: relative (`Practitioner/1`, optionally `/_history/n`), absolute
+# (`https://host/fhir/Practitioner/1`) or conditional (`Practitioner?identifier=...`); or when Reference.type
+# says so. A Patient whose id happens to be `Practitioner` is not one.
+_PRACTITIONER_REF = (
+    "^((https?://[^?#]*/)?(Practitioner|PractitionerRole)/[A-Za-z0-9.-]{1,64}(/_history/[A-Za-z0-9.-]{1,64})?"
+    "|(Practitioner|PractitionerRole)[?].*)$"
+)
 _IS_PRACTITIONER = (
-    "(coalesce(ref_map[{r}.reference], {r}.reference) rlike '(^|/)(Practitioner|PractitionerRole)([/?]|$)'"
+    "(coalesce(ref_map[{r}.reference], {r}.reference) rlike '" + _PRACTITIONER_REF + "'"
     " OR {r}.type IN ('Practitioner', 'PractitionerRole'))"
 )
 
 # Helper columns, in order; each may use the ones before it.
 DERIVED: dict[str, str] = {
-    "class_r4": "CASE WHEN ltrim(class) LIKE '{%' THEN from_json(class, '" + _CODING + "') END",
-    "class_r5": "CASE WHEN ltrim(class) LIKE '[%' THEN from_json(class, 'array<" + _CONCEPT + ">') END",
-    "practitioner_r4": "filter(participant, p -> " + _IS_PRACTITIONER.format(r="p.individual") + ")[0]",
-    "practitioner_r5": "filter(participant, p -> " + _IS_PRACTITIONER.format(r="p.actor") + ")[0]",
-    # R5-only elements or status codes mark an R5 resource; everything else reads as R4.
+    "class_r4": "CASE WHEN ltrim(class) LIKE '{%' THEN from_json(class, '" + CLASS_R4_TYPE + "') END",
+    "class_r5": "CASE WHEN ltrim(class) LIKE '[%' THEN from_json(class, '" + CLASS_R5_TYPE + "') END",
+    "practitioner_r4": "filter(participant, p -> " + _IS_PRACTITIONER.replace("{r}", "p.individual") + ")[0]",
+    "practitioner_r5": "filter(participant, p -> " + _IS_PRACTITIONER.replace("{r}", "p.actor") + ")[0]",
+    # The version's own elements decide first (R5: actualPeriod, class as a list, participant.actor; R4: period,
+    # class as one Coding, participant.individual); only a resource with none of them is told by its status
+    # (R5-only codes). An R4 Encounter sent with an R5 status code keeps its R4 period, class and participants.
+    # Null for rows that are not an Encounter (deletes, skipped and quarantined records).
     "fhir_version": (
-        "CASE WHEN actualPeriod IS NOT NULL OR class_r5 IS NOT NULL"
-        " OR exists(participant, p -> p.actor IS NOT NULL)"
-        " OR status IN ('on-hold', 'discharged', 'completed', 'discontinued') THEN 'R5' ELSE 'R4' END"
+        "CASE WHEN resourceType IS DISTINCT FROM 'Encounter' THEN NULL"
+        " WHEN actualPeriod IS NOT NULL OR class_r5 IS NOT NULL OR exists(participant, p -> p.actor IS NOT NULL)"
+        " THEN 'R5'"
+        " WHEN period IS NOT NULL OR class_r4 IS NOT NULL OR exists(participant, p -> p.individual IS NOT NULL)"
+        " THEN 'R4'"
+        " WHEN status IN ('on-hold', 'discharged', 'completed', 'discontinued') THEN 'R5' ELSE 'R4' END"
     ),
 }
 
@@ -84,57 +100,88 @@ class Rule:
     meaning: str
 
 
+_LABELS = ", ".join(f"`{code}` {label}" for code, label in CLASS_LABELS.items())
+_TIME = (
+    "any offset is converted, a partial date (`2013`, `2013-03`, `2013-03-11`) is the start of that period in UTC;"
+    " a value that is not a FHIR dateTime (a bad date, a time without a zone) quarantines the row (`bad_datetime`)"
+)
+
 RULES: tuple[Rule, ...] = (
     Rule("encounter_id", "text", "id", "id", None,
-         "Encounter.id, the record key; missing or not a FHIR id (`[A-Za-z0-9-.]{1,64}`) is quarantined"),
+         "Encounter.id, the record key; missing is `missing_id`, not a JSON string or not a FHIR id"
+         " (`[A-Za-z0-9-.]{1,64}`) is `invalid_id` (both quarantined); a Bundle DELETE's key comes from its"
+         " request.url"),
     Rule("status", "text", "status", "status", None,
-         "status code as sent; R4 and R5 vocabularies differ (R4 `finished` ~ R5 `completed`)"),
+         "status code as sent, not translated: R4 and R5 vocabularies differ (R4 `finished` ~ R5 `completed`;"
+         " R5 adds `on-hold`, `discharged`, `discontinued`)"),
     Rule("class_code", "text", "class_r4.code", "class_r5[0].coding[0].code", None,
          "raw v3 ActCode class code (R5: first coding of the first class)"),
     Rule("encounter_type", "class_label", "class_r4.code", "class_r5[0].coding[0].code",
          "coalesce(class_r4.display, class_r5[0].coding[0].display, class_r5[0].text)",
-         "class code as a label (Inpatient, Outpatient-Ambulatory, Emergency, Home health, Virtual, ...);"
-         " unknown codes fall back to the class display"),
+         f"class code as a label ({_LABELS}); an unknown code falls back to the class display (R5: that"
+         " coding's display, else the concept's text)"),
     Rule("patient_ref", "reference", "subject.reference", "subject.reference", None,
-         "subject reference; inside a Bundle `urn:uuid:` is resolved through fullUrl to `Patient/<id>`"),
+         "subject reference as sent; inside a Bundle a `urn:uuid:` (any fullUrl) reference is resolved to"
+         " `Patient/<id>`"),
     Rule("admission_time", "datetime", "period.start", "actualPeriod.start", None,
-         "start of the encounter as a UTC timestamp; a partial date means the start of that year/month/day"),
+         f"start of the encounter as a UTC timestamp: {_TIME}"),
     Rule("discharge_time", "datetime", "period.end", "actualPeriod.end", None,
-         "end of the encounter as a UTC timestamp; null while the encounter is ongoing"),
+         "end of the encounter as a UTC timestamp, parsed like admission_time; null while the encounter is"
+         " ongoing"),
     Rule("department", "text", "location[0].location.display", "location[0].location.display",
          "ref_names[location[0].location.reference]",
          "first location's display; fallback: that Location's name in the same Bundle"),
     Rule("participant_role", "text", "practitioner_r4.type[0].coding[0].code",
          "practitioner_r5.type[0].coding[0].code",
          "coalesce(practitioner_r4.type[0].text, practitioner_r5.type[0].text)",
-         "participation type code (e.g. PPRF, ATND) of the first Practitioner/PractitionerRole participant"),
+         "participation type code (e.g. PPRF, ATND) of the first participant that is a Practitioner or"
+         " PractitionerRole (by relative, absolute or conditional reference, or Reference.type; a Patient or"
+         " RelatedPerson before it is skipped); fallback: that type's text"),
     Rule("practitioner_ref", "reference", "practitioner_r4.individual.reference",
          "practitioner_r5.actor.reference", None,
-         "reference of the first participant that is a Practitioner or PractitionerRole (conditional"
-         " references kept as sent)"),
+         "reference of that same participant; a Bundle fullUrl is resolved to `Practitioner/<id>`, absolute and"
+         " conditional references are kept as sent; null when only Reference.type names one"),
     Rule("hospital_name", "text", "serviceProvider.display", "serviceProvider.display",
          "ref_names[serviceProvider.reference]",
-         "serviceProvider display; fallback: the Organization's name in the same Bundle"),
+         "serviceProvider display, exact text (also `/`, empty, non-ASCII, any length); fallback: the"
+         " Organization's name in the same Bundle"),
     Rule("last_updated", "datetime", "meta.lastUpdated", "meta.lastUpdated", None,
-         "meta.lastUpdated as a UTC timestamp; orders versions of one encounter (see precombine_ts)"),
+         "meta.lastUpdated as a UTC timestamp, parsed like admission_time; orders versions of one encounter"
+         " (see precombine_ts)"),
 )  # fmt: skip
 
-# FHIR dateTime (R4 and R5): a year, year-month, date, or date-time with seconds and a zone.
+# FHIR dateTime (R4 and R5): a year (0001-9999), year-month, date, or date-time with seconds and a zone.
 FHIR_DATETIME_RE = (
-    r"^[0-9]{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12][0-9]|3[01])"
+    r"^([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)(-(0[1-9]|1[0-2])(-(0[1-9]|[12][0-9]|3[01])"
     r"(T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]{1,9})?(Z|[+-]((0[0-9]|1[0-3]):[0-5][0-9]|14:00)))?)?)?$"
 )
 FHIR_ID_RE = r"^[A-Za-z0-9\-.]{1,64}$"
 
 # Columns a flattened row carries besides the mapped ones (written by the pipeline, documented in the README).
 PIPELINE_COLUMNS: dict[str, str] = {
-    "fhir_version": "R4 or R5, from the elements present (see DERIVED in streaming/mapping.py)",
+    "fhir_version": (
+        "R4 or R5: the version's own elements decide, else an R5-only status code (see `fhir_version` above);"
+        " R4 and R5 fill the same columns"
+    ),
     "sourcename": "full URI of the file the Encounter came from",
     "source_position": "where in that file: `line N` (NDJSON), `entry N` (Bundle) or `file`",
-    "resource_json": "the Encounter's original JSON (switch off with fhir.keep_resource_json = false)",
-    "precombine_ts": "ordering value: meta.lastUpdated, else the source file's modification time",
+    "resource_json": (
+        "the Encounter's JSON, lossless: the original text (a Bundle entry's resource re-serialised, same"
+        " content); null when fhir.keep_resource_json = false"
+    ),
+    "precombine_ts": (
+        "ordering value: last_updated, else the source file's modification time (always the latter for a delete)"
+    ),
     "ingested_at": "when the micro-batch that wrote this version started (UTC)",
-    "hospital_partition": "partition value derived from hospital_name (see Partitions)",
+    "hospital_partition": (
+        "the Hudi partition, derived from hospital_name so that it is always one folder directly inside the table:"
+        " `__unknown__` when the name is missing, empty or blank; the name itself when it is printable ASCII"
+        " without leading or trailing space, not `.` or `..`, not starting with `__`, and at most 100 characters"
+        " once Hudi URL-encodes"
+        " it (each of ``\"#%'*/:=?[\\]^{`` counts 3); otherwise its first 40 characters with every character"
+        " outside printable ASCII replaced by `_`, then `~` and the first 16 hex digits of the SHA-256 of its"
+        " UTF-8 bytes"
+    ),
 }
 
 

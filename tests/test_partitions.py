@@ -1,0 +1,136 @@
+"""Partition safety on the real write path: whatever hospital_name holds, the row lands in one folder directly
+inside the table, reads back (Spark and hudi-rs) with the exact original name, and an update finds it again.
+
+Expected folders and partitions come from test_flatten.expected_partition (the documented rule re-implemented)
+and a re-implementation of Hudi's partition-path URL encoding.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import job_config, read_table
+from test_flatten import HUDI_ESCAPED, PARTITION_NAMES, expected_partition
+
+from streaming.flatten import BRONZE_COLUMNS, UNKNOWN_HOSPITAL_PARTITION, flatten
+from streaming.hudi import HudiWriter, encounter_table
+from streaming.records import RECORD_SCHEMA
+
+pytestmark = pytest.mark.slow
+
+BLANK = (None, "", "   ", "\u00a0")
+SOURCE = "file:///landing/h.ndjson"
+MODIFIED = datetime(2024, 6, 1, tzinfo=UTC)
+MOVED_KEY, MOVED_TO = "h0", "東京"  # the second upsert moves this encounter to another hospital
+
+
+def _folder(partition: str) -> str:
+    """Hive-style folder of a partition value, URL-encoded as Hudi writes it (partitionpath.urlencode)."""
+    encoded = "".join(f"%{ord(c):02X}" if c in HUDI_ESCAPED or ord(c) < 32 or ord(c) == 127 else c for c in partition)
+    return f"hospital_partition={encoded}"
+
+
+def _bronze(spark: Any, names: dict[str, str | None], updated: str, status: str) -> Any:
+    rows = []
+    for key, name in names.items():
+        resource: dict[str, Any] = {
+            "resourceType": "Encounter",
+            "id": key,
+            "meta": {"lastUpdated": updated},
+            "status": status,
+        }
+        if name is not None:
+            resource["serviceProvider"] = {"display": name}
+        text = json.dumps(resource, ensure_ascii=False)
+        position = f"line {len(rows) + 1}"
+        rows.append((SOURCE, position, "resource", "Encounter", key, text, None, None, None, None, None, MODIFIED))
+    flat = flatten(spark.createDataFrame(rows, RECORD_SCHEMA), ingested_at=datetime(2024, 6, 2, tzinfo=UTC))
+    assert flat.where("reject_reason IS NOT NULL").count() == 0
+    return flat.select(*BRONZE_COLUMNS, "_hoodie_is_deleted")
+
+
+def _folders(table: Path) -> dict[str, int]:
+    """Partition folder -> number of data files; fails if anything but `.hoodie` nests or escapes."""
+    top = table.resolve()
+    folders: dict[str, int] = {}
+    for root, dirs, files in os.walk(table):
+        here = Path(root).resolve()
+        if here == top:
+            folders.update({d: 0 for d in dirs if d != ".hoodie"})
+            assert not [f for f in files if f.endswith(".parquet")], "data file outside any partition"
+            continue
+        relative = here.relative_to(top)  # raises if a folder resolved outside the table
+        if relative.parts[0] == ".hoodie":
+            continue
+        assert len(relative.parts) == 1 and not dirs, f"nested partition folder: {relative}"
+        folders[relative.parts[0]] = sum(f.endswith(".parquet") for f in files)
+    return folders
+
+
+def _read_back(spark: Any, uri: str) -> tuple[dict[str, tuple[Any, ...]], dict[str, Any]]:
+    """encounter_id -> (hospital_name, hospital_partition, partition path, status) via Spark, and id -> name via
+    hudi-rs (no JVM)."""
+    from hudi import HudiTableBuilder
+
+    rows = read_table(spark, uri)
+    by_spark = {
+        r["encounter_id"]: (r["hospital_name"], r["hospital_partition"], r["_hoodie_partition_path"], r["status"])
+        for r in rows
+    }
+    assert len(by_spark) == len(rows), "an encounter id appears twice"
+    batches = HudiTableBuilder.from_base_uri(uri).build().read()
+    pairs = [
+        pair
+        for batch in batches
+        for pair in zip(
+            batch.column("encounter_id").to_pylist(), batch.column("hospital_name").to_pylist(), strict=True
+        )
+    ]
+    by_rs = dict(pairs)
+    assert len(by_rs) == len(pairs), "hudi-rs reads an encounter id twice"
+    return by_spark, by_rs
+
+
+def test_every_hospital_name_lands_in_one_safe_partition_and_updates(spark: Any, tmp_path: Path) -> None:
+    config = job_config(tmp_path, tmp_path / "landing")
+    spec = encounter_table(config)
+    table = Path(spec.uri.removeprefix("file:"))
+    writer = HudiWriter(spark)
+    names = {f"h{i}": name for i, name in enumerate(PARTITION_NAMES)}
+    assert names[MOVED_KEY] is not None and expected_partition(MOVED_TO) != expected_partition(names[MOVED_KEY])
+
+    writer.upsert(spec, _bronze(spark, names, "2024-01-01T00:00:00Z", "in-progress"), {"_test": "insert"})
+
+    expected_folders = {_folder(expected_partition(n)) for n in names.values()}
+    folders = _folders(table)
+    assert set(folders) == expected_folders
+    assert all(count >= 1 for count in folders.values())
+    assert all(len(f.encode()) <= 255 for f in folders)
+    by_spark, by_rs = _read_back(spark, spec.uri)
+    assert by_spark == {
+        k: (n, expected_partition(n), _folder(expected_partition(n)), "in-progress") for k, n in names.items()
+    }
+    assert by_rs == names
+    blank_keys = [k for k, n in names.items() if n in BLANK]
+    assert len(blank_keys) == len(BLANK)
+    assert {by_spark[k][1] for k in blank_keys} == {UNKNOWN_HOSPITAL_PARTITION}
+
+    # An update of every key (and one move to another hospital): the global index must find each row wherever
+    # its partition is, so nothing is duplicated and nothing is left behind.
+    moved = {**names, MOVED_KEY: MOVED_TO}
+    writer.upsert(spec, _bronze(spark, moved, "2024-02-01T00:00:00Z", "finished"), {"_test": "update"})
+
+    by_spark, by_rs = _read_back(spark, spec.uri)
+    assert by_spark == {
+        k: (n, expected_partition(n), _folder(expected_partition(n)), "finished") for k, n in moved.items()
+    }
+    assert by_rs == moved
+    assert set(_folders(table)) <= expected_folders | {_folder(expected_partition(MOVED_TO))}
+    newest = next(writer.commits(spec))
+    assert newest.extra.get("_test") == "update"
+    assert (newest.inserts, newest.updates) == (1, len(names) - 1)  # only the moved row is new to its partition
