@@ -20,6 +20,9 @@ HUDI_SPARK_CONF: dict[str, str] = {
     "spark.kryo.registrator": "org.apache.spark.HoodieSparkKryoRegistrar",
     # Timestamps are UTC end to end: FHIR offsets are normalised to UTC and partial dates start at UTC midnight.
     "spark.sql.session.timeZone": "UTC",
+    # The mapping reads list elements as `x[0]`, null when the list is empty; ANSI mode (Spark 4's default) would
+    # throw instead. Pinned so a platform default cannot change the mapping's meaning.
+    "spark.sql.ansi.enabled": "false",
 }
 
 
