@@ -62,7 +62,6 @@ def build_spark(config: SparkConfig, app_name: str = "bronze-encounter") -> Spar
         .config("spark.jars", ",".join(str(p) for p in jars.local_jars()))
         .config("spark.driver.memory", config.driver_memory)
         .config("spark.sql.shuffle.partitions", str(config.shuffle_partitions))
-        .config("spark.default.parallelism", str(config.shuffle_partitions))
         .config("spark.ui.enabled", str(config.ui).lower())
         .config("spark.ui.showConsoleProgress", "false")
     )
