@@ -96,7 +96,14 @@ class _Lease:
                 log.warning("waiting for the writer lease: %s", exc)
                 time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
 
+    def hold(self, wait: timedelta) -> None:
+        """Make sure the lease is still ours before writing again (after an outage it may have expired)."""
+        if self.lost.is_set():
+            raise LeaseHeld(f"writer lease {self.name} was taken over by another instance")
+        self._acquire(wait)
+
     def _renew(self) -> None:
+        failing = False
         while not self._stop.wait(self.ttl.total_seconds() / 3):
             try:
                 self.ledger.acquire_lease(self.name, self.owner, self.ttl)
@@ -104,14 +111,23 @@ class _Lease:
                 log.error("writer lease %s was taken over; stopping", self.name)
                 self.lost.set()
                 return
-            except Exception:  # a ledger hiccup: try again next round, the lease is still valid for a while
-                log.warning("could not renew writer lease %s; retrying", self.name, exc_info=True)
+            except Exception as exc:  # a ledger hiccup: retry next round; the lease stays valid for a while
+                if not failing:  # once per streak: an outage must not flood the log
+                    log.warning("could not renew writer lease %s (%s); retrying", self.name, type(exc).__name__)
+                failing = True
+            else:
+                if failing:
+                    log.warning("writer lease %s renewed again", self.name)
+                failing = False
 
     def release(self) -> None:
         self._stop.set()
         self._thread.join(timeout=5)
         if not self.lost.is_set():
-            self.ledger.release_lease(self.name, self.owner)
+            try:
+                self.ledger.release_lease(self.name, self.owner)
+            except LedgerUnavailable:  # it expires on its own after the TTL; the original error matters more
+                log.warning("could not release writer lease %s; it expires after its TTL", self.name)
 
 
 def source_log(spark: SparkSession, checkpoint_uri: str) -> Callable[[int], list[tuple[str, datetime]]]:
@@ -180,33 +196,40 @@ def run(config: JobConfig, *, once: bool, spark: SparkSession | None = None) -> 
 
     started = time.monotonic()
     ledger = open_ledger(config)  # first: a bad ledger setting fails before a JVM starts
-    spark = spark or build_spark(config.spark)
     summary = RunSummary(new_run_id())
-    deps = BatchDeps(spark=spark, config=config, ledger=ledger, writer=HudiWriter(spark), run_id=summary.run_id)
     stop = threading.Event()
-    with _stop_on_signals(stop):
-        lease = _Lease(
-            ledger,
-            f"writer:{config.table_uri(config.tables.encounter)}",
-            summary.run_id,
-            ttl=timedelta(seconds=config.lease_ttl_seconds),
-            wait=timedelta(seconds=config.lease_wait_seconds),
-        )
-        try:
-            while not stop.is_set():
-                try:
-                    summary.recovery = recover(deps)
-                    query = start_stream(spark, config, deps, once=once, on_batch=summary.batches)
-                    _await(query, lease, stop)
-                    break
-                except Exception as exc:
-                    if once or not _is_ledger_outage(exc):
-                        raise
-                    log.error("ledger unavailable (%s); stream stopped until it answers again", type(exc).__name__)
-                    _wait_for_ledger(ledger, stop)
-        finally:
-            lease.release()
-            ledger.close()
+    lease_wait = timedelta(seconds=config.lease_wait_seconds)
+    try:
+        with _stop_on_signals(stop):
+            # The lease before the JVM: a second instance is refused without starting Spark.
+            lease = _Lease(
+                ledger,
+                f"writer:{config.table_uri(config.tables.encounter)}",
+                summary.run_id,
+                ttl=timedelta(seconds=config.lease_ttl_seconds),
+                wait=lease_wait,
+            )
+            try:
+                spark = spark or build_spark(config.spark)
+                deps = BatchDeps(
+                    spark=spark, config=config, ledger=ledger, writer=HudiWriter(spark), run_id=summary.run_id
+                )
+                while not stop.is_set():
+                    try:
+                        lease.hold(lease_wait)  # an outage longer than the TTL may have let it expire
+                        summary.recovery = recover(deps)
+                        query = start_stream(spark, config, deps, once=once, on_batch=summary.batches)
+                        _await(query, lease, stop)
+                        break
+                    except Exception as exc:
+                        if once or not _is_ledger_outage(exc):
+                            raise
+                        log.error("ledger unavailable (%s); stream stopped until it answers again", type(exc).__name__)
+                        _wait_for_ledger(ledger, stop)
+            finally:
+                lease.release()
+    finally:
+        ledger.close()
     summary.seconds = time.monotonic() - started
     return summary
 

@@ -1,0 +1,413 @@
+"""Restart-safe exactly-once, proven by killing the real job (see harness.py for how).
+
+Every scenario runs `python -m streaming.cli run` as separate processes, kills or disturbs them, starts them
+again and then checks the invariants against expectations computed from the landed files:
+
+- every named kill point of streaming/faults.py, chained in one warehouse, then a deleted checkpoint;
+- SIGKILLs at seeded random moments of a continuous run over >= 50 files, converging to the same table as one
+  uninterrupted `--once` run (BRONZE_FAULT_SEED=<n> replays the delays of a failed run);
+- one continuous job on the DynamoDB ledger (through a TCP proxy in front of moto): a second writer refused by
+  the lease, a ledger outage of >= 30 s waited out, and SIGTERM finishing the batch in flight.
+
+Each scenario prints its timings (`pytest -s`); the assertion messages carry ids, files and counts only.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness import (
+    CONTINUOUS_SETTINGS,
+    EXIT_LEASE,
+    KILLED,
+    DynamoLedgerView,
+    Job,
+    Landing,
+    SqliteLedgerView,
+    Stopwatch,
+    TcpProxy,
+    bronze_instants,
+    business_rows,
+    check_invariants,
+    compare_business_rows,
+    file_uri,
+    left_inflight,
+    read_rows,
+    tables,
+    timeline,
+    wait_until,
+)
+
+from streaming import faults
+from streaming.generate import generate
+
+pytestmark = pytest.mark.slow
+
+# What the run after a kill at each point must log: the crashed batch abandoned (nothing of it counted), its
+# bookkeeping finished from what Hudi had, or its replay skipped because the ledger already committed its files.
+ABANDONED = "wrote nothing; its"
+FINISHED = "was written; bookkeeping finished"
+SKIPPED = "all already committed; nothing to do"
+AFTER_KILL_AT = {
+    "after_flatten": ABANDONED,
+    "after_quarantine": ABANDONED,
+    "after_hudi_commit": FINISHED,
+    "after_ingest_log": FINISHED,
+    "after_ledger_commit": SKIPPED,
+    "before_checkpoint_commit": SKIPPED,
+}
+WAIT = 420  # seconds any single job process may take (a loaded 2-core runner starts a JVM slowly)
+
+
+def sqlite_ledger(warehouse: Path) -> SqliteLedgerView:
+    return SqliteLedgerView(warehouse / "_ledger" / "ledger.sqlite3")
+
+
+def test_every_named_kill_point_recovers_and_a_lost_checkpoint_reingests_nothing(spark: Any, tmp_path: Path) -> None:
+    """Kill at each named point in turn, one restart recovering the crash before it, each restart with new files.
+
+    Between the kill at after_ledger_commit and the next start the checkpoint is deleted: the restart re-lists
+    every file, the ledger skips the committed ones, and only the new files are written.
+    """
+    assert set(AFTER_KILL_AT) == set(faults.POINTS)
+    clock = Stopwatch()
+    landing = Landing(tmp_path / "landing")
+    warehouse = tmp_path / "warehouse"
+    ledger = sqlite_ledger(warehouse)
+    specs = tables(warehouse)
+
+    w0 = landing.generated("w0", files=4, per_file=3, seed=101)  # the 4th file is one pretty .json resource
+    base0 = landing.encounters(w0)
+    landing.bad_lines("w0/bad-w0.ndjson", base0[0])  # rejects in the first batch: after_quarantine has work
+    w2: list[dict[str, Any]] = []
+
+    def land(step: int) -> list[Path]:
+        """New files before each start: new encounters, newer versions, late older versions, bad records."""
+        nonlocal w2
+        if step == 1:
+            return [
+                *landing.generated("w1", files=2, per_file=3, seed=102),
+                landing.versions("w1/newer-w1.ndjson", base0[1:5], shift=timedelta(days=2), status="cancelled"),
+            ]
+        if step == 2:
+            files = landing.generated("w2", files=2, per_file=3, seed=103)
+            w2 = landing.encounters(files)
+            return [*files, landing.bad_file("w2/not-json-w2.json")]
+        if step == 3:  # late: older than the originals, landing after the newer versions
+            return [
+                *landing.generated("w3", files=1, per_file=3, seed=104),
+                landing.versions("w3/late-w3.ndjson", base0[1:5], shift=-timedelta(days=1), status="entered-in-error"),
+            ]
+        if step == 4:
+            return [
+                *landing.generated("w4", files=1, per_file=3, seed=105),
+                landing.versions("w4/newer-w4.ndjson", w2[:3], shift=timedelta(days=3), status="cancelled"),
+            ]
+        if step == 5:  # newer than the originals, older than w4's versions: late, must not win either
+            return [
+                *landing.generated("w5", files=1, per_file=3, seed=106),
+                landing.versions("w5/late-w5.ndjson", w2[:3], shift=timedelta(days=1), status="finished"),
+            ]
+        if step == 6:
+            fresh = landing.generated("w6", files=1, per_file=3, seed=107)
+            return [
+                *fresh,
+                landing.bad_lines("w6/bad-w6.ndjson", landing.encounters(fresh)[0]),
+                landing.versions("w6/newer-w6.ndjson", base0[5:7], shift=timedelta(days=5), status="cancelled"),
+            ]
+        return []
+
+    new_since_loss: list[Path] = []
+    with Job(tmp_path, landing.root, warehouse) as job:
+        previous = None
+        for step, point in enumerate(faults.POINTS):
+            if point == "before_checkpoint_commit":  # lose the checkpoint; remember what was committed before
+                old_files = ledger.committed(landing.expected().files)
+                assert old_files == landing.expected().files, "a kill after the ledger commit lost a commit"
+                old_instants = bronze_instants(spark, warehouse)
+                old_rows = {
+                    r["encounter_id"]: r["_hoodie_commit_time"]
+                    for r in read_rows(spark, specs["bronze"], ["encounter_id", "_hoodie_commit_time"])
+                }
+                old_log = {r["batch_key"] for r in read_rows(spark, specs["log"], ["batch_key"])}
+                old_quarantine = read_rows(spark, specs["quarantine"], ["quarantine_id", "_hoodie_commit_time"])
+                shutil.rmtree(warehouse / "_checkpoints")
+                clock.mark("checkpoint deleted")
+            landed = land(step)
+            if point == "before_checkpoint_commit":
+                new_since_loss += landed
+            proc = job.run(f"kill-{point}", kill_at=point, timeout=WAIT)
+            clock.mark(f"killed at {point}")
+            assert proc.returncode == KILLED, f"the job was not killed at {point}\n{proc.tail()}"
+            if previous and previous != "after_ledger_commit":  # that replay is gone with the checkpoint
+                assert AFTER_KILL_AT[previous] in proc.log(), f"restart after a kill at {previous}\n{proc.tail()}"
+            previous = point
+        new_since_loss += land(len(faults.POINTS))
+        final = job.run("final", timeout=WAIT)
+        clock.mark("final --once")
+        assert final.returncode == 0, final.tail()
+        assert AFTER_KILL_AT[previous] in final.log(), f"restart after a kill at {previous}\n{final.tail()}"
+
+    check_invariants(spark, warehouse, landing, ledger, f"after every named kill point ({clock})")
+
+    # Since the checkpoint was lost: batches of the new files only, the old ones skipped by the ledger...
+    columns = ["batch_key", "files", "files_already_committed", "commit_instant"]
+    new_log = [r for r in read_rows(spark, specs["log"], columns) if r["batch_key"] not in old_log]
+    assert sorted(f for r in new_log for f in r["files"]) == sorted(file_uri(p) for p in new_since_loss)
+    assert max(r["files_already_committed"] for r in new_log) == len(old_files), "re-listed old files not skipped"
+    # ...the bronze timeline grew by exactly those batches' commits...
+    instants = bronze_instants(spark, warehouse)
+    assert instants[: len(old_instants)] == old_instants
+    assert sorted(instants[len(old_instants) :]) == sorted(r["commit_instant"] for r in new_log)
+    # ...and no row the new files do not touch was rewritten, nor any old quarantine row.
+    touched = {e["id"] for e in landing.encounters(new_since_loss)}
+    rows = read_rows(spark, specs["bronze"], ["encounter_id", "_hoodie_commit_time"])
+    rewritten = [
+        r["encounter_id"]
+        for r in rows
+        if r["encounter_id"] in old_rows
+        and r["encounter_id"] not in touched
+        and r["_hoodie_commit_time"] != old_rows[r["encounter_id"]]
+    ]
+    assert not rewritten, f"{len(rewritten)} old rows were rewritten after the checkpoint loss: {sorted(rewritten)[:5]}"
+    quarantine = {
+        r["quarantine_id"]: r["_hoodie_commit_time"]
+        for r in read_rows(spark, specs["quarantine"], ["quarantine_id", "_hoodie_commit_time"])
+    }
+    changed = [
+        r["quarantine_id"][:12]
+        for r in old_quarantine
+        if quarantine.get(r["quarantine_id"]) != r["_hoodie_commit_time"]
+    ]
+    assert not changed, f"old quarantine rows rewritten after the checkpoint loss: {changed}"
+    print(f"named kill points + checkpoint loss: {clock}")
+
+
+def _wait_for_new_batch(ledger: SqliteLedgerView, seen: set[str], proc: Any, timeout: float) -> set[str]:
+    """Wait until the job has a batch in flight (an open intent not seen before); fail if the job died."""
+
+    def check() -> set[str]:
+        assert proc.alive(), f"the continuous job ended by itself\n{proc.tail()}"
+        return ledger.open_intents() - seen
+
+    return wait_until("a batch in flight", check, timeout, every=0.1, detail=proc.tail)
+
+
+def _wait_for_batch_end(ledger: SqliteLedgerView, batch: set[str], proc: Any, timeout: float) -> None:
+    """Wait until the batch's intent is closed (its files committed)."""
+
+    def check() -> bool:
+        assert proc.alive(), f"the continuous job ended by itself\n{proc.tail()}"
+        return not (ledger.open_intents() & batch)
+
+    wait_until("the batch to commit", check, timeout, every=0.1, detail=proc.tail)
+
+
+def test_random_kills_converge_to_one_uninterrupted_run(spark: Any, tmp_path: Path) -> None:
+    seed = int(os.environ.get("BRONZE_FAULT_SEED") or random.SystemRandom().randrange(2**31))
+    rng = random.Random(seed)
+    replay = f"seed {seed} (replay: BRONZE_FAULT_SEED={seed})"
+    print(f"random kills: {replay}")
+    clock = Stopwatch()
+    landing = Landing(tmp_path / "landing")
+    warehouse, reference = tmp_path / "warehouse", tmp_path / "reference"
+    ledger = sqlite_ledger(warehouse)
+
+    # 46 generated files + 4 of ours = 50, in three waves; the last wave is the largest, so the third run still
+    # has several batches to do however fast the first two were.
+    staged = list(generate(tmp_path / "staged", files=46, per_file=3, seed=201).files)
+    first = landing.move_in(staged[:15], "a")
+    base = landing.encounters(first)
+    landing.bad_lines("a/bad-a.ndjson", base[0])
+
+    def land(wave: int) -> None:
+        if wave == 1:
+            landing.move_in(staged[15:30], "b")
+            landing.versions("b/newer-b.ndjson", base[1:7], shift=timedelta(days=2), status="cancelled")
+        elif wave == 2:
+            landing.move_in(staged[30:], "c")
+            landing.versions("c/late-c.ndjson", base[1:7], shift=-timedelta(hours=6), status="entered-in-error")
+            landing.bad_file("c/not-json-c.json")
+
+    kills: list[str] = []
+    seen: set[str] = set()
+    with (
+        Job(tmp_path, landing.root, warehouse, settings=CONTINUOUS_SETTINGS) as job,
+        Job(tmp_path / "ref", landing.root, reference) as uninterrupted,
+    ):
+        ref = None
+        for k in range(3):
+            seen |= ledger.open_intents()  # a killed run's open intent is not a new batch
+            proc = job.start(f"continuous-{k}", once=False)
+            if k == 0:  # a moment of the first batch: in a new warehouse it creates the three tables
+                seen |= _wait_for_new_batch(ledger, seen, proc, WAIT)
+                delay = rng.uniform(0.0, 20.0)
+                time.sleep(delay)
+                where = f"{delay:.1f}s into the first batch"
+            elif k == 1:  # any moment: JVM start, lease wait, recovery or a batch
+                delay = rng.uniform(2.0, 30.0)
+                time.sleep(delay)
+                where = f"{delay:.1f}s after start"
+            else:  # a moment of a warm batch, scaled by the length of the one before it (the first one is slow)
+                share = rng.uniform(0.0, 1.2)
+                for _ in range(2):
+                    batch = _wait_for_new_batch(ledger, seen, proc, WAIT)
+                    seen |= batch
+                    began = time.monotonic()
+                    _wait_for_batch_end(ledger, batch, proc, WAIT)
+                    length = time.monotonic() - began
+                seen |= _wait_for_new_batch(ledger, seen, proc, WAIT)
+                time.sleep(share * length)
+                where = f"{share:.0%} of {length:.1f}s into the 3rd batch"
+            assert proc.alive(), f"{replay}: the continuous job ended by itself\n{proc.tail()}"
+            code = proc.kill()
+            done = len(ledger.all_committed())
+            kills.append(f"{where} ({done}/{len(landing.files)} files committed, inflight: {left_inflight(warehouse)})")
+            clock.mark(f"kill {k}: {kills[-1]}")
+            assert code == KILLED, f"{replay}: {proc.tail()}"
+            land(k + 1)
+            if k == 1:  # every file has landed: the reference run can go, beside the faulty one
+                ref = uninterrupted.start("reference", once=True)
+
+        final = job.start("continuous-final", once=False)
+        expected = landing.expected().files
+        wait_until(
+            "every file committed",
+            lambda: final.alive() and ledger.committed(expected) == expected and not ledger.open_intents(),
+            WAIT,
+            every=0.5,
+            detail=final.tail,
+        )
+        clock.mark("converged")
+        final.terminate()
+        assert final.wait(WAIT) == 0, f"{replay}: SIGTERM must stop the job cleanly\n{final.tail()}"
+        assert ref is not None
+        assert ref.wait(WAIT) == 0, ref.tail()
+        clock.mark("stopped; reference done")
+
+    restarts = [p.recovery() for p in job.processes[1:]]
+    context = f"{replay}, kills: {kills}, restarts: {restarts}"
+    check_invariants(spark, warehouse, landing, ledger, f"killed run, {context}")
+    check_invariants(spark, reference, landing, sqlite_ledger(reference), "uninterrupted reference run")
+    problems = compare_business_rows(business_rows(spark, warehouse), business_rows(spark, reference))
+    assert not problems, f"{context}: killed run differs from the uninterrupted one: {problems}"
+    print(f"random kills ({context}): {clock}")
+
+
+def _checkpoint_settled(warehouse: Path) -> bool:
+    """The stream's last batch is committed in the checkpoint (commits/ caught up with offsets/)."""
+    root = warehouse / "_checkpoints" / "bronze_encounter"
+    offsets = {p.name for p in (root / "offsets").glob("[0-9]*")}
+    commits = {p.name for p in (root / "commits").glob("[0-9]*")}
+    return bool(offsets) and offsets == commits
+
+
+def _state(warehouse: Path, ledger: DynamoLedgerView, files: frozenset[str]) -> dict[str, Any]:
+    """What a writer could change: the three timelines, the ledger's files and intents, the checkpoint."""
+    root = warehouse / "_checkpoints" / "bronze_encounter"
+    return {
+        **{name: timeline(spec) for name, spec in tables(warehouse).items()},
+        "ledger": sorted(ledger.committed(files)),
+        "intents": sorted(ledger.open_intents()),
+        "checkpoint": sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()),
+    }
+
+
+def test_second_writer_ledger_outage_and_sigterm(spark: Any, tmp_path: Path, aws_env: str, unique_name: str) -> None:
+    """One continuous job on the DynamoDB ledger: a second writer is refused, a >= 30 s ledger outage is waited
+    out, and SIGTERM lets the batch in flight finish."""
+    from streaming.ledger_dynamodb import create_table
+
+    clock = Stopwatch()
+    create_table(unique_name)
+    ledger = DynamoLedgerView(unique_name)  # the test reads moto directly; only the jobs go through the proxy
+    proxy = TcpProxy.to(aws_env).start()
+    landing = Landing(tmp_path / "landing")
+    warehouse = tmp_path / "warehouse"
+    first = landing.generated("a", files=5, per_file=3, seed=401)
+    landing.bad_lines("a/bad-a.ndjson", landing.encounters(first)[0])
+
+    env = {"AWS_ENDPOINT_URL": aws_env, "AWS_ENDPOINT_URL_DYNAMODB": proxy.url}
+    args = ["--ledger-backend", "dynamodb", "--ledger-table", unique_name]
+    # The running job renews a 30 s lease every 10 s; the second writer waits only 2 s for it.
+    settings = {**CONTINUOUS_SETTINGS, "lease_ttl_seconds": "30"}
+    try:
+        with Job(tmp_path, landing.root, warehouse, settings=settings, args=args, env=env) as job:
+            proc = job.start("continuous", once=False)
+            files = landing.expected().files
+            wait_until(
+                "the first batches",
+                lambda: proc.alive() and ledger.committed(files) == files and _checkpoint_settled(warehouse),
+                WAIT,
+                every=0.5,
+                detail=proc.tail,
+            )
+            clock.mark("first files ingested")
+
+            # A second writer on the same warehouse: refused with exit code 3, nothing changed.
+            before = _state(warehouse, ledger, files)
+            second = job.run("second-writer", settings={"lease_wait_seconds": "2"}, timeout=WAIT)
+            clock.mark("second writer refused")
+            assert second.returncode == EXIT_LEASE, second.tail()
+            assert "another instance is writing this table" in second.log(), second.tail()
+            assert proc.alive(), proc.tail()
+            assert _state(warehouse, ledger, files) == before, "the refused writer changed tables, ledger or checkpoint"
+
+            # Take the ledger away while a batch is in flight, and land more files during the outage.
+            seen = ledger.open_intents()
+            landing.generated("b", files=4, per_file=3, seed=402)
+            wait_until("a batch in flight", lambda: ledger.open_intents() - seen, WAIT, every=0.05, detail=proc.tail)
+            proxy.pause()
+            outage = time.monotonic()
+            clock.mark("ledger down")
+            landing.generated("c", files=3, per_file=3, seed=403)
+            landing.bad_file("c/not-json-c.json")
+            while time.monotonic() - outage < 32:
+                assert proc.alive(), f"the job died during the ledger outage\n{proc.tail()}"
+                time.sleep(1)
+            proxy.resume()
+            clock.mark("ledger back")
+            files = landing.expected().files
+            wait_until(
+                "every file committed after the outage",
+                lambda: proc.alive() and ledger.committed(files) == files and not ledger.open_intents(),
+                WAIT,
+                every=0.5,
+                detail=proc.tail,
+            )
+            clock.mark(f"caught up; recovery: {proc.recovery()}")
+            log = proc.log()
+            assert "ledger unavailable" in log, f"the outage was not noticed\n{proc.tail()}"
+            assert "ledger answers again" in log, f"the job did not see the ledger return\n{proc.tail()}"
+
+            # SIGTERM while a batch is in flight: the job finishes it, then exits 0.
+            seen = ledger.open_intents()
+            staged = Landing(tmp_path / "staged")  # one rename lands them: a single batch (max 5 files)
+            staged.generated("d", files=4, per_file=3, seed=404)
+            staged.bad_file("d/not-json-d.json")
+            more = landing.adopt(staged, "d")
+            uris = {file_uri(p) for p in more}
+            in_flight = wait_until(
+                "the next batch",
+                lambda: (ledger.open_intents() - seen) or (ledger.committed(uris) == uris and "done"),
+                WAIT,
+                every=0.05,
+                detail=proc.tail,
+            )
+            proc.terminate()
+            code = proc.wait(WAIT)
+            clock.mark(f"SIGTERM {'after' if in_flight == 'done' else 'during'} a batch")
+            assert code == 0, proc.tail()
+            assert ledger.committed(uris) == uris, f"SIGTERM did not let the batch finish\n{proc.tail()}"
+    finally:
+        proxy.close()
+
+    check_invariants(spark, warehouse, landing, ledger, f"second writer, ledger outage, SIGTERM ({clock})")
+    print(f"second writer, ledger outage, SIGTERM: {clock}")
