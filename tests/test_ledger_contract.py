@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import sqlite3
 import time
@@ -449,3 +450,67 @@ def test_dynamodb_committed_gives_up_on_keys_that_stay_unprocessed(monkeypatch: 
     assert len(sleeps) == 6
     assert sleeps == sorted(sleeps)  # backoff grows
     assert max(sleeps) <= 0.5  # ... and stays short
+
+
+class _ThrottlingProxy:
+    """An HTTP stand-in for DynamoDB that answers the first `throttles` requests with a throttling error and
+    forwards the rest to moto: the real wire format the retry logic reacts to."""
+
+    def __init__(self, upstream: str, throttles: int) -> None:
+        import http.server
+        import threading
+        import urllib.request
+
+        outer = self
+        self.requests = 0
+        self.left = throttles
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                outer.requests += 1
+                if outer.left > 0:
+                    outer.left -= 1
+                    payload = json.dumps({
+                        "__type": "com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException",
+                        "message": "throttled by the test",
+                    }).encode()  # fmt: skip
+                    self.send_response(400)
+                else:
+                    headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+                    request = urllib.request.Request(upstream, data=body, headers=headers, method="POST")
+                    with urllib.request.urlopen(request) as response:
+                        payload = response.read()
+                    self.send_response(200)
+                self.send_header("Content-Type", "application/x-amz-json-1.0")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_dynamodb_throttling_is_retried_by_the_client_with_backoff(
+    aws_env: str, unique_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from streaming.ledger_dynamodb import DynamoDbLedger, create_table
+
+    create_table(unique_name)
+    DynamoDbLedger(unique_name).commit("b1", ["file:/x.ndjson"], T0)
+    proxy = _ThrottlingProxy(aws_env, throttles=3)
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", proxy.url)
+        ledger = DynamoDbLedger(unique_name)  # the production client: adaptive retry mode, no hand-written loop
+        assert ledger.committed(["file:/x.ndjson", "file:/y.ndjson"]) == {"file:/x.ndjson"}
+        assert proxy.requests == 4  # three throttled attempts, then the one that went through
+    finally:
+        proxy.close()
