@@ -41,17 +41,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-QUARANTINE_COLUMNS = (
-    "quarantine_id",
-    "sourcename",
-    "source_position",
-    "reason",
-    "message",
-    "raw_slice",
-    "batch_key",
-    "batch_id",
-    "quarantined_at",
-)
 INGEST_LOG_SCHEMA = (
     "batch_key string, run_id string, batch_id long, files array<string>, file_count int,"
     " files_already_committed int, rows_in long, rows_written long, rows_deleted long, rows_rejected long,"
@@ -132,7 +121,8 @@ def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchRe
 
     key = batch_key(deps.run_id, batch_id)
     uris = tuple(f.uri for f in new)
-    deps.ledger.begin(BatchIntent(key, deps.run_id, batch_id, uris, started))
+    intent = BatchIntent(key, deps.run_id, batch_id, uris, started)
+    deps.ledger.begin(intent)
 
     timings: dict[str, float] = {}
     mark = time.monotonic()
@@ -174,7 +164,7 @@ def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchRe
     finally:
         rows.unpersist()
 
-    _write_log(deps, BatchIntent(key, deps.run_id, batch_id, uris, started), len(done), stats, instant)
+    _write_log(deps, intent, len(done), stats, instant)
     lap("ingest_log")
     faults.point("after_ingest_log")
     deps.ledger.commit(key, uris, deps.clock())
@@ -252,11 +242,10 @@ class Recovery:
     abandoned: tuple[str, ...] = ()  # nothing committed: files will be ingested again
 
 
-def recover(deps: BatchDeps, intents: Sequence[BatchIntent] | None = None) -> Recovery:
+def recover(deps: BatchDeps) -> Recovery:
     """Finish or abandon every batch a crash left half done; run before the stream starts."""
     finished, abandoned = [], []
-    open_intents = deps.ledger.open_intents() if intents is None else list(intents)
-    for intent in open_intents:
+    for intent in deps.ledger.open_intents():
         logged = deps.writer.find_commit(deps.ingest_log, intent.batch_key)
         if logged is None:
             commit = deps.writer.find_commit(deps.encounter, intent.batch_key)

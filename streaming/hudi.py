@@ -123,10 +123,6 @@ class Commit:
     def batch_key(self) -> str | None:
         return self.extra.get(BATCH_KEY)
 
-    @property
-    def stats(self) -> dict[str, Any]:
-        return json.loads(self.extra.get(BATCH_STATS) or "{}")
-
 
 class HudiWriter:
     """Writes DataFrames to Hudi tables and reads their timelines through Spark's Hadoop file system."""
@@ -146,18 +142,18 @@ class HudiWriter:
         path = jvm.org.apache.hadoop.fs.Path(uri)
         return path.getFileSystem(self.spark._jsc.hadoopConfiguration()), path
 
-    def commits(self, spec: TableSpec, newest: int = 50) -> Iterator[Commit]:
-        """The newest completed commits of a table, newest first, read lazily.
+    def _timeline(self, spec: TableSpec) -> tuple[Any, Any, list[str]]:
+        """The file system, the `.hoodie` folder and its file names, newest instant first (none: no table yet).
 
-        Table version 6 keeps its active timeline as `.hoodie/<instant>.<action>` JSON files.
+        Table version 6 keeps its active timeline as `.hoodie/<instant>.<action>` files.
         """
         fs, timeline = self._fs(f"{spec.uri.rstrip('/')}/.hoodie")
-        if not fs.exists(timeline):
-            return
-        names = sorted(
-            (status.getPath().getName() for status in fs.listStatus(timeline)),
-            reverse=True,
-        )
+        names = [status.getPath().getName() for status in fs.listStatus(timeline)] if fs.exists(timeline) else []
+        return fs, timeline, sorted(names, reverse=True)
+
+    def commits(self, spec: TableSpec, newest: int = 50) -> Iterator[Commit]:
+        """The newest completed commits of a table, newest first, read lazily."""
+        fs, timeline, names = self._timeline(spec)
         completed = [n for n in names if n.endswith(_COMPLETED)][:newest]
         jvm = self.spark._jvm
         for name in completed:
@@ -174,10 +170,7 @@ class HudiWriter:
 
     def inflight(self, spec: TableSpec) -> list[str]:
         """Instants requested or inflight but not completed (a crashed write leaves one)."""
-        fs, timeline = self._fs(f"{spec.uri.rstrip('/')}/.hoodie")
-        if not fs.exists(timeline):
-            return []
-        names = [status.getPath().getName() for status in fs.listStatus(timeline)]
+        _, _, names = self._timeline(spec)
         done = {n.split(".")[0] for n in names if n.endswith((*_COMPLETED, ".rollback", ".clean"))}
         pending = {n.split(".")[0] for n in names if n.endswith((".inflight", ".requested")) and n[0].isdigit()}
         return sorted(pending - done)

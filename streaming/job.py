@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from streaming.batch import BatchDeps, BatchResult, Recovery, process_batch, recover
 from streaming.config import ConfigError, JobConfig, is_remote
@@ -138,11 +138,16 @@ def source_log(spark: SparkSession, checkpoint_uri: str) -> Callable[[int], list
     log class is used so compacted logs are read correctly.
     """
 
+    jvm = spark._jvm
+    opened: list[Any] = []  # one log object for the whole query (it caches recent batches); made at first use
+
     def files(batch_id: int) -> list[tuple[str, datetime]]:
-        jvm = spark._jvm
-        log_path = f"{checkpoint_uri.rstrip('/')}/sources/0"
-        source_log = jvm.org.apache.spark.sql.execution.streaming.FileStreamSourceLog(1, spark._jsparkSession, log_path)
-        entries = source_log.get(batch_id)
+        if not opened:
+            log_path = f"{checkpoint_uri.rstrip('/')}/sources/0"
+            opened.append(
+                jvm.org.apache.spark.sql.execution.streaming.FileStreamSourceLog(1, spark._jsparkSession, log_path)
+            )
+        entries = opened[0].get(batch_id)
         if not entries.isDefined():
             return []
         # The log keeps URI-encoded paths; the batch DataFrame (and the ledger) use Hadoop Path strings.
@@ -214,9 +219,11 @@ def run(config: JobConfig, *, once: bool, spark: SparkSession | None = None) -> 
                 deps = BatchDeps(
                     spark=spark, config=config, ledger=ledger, writer=HudiWriter(spark), run_id=summary.run_id
                 )
+                restarted = False
                 while not stop.is_set():
                     try:
-                        lease.hold(lease_wait)  # an outage longer than the TTL may have let it expire
+                        if restarted:
+                            lease.hold(lease_wait)  # an outage longer than the TTL may have let it expire
                         summary.recovery = recover(deps)
                         query = start_stream(spark, config, deps, once=once, on_batch=summary.batches)
                         _await(query, lease, stop)
@@ -226,6 +233,7 @@ def run(config: JobConfig, *, once: bool, spark: SparkSession | None = None) -> 
                             raise
                         log.error("ledger unavailable (%s); stream stopped until it answers again", type(exc).__name__)
                         _wait_for_ledger(ledger, stop)
+                        restarted = True
             finally:
                 lease.release()
     finally:

@@ -74,7 +74,8 @@ class Ledger(Protocol):
     def close(self) -> None: ...
 
 
-def _ts(value: datetime) -> str:
+def utc_iso(value: datetime) -> str:
+    """How both ledger stores write a time: ISO 8601 in UTC."""
     return value.astimezone(UTC).isoformat()
 
 
@@ -136,14 +137,16 @@ class SqliteLedger:
                     intent.run_id,
                     intent.batch_id,
                     json.dumps(intent.files),
-                    _ts(intent.started_at),
+                    utc_iso(intent.started_at),
                 ),
             )
 
     def commit(self, batch_key: str, uris: Sequence[str], at: datetime) -> None:
         with self._tx() as db:
             # INSERT OR IGNORE: a file committed earlier keeps its first batch key.
-            db.executemany("INSERT OR IGNORE INTO files VALUES (?, ?, ?)", [(uri, batch_key, _ts(at)) for uri in uris])
+            db.executemany(
+                "INSERT OR IGNORE INTO files VALUES (?, ?, ?)", [(uri, batch_key, utc_iso(at)) for uri in uris]
+            )
             db.execute("DELETE FROM intents WHERE batch_key = ?", (batch_key,))
 
     def abandon(self, batch_key: str) -> None:
@@ -166,7 +169,7 @@ class SqliteLedger:
             row = db.execute("SELECT owner, expires_at FROM leases WHERE name = ?", (name,)).fetchone()
             if row and row[0] != owner and datetime.fromisoformat(row[1]) > now:
                 raise LeaseHeld(f"lease {name!r} is held by {row[0]} until {row[1]}")
-            db.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?)", (name, owner, _ts(now + ttl)))
+            db.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?)", (name, owner, utc_iso(now + ttl)))
 
     def release_lease(self, name: str, owner: str) -> None:
         with self._tx() as db:

@@ -23,7 +23,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from streaming import aws
-from streaming.ledger import BatchIntent, LeaseHeld, LedgerUnavailable
+from streaming.ledger import BatchIntent, LeaseHeld, LedgerUnavailable, utc_iso
 
 INDEX = "open_intents"
 _OPEN = "open"  # the one value of the sparse GSI key: every open intent sits in one GSI partition
@@ -36,10 +36,6 @@ _BACKOFF_CAP = 0.5
 _CREATE_TIMEOUT = 300.0
 
 Item = dict[str, dict[str, Any]]
-
-
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat()
 
 
 def _code(exc: ClientError) -> str:
@@ -148,7 +144,7 @@ class DynamoDbLedger:
             "run_id": {"S": intent.run_id},
             "batch_id": {"N": str(intent.batch_id)},
             "files": {"L": [{"S": f} for f in intent.files]},
-            "started_at": {"S": _iso(intent.started_at)},
+            "started_at": {"S": utc_iso(intent.started_at)},
             "intent_open": {"S": _OPEN},
         }
         with self._guard("PutItem intent"):
@@ -166,7 +162,7 @@ class DynamoDbLedger:
             )
 
     def commit(self, batch_key: str, uris: Sequence[str], at: datetime) -> None:
-        stamp = _iso(at)
+        stamp = utc_iso(at)
         unique = list(dict.fromkeys(uris))
         if unique:
             with ThreadPoolExecutor(max_workers=min(_COMMIT_WORKERS, len(unique))) as pool:
@@ -218,7 +214,7 @@ class DynamoDbLedger:
                 Item={
                     "pk": {"S": _LEASE + name},
                     "owner": {"S": owner},
-                    "expires_at": {"S": _iso(expires)},
+                    "expires_at": {"S": utc_iso(expires)},
                     "expires_epoch": {"N": f"{expires.timestamp():.6f}"},
                 },
                 # `owner` is a DynamoDB reserved word, hence #o.

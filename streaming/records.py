@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
+from pyspark.sql.pandas.types import from_arrow_schema
 
 from streaming.config import FhirConfig
 from streaming.parse import UNREADABLE, FileSplitter, Record
@@ -17,11 +18,6 @@ from streaming.storage import open_uri
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-RECORD_SCHEMA = (
-    "sourcename string, position string, kind string, resource_type string, resource_id string,"
-    " resource_json string, ref_map map<string,string>, ref_names map<string,string>, reason string,"
-    " message string, raw_slice string, file_modified timestamp"
-)
 _ARROW_SCHEMA = pa.schema(
     [
         ("sourcename", pa.string()),
@@ -38,6 +34,8 @@ _ARROW_SCHEMA = pa.schema(
         ("file_modified", pa.timestamp("us", tz="UTC")),
     ]
 )
+# The same schema for Spark (mapInArrow's output, and test inputs), derived so the two cannot drift apart.
+RECORD_SCHEMA = from_arrow_schema(_ARROW_SCHEMA)
 log = logging.getLogger(__name__)
 
 _FLUSH_ROWS = 2000

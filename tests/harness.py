@@ -404,6 +404,17 @@ class LedgerView(Protocol):
     def open_intents(self) -> set[str]: ...
 
 
+def wait_all_committed(what: str, proc: JobProcess, ledger: LedgerView, files: set[str], timeout: float) -> None:
+    """Wait until the live job has committed every file in the ledger and left no intent open."""
+    wait_until(
+        what,
+        lambda: proc.alive() and ledger.committed(files) == files and not ledger.open_intents(),
+        timeout,
+        every=0.5,
+        detail=proc.tail,
+    )
+
+
 class SqliteLedgerView:
     """The job's SQLite ledger, opened read-only for every look (the job may be writing it)."""
 

@@ -42,6 +42,7 @@ from harness import (
     read_rows,
     tables,
     timeline,
+    wait_all_committed,
     wait_until,
 )
 
@@ -278,13 +279,7 @@ def test_random_kills_converge_to_one_uninterrupted_run(spark: Any, tmp_path: Pa
 
         final = job.start("continuous-final", once=False)
         expected = landing.expected().files
-        wait_until(
-            "every file committed",
-            lambda: final.alive() and ledger.committed(expected) == expected and not ledger.open_intents(),
-            WAIT,
-            every=0.5,
-            detail=final.tail,
-        )
+        wait_all_committed("every file committed", final, ledger, expected, WAIT)
         clock.mark("converged")
         final.terminate()
         assert final.wait(WAIT) == 0, f"{replay}: SIGTERM must stop the job cleanly\n{final.tail()}"
@@ -375,13 +370,7 @@ def test_second_writer_ledger_outage_and_sigterm(spark: Any, tmp_path: Path, aws
             proxy.resume()
             clock.mark("ledger back")
             files = landing.expected().files
-            wait_until(
-                "every file committed after the outage",
-                lambda: proc.alive() and ledger.committed(files) == files and not ledger.open_intents(),
-                WAIT,
-                every=0.5,
-                detail=proc.tail,
-            )
+            wait_all_committed("every file committed after the outage", proc, ledger, files, WAIT)
             clock.mark(f"caught up; recovery: {proc.recovery()}")
             log = proc.log()
             assert "ledger unavailable" in log, f"the outage was not noticed\n{proc.tail()}"
