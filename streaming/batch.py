@@ -78,6 +78,8 @@ class BatchDeps:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     # Files (uri, modification time) the stream assigned to a batch, zero-byte ones included (see job.source_log).
     source_files: Callable[[int], Sequence[tuple[str, datetime]]] | None = None
+    # Files an operator asked to take again (`reingest`, `replay-quarantine`): ingested even if committed.
+    retake: frozenset[str] = frozenset()
 
     @property
     def encounter(self) -> TableSpec:
@@ -113,7 +115,7 @@ def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchRe
     if deps.source_files is not None:  # zero-byte files never reach the DataFrame; they must not vanish
         seen = {f.uri for f in listed}
         listed += [LandedFile(uri, 0, modified) for uri, modified in deps.source_files(batch_id) if uri not in seen]
-    done = deps.ledger.committed(f.uri for f in listed)
+    done = deps.ledger.committed(f.uri for f in listed) - deps.retake
     new = sorted((f for f in listed if f.uri not in done), key=lambda f: f.uri)
     if not new:
         log.info("batch %s: %d files, all already committed; nothing to do", batch_id, len(listed))

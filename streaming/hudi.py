@@ -137,6 +137,11 @@ class HudiWriter:
             raise ValueError(f"commit metadata keys must start with '_': {bad}")
         df.write.format("hudi").options(**spec.write_options(), **commit_meta).mode("append").save(spec.uri)
 
+    def delete(self, spec: TableSpec, keys: DataFrame) -> None:
+        """Delete the records whose keys (record key, ordering and partition columns) are in `keys`."""
+        options = {**spec.write_options(), "hoodie.datasource.write.operation": "delete"}
+        keys.write.format("hudi").options(**options).mode("append").save(spec.uri)
+
     def _fs(self, uri: str) -> tuple[Any, Any]:
         jvm = self.spark._jvm
         path = jvm.org.apache.hadoop.fs.Path(uri)

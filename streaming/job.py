@@ -130,6 +130,22 @@ class _Lease:
                 log.warning("could not release writer lease %s; it expires after its TTL", self.name)
 
 
+@contextmanager
+def writer_lease(ledger: Ledger, config: JobConfig, owner: str) -> Iterator[_Lease]:
+    """Hold the table's single-writer lease for the block (renewed in the background), then release it."""
+    lease = _Lease(
+        ledger,
+        f"writer:{config.table_uri(config.tables.encounter)}",
+        owner,
+        ttl=timedelta(seconds=config.lease_ttl_seconds),
+        wait=timedelta(seconds=config.lease_wait_seconds),
+    )
+    try:
+        yield lease
+    finally:
+        lease.release()
+
+
 def source_log(spark: SparkSession, checkpoint_uri: str) -> Callable[[int], list[tuple[str, datetime]]]:
     """The files Spark's file source assigned to a batch, read from its checkpoint log (sources/0).
 
