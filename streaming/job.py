@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 # The file source's fixed schema; only path/length/modificationTime are selected, so file contents are never
 # read by the source itself (the executors stream them in records.py).
 BINARY_FILE_SCHEMA = "path string, modificationTime timestamp, length long, content binary"
+MAX_FILE_AGE = "36500d"  # a century: no landed file is too old to be listed
 
 
 def open_ledger(config: JobConfig) -> Ledger:
@@ -173,6 +174,8 @@ def source_log(spark: SparkSession, checkpoint_uri: str) -> Callable[[int], list
                 datetime.fromtimestamp(entry.timestamp() / 1000, UTC),
             )
             for entry in entries.get()
+            # A compaction batch (every 10th) returns the whole compacted history: keep this batch's entries only.
+            if entry.batchId() == batch_id
         ]
 
     return files
@@ -188,6 +191,10 @@ def start_stream(
         spark.readStream.format("binaryFile")
         .schema(BINARY_FILE_SCHEMA)
         .option("recursiveFileLookup", "true")
+        # The default maxFileAge (7 days, measured from the newest file seen) silently never lists a file that lands
+        # later with an older modification time (cp -p, rsync -a, tar). The ledger guards against re-ingestion, so
+        # every file is listed; the cost is the source's in-memory seen-files map, which then only grows.
+        .option("maxFileAge", MAX_FILE_AGE)
         .option("maxFilesPerTrigger", str(config.max_files_per_trigger))
         .load(config.source)
         .select("path", "length", "modificationTime")

@@ -103,3 +103,47 @@ def test_checkpoint_loss_is_survived_by_the_ledger(spark: Any, tmp_path: Path) -
     assert sum(b.files_already_committed for b in again.batches) == len(generated.files)
     assert [c.instant for c in writer.commits(encounter_table(config))] == commits
     assert len(list(writer.commits(ingest_log_table(config)))) == 1
+
+
+def test_files_landing_late_with_old_modification_times_are_all_ingested(spark: Any, tmp_path: Path) -> None:
+    """A copy that keeps times (cp -p, rsync -a, tar) lands files 6-30 days older than one already seen."""
+    import os
+    import time
+
+    from streaming.generate import generate
+
+    landing = tmp_path / "landing"
+    first = generate(landing, files=1, per_file=5, seed=31)
+    config = job_config(tmp_path, landing)
+    job.run(config, once=True, spark=spark)
+
+    late = generate(tmp_path / "copied", files=25, per_file=2, seed=32)
+    now = time.time()
+    for days, path in zip(range(6, 31), late.files, strict=True):
+        target = landing / f"late-{path.name}"
+        shutil.move(path, target)
+        os.utime(target, (now - days * 86400, now - days * 86400))
+    summary = job.run(config, once=True, spark=spark)
+
+    assert summary.files == 25
+    rows = read_table(spark, config.table_uri("bronze_encounter"))
+    assert sorted(r["encounter_id"] for r in rows) == sorted(first.encounter_ids + late.encounter_ids)
+
+
+def test_each_batch_sees_only_its_own_files_across_source_log_compaction(spark: Any, tmp_path: Path) -> None:
+    """The source log compacts every 10th batch; batch 9 must not look up the whole history again."""
+    from streaming.generate import generate
+
+    landing = tmp_path / "landing"
+    generated = generate(landing, files=12, per_file=1, seed=33)
+    config = job_config(tmp_path, landing, max_files_per_trigger=1)
+
+    summary = job.run(config, once=True, spark=spark)
+
+    assert [len(b.files) for b in summary.batches] == [1] * 12
+    assert [b.files_already_committed for b in summary.batches] == [0] * 12
+    log_rows = read_table(spark, config.table_uri("bronze_encounter_ingest_log"))
+    assert sorted((r["batch_id"], r["file_count"], r["files_already_committed"]) for r in log_rows) == [
+        (i, 1, 0) for i in range(12)
+    ]
+    assert sorted(f for r in log_rows for f in r["files"]) == sorted(_file_uri(p) for p in generated.files)
