@@ -20,6 +20,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
+from streaming.config import ConfigError
+
 
 @dataclass(frozen=True)
 class BatchIntent:
@@ -34,6 +36,10 @@ class BatchIntent:
 
 class LedgerUnavailable(RuntimeError):
     """The ledger store did not answer (after the client's own retries); the batch must not go on."""
+
+
+class LedgerMisconfigured(ConfigError):
+    """The ledger store refuses in a way retrying cannot fix (missing table, no permission, no region)."""
 
 
 class LeaseHeld(RuntimeError):

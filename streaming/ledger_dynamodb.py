@@ -20,10 +20,16 @@ from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    NoRegionError,
+    PartialCredentialsError,
+)
 
 from streaming import aws
-from streaming.ledger import BatchIntent, LeaseHeld, LedgerUnavailable, utc_iso
+from streaming.ledger import BatchIntent, LeaseHeld, LedgerMisconfigured, LedgerUnavailable, utc_iso
 
 INDEX = "open_intents"
 _OPEN = "open"  # the one value of the sparse GSI key: every open intent sits in one GSI partition
@@ -42,15 +48,51 @@ def _code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", "Unknown"))
 
 
+# Errors a later attempt can get past: throttling, the service's own failures. Anything else (a wrong table name,
+# a missing permission, a malformed request) fails the same way every time, so waiting for it would loop forever.
+_RETRYABLE_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "TransactionConflictException",
+        "TransactionInProgressException",
+    }
+)
+# Client-side errors that are settings, not outages.
+_SETTINGS_ERRORS = (NoRegionError, NoCredentialsError, PartialCredentialsError)
+
+
+def ledger_error(operation: str, table: str, exc: Exception) -> Exception:
+    """The ledger's error for an AWS failure: LedgerUnavailable if retrying can help, else LedgerMisconfigured.
+
+    The message names only the operation, the table and the AWS error code (never an item).
+    """
+    if isinstance(exc, ClientError):
+        code = _code(exc)
+        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+        if code in _RETRYABLE_CODES or status >= 500:
+            return LedgerUnavailable(f"DynamoDB ledger {table}: {operation} failed ({code})")
+        return LedgerMisconfigured(
+            f"DynamoDB ledger {table}: {operation} failed ({code}); retrying cannot fix this: check ledger.table,"
+            " the region and the job role's DynamoDB permissions"
+        )
+    if isinstance(exc, _SETTINGS_ERRORS):
+        return LedgerMisconfigured(
+            f"DynamoDB ledger {table}: {type(exc).__name__}: set ledger.region (or AWS_REGION) and AWS credentials"
+        )
+    return LedgerUnavailable(f"DynamoDB ledger {table}: {operation} failed ({type(exc).__name__})")
+
+
 @contextmanager
 def _guard(operation: str, table: str) -> Iterator[None]:
-    """Turn any AWS failure into LedgerUnavailable naming only the operation, table and error code."""
+    """Turn any AWS failure into the ledger's error (see `ledger_error`)."""
     try:
         yield
-    except ClientError as exc:
-        raise LedgerUnavailable(f"DynamoDB ledger {table}: {operation} failed ({_code(exc)})") from exc
-    except BotoCoreError as exc:
-        raise LedgerUnavailable(f"DynamoDB ledger {table}: {operation} failed ({type(exc).__name__})") from exc
+    except (ClientError, BotoCoreError) as exc:
+        raise ledger_error(operation, table, exc) from exc
 
 
 def create_table(name: str, region: str = "") -> None:
@@ -75,9 +117,9 @@ def create_table(name: str, region: str = "") -> None:
         )
     except ClientError as exc:
         if _code(exc) != "ResourceInUseException":  # already there (or being created by another instance)
-            raise LedgerUnavailable(f"DynamoDB ledger {name}: CreateTable failed ({_code(exc)})") from exc
+            raise ledger_error("CreateTable", name, exc) from exc
     except BotoCoreError as exc:
-        raise LedgerUnavailable(f"DynamoDB ledger {name}: CreateTable failed ({type(exc).__name__})") from exc
+        raise ledger_error("CreateTable", name, exc) from exc
 
     deadline = time.monotonic() + _CREATE_TIMEOUT
     while True:
@@ -100,7 +142,10 @@ class DynamoDbLedger:
     def __init__(self, table: str, region: str = "", client: Any | None = None) -> None:
         self.table = table
         # `client` lets callers (tests) pass one with other retry settings; endpoints still come from the environment.
-        self._client = client if client is not None else aws.client("dynamodb", region)
+        try:
+            self._client = client if client is not None else aws.client("dynamodb", region)
+        except BotoCoreError as exc:  # no region: boto3 refuses to build the client
+            raise ledger_error("client setup", table, exc) from exc
 
     def _guard(self, operation: str) -> AbstractContextManager[None]:
         return _guard(operation, self.table)
@@ -225,15 +270,13 @@ class DynamoDbLedger:
             )
         except ClientError as exc:
             if _code(exc) != "ConditionalCheckFailedException":
-                raise LedgerUnavailable(f"DynamoDB ledger {self.table}: PutItem lease failed ({_code(exc)})") from exc
+                raise ledger_error("PutItem lease", self.table, exc) from exc
             held: Item = exc.response.get("Item") or self._lease_item(name)
             holder = held.get("owner", {}).get("S", "?")
             until = held.get("expires_at", {}).get("S", "?")
             raise LeaseHeld(f"lease {name!r} is held by {holder} until {until}") from None
         except BotoCoreError as exc:
-            raise LedgerUnavailable(
-                f"DynamoDB ledger {self.table}: PutItem lease failed ({type(exc).__name__})"
-            ) from exc
+            raise ledger_error("PutItem lease", self.table, exc) from exc
 
     def _lease_item(self, name: str) -> Item:
         with self._guard("GetItem lease"):
@@ -254,13 +297,9 @@ class DynamoDbLedger:
             )
         except ClientError as exc:
             if _code(exc) != "ConditionalCheckFailedException":  # not ours (or gone): nothing to give up
-                raise LedgerUnavailable(
-                    f"DynamoDB ledger {self.table}: DeleteItem lease failed ({_code(exc)})"
-                ) from exc
+                raise ledger_error("DeleteItem lease", self.table, exc) from exc
         except BotoCoreError as exc:
-            raise LedgerUnavailable(
-                f"DynamoDB ledger {self.table}: DeleteItem lease failed ({type(exc).__name__})"
-            ) from exc
+            raise ledger_error("DeleteItem lease", self.table, exc) from exc
 
     def close(self) -> None:
         """Nothing to release: the boto3 client is shared (see `aws.client`)."""

@@ -18,7 +18,7 @@ from botocore.config import Config
 
 from streaming import aws
 from streaming import ledger_dynamodb as ddb
-from streaming.ledger import BatchIntent, LeaseHeld, Ledger, LedgerUnavailable, SqliteLedger
+from streaming.ledger import BatchIntent, LeaseHeld, Ledger, LedgerMisconfigured, LedgerUnavailable, SqliteLedger
 from streaming.ledger_dynamodb import DynamoDbLedger, create_table
 
 T0 = datetime(2024, 3, 1, 8, 30, 15, 123456, tzinfo=UTC)
@@ -335,12 +335,13 @@ def test_dynamodb_unreachable_endpoint_raises_ledger_unavailable(
         assert secret not in message
 
 
-def test_dynamodb_missing_table_raises_ledger_unavailable(aws_env: str, unique_name: str) -> None:
+def test_dynamodb_missing_table_is_a_configuration_error_not_an_outage(aws_env: str, unique_name: str) -> None:
     ledger = DynamoDbLedger(unique_name)  # create_table never called
-    with pytest.raises(LedgerUnavailable, match=rf"^DynamoDB ledger {unique_name}: .*ResourceNotFoundException"):
+    with pytest.raises(LedgerMisconfigured, match=rf"^DynamoDB ledger {unique_name}: .*ResourceNotFoundException"):
         ledger.committed(["s3://b/1"])
-    with pytest.raises(LedgerUnavailable, match="ResourceNotFoundException"):
+    with pytest.raises(LedgerMisconfigured, match="ResourceNotFoundException"):
         ledger.acquire_lease("writer", "owner-a", timedelta(seconds=5))
+    assert not issubclass(LedgerMisconfigured, LedgerUnavailable)  # the job must not wait for it to heal
 
 
 def test_dynamodb_create_table_shape_and_idempotence(aws_env: str, unique_name: str) -> None:
