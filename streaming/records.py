@@ -60,6 +60,18 @@ def _is_transient(exc: Exception) -> bool:
     return isinstance(exc, MemoryError) or type(exc).__module__.partition(".")[0] in _TRANSIENT_MODULES
 
 
+class FileReadError(RuntimeError):
+    """A listed file exists but cannot be read (403, a KMS key, Glacier, an I/O error): the batch must fail.
+
+    Quarantining it would commit the file, and one IAM or KMS mistake would skip data forever; failing keeps it
+    uncommitted, so it is read again once access is fixed. The message names the file, never its content.
+    """
+
+    def __init__(self, uri: str, detail: str) -> None:
+        super().__init__(f"cannot read {uri} ({detail}); nothing of it is committed: fix access and it is read again")
+        self.uri = uri
+
+
 def _rows(uri: str, length: int, modified: datetime, splitter: FileSplitter) -> Iterator[dict[str, object]]:
     try:
         with open_uri(uri) as raw:
@@ -70,13 +82,21 @@ def _rows(uri: str, length: int, modified: datetime, splitter: FileSplitter) -> 
         # Checked first: botocore's timeouts and connection errors are OSError subclasses too.
         if _is_transient(exc):
             raise
-        if isinstance(exc, OSError):  # vanished between listing and reading, or unreadable: recorded, never silent
+        if isinstance(exc, FileNotFoundError):  # gone between listing and reading: recorded, never silent
             yield _unreadable(uri, modified, f"cannot read: {type(exc).__name__}")
             return
+        if isinstance(exc, OSError):  # there but unreadable: fail the batch, commit nothing (see FileReadError)
+            raise FileReadError(uri, _detail(exc)) from exc
         # The splitter never raises for bad content; if some input still makes it fail, that file must not fail
         # every retry of the batch (a poison file would stop the stream for good): it is quarantined instead.
         log.error("splitting a file failed (%s); file quarantined: %s", type(exc).__name__, uri)
         yield _unreadable(uri, modified, f"cannot split: {type(exc).__name__}")
+
+
+def _detail(exc: OSError) -> str:
+    """The error's class and, for S3, its error code (storage.open_uri puts it in parentheses); no content."""
+    code = str(exc).partition("(")[2].partition(")")[0] if str(exc).startswith("s3 object") else ""
+    return f"{type(exc).__name__}: {code}" if code else type(exc).__name__
 
 
 def _unreadable(uri: str, modified: datetime, message: str) -> dict[str, object]:

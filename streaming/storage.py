@@ -34,8 +34,9 @@ _FORBIDDEN = ("AccessDenied", "403", "InvalidObjectState")
 def open_uri(uri: str) -> IO[bytes]:
     """Open `uri` for sequential binary reading without loading it into memory.
 
-    Like a local file, an S3 object that is gone or forbidden raises FileNotFoundError / PermissionError (OSError),
-    so the caller records it as unreadable; other S3 errors propagate unchanged (a retry may succeed).
+    Like a local file, an S3 object that is gone or forbidden raises FileNotFoundError / PermissionError (OSError):
+    the caller quarantines a gone file and fails the batch on a forbidden one; other S3 errors propagate unchanged
+    (a retry may succeed).
     """
     if uri.startswith(("s3://", "s3a://", "s3n://")):
         from botocore.exceptions import ClientError

@@ -716,6 +716,32 @@ def test_transient_s3_errors_fail_the_task_for_a_retry(tmp_path: Path, monkeypat
         _run_files([f"file:{path}"])
 
 
+def test_a_file_that_exists_but_cannot_be_read_fails_the_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "locked.ndjson"
+    path.write_bytes(ndjson(GOOD_A))
+
+    def denied(uri: str) -> Any:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(records, "open_uri", denied)
+    with pytest.raises(records.FileReadError) as failed:
+        _run_files([f"file:{path}"])
+    assert failed.value.uri == f"file:{path}"
+    assert str(failed.value).startswith(f"cannot read file:{path} (PermissionError); nothing of it is committed")
+
+
+def test_an_s3_object_in_glacier_fails_the_batch_and_reads_once_restored(s3_bucket: str) -> None:
+    from streaming import aws
+
+    s3 = aws.client("s3")
+    s3.put_object(Bucket=s3_bucket, Key="landing/cold.ndjson", Body=ndjson(GOOD_A), StorageClass="GLACIER")
+    uri = f"s3a://{s3_bucket}/landing/cold.ndjson"
+    with pytest.raises(records.FileReadError, match=r"\(PermissionError: InvalidObjectState\)"):
+        _run_files([uri])
+    s3.restore_object(Bucket=s3_bucket, Key="landing/cold.ndjson", RestoreRequest={"Days": 1})
+    assert [(r["kind"], r["resource_id"]) for r in _run_files([uri])] == [("resource", "good-a")]
+
+
 def test_local_path_cuts_file_uris_without_unquoting() -> None:
     assert storage.local_path("file:/data/a%41 b.json") == "/data/a%41 b.json"
     assert storage.local_path("file:///data/x.json") == "/data/x.json"
