@@ -34,6 +34,10 @@ from streaming.ledger import BatchIntent, LeaseHeld, LedgerMisconfigured, Ledger
 INDEX = "open_intents"
 _OPEN = "open"  # the one value of the sparse GSI key: every open intent sits in one GSI partition
 _FILE, _INTENT, _LEASE = "file#", "intent#", "lease#"
+_PART = "intentpart#"  # further files of an intent too large for one item: intentpart#<batch key>#<n>
+# DynamoDB caps an item at 400 KB; an intent's file list is cut into items of at most this many UTF-8 bytes
+# (1,000 files of 300-character keys would otherwise not fit).
+_PART_BYTES = 300_000
 _BATCH_GET_MAX = 100  # BatchGetItem's per-request key limit
 _COMMIT_WORKERS = 8
 _UNPROCESSED_ROUNDS = 6  # BatchGetItem retries of throttled keys before the store counts as unavailable
@@ -183,12 +187,20 @@ class DynamoDbLedger:
         return found
 
     def begin(self, intent: BatchIntent) -> None:
-        # One item per intent: a 500-file batch of ~200-byte URIs is ~100 KB, well under the 400 KB item limit.
+        parts = _cut(intent.files)
+        # Parts first, the intent item last: an intent that is visible always has every part it names.
+        for n, files in enumerate(parts[1:], start=1):
+            with self._guard("PutItem intent part"):
+                self._client.put_item(
+                    TableName=self.table,
+                    Item={"pk": {"S": f"{_PART}{intent.batch_key}#{n}"}, "files": {"L": [{"S": f} for f in files]}},
+                )
         item: Item = {
             "pk": {"S": _INTENT + intent.batch_key},
             "run_id": {"S": intent.run_id},
             "batch_id": {"N": str(intent.batch_id)},
-            "files": {"L": [{"S": f} for f in intent.files]},
+            "files": {"L": [{"S": f} for f in parts[0]]},
+            "parts": {"N": str(len(parts))},
             "started_at": {"S": utc_iso(intent.started_at)},
             "intent_open": {"S": _OPEN},
         }
@@ -217,8 +229,14 @@ class DynamoDbLedger:
         self.abandon(batch_key)
 
     def abandon(self, batch_key: str) -> None:
+        # The intent item first (that closes it), then its parts; a crash in between leaves parts nothing reads.
         with self._guard("DeleteItem intent"):
-            self._client.delete_item(TableName=self.table, Key={"pk": {"S": _INTENT + batch_key}})
+            old = self._client.delete_item(
+                TableName=self.table, Key={"pk": {"S": _INTENT + batch_key}}, ReturnValues="ALL_OLD"
+            ).get("Attributes", {})
+        for n in range(1, int(old.get("parts", {}).get("N", "1"))):
+            with self._guard("DeleteItem intent part"):
+                self._client.delete_item(TableName=self.table, Key={"pk": {"S": f"{_PART}{batch_key}#{n}"}})
 
     def open_intents(self) -> list[BatchIntent]:
         keys: list[str] = []
@@ -242,13 +260,26 @@ class DynamoDbLedger:
                 batch_key=item["pk"]["S"][len(_INTENT) :],
                 run_id=item["run_id"]["S"],
                 batch_id=int(item["batch_id"]["N"]),
-                files=tuple(f["S"] for f in item["files"]["L"]),
+                files=self._files(item),
                 started_at=datetime.fromisoformat(item["started_at"]["S"]),
             )
             for item in items
             if "intent_open" in item
         ]
         return sorted(intents, key=lambda it: (it.started_at, it.batch_key))
+
+    def _files(self, item: Item) -> tuple[str, ...]:
+        """An intent's files: its own list, then those of its parts in order."""
+        files = [f["S"] for f in item["files"]["L"]]
+        key = item["pk"]["S"][len(_INTENT) :]
+        part_keys = [f"{_PART}{key}#{n}" for n in range(1, int(item.get("parts", {}).get("N", "1")))]
+        for i in range(0, len(part_keys), _BATCH_GET_MAX):
+            by_key = {p["pk"]["S"]: p for p in self._batch_get(part_keys[i : i + _BATCH_GET_MAX], None)}
+            for part_key in part_keys[i : i + _BATCH_GET_MAX]:
+                if part_key not in by_key:  # written before the intent item, so only a bug or a hand edit gets here
+                    raise LedgerUnavailable(f"DynamoDB ledger {self.table}: intent {key} is missing a part")
+                files.extend(f["S"] for f in by_key[part_key]["files"]["L"])
+        return tuple(files)
 
     def acquire_lease(self, name: str, owner: str, ttl: timedelta) -> None:
         now = datetime.now(UTC)
@@ -303,3 +334,17 @@ class DynamoDbLedger:
 
     def close(self) -> None:
         """Nothing to release: the boto3 client is shared (see `aws.client`)."""
+
+
+def _cut(files: Sequence[str]) -> list[list[str]]:
+    """Cut a file list into consecutive pieces of at most _PART_BYTES each (always at least one piece)."""
+    parts: list[list[str]] = [[]]
+    size = 0
+    for uri in files:
+        cost = len(uri.encode()) + 3  # DynamoDB counts a list element's bytes plus about one byte of overhead
+        if parts[-1] and size + cost > _PART_BYTES:
+            parts.append([])
+            size = 0
+        parts[-1].append(uri)
+        size += cost
+    return parts

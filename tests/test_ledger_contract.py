@@ -190,6 +190,44 @@ def test_commit_marks_files_and_closes_the_intent(store: Store, ledger: Ledger) 
     assert store.record("s3://b/3.ndjson") is None
 
 
+def _long_uris(count: int, tag: str) -> list[str]:
+    """`count` distinct URIs of 300 characters: a deep S3 prefix, as some feeds name their files."""
+    return [f"s3://bucket/{tag}/{i:05d}/".ljust(288, "x") + f"{i:05d}.ndjson" for i in range(count)]
+
+
+@pytest.mark.parametrize("action", ["commit", "abandon"])
+def test_an_intent_of_1000_long_uris_round_trips_and_closes(ledger: Ledger, action: str) -> None:
+    files = _long_uris(1000, "deep")
+    assert {len(f) for f in files} == {300}
+    ledger.begin(_intent("big", files))  # ~300 KB of keys alone: near DynamoDB's 400 KB item limit
+    small = _intent("small", ["s3://b/1.ndjson"], started=T0 + timedelta(seconds=1))
+    ledger.begin(small)
+    assert ledger.open_intents() == [_intent("big", files), small]  # every file, in order
+
+    if action == "commit":
+        ledger.commit("big", files, T0)
+        assert ledger.committed(files) == set(files)
+    else:
+        ledger.abandon("big")
+        assert ledger.committed(files) == set()
+    assert ledger.open_intents() == [small]
+
+    # The same key begun again with fewer files does not pick up an earlier, longer list's pieces.
+    fewer = _intent("big", files[:3])
+    ledger.begin(fewer)
+    assert ledger.open_intents() == [fewer, small]
+
+
+def test_dynamodb_leaves_no_intent_pieces_behind(aws_env: str, unique_name: str) -> None:
+    create_table(unique_name)
+    ledger = DynamoDbLedger(unique_name)
+    files = _long_uris(2500, "many")
+    ledger.begin(_intent("k", files))
+    ledger.commit("k", files, T0)
+    items = aws.client("dynamodb").scan(TableName=unique_name, ProjectionExpression="pk")["Items"]
+    assert [i["pk"]["S"] for i in items if not i["pk"]["S"].startswith("file#")] == []
+
+
 def test_commit_is_idempotent(store: Store, ledger: Ledger) -> None:
     files = ["s3://b/1.ndjson", "s3://b/2.ndjson", "s3://b/1.ndjson"]  # a duplicate inside one commit, too
     ledger.begin(_intent("k1", files))
