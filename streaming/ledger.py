@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
-from streaming.config import ConfigError
+from streaming.config import ConfigError, JobConfig
 
 
 @dataclass(frozen=True)
@@ -184,3 +184,14 @@ class SqliteLedger:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def open_ledger(config: JobConfig) -> Ledger:
+    """The configured ledger store (here, not in job.py, so `status` can open it without importing pyspark)."""
+    if config.ledger.backend == "sqlite":
+        return SqliteLedger(config.ledger_path)
+    if config.ledger.backend == "dynamodb":
+        from streaming.ledger_dynamodb import DynamoDbLedger
+
+        return DynamoDbLedger(config.ledger.table, region=config.ledger.region)
+    raise ConfigError(f"unknown ledger.backend {config.ledger.backend!r} (sqlite or dynamodb)")
