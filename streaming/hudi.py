@@ -118,6 +118,9 @@ class Commit:
     inserts: int
     updates: int
     deletes: int
+    # Relative partition paths the commit wrote (keys of partitionToWriteStats, as the folders are named, e.g.
+    # `hospital_partition=St. Mary%27s`); ("",) for an unpartitioned table. The catalog registers new ones.
+    partitions: tuple[str, ...] = ()
 
     @property
     def batch_key(self) -> str | None:
@@ -183,11 +186,13 @@ class HudiWriter:
 
 def _parse_commit(instant: str, text: str) -> Commit:
     body = json.loads(text) if text.strip() else {}
-    stats = [s for per_partition in (body.get("partitionToWriteStats") or {}).values() for s in per_partition]
+    written = body.get("partitionToWriteStats") or {}
+    stats = [s for per_partition in written.values() for s in per_partition]
     return Commit(
         instant=instant,
         extra={str(k): str(v) for k, v in (body.get("extraMetadata") or {}).items() if k != "schema"},
         inserts=sum(int(s.get("numInserts", 0)) for s in stats),
         updates=sum(int(s.get("numUpdateWrites", 0)) for s in stats),
         deletes=sum(int(s.get("numDeletes", 0)) for s in stats),
+        partitions=tuple(sorted(str(k) for k in written)),
     )

@@ -1,0 +1,432 @@
+"""Catalog registration: Glue (against moto's Glue API) and the local JSON catalog, after real job runs."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import job_config
+
+from streaming import aws, job
+from streaming.catalog import (
+    GlueCatalog,
+    TableDef,
+    catalog_uri,
+    hive_type,
+    partition_value,
+    partition_values,
+    register_in_spark,
+    table_defs,
+)
+from streaming.flatten import HUDI_ESCAPED_CHARS
+from streaming.generate import encounter, generate
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLES = ("bronze_encounter", "bronze_encounter_ingest_log", "bronze_encounter_quarantine")
+META = ["_hoodie_commit_time", "_hoodie_commit_seqno", "_hoodie_record_key", "_hoodie_partition_path"]
+META += ["_hoodie_file_name"]
+
+
+# ---------------------------------------------------------------- unit: types, partition values, locations
+
+
+def test_hive_types_of_spark_types() -> None:
+    from pyspark.sql import types as T
+
+    cases = {
+        T.StringType(): "string",
+        T.LongType(): "bigint",
+        T.IntegerType(): "int",
+        T.ShortType(): "int",
+        T.BooleanType(): "boolean",
+        T.DoubleType(): "double",
+        T.FloatType(): "float",
+        T.TimestampType(): "timestamp",
+        T.DateType(): "date",
+        T.BinaryType(): "binary",
+        T.DecimalType(12, 3): "decimal(12,3)",
+        T.ArrayType(T.StringType()): "array<string>",
+        T.MapType(T.StringType(), T.LongType()): "map<string,bigint>",
+        T.StructType([T.StructField("code", T.StringType()), T.StructField("n", T.IntegerType())]): (
+            "struct<code:string,n:int>"
+        ),
+        T.ArrayType(T.StructType([T.StructField("at", T.TimestampType())])): "array<struct<at:timestamp>>",
+    }
+    assert {t.simpleString(): hive_type(t) for t in cases} == {t.simpleString(): v for t, v in cases.items()}
+
+
+def test_a_type_without_a_hive_type_is_refused() -> None:
+    from pyspark.sql import types as T
+
+    from streaming.catalog import UnsupportedColumnType
+
+    with pytest.raises(UnsupportedColumnType, match="interval"):
+        hive_type(T.DayTimeIntervalType())
+
+
+def _hudi_escape(value: str) -> str:
+    """Hudi's partition path encoding, written out independently: %XX for its special and control characters."""
+    return "".join(f"%{ord(c):02X}" if c in HUDI_ESCAPED_CHARS or ord(c) < 32 else c for c in value)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["St. Mary's Medical Center", "Mercy North/South Campus", "100% care", "a=b?c#d", "plus+sign", "Zürich ~1a2b"],
+)
+def test_partition_folder_value_is_url_decoded(name: str) -> None:
+    folder = f"hospital_partition={_hudi_escape(name)}"
+    assert partition_value(folder, "hospital_partition") == name
+
+
+def test_partition_folder_of_another_key_or_no_key_is_not_a_value() -> None:
+    assert partition_value("other=x", "hospital_partition") is None
+    assert partition_value(".hoodie", "hospital_partition") is None
+    assert partition_values("hospital_partition=A%27s", ("hospital_partition",)) == ("A's",)
+    assert partition_values("y=2024/m=05", ("y", "m")) == ("2024", "05")
+    assert partition_values("y=2024", ("y", "m")) is None
+    assert partition_values("", ()) is None  # an unpartitioned table's commit names the partition ""
+
+
+def test_locations_are_registered_as_s3_not_s3a() -> None:
+    assert catalog_uri("s3a://b/w/t") == "s3://b/w/t"
+    assert catalog_uri("s3n://b/w/t") == "s3://b/w/t"
+    assert catalog_uri("s3://b/w/t") == "s3://b/w/t"
+    assert catalog_uri("/tmp/w/t") == "/tmp/w/t"
+
+
+def test_long_schemas_are_cut_into_parts_like_hudi() -> None:
+    from pyspark.sql import types as T
+
+    from streaming.catalog import SCHEMA_PART_CHARS, table_input
+
+    fields = [T.StructField(f"column_with_a_long_name_{i:03d}", T.StringType()) for i in range(120)]
+    table = TableDef("wide", "s3a://b/w/wide", T.StructType([*fields, T.StructField("p", T.StringType())]), ("p",))
+    params = table_input(table, "3.5.6")["Parameters"]
+    parts = int(params["spark.sql.sources.schema.numParts"])
+    assert parts > 1
+    text = "".join(params[f"spark.sql.sources.schema.part.{i}"] for i in range(parts))
+    assert all(len(params[f"spark.sql.sources.schema.part.{i}"]) <= SCHEMA_PART_CHARS for i in range(parts))
+    names = [f["name"] for f in json.loads(text)["fields"]]
+    assert names == [*META, *(f.name for f in fields), "p"]  # partition column last, as Spark expects
+
+
+# ---------------------------------------------------------------- integration: real runs against moto's Glue
+
+
+def _database(unique_name: str) -> str:
+    return unique_name.replace("-", "_")
+
+
+def _glue() -> Any:
+    return aws.client("glue")
+
+
+def _partitions(database: str, table: str) -> dict[tuple[str, ...], str]:
+    pages = _glue().get_paginator("get_partitions").paginate(DatabaseName=database, TableName=table)
+    return {tuple(p["Values"]): p["StorageDescriptor"]["Location"] for page in pages for p in page["Partitions"]}
+
+
+def _versions(database: str, table: str) -> int:
+    # moto records a table version per UpdateTable (and one at CreateTable), as Glue does.
+    return len(_glue().get_table_versions(DatabaseName=database, TableName=table)["TableVersions"])
+
+
+@pytest.fixture
+def glue_writes(aws_env: str) -> Iterator[list[str]]:
+    """Names of the Glue write calls made through the shared client (the one the job's catalog uses)."""
+    calls: list[str] = []
+    writes = {"CreateDatabase", "CreateTable", "UpdateTable", "BatchCreatePartition"}
+
+    def record(model: Any, **_: Any) -> None:
+        if model.name in writes:
+            calls.append(model.name)
+
+    events = _glue().meta.events
+    events.register("before-call.glue", record, unique_id="catalog-test-writes")
+    try:
+        yield calls
+    finally:
+        events.unregister("before-call.glue", unique_id="catalog-test-writes")
+
+
+def _hudi_schema(spark: Any, uri: str) -> Any:
+    return spark.read.format("hudi").load(uri).schema
+
+
+def _expected_partitions(spark: Any, uri: str, location: str) -> dict[tuple[str, ...], str]:
+    """Distinct (value, folder) pairs read back from the table itself: Hudi's own partition path column."""
+    rows = spark.read.format("hudi").load(uri).select("hospital_partition", "_hoodie_partition_path").distinct()
+    return {(r.hospital_partition,): f"{location}/{r._hoodie_partition_path}" for r in rows.collect()}
+
+
+def _write_ndjson(path: Path, hospitals: list[str], seed: int) -> list[str]:
+    rng = random.Random(seed)
+    resources = [encounter(rng, hospital=h) for h in hospitals]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in resources))
+    return [r["id"] for r in resources]
+
+
+@pytest.mark.slow
+def test_glue_run_registers_the_three_tables_as_hudi_sync_does(
+    spark: Any, aws_env: str, s3_bucket: str, unique_name: str, tmp_path: Path
+) -> None:
+    generate(tmp_path / "landing", files=3, per_file=20, seed=31)
+    (tmp_path / "landing" / "broken.ndjson").write_text('{"resourceType": "Encounter", "id": "x1"\n')  # quarantined
+    database = _database(unique_name)
+    config = job_config(
+        tmp_path,
+        tmp_path / "landing",
+        warehouse=f"s3a://{s3_bucket}/warehouse",
+        checkpoint=str(tmp_path / "checkpoint"),
+        **{"ledger.path": str(tmp_path / "ledger.sqlite3")},
+        **{"catalog.backend": "glue", "tables.database": database},
+    )
+
+    job.run(config, once=True, spark=spark)
+
+    assert _glue().get_database(Name=database)["Database"]["Name"] == database
+    for name in TABLES:
+        table = _glue().get_table(DatabaseName=database, Name=name)["Table"]
+        location = f"s3://{s3_bucket}/warehouse/{name}"
+        partition_keys = ["hospital_partition"] if name == "bronze_encounter" else []
+        sd = table["StorageDescriptor"]
+        assert table["TableType"] == "EXTERNAL_TABLE"
+        assert sd["Location"] == location
+        assert "s3a://" not in json.dumps(table, default=str)
+        assert sd["InputFormat"] == "org.apache.hudi.hadoop.HoodieParquetInputFormat"
+        assert sd["OutputFormat"] == "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat"
+        assert sd["SerdeInfo"] == {
+            "SerializationLibrary": "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe",
+            "Parameters": {"hoodie.query.as.ro.table": "false", "path": location, "serialization.format": "1"},
+        }
+        params = table["Parameters"]
+        assert params["EXTERNAL"] == "TRUE"
+        assert params["spark.sql.sources.provider"] == "hudi"
+        assert params["spark.sql.create.version"] == spark.version
+        assert "last_commit_time_sync" not in params  # never a per-commit parameter (a Glue version each)
+        assert [(k["Name"], k["Type"]) for k in table.get("PartitionKeys", [])] == [
+            (k, "string") for k in partition_keys
+        ]
+        if partition_keys:
+            assert params["spark.sql.sources.schema.numPartCols"] == "1"
+            assert params["spark.sql.sources.schema.partCol.0"] == "hospital_partition"
+        else:
+            assert "spark.sql.sources.schema.numPartCols" not in params
+
+        # What Hudi stored (read back through Spark) is the reference: Spark's simple type names are Hive's.
+        stored = _hudi_schema(spark, config.table_uri(name))
+        expected_columns = [(f.name, f.dataType.simpleString()) for f in stored.fields if f.name not in partition_keys]
+        assert [(c["Name"], c["Type"]) for c in sd["Columns"]] == expected_columns
+        assert [c["Name"] for c in sd["Columns"]][:5] == META
+        parts = int(params["spark.sql.sources.schema.numParts"])
+        registered = json.loads("".join(params[f"spark.sql.sources.schema.part.{i}"] for i in range(parts)))
+        reordered = [f for f in stored.fields if f.name not in partition_keys] + [stored[k] for k in partition_keys]
+        assert [(f["name"], f["type"], f["nullable"]) for f in registered["fields"]] == [
+            (f.name, f.dataType.jsonValue(), f.nullable) for f in reordered
+        ]
+
+    bronze_uri = config.table_uri("bronze_encounter")
+    expected = _expected_partitions(spark, bronze_uri, f"s3://{s3_bucket}/warehouse/bronze_encounter")
+    assert len(expected) > 1
+    assert _partitions(database, "bronze_encounter") == expected
+    assert _partitions(database, "bronze_encounter_ingest_log") == {}
+    assert _partitions(database, "bronze_encounter_quarantine") == {}
+
+
+@pytest.mark.slow
+def test_empty_landing_registers_all_three_tables(spark: Any, aws_env: str, unique_name: str, tmp_path: Path) -> None:
+    database = _database(unique_name)
+    (tmp_path / "landing").mkdir()
+    config = job_config(tmp_path, tmp_path / "landing", **{"catalog.backend": "glue", "tables.database": database})
+
+    job.run(config, once=True, spark=spark)
+
+    for name in TABLES:
+        table = _glue().get_table(DatabaseName=database, Name=name)["Table"]
+        assert table["StorageDescriptor"]["Location"] == config.table_uri(name)
+        assert _versions(database, name) == 1
+    columns = _glue().get_table(DatabaseName=database, Name="bronze_encounter")["Table"]["StorageDescriptor"]
+    names = [c["Name"] for c in columns["Columns"]]
+    assert names[:5] == META and "encounter_id" in names and "hospital_partition" not in names
+    assert _partitions(database, "bronze_encounter") == {}
+
+
+@pytest.mark.slow
+def test_partitions_follow_new_hospitals_only_and_heal_after_a_crash(
+    spark: Any, glue_writes: list[str], unique_name: str, tmp_path: Path
+) -> None:
+    database = _database(unique_name)
+    landing = tmp_path / "landing"
+    generated = generate(landing, files=2, per_file=40, seed=32)
+    config = job_config(tmp_path, landing, **{"catalog.backend": "glue", "tables.database": database})
+    uri = config.table_uri("bronze_encounter")
+    job.run(config, once=True, spark=spark)
+    assert glue_writes == ["CreateDatabase", "CreateTable", "CreateTable", "CreateTable", "BatchCreatePartition"]
+    first = _partitions(database, "bronze_encounter")
+    assert first == _expected_partitions(spark, uri, uri)
+    versions = {name: _versions(database, name) for name in TABLES}
+    assert versions == dict.fromkeys(TABLES, 1)  # created once; adding partitions is no UpdateTable
+
+    # More rows, only hospitals already there: no new table version, no new partition.
+    known = sorted(generated.per_hospital)
+    _write_ndjson(landing / "more.ndjson", known * 2, seed=33)
+    glue_writes.clear()
+    job.run(config, once=True, spark=spark)
+    assert glue_writes == []  # a batch that changes neither schema nor partitions makes no Glue write at all
+    assert {name: _versions(database, name) for name in TABLES} == versions
+    assert _partitions(database, "bronze_encounter") == first
+
+    # A new hospital: exactly one more partition, located at the folder Hudi wrote.
+    _write_ndjson(landing / "new.ndjson", ["Harbor Point Clinic's Annex"], seed=34)
+    glue_writes.clear()
+    job.run(config, once=True, spark=spark)
+    assert glue_writes == ["BatchCreatePartition"]
+    after = _partitions(database, "bronze_encounter")
+    assert set(after) - set(first) == {("Harbor Point Clinic's Annex",)}
+    assert after == _expected_partitions(spark, uri, uri)
+    assert after[("Harbor Point Clinic's Annex",)] == f"{uri}/hospital_partition=Harbor Point Clinic%27s Annex"
+    assert {name: _versions(database, name) for name in TABLES} == versions
+
+    # A crash between a Hudi commit and the catalog call leaves a partition unregistered: the next start adds it.
+    lost = ("Harbor Point Clinic's Annex",)  # its folder name is URL-encoded: the listing must decode it
+    _glue().batch_delete_partition(
+        DatabaseName=database, TableName="bronze_encounter", PartitionsToDelete=[{"Values": list(lost)}]
+    )
+    assert lost not in _partitions(database, "bronze_encounter")
+    glue_writes.clear()
+    summary = job.run(config, once=True, spark=spark)
+    assert glue_writes == ["BatchCreatePartition"]
+    assert summary.files == 0  # nothing new was written: only the reconcile at start can have added it back
+    assert _partitions(database, "bronze_encounter") == after
+    assert {name: _versions(database, name) for name in TABLES} == versions
+
+
+@pytest.mark.slow
+def test_a_new_column_updates_the_table_once(spark: Any, aws_env: str, unique_name: str, tmp_path: Path) -> None:
+    database = _database(unique_name)
+    config = job_config(tmp_path, tmp_path / "landing", **{"catalog.backend": "glue", "tables.database": database})
+    defs = table_defs(spark, config)
+    catalog = GlueCatalog(spark, database)
+    catalog.ensure(defs)
+    log_def = next(d for d in defs if d.name == "bronze_encounter_ingest_log")
+    assert _versions(database, log_def.name) == 1
+
+    catalog.sync(log_def)  # same schema: no call at all
+    assert _versions(database, log_def.name) == 1
+
+    evolved = TableDef(log_def.name, log_def.location, log_def.schema.add("source_system", "string"))
+    catalog.sync(evolved)
+    catalog.sync(evolved)
+    assert _versions(database, log_def.name) == 2
+    table = _glue().get_table(DatabaseName=database, Name=log_def.name)["Table"]
+    assert table["StorageDescriptor"]["Columns"][-1] == {"Name": "source_system", "Type": "string"}
+
+    # A restart with the evolved schema reads the catalog once and finds nothing to change.
+    GlueCatalog(spark, database).ensure([evolved])
+    assert _versions(database, log_def.name) == 2
+    assert all(_versions(database, d.name) == 1 for d in defs if d.name != log_def.name)
+
+
+# ---------------------------------------------------------------- local backend: a new process queries by name
+
+
+_QUERY = """
+import json, sys
+from streaming import config as conf
+from streaming.catalog import register_in_spark
+from streaming.session import build_spark
+
+warehouse, database = sys.argv[1:3]
+overrides = {"warehouse": warehouse, "tables.database": database}
+overrides |= {"spark.master": "local[1]", "spark.driver_memory": "1g"}
+config = conf.load(conf.env_file("local"), overrides)
+spark = build_spark(config.spark)
+print("REGISTERED", json.dumps(register_in_spark(spark, config)))
+rows = spark.sql(f"SELECT hospital_name, count(*) FROM {database}.bronze_encounter GROUP BY 1").collect()
+print("COUNTS", json.dumps({r[0]: r[1] for r in rows}))
+rows = spark.sql(f"SELECT sourcename, count(*) FROM {database}.bronze_encounter_quarantine GROUP BY 1").collect()
+print("QUARANTINED", json.dumps({r[0]: r[1] for r in rows}))
+spark.stop()
+"""
+
+
+@pytest.mark.slow
+def test_local_catalog_lets_a_new_process_query_by_name(spark: Any, unique_name: str, tmp_path: Path) -> None:
+    landing = tmp_path / "landing"
+    generated = generate(landing, files=3, per_file=25, seed=35)
+    database = _database(unique_name)  # this session's catalog outlives the test: no shared `bronze` left behind
+    config = job_config(tmp_path, landing, **{"catalog.backend": "local", "tables.database": database})
+
+    job.run(config, once=True, spark=spark)
+
+    folder = Path(config.warehouse) / "_catalog" / database
+    assert sorted(p.name for p in folder.iterdir()) == sorted(f"{name}.json" for name in TABLES)
+    doc = json.loads((folder / "bronze_encounter.json").read_text())
+    uri = config.table_uri("bronze_encounter")
+    assert doc["TableInput"]["StorageDescriptor"]["Location"] == uri
+    assert {tuple(p["Values"]): p["StorageDescriptor"]["Location"] for p in doc["Partitions"]} == (
+        _expected_partitions(spark, uri, uri)
+    )
+    # Clean input: the quarantine table is defined but Hudi has not written it, so Spark cannot open it yet.
+    assert sorted(register_in_spark(spark, config)) == ["bronze_encounter", "bronze_encounter_ingest_log"]
+    assert spark.sql(f"SELECT count(*) FROM {database}.bronze_encounter").first()[0] == len(generated.encounter_ids)
+
+    broken = landing / "broken.ndjson"
+    broken.write_text('{"resourceType": "Encounter", "id": "x1"\n')
+    job.run(config, once=True, spark=spark)
+    done = subprocess.run(
+        [sys.executable, "-c", _QUERY, config.warehouse, database],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = {
+        line.split(" ", 1)[0]: json.loads(line.split(" ", 1)[1])
+        for line in done.stdout.splitlines()
+        if line.startswith(("REGISTERED ", "COUNTS ", "QUARANTINED "))
+    }
+    assert sorted(lines["REGISTERED"]) == sorted(TABLES)
+    assert lines["COUNTS"] == dict(generated.per_hospital)
+    assert lines["QUARANTINED"] == {f"file:{broken}": 1}
+
+
+@pytest.mark.slow
+def test_local_catalog_on_s3_is_written_once_through_s3a(
+    spark: Any, aws_env: str, s3_bucket: str, unique_name: str, tmp_path: Path
+) -> None:
+    from streaming.catalog import LocalCatalog, table_input
+
+    database = _database(unique_name)
+    config = job_config(tmp_path, tmp_path / "landing", warehouse=f"s3a://{s3_bucket}/wh")
+    defs = table_defs(spark, config)
+    s3 = aws.client("s3")
+    # Versioning counts every PUT: how a rewrite of the same content is told from none.
+    s3.put_bucket_versioning(Bucket=s3_bucket, VersioningConfiguration={"Status": "Enabled"})
+    LocalCatalog(spark, config.warehouse, database).ensure(defs)
+
+    prefix = f"wh/_catalog/{database}/"
+
+    def puts() -> dict[str, int]:
+        versions = s3.list_object_versions(Bucket=s3_bucket, Prefix=prefix).get("Versions", [])
+        return {key: sum(1 for v in versions if v["Key"] == key) for key in {v["Key"] for v in versions}}
+
+    assert puts() == {f"{prefix}{name}.json": 1 for name in TABLES}
+    for table in defs:
+        doc = json.loads(s3.get_object(Bucket=s3_bucket, Key=f"{prefix}{table.name}.json")["Body"].read())
+        assert doc == {"TableInput": table_input(table, spark.version), "Partitions": []}
+        assert doc["TableInput"]["StorageDescriptor"]["Location"] == f"s3://{s3_bucket}/wh/{table.name}"
+
+    # A restart finds the same definitions: nothing is rewritten.
+    LocalCatalog(spark, config.warehouse, database).ensure(defs)
+    assert puts() == {f"{prefix}{name}.json": 1 for name in TABLES}
