@@ -22,13 +22,14 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import functions as F
 
 from streaming import faults
+from streaming.catalog import Catalog, NoCatalog, table_def
 from streaming.config import JobConfig
 from streaming.flatten import BRONZE_COLUMNS, flatten
 from streaming.hudi import BATCH_KEY, BATCH_STATS, HudiWriter, TableSpec, encounter_table, ingest_log_table
@@ -80,6 +81,8 @@ class BatchDeps:
     source_files: Callable[[int], Sequence[tuple[str, datetime]]] | None = None
     # Files an operator asked to take again (`reingest`, `replay-quarantine`): ingested even if committed.
     retake: frozenset[str] = frozenset()
+    # Where the tables are registered by name (Glue, local JSON); the default registers nothing.
+    catalog: Catalog = field(default_factory=NoCatalog)
 
     @property
     def encounter(self) -> TableSpec:
@@ -102,6 +105,17 @@ class BatchResult:
     files: tuple[str, ...]
     files_already_committed: int
     stats: BatchStats
+    batch_id: int | None = None
+    seconds: float = 0.0  # wall time of the whole batch, listing to ledger commit
+    oldest_modified: datetime | None = None  # modification time of the oldest file the batch ingested
+    ended_at: datetime | None = None
+
+    @property
+    def lag_seconds(self) -> float | None:
+        """How far behind the job is: from the oldest ingested file's modification time to the batch's end."""
+        if self.oldest_modified is None or self.ended_at is None:
+            return None
+        return (self.ended_at.astimezone(UTC) - self.oldest_modified.astimezone(UTC)).total_seconds()
 
 
 def batch_key(run_id: str, batch_id: int) -> str:
@@ -111,6 +125,7 @@ def batch_key(run_id: str, batch_id: int) -> str:
 def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchResult:
     """foreachBatch body: ingest the files of one micro-batch exactly once (see module docstring)."""
     started = deps.clock()
+    began = time.monotonic()
     listed = [LandedFile(r.path, r.length, r.modificationTime) for r in listing.collect()]
     if deps.source_files is not None:  # zero-byte files never reach the DataFrame; they must not vanish
         seen = {f.uri for f in listed}
@@ -119,7 +134,8 @@ def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchRe
     new = sorted((f for f in listed if f.uri not in done), key=lambda f: f.uri)
     if not new:
         log.info("batch %s: %d files, all already committed; nothing to do", batch_id, len(listed))
-        return BatchResult(None, (), len(done), BatchStats())
+        seconds = time.monotonic() - began
+        return BatchResult(None, (), len(done), BatchStats(), batch_id=batch_id, seconds=seconds, ended_at=deps.clock())
 
     key = batch_key(deps.run_id, batch_id)
     uris = tuple(f.uri for f in new)
@@ -148,19 +164,20 @@ def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchRe
         faults.point("after_flatten")
         meta = {BATCH_KEY: key}
         if stats.rows_rejected:
-            deps.writer.upsert(deps.quarantine, _quarantine_rows(rows, key, batch_id, started), meta)
+            rejected = _quarantine_rows(rows, key, batch_id, started)
+            deps.writer.upsert(deps.quarantine, rejected, meta)
+            deps.catalog.sync(table_def(deps.quarantine, rejected.schema))
         lap("quarantine")
         faults.point("after_quarantine")
         instant = None
         if stats.rows_written or stats.rows_deleted:
             bronze = rows.where("reject_reason IS NULL AND kind IN ('resource', 'delete')")
-            deps.writer.upsert(
-                deps.encounter,
-                bronze.select(*BRONZE_COLUMNS, "_hoodie_is_deleted"),
-                {**meta, BATCH_STATS: stats.to_json()},
-            )
+            written = bronze.select(*BRONZE_COLUMNS, "_hoodie_is_deleted")
+            deps.writer.upsert(deps.encounter, written, {**meta, BATCH_STATS: stats.to_json()})
             commit = deps.writer.find_commit(deps.encounter, key)
             instant = commit.instant if commit else None
+            # New hospitals become catalog partitions; a crash before this line heals at the next start (ensure).
+            deps.catalog.sync(table_def(deps.encounter, written.schema), commit.partitions if commit else ())
         lap("bronze")
         faults.point("after_hudi_commit")
     finally:
@@ -187,7 +204,10 @@ def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchRe
         timings,
     )
     faults.point("before_checkpoint_commit")
-    return BatchResult(key, uris, len(done), stats)
+    # Spark hands naive local times, the source log aware UTC ones: astimezone makes both comparable.
+    oldest = min(f.modified.astimezone(UTC) for f in new)
+    seconds = time.monotonic() - began
+    return BatchResult(key, uris, len(done), stats, batch_id, seconds, oldest_modified=oldest, ended_at=deps.clock())
 
 
 def _aggregate(rows: DataFrame) -> BatchStats:
@@ -234,6 +254,7 @@ def _write_log(deps: BatchDeps, intent: BatchIntent, already: int, stats: BatchS
     }
     df = deps.spark.createDataFrame([row], INGEST_LOG_SCHEMA)
     deps.writer.upsert(deps.ingest_log, df, {BATCH_KEY: intent.batch_key})
+    deps.catalog.sync(table_def(deps.ingest_log, df.schema))
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,18 @@ class SparkConfig:
     ui: bool = False
     log_level: str = "WARN"
     conf: Mapping[str, str] = field(default_factory=dict)  # any further spark.* setting
+    # Hide JVM start-up noise nobody can act on (streaming/log4j2.properties, Hudi's JOL probe); --verbose: false.
+    quiet: bool = True
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """Per-batch metrics for dashboards and alarms."""
+
+    backend: str = "none"  # "cloudwatch" (put_metric_data after every batch) or "none"
+    namespace: str = "BronzeEncounter"  # CloudWatch namespace; every metric has the dimension Table=<tables.encounter>
+    region: str = ""  # CloudWatch region; empty means boto3's own lookup (AWS_REGION / AWS_DEFAULT_REGION)
+    waiting_every_seconds: int = 300  # FilesWaiting/OldestWaitingSeconds at most this often (they list the source)
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,14 @@ class FhirConfig:
     max_depth: int = 64  # JSON nesting deeper than this is quarantined (real Encounters nest < 10)
     raw_slice_chars: int = 2000  # how much raw text a quarantine row keeps
     keep_resource_json: bool = True  # keep each resource's original JSON in `resource_json`
+
+
+@dataclass(frozen=True)
+class CatalogConfig:
+    """Where the three tables are registered by name (database `tables.database`), so SQL engines find them."""
+
+    backend: str = "local"  # "glue" (AWS Glue Data Catalog), "local" (JSON under <warehouse>/_catalog) or "none"
+    region: str = ""  # Glue region; empty means boto3's own lookup (AWS_REGION / AWS_DEFAULT_REGION)
 
 
 @dataclass(frozen=True)
@@ -74,6 +94,8 @@ class JobConfig:
     ledger: LedgerConfig = field(default_factory=LedgerConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)
     fhir: FhirConfig = field(default_factory=FhirConfig)
+    catalog: CatalogConfig = field(default_factory=CatalogConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     @property
     def checkpoint_uri(self) -> str:

@@ -8,7 +8,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from streaming.batch import BatchDeps, BatchResult, Recovery, process_batch, recover
-from streaming.config import ConfigError, JobConfig, is_remote
+from streaming.config import JobConfig, is_remote
 from streaming.hudi import HudiWriter
-from streaming.ledger import LeaseHeld, Ledger, LedgerUnavailable, SqliteLedger
+from streaming.ledger import LeaseHeld, Ledger, LedgerUnavailable, open_ledger  # re-exported: job.open_ledger
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -30,17 +30,6 @@ log = logging.getLogger(__name__)
 # read by the source itself (the executors stream them in records.py).
 BINARY_FILE_SCHEMA = "path string, modificationTime timestamp, length long, content binary"
 MAX_FILE_AGE = "36500d"  # a century: no landed file is too old to be listed
-
-
-def open_ledger(config: JobConfig) -> Ledger:
-    """The configured ledger store."""
-    if config.ledger.backend == "sqlite":
-        return SqliteLedger(config.ledger_path)
-    if config.ledger.backend == "dynamodb":
-        from streaming.ledger_dynamodb import DynamoDbLedger
-
-        return DynamoDbLedger(config.ledger.table, region=config.ledger.region)
-    raise ConfigError(f"unknown ledger.backend {config.ledger.backend!r} (sqlite or dynamodb)")
 
 
 def new_run_id() -> str:
@@ -182,9 +171,15 @@ def source_log(spark: SparkSession, checkpoint_uri: str) -> Callable[[int], list
 
 
 def start_stream(
-    spark: SparkSession, config: JobConfig, deps: BatchDeps, *, once: bool, on_batch: list[BatchResult]
+    spark: SparkSession,
+    config: JobConfig,
+    deps: BatchDeps,
+    *,
+    once: bool,
+    on_batch: list[BatchResult],
+    observers: Sequence[Callable[[BatchResult], None]] = (),
 ) -> StreamingQuery:
-    """Start the file source -> foreachBatch query."""
+    """Start the file source -> foreachBatch query; each batch's result is appended to `on_batch`, then observed."""
     if not is_remote(config.source):
         Path(config.source).mkdir(parents=True, exist_ok=True)  # the file source refuses a missing folder
     listing = (
@@ -203,7 +198,13 @@ def start_stream(
     batch_deps = dataclasses.replace(deps, source_files=source_log(spark, config.checkpoint_uri))
 
     def each_batch(df: DataFrame, batch_id: int) -> None:
-        on_batch.append(process_batch(df, batch_id, batch_deps))
+        result = process_batch(df, batch_id, batch_deps)
+        on_batch.append(result)
+        for observe in observers:
+            try:
+                observe(result)
+            except Exception as exc:  # progress or metrics must never fail a batch that is already committed
+                log.warning("batch %s: a batch observer failed (%s)", batch_id, type(exc).__name__)
 
     writer = (
         listing.writeStream.queryName(config.tables.encounter)
@@ -214,15 +215,25 @@ def start_stream(
     return writer.start()
 
 
-def run(config: JobConfig, *, once: bool, spark: SparkSession | None = None) -> RunSummary:
+def run(
+    config: JobConfig,
+    *,
+    once: bool,
+    spark: SparkSession | None = None,
+    on_batch: Callable[[BatchResult], None] | None = None,
+) -> RunSummary:
     """Run the job until the source is drained (`once`) or until SIGTERM/SIGINT, then stop cleanly.
 
     In continuous mode a ledger outage stops the stream, not the job: it waits for the ledger, recovers and
-    starts the stream again. With `once`, it fails (exit code 4) so a scheduler can retry.
+    starts the stream again. With `once`, it fails (exit code 4) so a scheduler can retry. `on_batch` sees each
+    batch's result as it finishes (the CLI's progress); so do the configured metrics.
     """
+    from streaming import metrics
+    from streaming.catalog import ensure_catalog
     from streaming.session import build_spark
 
     started = time.monotonic()
+    observers = [o for o in (metrics.publisher(config), on_batch) if o is not None]  # a bad backend fails here
     ledger = open_ledger(config)  # first: a bad ledger setting fails before a JVM starts
     summary = RunSummary(new_run_id())
     stop = threading.Event()
@@ -239,8 +250,16 @@ def run(config: JobConfig, *, once: bool, spark: SparkSession | None = None) -> 
             )
             try:
                 spark = spark or build_spark(config.spark)
+                # Before recovery: the tables exist by name from the first run, and partitions a crash left
+                # unregistered (between a commit and the catalog call) are added back.
+                catalog = ensure_catalog(spark, config)
                 deps = BatchDeps(
-                    spark=spark, config=config, ledger=ledger, writer=HudiWriter(spark), run_id=summary.run_id
+                    spark=spark,
+                    config=config,
+                    ledger=ledger,
+                    writer=HudiWriter(spark),
+                    run_id=summary.run_id,
+                    catalog=catalog,
                 )
                 restarted = False
                 while not stop.is_set():
@@ -248,7 +267,9 @@ def run(config: JobConfig, *, once: bool, spark: SparkSession | None = None) -> 
                         if restarted:
                             lease.hold(lease_wait)  # an outage longer than the TTL may have let it expire
                         summary.recovery = recover(deps)
-                        query = start_stream(spark, config, deps, once=once, on_batch=summary.batches)
+                        query = start_stream(
+                            spark, config, deps, once=once, on_batch=summary.batches, observers=observers
+                        )
                         _await(query, lease, stop)
                         break
                     except Exception as exc:

@@ -187,11 +187,16 @@ class SqliteLedger:
 
 
 def open_ledger(config: JobConfig) -> Ledger:
-    """The configured ledger store (here, not in job.py, so `status` can open it without importing pyspark)."""
+    """The configured ledger store, keyed per table; it lives here so `status` can open it without pyspark."""
+    from streaming.identity import ScopedLedger  # it builds on this module
+
+    store: Ledger
     if config.ledger.backend == "sqlite":
-        return SqliteLedger(config.ledger_path)
-    if config.ledger.backend == "dynamodb":
+        store = SqliteLedger(config.ledger_path)
+    elif config.ledger.backend == "dynamodb":
         from streaming.ledger_dynamodb import DynamoDbLedger
 
-        return DynamoDbLedger(config.ledger.table, region=config.ledger.region)
-    raise ConfigError(f"unknown ledger.backend {config.ledger.backend!r} (sqlite or dynamodb)")
+        store = DynamoDbLedger(config.ledger.table, region=config.ledger.region)
+    else:
+        raise ConfigError(f"unknown ledger.backend {config.ledger.backend!r} (sqlite or dynamodb)")
+    return ScopedLedger(store, config.table_uri(config.tables.encounter))

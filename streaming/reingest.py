@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from streaming import aws
 from streaming.batch import BatchDeps, BatchResult, process_batch, recover
+from streaming.catalog import ensure_catalog
 from streaming.config import ConfigError, JobConfig, is_remote
 from streaming.hudi import HudiWriter, quarantine_table
 from streaming.job import RunSummary, new_run_id, open_ledger, writer_lease
@@ -135,6 +136,7 @@ def _take(
                 writer=HudiWriter(spark),
                 run_id=summary.run_id,
                 retake=frozenset(f.uri for f in files),
+                catalog=ensure_catalog(spark, config),  # a corrected file may name a new hospital (partition)
             )
             summary.recovery = recover(deps)  # finish a crashed batch first: its files may be among these
             listing = spark.createDataFrame([(f.uri, f.length, f.modified) for f in files], LISTING_SCHEMA)

@@ -37,6 +37,7 @@ from streaming import config as conf
 from streaming.flatten import BRONZE_COLUMNS
 from streaming.generate import generate
 from streaming.hudi import HudiWriter, TableSpec, encounter_table, ingest_log_table, quarantine_table
+from streaming.identity import SEPARATOR, ScopedLedger
 
 REPO = Path(__file__).resolve().parents[1]
 KILLED = -signal.SIGKILL  # Popen.returncode of a process that died of SIGKILL
@@ -434,23 +435,28 @@ class SqliteLedgerView:
         finally:
             db.close()
 
+    # Keys are `<table>|<uri>` and `<table>|<batch key>` (streaming/identity.py); the tests use one table.
     def all_committed(self) -> Counter[str]:
-        return Counter(uri for (uri,) in self._rows("SELECT uri FROM files"))
+        return Counter(_unscoped(uri) for (uri,) in self._rows("SELECT uri FROM files"))
 
     def committed(self, uris: Iterable[str]) -> set[str]:
         return set(self.all_committed()) & set(uris)
 
     def open_intents(self) -> set[str]:
-        return {key for (key,) in self._rows("SELECT batch_key FROM intents")}
+        return {_unscoped(key) for (key,) in self._rows("SELECT batch_key FROM intents")}
+
+
+def _unscoped(key: str) -> str:
+    return key.partition(SEPARATOR)[2] or key
 
 
 class DynamoLedgerView:
     """The job's DynamoDB ledger, read through the product's own client (straight to moto, not the proxy)."""
 
-    def __init__(self, table: str) -> None:
+    def __init__(self, table: str, warehouse: Path) -> None:
         from streaming.ledger_dynamodb import DynamoDbLedger
 
-        self.ledger = DynamoDbLedger(table)
+        self.ledger = ScopedLedger(DynamoDbLedger(table), str(warehouse / "bronze_encounter"))
 
     def all_committed(self) -> None:
         return None  # a Scan is not needed: `committed` answers for the input files, the key makes each unique

@@ -59,6 +59,7 @@ def test_glue_arguments_parse_into_the_job_config(tmp_path: Path, monkeypatch: p
         "--source", "s3://landing-b/fhir/encounter/", "--warehouse", "s3://lake-b/bronze/",
         "--checkpoint", "s3://lake-b/_checkpoints/bronze_encounter/",
         "--ledger-backend", "dynamodb", "--ledger-table", "ledger-t",
+        "--conf", _job_args()["--conf"],  # Glue's own argument: never a prefix of --config
     ]  # fmt: skip
     config = load_config(argv)
     assert (config.source, config.warehouse, config.checkpoint_uri) == (
@@ -68,6 +69,18 @@ def test_glue_arguments_parse_into_the_job_config(tmp_path: Path, monkeypatch: p
     )
     assert (config.ledger.backend, config.ledger.table) == ("dynamodb", "ledger-t")
     assert config.trigger_interval == "60 seconds"  # from glue.toml, not a default
+    assert config.catalog.backend == "glue"
+
+
+def test_the_job_registers_tables_in_the_database_the_stack_creates_and_grants() -> None:
+    """The role grants the DatabaseName parameter's database; the job must be told that name, not assume it."""
+    database = "lake_bronze_prod"
+    rendered = _job_args()["--set"]["Fn::Sub"].replace("${DatabaseName}", database)
+    config = load_config(["--set", rendered])
+    assert config.tables.database == database
+    statements = TEMPLATE["Resources"]["JobRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    (catalog,) = [s for s in statements if s.get("Sid") == "Catalog"]
+    assert {"Fn::Sub": "arn:aws:glue:${AWS::Region}:${AWS::AccountId}:database/${DatabaseName}"} in catalog["Resource"]
 
 
 @pytest.mark.filterwarnings("ignore:Tried to parse AWS..Glue:UserWarning")  # moto's CFN skips Glue resources
@@ -103,3 +116,16 @@ def test_deploy_uploads_artifacts_and_creates_the_stack(aws_env: str, s3_bucket:
     # moto provisions the DynamoDB part of the stack for real: the ledger table exists with its index.
     table = aws.client("dynamodb").describe_table(TableName=f"{s3_bucket}-ledger")["Table"]
     assert [ix["IndexName"] for ix in table["GlobalSecondaryIndexes"]] == ["open_intents"]
+
+
+def test_the_role_may_publish_exactly_the_metrics_namespace_the_job_uses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = load_config([])
+    statements = TEMPLATE["Resources"]["JobRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+    (metrics,) = [s for s in statements if s.get("Sid") == "Metrics"]
+    assert config.metrics.backend == "cloudwatch"
+    # PutMetricData has no resource-level permissions: the namespace condition is what narrows it.
+    assert metrics["Action"] == ["cloudwatch:PutMetricData"]
+    assert metrics["Condition"] == {"StringEquals": {"cloudwatch:namespace": config.metrics.namespace}}

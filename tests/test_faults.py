@@ -322,10 +322,10 @@ def test_second_writer_ledger_outage_and_sigterm(spark: Any, tmp_path: Path, aws
 
     clock = Stopwatch()
     create_table(unique_name)
-    ledger = DynamoLedgerView(unique_name)  # the test reads moto directly; only the jobs go through the proxy
+    warehouse = tmp_path / "warehouse"
+    ledger = DynamoLedgerView(unique_name, warehouse)  # reads moto directly; only the jobs go through the proxy
     proxy = TcpProxy.to(aws_env).start()
     landing = Landing(tmp_path / "landing")
-    warehouse = tmp_path / "warehouse"
     first = landing.generated("a", files=5, per_file=3, seed=401)
     landing.bad_lines("a/bad-a.ndjson", landing.encounters(first)[0])
 

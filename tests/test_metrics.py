@@ -1,0 +1,203 @@
+"""CloudWatch metrics against the moto server: what a batch sends comes back, backlog throttled, outages harmless."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import job_config
+
+from streaming import aws, job
+from streaming import config as conf
+from streaming.batch import BatchResult, BatchStats
+from streaming.metrics import CloudWatchMetrics, publisher
+
+TABLE = "bronze_encounter"
+
+
+@dataclass(frozen=True)
+class Backlog:
+    count: int
+    oldest_age_seconds: float | None
+
+
+def _result(files: int, stats: BatchStats, *, seconds: float, lag: float | None, batch_id: int) -> BatchResult:
+    ended = datetime.now(UTC)
+    return BatchResult(
+        batch_key=f"run-{batch_id:06d}",
+        files=tuple(f"file:/landing/{batch_id}-{n}.ndjson" for n in range(files)),
+        files_already_committed=0,
+        stats=stats,
+        batch_id=batch_id,
+        seconds=seconds,
+        oldest_modified=None if lag is None else ended - timedelta(seconds=lag),
+        ended_at=ended,
+    )
+
+
+def _statistics(namespace: str, name: str, table: str = TABLE) -> dict[str, float]:
+    """Sum, SampleCount, Maximum of one metric over the last hour and the next (one period)."""
+    now = datetime.now(UTC)
+    points = aws.client("cloudwatch").get_metric_statistics(
+        Namespace=namespace,
+        MetricName=name,
+        Dimensions=[{"Name": "Table", "Value": table}],
+        StartTime=now - timedelta(hours=1),
+        EndTime=now + timedelta(hours=1),
+        Period=7200,
+        Statistics=["Sum", "SampleCount", "Maximum"],
+    )["Datapoints"]
+    if not points:
+        return {"Sum": 0.0, "SampleCount": 0.0, "Maximum": 0.0}
+    assert len(points) == 1, points
+    return {k: float(points[0][k]) for k in ("Sum", "SampleCount", "Maximum")}
+
+
+def test_two_batches_come_back_from_cloudwatch(aws_env: str, unique_name: str) -> None:
+    backlog = Backlog(count=7, oldest_age_seconds=95.0)
+    metrics = CloudWatchMetrics(unique_name, TABLE, waiting=lambda: backlog, waiting_every_seconds=0)
+    first = _result(3, BatchStats(40, 35, 2, 3, 1), seconds=4.5, lag=30.0, batch_id=0)
+    second = _result(2, BatchStats(12, 10, 0, 2, 0), seconds=1.5, lag=8.0, batch_id=1)
+
+    metrics(first)
+    metrics(second)
+
+    listed = aws.client("cloudwatch").list_metrics(Namespace=unique_name)["Metrics"]
+    assert {m["MetricName"] for m in listed} == {
+        "Files",
+        "RowsIn",
+        "RowsWritten",
+        "RowsDeleted",
+        "RowsRejected",
+        "BatchSeconds",
+        "LagSeconds",
+        "FilesWaiting",
+        "OldestWaitingSeconds",
+    }
+    assert all(m["Dimensions"] == [{"Name": "Table", "Value": TABLE}] for m in listed)
+    expected_sums = {
+        "Files": 3 + 2,
+        "RowsIn": 40 + 12,
+        "RowsWritten": 35 + 10,
+        "RowsDeleted": 2 + 0,
+        "RowsRejected": 3 + 2,
+        "BatchSeconds": 4.5 + 1.5,
+        "FilesWaiting": 7 + 7,
+        "OldestWaitingSeconds": 95 + 95,
+    }
+    for name, total in expected_sums.items():
+        stats = _statistics(unique_name, name)
+        assert (stats["Sum"], stats["SampleCount"]) == (pytest.approx(total), 2), name
+    lag = _statistics(unique_name, "LagSeconds")
+    assert lag["SampleCount"] == 2
+    assert lag["Maximum"] == pytest.approx(30.0, abs=1.0)  # ended_at - oldest_modified, as the batch measured it
+    assert _statistics(unique_name, "Files", table="another_table")["SampleCount"] == 0  # the dimension filters
+
+
+def test_batch_without_new_files_sends_no_lag(aws_env: str, unique_name: str) -> None:
+    metrics = CloudWatchMetrics(unique_name, TABLE)
+    metrics(_result(0, BatchStats(), seconds=0.2, lag=None, batch_id=4))
+    assert _statistics(unique_name, "Files") == {"Sum": 0.0, "SampleCount": 1.0, "Maximum": 0.0}
+    assert _statistics(unique_name, "LagSeconds")["SampleCount"] == 0
+    assert _statistics(unique_name, "FilesWaiting")["SampleCount"] == 0  # no backlog callable, no backlog metric
+
+
+def test_backlog_is_asked_at_most_once_per_interval(aws_env: str, unique_name: str) -> None:
+    now = [0.0]
+    calls: list[float] = []
+
+    def waiting() -> Backlog:
+        calls.append(now[0])
+        return Backlog(count=len(calls), oldest_age_seconds=None)
+
+    metrics = CloudWatchMetrics(unique_name, TABLE, waiting=waiting, waiting_every_seconds=300, clock=lambda: now[0])
+    for moment in (0.0, 10.0, 299.0, 300.0, 420.0, 650.0):
+        now[0] = moment
+        metrics(_result(1, BatchStats(1, 1, 0, 0, 0), seconds=0.1, lag=1.0, batch_id=int(moment)))
+
+    assert calls == [0.0, 300.0, 650.0]
+    assert _statistics(unique_name, "Files")["SampleCount"] == 6
+    waiting_sent = _statistics(unique_name, "FilesWaiting")
+    assert (waiting_sent["SampleCount"], waiting_sent["Sum"]) == (3, 1 + 2 + 3)
+    assert _statistics(unique_name, "OldestWaitingSeconds")["Sum"] == 0  # nothing waiting has no age
+
+
+def test_failing_backlog_is_warned_once_and_batches_still_publish(
+    aws_env: str, unique_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    def waiting() -> Backlog:
+        raise OSError("listing failed")
+
+    metrics = CloudWatchMetrics(unique_name, TABLE, waiting=waiting, waiting_every_seconds=0)
+    with caplog.at_level(logging.WARNING, logger="streaming.metrics"):
+        for n in range(3):
+            metrics(_result(1, BatchStats(2, 2, 0, 0, 0), seconds=0.1, lag=1.0, batch_id=n))
+    assert [r.getMessage() for r in caplog.records].count(
+        "files waiting could not be counted (OSError); metric skipped"
+    ) == 1
+    assert _statistics(unique_name, "RowsWritten")["Sum"] == 6
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # closed again on exit: nothing listens there
+
+
+def test_unreachable_cloudwatch_never_raises_and_warns_once(
+    aws_env: str, unique_name: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{_closed_port()}")
+    metrics = CloudWatchMetrics(unique_name, TABLE)
+    batch = _result(1, BatchStats(5, 5, 0, 0, 0), seconds=0.3, lag=2.0, batch_id=0)
+    with caplog.at_level(logging.WARNING, logger="streaming.metrics"):
+        metrics(batch)
+        metrics(batch)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "streaming.metrics"]
+    assert len(warnings) == 1 and warnings[0].startswith("CloudWatch metrics not published (EndpointConnectionError")
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", aws_env)  # CloudWatch is back: publishing resumes, and says so once
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="streaming.metrics"):
+        metrics(batch)
+    assert [r.getMessage() for r in caplog.records] == ["CloudWatch metrics published again"]
+    assert _statistics(unique_name, "RowsIn")["Sum"] == 5
+
+
+def test_backend_setting(tmp_path: Path) -> None:
+    assert publisher(conf.load(overrides={"warehouse": str(tmp_path)})) is None  # default "none"
+    cloudwatch = publisher(conf.load(conf.env_file("glue")))
+    assert isinstance(cloudwatch, CloudWatchMetrics)
+    assert (cloudwatch.namespace, cloudwatch.table, cloudwatch.waiting_every_seconds) == (
+        "BronzeEncounter",
+        "bronze_encounter",
+        300,
+    )
+    with pytest.raises(conf.ConfigError, match=r"unknown metrics\.backend 'statsd'"):
+        publisher(conf.load(overrides={"metrics.backend": "statsd"}))
+
+
+@pytest.mark.slow
+def test_job_run_publishes_rows_written(spark: Any, aws_env: str, unique_name: str, tmp_path: Path) -> None:
+    from streaming.generate import generate
+
+    generated = generate(tmp_path / "landing", files=3, per_file=7, seed=21)
+    config = job_config(
+        tmp_path, tmp_path / "landing", **{"metrics.backend": "cloudwatch", "metrics.namespace": unique_name}
+    )
+    seen: list[BatchResult] = []
+    summary = job.run(config, once=True, spark=spark, on_batch=seen.append)
+
+    assert summary.rows_written == len(generated.encounter_ids) == 21
+    assert seen == summary.batches  # the observer saw every batch, in order
+    written = _statistics(unique_name, "RowsWritten")
+    assert (written["Sum"], written["SampleCount"]) == (21, len(summary.batches))
+    assert _statistics(unique_name, "Files")["Sum"] == len(generated.files)
+    # The backlog comes from streaming.status, asked once (first batch): by then the ledger committed every file.
+    waiting = _statistics(unique_name, "FilesWaiting")
+    assert (waiting["SampleCount"], waiting["Sum"]) == (1, 0)
