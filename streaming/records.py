@@ -13,7 +13,7 @@ from pyspark.sql.pandas.types import from_arrow_schema
 
 from streaming.config import FhirConfig
 from streaming.parse import UNREADABLE, FileSplitter, Record
-from streaming.storage import open_uri
+from streaming.storage import FileReadError, open_uri
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -60,18 +60,6 @@ def _is_transient(exc: Exception) -> bool:
     return isinstance(exc, MemoryError) or type(exc).__module__.partition(".")[0] in _TRANSIENT_MODULES
 
 
-class FileReadError(RuntimeError):
-    """A listed file exists but cannot be read (403, a KMS key, Glacier, an I/O error): the batch must fail.
-
-    Quarantining it would commit the file, and one IAM or KMS mistake would skip data forever; failing keeps it
-    uncommitted, so it is read again once access is fixed. The message names the file, never its content.
-    """
-
-    def __init__(self, uri: str, detail: str) -> None:
-        super().__init__(f"cannot read {uri} ({detail}); nothing of it is committed: fix access and it is read again")
-        self.uri = uri
-
-
 def _rows(uri: str, length: int, modified: datetime, splitter: FileSplitter) -> Iterator[dict[str, object]]:
     try:
         with open_uri(uri) as raw:
@@ -86,7 +74,7 @@ def _rows(uri: str, length: int, modified: datetime, splitter: FileSplitter) -> 
             yield _unreadable(uri, modified, f"cannot read: {type(exc).__name__}")
             return
         if isinstance(exc, OSError):  # there but unreadable: fail the batch, commit nothing (see FileReadError)
-            raise FileReadError(uri, _detail(exc)) from exc
+            raise FileReadError.of(uri, _detail(exc)) from exc
         # The splitter never raises for bad content; if some input still makes it fail, that file must not fail
         # every retry of the batch (a poison file would stop the stream for good): it is quarantined instead.
         log.error("splitting a file failed (%s); file quarantined: %s", type(exc).__name__, uri)

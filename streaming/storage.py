@@ -26,6 +26,27 @@ def local_path(uri: str) -> str:
     return uri
 
 
+class FileReadError(RuntimeError):
+    """A listed file exists but cannot be read (403, a KMS key, Glacier, an I/O error): the batch must fail.
+
+    Quarantining it would commit the file, and one IAM or KMS mistake would skip data forever; failing keeps it
+    uncommitted, so it is read again once access is fixed. The message names the file, never its content.
+    """
+
+    def __init__(self, message: str, uri: str) -> None:
+        super().__init__(message)
+        self.uri = uri
+
+    @classmethod
+    def of(cls, uri: str, detail: str) -> FileReadError:
+        return cls(f"cannot read {uri} ({detail}); nothing of it is committed: fix access and it is read again", uri)
+
+    @classmethod
+    def from_message(cls, message: str) -> FileReadError:
+        """Rebuilt from its text (how it crosses from a Spark executor to the driver)."""
+        return cls(message, message.removeprefix("cannot read ").rpartition(" (")[0])
+
+
 # S3 error codes that mean "this object cannot be read", as opposed to a transient failure worth a retry.
 _MISSING = ("NoSuchKey", "NotFound", "404", "NoSuchBucket")
 _FORBIDDEN = ("AccessDenied", "403", "InvalidObjectState")

@@ -724,7 +724,7 @@ def test_a_file_that_exists_but_cannot_be_read_fails_the_batch(tmp_path: Path, m
         raise PermissionError(13, "Permission denied")
 
     monkeypatch.setattr(records, "open_uri", denied)
-    with pytest.raises(records.FileReadError) as failed:
+    with pytest.raises(storage.FileReadError) as failed:
         _run_files([f"file:{path}"])
     assert failed.value.uri == f"file:{path}"
     assert str(failed.value).startswith(f"cannot read file:{path} (PermissionError); nothing of it is committed")
@@ -736,7 +736,7 @@ def test_an_s3_object_in_glacier_fails_the_batch_and_reads_once_restored(s3_buck
     s3 = aws.client("s3")
     s3.put_object(Bucket=s3_bucket, Key="landing/cold.ndjson", Body=ndjson(GOOD_A), StorageClass="GLACIER")
     uri = f"s3a://{s3_bucket}/landing/cold.ndjson"
-    with pytest.raises(records.FileReadError, match=r"\(PermissionError: InvalidObjectState\)"):
+    with pytest.raises(storage.FileReadError, match=r"\(PermissionError: InvalidObjectState\)"):
         _run_files([uri])
     s3.restore_object(Bucket=s3_bucket, Key="landing/cold.ndjson", RestoreRequest={"Days": 1})
     assert [(r["kind"], r["resource_id"]) for r in _run_files([uri])] == [("resource", "good-a")]

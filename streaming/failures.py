@@ -1,0 +1,29 @@
+"""Errors raised inside a micro-batch reach the driver wrapped by Spark and Py4J, as text: map them back here.
+
+A batch that fails in `foreachBatch` (or in a Python worker under it) surfaces as a `StreamingQueryException`
+whose message holds the original Python traceback. The job decides what to do by the original error's type, so
+this is the one place that recognises them.
+"""
+
+from __future__ import annotations
+
+import re
+
+from streaming.ledger import LeaseHeld, LeaseLost, LedgerMisconfigured, LedgerUnavailable
+from streaming.storage import FileReadError
+
+# Most specific first: LeaseLost is a LeaseHeld, LedgerMisconfigured a ConfigError.
+KNOWN: tuple[type[Exception], ...] = (LeaseLost, LeaseHeld, LedgerMisconfigured, LedgerUnavailable, FileReadError)
+
+
+def unwrap(exc: BaseException) -> BaseException:
+    """The project error `exc` stands for (rebuilt from its text when Spark wrapped it), else `exc` itself."""
+    if isinstance(exc, KNOWN):
+        return exc
+    text = str(exc)
+    for cls in KNOWN:
+        found = re.search(rf"\b{cls.__name__}: ([^\n]+)", text)
+        if found:
+            message = found.group(1).strip()
+            return FileReadError.from_message(message) if cls is FileReadError else cls(message)
+    return exc
