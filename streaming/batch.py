@@ -34,7 +34,7 @@ from streaming.config import JobConfig
 from streaming.flatten import BRONZE_COLUMNS, flatten
 from streaming.hudi import BATCH_KEY, BATCH_STATS, HudiWriter, TableSpec, encounter_table, ingest_log_table
 from streaming.hudi import quarantine_table as quarantine_spec
-from streaming.ledger import BatchIntent, Ledger
+from streaming.ledger import BatchIntent, Fence, Ledger
 from streaming.records import LandedFile, read_records
 
 if TYPE_CHECKING:
@@ -77,6 +77,9 @@ class BatchDeps:
     writer: HudiWriter
     run_id: str
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    # The writer lease's fence, checked before every write (raises LeaseLost once the lease may not be ours);
+    # None: unfenced, for callers that hold no lease (unit tests).
+    fence: Callable[[], Fence | None] = lambda: None
     # Files (uri, modification time) the stream assigned to a batch, zero-byte ones included (see job.source_log).
     source_files: Callable[[int], Sequence[tuple[str, datetime]]] | None = None
     # Files an operator asked to take again (`reingest`, `replay-quarantine`): ingested even if committed.
@@ -118,6 +121,11 @@ class BatchResult:
         return (self.ended_at.astimezone(UTC) - self.oldest_modified.astimezone(UTC)).total_seconds()
 
 
+def file_version(file: LandedFile) -> str:
+    """What the ledger records of the version it read: size and modification time (the listing has no ETag)."""
+    return f"{file.length}@{file.modified.astimezone(UTC).isoformat()}"
+
+
 def batch_key(run_id: str, batch_id: int) -> str:
     return f"{run_id}-{batch_id:06d}"
 
@@ -140,7 +148,7 @@ def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchRe
     key = batch_key(deps.run_id, batch_id)
     uris = tuple(f.uri for f in new)
     intent = BatchIntent(key, deps.run_id, batch_id, uris, started)
-    deps.ledger.begin(intent)
+    deps.ledger.begin(intent, deps.fence())
 
     timings: dict[str, float] = {}
     mark = time.monotonic()
@@ -165,6 +173,7 @@ def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchRe
         meta = {BATCH_KEY: key}
         if stats.rows_rejected:
             rejected = _quarantine_rows(rows, key, batch_id, started)
+            deps.fence()  # Hudi has no lock of its own: a writer that lost its lease must not start a write
             deps.writer.upsert(deps.quarantine, rejected, meta)
             deps.catalog.sync(table_def(deps.quarantine, rejected.schema))
         lap("quarantine")
@@ -173,6 +182,7 @@ def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchRe
         if stats.rows_written or stats.rows_deleted:
             bronze = rows.where("reject_reason IS NULL AND kind IN ('resource', 'delete')")
             written = bronze.select(*BRONZE_COLUMNS, "_hoodie_is_deleted")
+            deps.fence()
             deps.writer.upsert(deps.encounter, written, {**meta, BATCH_STATS: stats.to_json()})
             commit = deps.writer.find_commit(deps.encounter, key)
             instant = commit.instant if commit else None
@@ -186,7 +196,7 @@ def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchRe
     _write_log(deps, intent, len(done), stats, instant)
     lap("ingest_log")
     faults.point("after_ingest_log")
-    deps.ledger.commit(key, uris, deps.clock())
+    deps.ledger.commit(key, uris, deps.clock(), deps.fence(), {f.uri: file_version(f) for f in new})
     lap("ledger")
     faults.point("after_ledger_commit")
     log.info(
@@ -253,6 +263,7 @@ def _write_log(deps: BatchDeps, intent: BatchIntent, already: int, stats: BatchS
         "commit_instant": instant,
     }
     df = deps.spark.createDataFrame([row], INGEST_LOG_SCHEMA)
+    deps.fence()
     deps.writer.upsert(deps.ingest_log, df, {BATCH_KEY: intent.batch_key})
     deps.catalog.sync(table_def(deps.ingest_log, df.schema))
 
@@ -273,7 +284,7 @@ def recover(deps: BatchDeps) -> Recovery:
         if logged is None:
             commit = deps.writer.find_commit(deps.encounter, intent.batch_key)
             if commit is None:
-                deps.ledger.abandon(intent.batch_key)
+                deps.ledger.abandon(intent.batch_key, deps.fence())
                 abandoned.append(intent.batch_key)
                 log.warning(
                     "recovery: batch %s wrote nothing; its %d files will be re-ingested",
@@ -283,7 +294,7 @@ def recover(deps: BatchDeps) -> Recovery:
                 continue
             stats = BatchStats.from_json(commit.extra.get(BATCH_STATS, "{}"))
             _write_log(deps, intent, 0, stats, commit.instant)
-        deps.ledger.commit(intent.batch_key, intent.files, deps.clock())
+        deps.ledger.commit(intent.batch_key, intent.files, deps.clock(), deps.fence())
         finished.append(intent.batch_key)
         log.warning(
             "recovery: batch %s was written; bookkeeping finished for %d files", intent.batch_key, len(intent.files)

@@ -631,3 +631,28 @@ def _list_names(spark: SparkSession, uri: str) -> list[str]:
     if not fs.exists(path):
         return []
     return [s.getPath().getName() for s in fs.listStatus(path) if s.isFile()]
+
+
+def readme_table(spark: SparkSession, config: JobConfig) -> str:
+    """The README's table definitions: each table's catalog columns and partition keys, as registered."""
+    lines = []
+    for table in table_defs(spark, config):
+        partitioned = ", ".join(f"`{k} {t}`" for k, t in table.partition_columns)
+        lines.append(f"`{table.name}`" + (f", partitioned by {partitioned}" if partitioned else "") + ":")
+        lines.append("")
+        lines.append("| column | type |")
+        lines.append("|---|---|")
+        lines += [f"| `{name}` | `{hive}` |" for name, hive in table.columns]
+        lines.append("")
+    return "\n".join(lines).rstrip()
+
+
+if __name__ == "__main__":
+    from streaming import config as conf
+    from streaming import readme
+    from streaming.session import build_spark
+
+    settings = conf.load(conf.env_file("local"))
+    session = build_spark(settings.spark)
+    readme.write("catalog", readme_table(session, settings))
+    session.stop()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from streaming import config as conf
 from streaming.ledger import LeaseHeld, LedgerUnavailable
+from streaming.storage import FileReadError
 
 if TYPE_CHECKING:
     from rich.console import Console, RenderableType
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 EXIT_CONFIG = 2
 EXIT_LEASE = 3
 EXIT_LEDGER = 4
+EXIT_FILE = 5  # a listed file exists but cannot be read (permissions, KMS, Glacier): nothing of it was committed
 
 DESCRIPTION = """\
 Ingest FHIR Encounter files into the Apache Hudi table bronze_encounter, exactly once.
@@ -44,7 +46,7 @@ examples:
 settings: command-line flag > settings file (--config, else checkpoints_conf/<env>.toml) > defaults; every key is
 documented in streaming/config.py.
 exit codes: 0 done, 1 failed, 2 bad configuration or query, 3 another instance holds the writer lease,
-4 the ledger is unreachable.
+4 the ledger is unreachable, 5 a listed file cannot be read (the message names it).
 """
 
 # Flags that map onto a dotted settings key; anything else goes through --set.
@@ -277,7 +279,7 @@ def parser() -> argparse.ArgumentParser:
 
     status = command(
         "status",
-        "Show the job's state: recent batches, files waiting, quarantine, open intents",
+        "Show the job's state: files waiting, recent batches, quarantine by reason, table figures",
         "example:\n  bronze-encounter status --env glue --format json --last 20",
         [settings, output],
     )
@@ -645,6 +647,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except LedgerUnavailable as exc:
         print(f"bronze-encounter: ledger unavailable: {exc}", file=sys.stderr)
         return EXIT_LEDGER
+    except FileReadError as exc:
+        print(f"bronze-encounter: {exc}", file=sys.stderr)
+        return EXIT_FILE
 
 
 if __name__ == "__main__":

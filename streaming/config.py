@@ -121,6 +121,23 @@ def is_remote(uri: str) -> bool:
     return "://" in uri and not uri.startswith("file:")
 
 
+def canonical_uri(uri: str) -> str:
+    """One spelling per object: `s3://bucket/key` for every S3 scheme, `file:/path` for a local file."""
+    for alias in ("s3a://", "s3n://"):
+        if uri.startswith(alias):
+            return "s3://" + uri[len(alias) :]
+    if uri.startswith("file:"):
+        return "file:/" + uri[len("file:") :].lstrip("/")
+    if uri.startswith("/"):
+        return "file:" + uri
+    return uri
+
+
+def canonical_table_uri(config: JobConfig) -> str:
+    """The bronze table's location in one spelling: what the ledger scope and the lease are named after."""
+    return canonical_uri(config.table_uri(config.tables.encounter)).rstrip("/")
+
+
 def join_uri(base: str, *parts: str) -> str:
     return "/".join([base.rstrip("/"), *parts])
 

@@ -20,7 +20,11 @@ POINTS = (
 
 
 def point(name: str) -> None:
-    """Die here, without any cleanup, if the harness asked for it (BRONZE_KILL_AT, once per BRONZE_KILL_FLAG)."""
+    """Die here, without any cleanup, if the harness asked for it (BRONZE_KILL_AT, once per BRONZE_KILL_FLAG).
+
+    With BRONZE_KILL_SIGNAL=STOP the whole process group (driver, JVM, workers) is frozen instead, as a stalled
+    container would be, until the harness sends SIGCONT.
+    """
     if os.environ.get("BRONZE_KILL_AT") != name:
         return
     flag = os.environ.get("BRONZE_KILL_FLAG")
@@ -30,4 +34,7 @@ def point(name: str) -> None:
         except FileExistsError:
             return
         os.close(fd)
+    if os.environ.get("BRONZE_KILL_SIGNAL") == "STOP":
+        os.killpg(os.getpgid(0), signal.SIGSTOP)
+        return
     os.kill(os.getpid(), signal.SIGKILL)

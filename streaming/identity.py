@@ -14,26 +14,16 @@ every table until they close, as before. New records are always scoped.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 
-from streaming.ledger import BatchIntent, Ledger
+from streaming.config import canonical_uri
+from streaming.ledger import BatchIntent, Fence, Ledger
 
-_S3_ALIASES = ("s3a://", "s3n://")
+__all__ = ["SEPARATOR", "ScopedLedger", "canonical_uri"]
+
 SEPARATOR = "|"  # cannot start a URI, so a scoped key never looks like a raw (legacy) one
-
-
-def canonical_uri(uri: str) -> str:
-    """One spelling per object: `s3://bucket/key` for every S3 scheme, `file:/path` for a local file."""
-    for alias in _S3_ALIASES:
-        if uri.startswith(alias):
-            return "s3://" + uri[len(alias) :]
-    if uri.startswith("file:"):
-        return "file:/" + uri[len("file:") :].lstrip("/")
-    if uri.startswith("/"):
-        return "file:" + uri
-    return uri
 
 
 class ScopedLedger:
@@ -56,18 +46,26 @@ class ScopedLedger:
         found = self.inner.committed([*keys.values(), *wanted])  # scoped keys, and raw ones of older ledgers
         return {uri for uri in wanted if keys[uri] in found or uri in found}
 
-    def begin(self, intent: BatchIntent) -> None:
-        self.inner.begin(replace(intent, batch_key=self._batch(intent.batch_key)))
+    def begin(self, intent: BatchIntent, fence: Fence | None = None) -> None:
+        self.inner.begin(replace(intent, batch_key=self._batch(intent.batch_key)), fence)
 
-    def commit(self, batch_key: str, uris: Sequence[str], at: datetime) -> None:
-        self.inner.commit(self._batch(batch_key), [self.file_key(u) for u in uris], at)
+    def commit(
+        self,
+        batch_key: str,
+        uris: Sequence[str],
+        at: datetime,
+        fence: Fence | None = None,
+        versions: Mapping[str, str] | None = None,
+    ) -> None:
+        keyed = {self.file_key(u): v for u, v in (versions or {}).items()}
+        self.inner.commit(self._batch(batch_key), [self.file_key(u) for u in uris], at, fence, keyed)
         if batch_key in self._legacy:
-            self.inner.abandon(batch_key)  # the files are committed above; this only closes the old intent
+            self.inner.abandon(batch_key, fence)  # the files are committed above; this only closes the old intent
 
-    def abandon(self, batch_key: str) -> None:
-        self.inner.abandon(self._batch(batch_key))
+    def abandon(self, batch_key: str, fence: Fence | None = None) -> None:
+        self.inner.abandon(self._batch(batch_key), fence)
         if batch_key in self._legacy:
-            self.inner.abandon(batch_key)
+            self.inner.abandon(batch_key, fence)
 
     def open_intents(self) -> list[BatchIntent]:
         mine, prefix = [], self.scope + SEPARATOR
@@ -79,8 +77,8 @@ class ScopedLedger:
                 mine.append(intent)
         return mine
 
-    def acquire_lease(self, name: str, owner: str, ttl: timedelta) -> None:
-        self.inner.acquire_lease(name, owner, ttl)
+    def acquire_lease(self, name: str, owner: str, ttl: timedelta) -> int:
+        return self.inner.acquire_lease(name, owner, ttl)
 
     def release_lease(self, name: str, owner: str) -> None:
         self.inner.release_lease(name, owner)

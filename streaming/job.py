@@ -17,8 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 from streaming.batch import BatchDeps, BatchResult, Recovery, process_batch, recover
 from streaming.config import JobConfig, is_remote
+from streaming.failures import unwrap
 from streaming.hudi import HudiWriter
-from streaming.ledger import LeaseHeld, Ledger, LedgerUnavailable, open_ledger  # re-exported: job.open_ledger
+from streaming.lease import WriterLease, lease_name
+from streaming.ledger import LeaseLost, Ledger, LedgerUnavailable, open_ledger  # re-exported: job.open_ledger
+from streaming.storage import FileReadError
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -56,84 +59,6 @@ class RunSummary:
     @property
     def rows_rejected(self) -> int:
         return sum(b.stats.rows_rejected for b in self.batches)
-
-
-class _Lease:
-    """The single-writer lease, renewed by a daemon thread; `lost` is set if another owner took it over."""
-
-    def __init__(self, ledger: Ledger, name: str, owner: str, ttl: timedelta, wait: timedelta) -> None:
-        self.ledger, self.name, self.owner, self.ttl = ledger, name, owner, ttl
-        self.lost = threading.Event()
-        self._stop = threading.Event()
-        self._acquire(wait)
-        self._thread = threading.Thread(target=self._renew, name="bronze-lease", daemon=True)
-        self._thread.start()
-
-    def _acquire(self, wait: timedelta) -> None:
-        """Take the lease, waiting up to `wait` for a crashed holder's lease to expire.
-
-        A live holder renews, so a second instance still fails (LeaseHeld) once `wait` is over; a job restarted
-        after a crash only waits out the dead holder's remaining TTL.
-        """
-        deadline = time.monotonic() + wait.total_seconds()
-        while True:
-            try:
-                self.ledger.acquire_lease(self.name, self.owner, self.ttl)
-                return
-            except LeaseHeld as exc:
-                if time.monotonic() >= deadline:
-                    raise
-                log.warning("waiting for the writer lease: %s", exc)
-                time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
-
-    def hold(self, wait: timedelta) -> None:
-        """Make sure the lease is still ours before writing again (after an outage it may have expired)."""
-        if self.lost.is_set():
-            raise LeaseHeld(f"writer lease {self.name} was taken over by another instance")
-        self._acquire(wait)
-
-    def _renew(self) -> None:
-        failing = False
-        while not self._stop.wait(self.ttl.total_seconds() / 3):
-            try:
-                self.ledger.acquire_lease(self.name, self.owner, self.ttl)
-            except LeaseHeld:
-                log.error("writer lease %s was taken over; stopping", self.name)
-                self.lost.set()
-                return
-            except Exception as exc:  # a ledger hiccup: retry next round; the lease stays valid for a while
-                if not failing:  # once per streak: an outage must not flood the log
-                    log.warning("could not renew writer lease %s (%s); retrying", self.name, type(exc).__name__)
-                failing = True
-            else:
-                if failing:
-                    log.warning("writer lease %s renewed again", self.name)
-                failing = False
-
-    def release(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        if not self.lost.is_set():
-            try:
-                self.ledger.release_lease(self.name, self.owner)
-            except LedgerUnavailable:  # it expires on its own after the TTL; the original error matters more
-                log.warning("could not release writer lease %s; it expires after its TTL", self.name)
-
-
-@contextmanager
-def writer_lease(ledger: Ledger, config: JobConfig, owner: str) -> Iterator[_Lease]:
-    """Hold the table's single-writer lease for the block (renewed in the background), then release it."""
-    lease = _Lease(
-        ledger,
-        f"writer:{config.table_uri(config.tables.encounter)}",
-        owner,
-        ttl=timedelta(seconds=config.lease_ttl_seconds),
-        wait=timedelta(seconds=config.lease_wait_seconds),
-    )
-    try:
-        yield lease
-    finally:
-        lease.release()
 
 
 def source_log(spark: SparkSession, checkpoint_uri: str) -> Callable[[int], list[tuple[str, datetime]]]:
@@ -215,53 +140,70 @@ def start_stream(
     return writer.start()
 
 
+def writer_deps(spark: SparkSession, config: JobConfig, ledger: Ledger, run_id: str, lease: WriterLease) -> BatchDeps:
+    """What a batch writes with, for whoever holds the lease (the stream, `reingest`).
+
+    The catalog is ensured first: the tables exist by name from the first run, and partitions a crash left
+    unregistered (between a Hudi commit and the catalog call) are added back.
+    """
+    from streaming.catalog import ensure_catalog
+
+    return BatchDeps(
+        spark=spark,
+        config=config,
+        ledger=ledger,
+        writer=HudiWriter(spark),
+        run_id=run_id,
+        catalog=ensure_catalog(spark, config),
+        fence=lease.check,
+    )
+
+
+# A file that exists but cannot be read (403, KMS, Glacier) stops the stream until access is fixed; continuous
+# mode tries again after these many seconds, doubling up to the cap.
+FILE_RETRY_FIRST_SECONDS = 15.0
+FILE_RETRY_MAX_SECONDS = 300.0
+
+
 def run(
     config: JobConfig,
     *,
     once: bool,
     spark: SparkSession | None = None,
     on_batch: Callable[[BatchResult], None] | None = None,
+    stop: threading.Event | None = None,
 ) -> RunSummary:
-    """Run the job until the source is drained (`once`) or until SIGTERM/SIGINT, then stop cleanly.
+    """Run the job until the source is drained (`once`) or until SIGTERM/SIGINT (or `stop` is set), then stop.
 
-    In continuous mode a ledger outage stops the stream, not the job: it waits for the ledger, recovers and
-    starts the stream again. With `once`, it fails (exit code 4) so a scheduler can retry. `on_batch` sees each
-    batch's result as it finishes (the CLI's progress); so do the configured metrics.
+    In continuous mode an outage stops the stream, not the job: a ledger outage is waited out, a file that cannot
+    be read is tried again with backoff, then the job recovers and starts the stream again. With `once`, the
+    error ends the run (exit codes 4 and 5) so a scheduler can retry. `on_batch` sees each batch's result as it
+    finishes (the CLI's progress); so do the configured metrics.
     """
     from streaming import metrics
-    from streaming.catalog import ensure_catalog
     from streaming.session import build_spark
 
     started = time.monotonic()
     observers = [o for o in (metrics.publisher(config), on_batch) if o is not None]  # a bad backend fails here
     ledger = open_ledger(config)  # first: a bad ledger setting fails before a JVM starts
     summary = RunSummary(new_run_id())
-    stop = threading.Event()
+    stop = stop or threading.Event()
     lease_wait = timedelta(seconds=config.lease_wait_seconds)
     try:
         with _stop_on_signals(stop):
             # The lease before the JVM: a second instance is refused without starting Spark.
-            lease = _Lease(
+            lease = WriterLease(
                 ledger,
-                f"writer:{config.table_uri(config.tables.encounter)}",
+                lease_name(config),
                 summary.run_id,
                 ttl=timedelta(seconds=config.lease_ttl_seconds),
                 wait=lease_wait,
             )
             try:
                 spark = spark or build_spark(config.spark)
-                # Before recovery: the tables exist by name from the first run, and partitions a crash left
-                # unregistered (between a commit and the catalog call) are added back.
-                catalog = ensure_catalog(spark, config)
-                deps = BatchDeps(
-                    spark=spark,
-                    config=config,
-                    ledger=ledger,
-                    writer=HudiWriter(spark),
-                    run_id=summary.run_id,
-                    catalog=catalog,
-                )
+                deps = writer_deps(spark, config, ledger, summary.run_id, lease)
                 restarted = False
+                retry_in = FILE_RETRY_FIRST_SECONDS
                 while not stop.is_set():
                     try:
                         if restarted:
@@ -273,10 +215,18 @@ def run(
                         _await(query, lease, stop)
                         break
                     except Exception as exc:
-                        if once or not _is_ledger_outage(exc):
-                            raise
-                        log.error("ledger unavailable (%s); stream stopped until it answers again", type(exc).__name__)
-                        _wait_for_ledger(ledger, stop)
+                        error = unwrap(exc)
+                        if once or not isinstance(error, LedgerUnavailable | FileReadError):
+                            if error is exc:
+                                raise
+                            raise error from exc
+                        if isinstance(error, FileReadError):
+                            log.error("%s; stream stopped, trying again in %.0fs", error, retry_in)
+                            stop.wait(retry_in)
+                            retry_in = min(retry_in * 2, FILE_RETRY_MAX_SECONDS)
+                        else:
+                            log.error("ledger unavailable (%s); stream stopped until it answers again", error)
+                            _wait_for_ledger(ledger, stop)
                         restarted = True
             finally:
                 lease.release()
@@ -284,11 +234,6 @@ def run(
         ledger.close()
     summary.seconds = time.monotonic() - started
     return summary
-
-
-def _is_ledger_outage(exc: BaseException) -> bool:
-    # A failure inside foreachBatch reaches us as a StreamingQueryException whose text names the Python error.
-    return isinstance(exc, LedgerUnavailable) or "LedgerUnavailable" in str(exc)
 
 
 def _wait_for_ledger(ledger: Ledger, stop: threading.Event, every: float = 5.0) -> None:
@@ -320,16 +265,20 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _await(query: StreamingQuery, lease: _Lease, stop: threading.Event) -> None:
-    """Wait for the query; on a stop request or a lost lease, stop it between batches."""
+def _await(query: StreamingQuery, lease: WriterLease, stop: threading.Event) -> None:
+    """Wait for the query; on a stop request, stop it between batches; on a lost lease, at once."""
     while query.isActive:
-        if stop.is_set() or lease.lost.is_set():
+        if lease.lost.is_set():
+            # Nothing more may be written: the batch in flight fails at its next fence check anyway.
+            query.stop()
+            break
+        if stop.is_set():
             # Let the running batch finish: stopping mid-batch is safe (recovery) but wasteful.
             deadline = time.monotonic() + 300
-            while query.status["isTriggerActive"] and time.monotonic() < deadline:
+            while query.status["isTriggerActive"] and time.monotonic() < deadline and not lease.lost.is_set():
                 time.sleep(0.2)
             query.stop()
             break
         query.awaitTermination(1)  # raises StreamingQueryException if a batch failed
     if lease.lost.is_set():
-        raise LeaseHeld("writer lease lost to another instance; stopped")
+        raise LeaseLost("writer lease lost to another instance; stopped")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -46,6 +46,20 @@ class LeaseHeld(RuntimeError):
     """Another live job instance holds the writer lease of this table."""
 
 
+class LeaseLost(LeaseHeld):
+    """This instance no longer holds the lease it wrote under: another took it over, or it may have expired."""
+
+
+@dataclass(frozen=True)
+class Fence:
+    """The lease a write is made under: a ledger change carrying it succeeds only while `owner` still holds
+    `name` at `epoch`. The epoch only grows (every takeover adds one), so a stalled writer's token goes stale."""
+
+    name: str
+    owner: str
+    epoch: int
+
+
 class Ledger(Protocol):
     """What the pipeline needs from a ledger store."""
 
@@ -53,24 +67,35 @@ class Ledger(Protocol):
         """Return the subset of `uris` already committed."""
         ...
 
-    def begin(self, intent: BatchIntent) -> None:
-        """Record an intent; recording the same batch key again replaces it."""
+    def begin(self, intent: BatchIntent, fence: Fence | None = None) -> None:
+        """Record an intent; recording the same batch key again replaces it. With a `fence`, only while it holds
+        (else LeaseLost, nothing written)."""
         ...
 
-    def commit(self, batch_key: str, uris: Sequence[str], at: datetime) -> None:
-        """Mark `uris` committed by `batch_key` and close its intent; idempotent."""
+    def commit(
+        self,
+        batch_key: str,
+        uris: Sequence[str],
+        at: datetime,
+        fence: Fence | None = None,
+        versions: Mapping[str, str] | None = None,
+    ) -> None:
+        """Mark `uris` committed by `batch_key` and close its intent; idempotent; fenced like `begin`. A file
+        keeps the batch that first committed it; `versions` (size and modification time) are recorded each time,
+        so a file taken again (`reingest`) shows which version the table holds."""
         ...
 
-    def abandon(self, batch_key: str) -> None:
-        """Close an intent whose batch wrote nothing, so its files count as new again."""
+    def abandon(self, batch_key: str, fence: Fence | None = None) -> None:
+        """Close an intent whose batch wrote nothing, so its files count as new again; fenced like `begin`."""
         ...
 
     def open_intents(self) -> list[BatchIntent]:
         """Intents begun and neither committed nor abandoned, oldest first."""
         ...
 
-    def acquire_lease(self, name: str, owner: str, ttl: timedelta) -> None:
-        """Take or renew the lease `name` for `owner`; raise LeaseHeld if another owner's lease is live."""
+    def acquire_lease(self, name: str, owner: str, ttl: timedelta) -> int:
+        """Take or renew the lease `name` for `owner` and return its epoch: unchanged on a renewal, one more on
+        a takeover. Raise LeaseHeld if another owner's lease is live."""
         ...
 
     def release_lease(self, name: str, owner: str) -> None:
@@ -90,8 +115,9 @@ class SqliteLedger:
 
     _CHUNK = 500  # well under SQLite's bound-parameter limit
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.path = Path(path)
+        self._clock = clock  # lease expiry only; injected so tests need not sleep
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         # WAL + synchronous=FULL: a commit survives a process kill (what the ledger is for).
@@ -101,14 +127,20 @@ class SqliteLedger:
         self._db.executescript(
             """
             CREATE TABLE IF NOT EXISTS files (
-                uri TEXT PRIMARY KEY, batch_key TEXT NOT NULL, committed_at TEXT NOT NULL);
+                uri TEXT PRIMARY KEY, batch_key TEXT NOT NULL, committed_at TEXT NOT NULL, version TEXT);
             CREATE TABLE IF NOT EXISTS intents (
                 batch_key TEXT PRIMARY KEY, run_id TEXT NOT NULL, batch_id INTEGER NOT NULL,
                 files TEXT NOT NULL, started_at TEXT NOT NULL);
             CREATE TABLE IF NOT EXISTS leases (
-                name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at TEXT NOT NULL);
+                name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at TEXT NOT NULL,
+                epoch INTEGER NOT NULL DEFAULT 0);
             """
         )
+        # Ledgers made by earlier releases lack these columns.
+        if "epoch" not in {row[1] for row in self._db.execute("PRAGMA table_info(leases)")}:
+            self._db.execute("ALTER TABLE leases ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0")
+        if "version" not in {row[1] for row in self._db.execute("PRAGMA table_info(files)")}:
+            self._db.execute("ALTER TABLE files ADD COLUMN version TEXT")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -134,8 +166,18 @@ class SqliteLedger:
                 found.update(row[0] for row in db.execute(f"SELECT uri FROM files WHERE uri IN ({marks})", chunk))
         return found
 
-    def begin(self, intent: BatchIntent) -> None:
+    def _check(self, db: sqlite3.Connection, fence: Fence | None) -> None:
+        """Inside the write's own transaction: the lease is still the fence's owner at the fence's epoch."""
+        if fence is None:
+            return
+        row = db.execute("SELECT owner, epoch FROM leases WHERE name = ?", (fence.name,)).fetchone()
+        if row is None or (row[0], int(row[1])) != (fence.owner, fence.epoch):
+            holder = f"{row[0]} at epoch {row[1]}" if row else "nobody"
+            raise LeaseLost(f"lease {fence.name!r} is held by {holder}, not {fence.owner} at epoch {fence.epoch}")
+
+    def begin(self, intent: BatchIntent, fence: Fence | None = None) -> None:
         with self._tx() as db:
+            self._check(db, fence)
             db.execute(
                 "INSERT OR REPLACE INTO intents VALUES (?, ?, ?, ?, ?)",
                 (
@@ -147,16 +189,30 @@ class SqliteLedger:
                 ),
             )
 
-    def commit(self, batch_key: str, uris: Sequence[str], at: datetime) -> None:
+    def commit(
+        self,
+        batch_key: str,
+        uris: Sequence[str],
+        at: datetime,
+        fence: Fence | None = None,
+        versions: Mapping[str, str] | None = None,
+    ) -> None:
+        versions = versions or {}
         with self._tx() as db:
+            self._check(db, fence)
             # INSERT OR IGNORE: a file committed earlier keeps its first batch key.
             db.executemany(
-                "INSERT OR IGNORE INTO files VALUES (?, ?, ?)", [(uri, batch_key, utc_iso(at)) for uri in uris]
+                "INSERT OR IGNORE INTO files (uri, batch_key, committed_at) VALUES (?, ?, ?)",
+                [(uri, batch_key, utc_iso(at)) for uri in uris],
+            )
+            db.executemany(
+                "UPDATE files SET version = ? WHERE uri = ?", [(versions[u], u) for u in uris if u in versions]
             )
             db.execute("DELETE FROM intents WHERE batch_key = ?", (batch_key,))
 
-    def abandon(self, batch_key: str) -> None:
+    def abandon(self, batch_key: str, fence: Fence | None = None) -> None:
         with self._tx() as db:
+            self._check(db, fence)
             db.execute("DELETE FROM intents WHERE batch_key = ?", (batch_key,))
 
     def open_intents(self) -> list[BatchIntent]:
@@ -169,17 +225,23 @@ class SqliteLedger:
             for key, run, bid, files, started in rows
         ]
 
-    def acquire_lease(self, name: str, owner: str, ttl: timedelta) -> None:
-        now = datetime.now(UTC)
+    def acquire_lease(self, name: str, owner: str, ttl: timedelta) -> int:
+        now = self._clock()
         with self._tx() as db:
-            row = db.execute("SELECT owner, expires_at FROM leases WHERE name = ?", (name,)).fetchone()
+            row = db.execute("SELECT owner, expires_at, epoch FROM leases WHERE name = ?", (name,)).fetchone()
             if row and row[0] != owner and datetime.fromisoformat(row[1]) > now:
                 raise LeaseHeld(f"lease {name!r} is held by {row[0]} until {row[1]}")
-            db.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?)", (name, owner, utc_iso(now + ttl)))
+            epoch = 1 if row is None else int(row[2]) + (row[0] != owner)
+            db.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?)", (name, owner, utc_iso(now + ttl), epoch))
+        return epoch
 
     def release_lease(self, name: str, owner: str) -> None:
+        # Expired, not deleted: the row keeps the epoch, so the next holder's is higher still.
         with self._tx() as db:
-            db.execute("DELETE FROM leases WHERE name = ? AND owner = ?", (name, owner))
+            db.execute(
+                "UPDATE leases SET expires_at = ? WHERE name = ? AND owner = ?",
+                (utc_iso(datetime.fromtimestamp(0, UTC)), name, owner),
+            )
 
     def close(self) -> None:
         with self._lock:
@@ -196,7 +258,8 @@ def open_ledger(config: JobConfig) -> Ledger:
     elif config.ledger.backend == "dynamodb":
         from streaming.ledger_dynamodb import DynamoDbLedger
 
-        store = DynamoDbLedger(config.ledger.table, region=config.ledger.region)
+        ttl = timedelta(seconds=config.lease_ttl_seconds)
+        store = DynamoDbLedger(config.ledger.table, region=config.ledger.region, lease_ttl=ttl)
     else:
         raise ConfigError(f"unknown ledger.backend {config.ledger.backend!r} (sqlite or dynamodb)")
     return ScopedLedger(store, config.table_uri(config.tables.encounter))

@@ -14,12 +14,13 @@ Errors never carry item contents: only the operation, the table and the AWS erro
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -29,7 +30,15 @@ from botocore.exceptions import (
 )
 
 from streaming import aws
-from streaming.ledger import BatchIntent, LeaseHeld, LedgerMisconfigured, LedgerUnavailable, utc_iso
+from streaming.ledger import (
+    BatchIntent,
+    Fence,
+    LeaseHeld,
+    LeaseLost,
+    LedgerMisconfigured,
+    LedgerUnavailable,
+    utc_iso,
+)
 
 INDEX = "open_intents"
 _OPEN = "open"  # the one value of the sparse GSI key: every open intent sits in one GSI partition
@@ -39,6 +48,7 @@ _PART = "intentpart#"  # further files of an intent too large for one item: inte
 # (1,000 files of 300-character keys would otherwise not fit).
 _PART_BYTES = 300_000
 _BATCH_GET_MAX = 100  # BatchGetItem's per-request key limit
+_TRANSACTION_MAX = 100  # TransactWriteItems' per-request action limit
 _COMMIT_WORKERS = 8
 _UNPROCESSED_ROUNDS = 6  # BatchGetItem retries of throttled keys before the store counts as unavailable
 _BACKOFF_BASE = 0.025
@@ -143,11 +153,25 @@ def create_table(name: str, region: str = "") -> None:
 class DynamoDbLedger:
     """The ledger on a DynamoDB table made by `create_table`; safe to share between the stream's threads."""
 
-    def __init__(self, table: str, region: str = "", client: Any | None = None) -> None:
+    def __init__(
+        self,
+        table: str,
+        region: str = "",
+        client: Any | None = None,
+        *,
+        lease_ttl: timedelta = timedelta(seconds=60),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.table = table
+        self._clock = clock  # lease expiry only; injected so tests need not sleep
         # `client` lets callers (tests) pass one with other retry settings; endpoints still come from the environment.
         try:
             self._client = client if client is not None else aws.client("dynamodb", region)
+            # Lease calls get their own client whose timeouts and retries add up to less than a third of the TTL:
+            # a renewal hung in retries must give up while the lease is still valid, not after it expired.
+            self._lease_client = (
+                client if client is not None else aws.client("dynamodb", region, lease_config(lease_ttl))
+            )
         except BotoCoreError as exc:  # no region: boto3 refuses to build the client
             raise ledger_error("client setup", table, exc) from exc
 
@@ -186,7 +210,7 @@ class DynamoDbLedger:
                 found.add(item["pk"]["S"][len(_FILE) :])
         return found
 
-    def begin(self, intent: BatchIntent) -> None:
+    def begin(self, intent: BatchIntent, fence: Fence | None = None) -> None:
         parts = _cut(intent.files)
         # Parts first, the intent item last: an intent that is visible always has every part it names.
         for n, files in enumerate(parts[1:], start=1):
@@ -204,37 +228,98 @@ class DynamoDbLedger:
             "started_at": {"S": utc_iso(intent.started_at)},
             "intent_open": {"S": _OPEN},
         }
-        with self._guard("PutItem intent"):
-            self._client.put_item(TableName=self.table, Item=item)
+        self._write("PutItem intent", fence, [{"Put": {"TableName": self.table, "Item": item}}])
 
-    def _mark(self, uri: str, batch_key: str, at: str) -> None:
-        # if_not_exists: one idempotent call, and a file committed earlier keeps its first batch key.
-        with self._guard("UpdateItem file"):
-            self._client.update_item(
-                TableName=self.table,
-                Key={"pk": {"S": _FILE + uri}},
-                UpdateExpression="SET batch_key = if_not_exists(batch_key, :k), committed_at = if_not_exists("
-                "committed_at, :t)",
-                ExpressionAttributeValues={":k": {"S": batch_key}, ":t": {"S": at}},
-            )
+    def _write(self, operation: str, fence: Fence | None, actions: list[dict[str, Any]]) -> None:
+        """Run `actions` (TransactWriteItems entries); with a fence, as one transaction that also checks the lease."""
+        if fence is None:
+            for action in actions:
+                kind, params = next(iter(action.items()))
+                call = {"Put": self._client.put_item, "Update": self._client.update_item}.get(kind)
+                with self._guard(operation):
+                    (call or self._client.delete_item)(**params)
+            return
+        check = {
+            "ConditionCheck": {
+                "TableName": self.table,
+                "Key": {"pk": {"S": _LEASE + fence.name}},
+                "ConditionExpression": "#o = :owner AND epoch = :epoch",
+                "ExpressionAttributeNames": {"#o": "owner"},
+                "ExpressionAttributeValues": {":owner": {"S": fence.owner}, ":epoch": {"N": str(fence.epoch)}},
+            }
+        }
+        try:
+            self._client.transact_write_items(TransactItems=[check, *actions])
+        except ClientError as exc:
+            reasons = exc.response.get("CancellationReasons") or []
+            if (
+                _code(exc) == "TransactionCanceledException"
+                and reasons[:1]
+                and reasons[0].get("Code") == ("ConditionalCheckFailed")
+            ):
+                raise LeaseLost(
+                    f"DynamoDB ledger {self.table}: {operation} refused: lease {fence.name!r} is no longer held by"
+                    f" {fence.owner} at epoch {fence.epoch}"
+                ) from None
+            raise ledger_error(operation, self.table, exc) from exc
+        except BotoCoreError as exc:
+            raise ledger_error(operation, self.table, exc) from exc
 
-    def commit(self, batch_key: str, uris: Sequence[str], at: datetime) -> None:
+    def _mark(
+        self, uris: Sequence[str], batch_key: str, at: str, fence: Fence | None, versions: Mapping[str, str]
+    ) -> None:
+        # if_not_exists: idempotent, and a file committed earlier keeps its first batch key; the version is the
+        # one this commit read.
+        def update(uri: str) -> dict[str, Any]:
+            expression = "SET batch_key = if_not_exists(batch_key, :k), committed_at = if_not_exists(committed_at, :t)"
+            values = {":k": {"S": batch_key}, ":t": {"S": at}}
+            if uri in versions:
+                expression += ", version = :v"
+                values[":v"] = {"S": versions[uri]}
+            return {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": {"pk": {"S": _FILE + uri}},
+                    "UpdateExpression": expression,
+                    "ExpressionAttributeValues": values,
+                }
+            }
+
+        updates = [update(uri) for uri in uris]
+        self._write("UpdateItem files", fence, updates)
+
+    def commit(
+        self,
+        batch_key: str,
+        uris: Sequence[str],
+        at: datetime,
+        fence: Fence | None = None,
+        versions: Mapping[str, str] | None = None,
+    ) -> None:
         stamp = utc_iso(at)
         unique = list(dict.fromkeys(uris))
-        if unique:
-            with ThreadPoolExecutor(max_workers=min(_COMMIT_WORKERS, len(unique))) as pool:
+        # A fenced chunk is one transaction: the lease check plus at most 99 files (TransactWriteItems holds 100).
+        size = _TRANSACTION_MAX - 1 if fence else 1
+        chunks = [unique[i : i + size] for i in range(0, len(unique), size)]
+        if chunks:
+            with ThreadPoolExecutor(max_workers=min(_COMMIT_WORKERS, len(chunks))) as pool:
                 # list(): wait for every write and re-raise the first failure before the intent may close.
-                list(pool.map(lambda uri: self._mark(uri, batch_key, stamp), unique))
+                list(pool.map(lambda chunk: self._mark(chunk, batch_key, stamp, fence, versions or {}), chunks))
         # Files first, intent last: a crash in between leaves the intent open and a restart re-commits it.
-        self.abandon(batch_key)
+        self._close(batch_key, len(_cut(uris)), fence)
 
-    def abandon(self, batch_key: str) -> None:
+    def abandon(self, batch_key: str, fence: Fence | None = None) -> None:
+        with self._guard("GetItem intent"):
+            item = self._client.get_item(
+                TableName=self.table, Key={"pk": {"S": _INTENT + batch_key}}, ConsistentRead=True
+            ).get("Item", {})
+        self._close(batch_key, int(item.get("parts", {}).get("N", "1")), fence)
+
+    def _close(self, batch_key: str, parts: int, fence: Fence | None) -> None:
         # The intent item first (that closes it), then its parts; a crash in between leaves parts nothing reads.
-        with self._guard("DeleteItem intent"):
-            old = self._client.delete_item(
-                TableName=self.table, Key={"pk": {"S": _INTENT + batch_key}}, ReturnValues="ALL_OLD"
-            ).get("Attributes", {})
-        for n in range(1, int(old.get("parts", {}).get("N", "1"))):
+        delete = {"Delete": {"TableName": self.table, "Key": {"pk": {"S": _INTENT + batch_key}}}}
+        self._write("DeleteItem intent", fence, [delete])
+        for n in range(1, parts):
             with self._guard("DeleteItem intent part"):
                 self._client.delete_item(TableName=self.table, Key={"pk": {"S": f"{_PART}{batch_key}#{n}"}})
 
@@ -281,33 +366,54 @@ class DynamoDbLedger:
                 files.extend(f["S"] for f in by_key[part_key]["files"]["L"])
         return tuple(files)
 
-    def acquire_lease(self, name: str, owner: str, ttl: timedelta) -> None:
-        now = datetime.now(UTC)
+    def acquire_lease(self, name: str, owner: str, ttl: timedelta) -> int:
+        now = self._clock()
         expires = now + ttl
-        try:
-            self._client.put_item(
+        times = {":exp": {"S": utc_iso(expires)}, ":expn": {"N": f"{expires.timestamp():.6f}"}, ":zero": {"N": "0"}}
+        key = {"pk": {"S": _LEASE + name}}
+        try:  # the common case, a renewal: same owner, same epoch
+            response = self._lease_client.update_item(
                 TableName=self.table,
-                Item={
-                    "pk": {"S": _LEASE + name},
-                    "owner": {"S": owner},
-                    "expires_at": {"S": utc_iso(expires)},
-                    "expires_epoch": {"N": f"{expires.timestamp():.6f}"},
-                },
-                # `owner` is a DynamoDB reserved word, hence #o.
-                ConditionExpression="attribute_not_exists(pk) OR #o = :owner OR expires_epoch < :now",
+                Key=key,
+                UpdateExpression="SET expires_at = :exp, expires_epoch = :expn, epoch = if_not_exists(epoch, :zero)",
+                ConditionExpression="#o = :owner",  # `owner` is a DynamoDB reserved word, hence #o
                 ExpressionAttributeNames={"#o": "owner"},
-                ExpressionAttributeValues={":owner": {"S": owner}, ":now": {"N": f"{now.timestamp():.6f}"}},
-                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                ExpressionAttributeValues={**times, ":owner": {"S": owner}},
+                ReturnValues="ALL_NEW",
             )
+            return int(response["Attributes"]["epoch"]["N"])
         except ClientError as exc:
             if _code(exc) != "ConditionalCheckFailedException":
-                raise ledger_error("PutItem lease", self.table, exc) from exc
+                raise ledger_error("UpdateItem lease", self.table, exc) from exc
+        except BotoCoreError as exc:
+            raise ledger_error("UpdateItem lease", self.table, exc) from exc
+        try:  # a takeover: free or expired; the epoch goes up by one
+            response = self._lease_client.update_item(
+                TableName=self.table,
+                Key=key,
+                UpdateExpression="SET #o = :owner, expires_at = :exp, expires_epoch = :expn,"
+                " epoch = if_not_exists(epoch, :zero) + :one",
+                ConditionExpression="attribute_not_exists(pk) OR expires_epoch < :now",
+                ExpressionAttributeNames={"#o": "owner"},
+                ExpressionAttributeValues={
+                    **times,
+                    ":owner": {"S": owner},
+                    ":one": {"N": "1"},
+                    ":now": {"N": f"{now.timestamp():.6f}"},
+                },
+                ReturnValues="ALL_NEW",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+            return int(response["Attributes"]["epoch"]["N"])
+        except ClientError as exc:
+            if _code(exc) != "ConditionalCheckFailedException":
+                raise ledger_error("UpdateItem lease", self.table, exc) from exc
             held: Item = exc.response.get("Item") or self._lease_item(name)
             holder = held.get("owner", {}).get("S", "?")
             until = held.get("expires_at", {}).get("S", "?")
             raise LeaseHeld(f"lease {name!r} is held by {holder} until {until}") from None
         except BotoCoreError as exc:
-            raise ledger_error("PutItem lease", self.table, exc) from exc
+            raise ledger_error("UpdateItem lease", self.table, exc) from exc
 
     def _lease_item(self, name: str) -> Item:
         with self._guard("GetItem lease"):
@@ -318,19 +424,25 @@ class DynamoDbLedger:
         return item
 
     def release_lease(self, name: str, owner: str) -> None:
+        # Expired, not deleted: the item keeps the epoch, so the next holder's is higher still.
         try:
-            self._client.delete_item(
+            self._lease_client.update_item(
                 TableName=self.table,
                 Key={"pk": {"S": _LEASE + name}},
+                UpdateExpression="SET expires_epoch = :zero, expires_at = :start",
                 ConditionExpression="#o = :owner",
                 ExpressionAttributeNames={"#o": "owner"},
-                ExpressionAttributeValues={":owner": {"S": owner}},
+                ExpressionAttributeValues={
+                    ":owner": {"S": owner},
+                    ":zero": {"N": "0"},
+                    ":start": {"S": utc_iso(datetime.fromtimestamp(0, UTC))},
+                },
             )
         except ClientError as exc:
             if _code(exc) != "ConditionalCheckFailedException":  # not ours (or gone): nothing to give up
-                raise ledger_error("DeleteItem lease", self.table, exc) from exc
+                raise ledger_error("UpdateItem lease", self.table, exc) from exc
         except BotoCoreError as exc:
-            raise ledger_error("DeleteItem lease", self.table, exc) from exc
+            raise ledger_error("UpdateItem lease", self.table, exc) from exc
 
     def close(self) -> None:
         """Nothing to release: the boto3 client is shared (see `aws.client`)."""
@@ -348,3 +460,17 @@ def _cut(files: Sequence[str]) -> list[list[str]]:
         parts[-1].append(uri)
         size += cost
     return parts
+
+
+LEASE_ATTEMPTS = 2
+
+
+def lease_config(ttl: timedelta) -> Config:
+    """Client settings for lease calls: two attempts whose connect + read timeouts total 80% of a third of `ttl`."""
+    per_attempt = ttl.total_seconds() / 3 * 0.4
+    connect = min(2.0, per_attempt / 3)
+    return Config(
+        retries={"mode": "standard", "total_max_attempts": LEASE_ATTEMPTS},
+        connect_timeout=connect,
+        read_timeout=per_attempt - connect,
+    )

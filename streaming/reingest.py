@@ -12,6 +12,7 @@ leaves the old rows; running the command again repeats both steps with the same 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Sequence
@@ -22,10 +23,10 @@ from typing import TYPE_CHECKING
 
 from streaming import aws
 from streaming.batch import BatchDeps, BatchResult, process_batch, recover
-from streaming.catalog import ensure_catalog
 from streaming.config import ConfigError, JobConfig, is_remote
-from streaming.hudi import HudiWriter, quarantine_table
-from streaming.job import RunSummary, new_run_id, open_ledger, writer_lease
+from streaming.hudi import quarantine_table
+from streaming.job import RunSummary, new_run_id, open_ledger, writer_deps
+from streaming.lease import writer_lease
 from streaming.records import LandedFile
 from streaming.storage import local_path, split_s3_uri
 
@@ -127,21 +128,16 @@ def _take(
     # The run id names the purpose, so the ingest log's batch key says why these files were read again.
     summary = RunSummary(f"{purpose}-{new_run_id()}")
     try:
-        with writer_lease(ledger, config, summary.run_id):
+        with writer_lease(ledger, config, summary.run_id) as lease:
             spark = spark or build_spark(config.spark)
-            deps = BatchDeps(
-                spark=spark,
-                config=config,
-                ledger=ledger,
-                writer=HudiWriter(spark),
-                run_id=summary.run_id,
-                retake=frozenset(f.uri for f in files),
-                catalog=ensure_catalog(spark, config),  # a corrected file may name a new hospital (partition)
+            deps = dataclasses.replace(
+                writer_deps(spark, config, ledger, summary.run_id, lease), retake=frozenset(f.uri for f in files)
             )
             summary.recovery = recover(deps)  # finish a crashed batch first: its files may be among these
             listing = spark.createDataFrame([(f.uri, f.length, f.modified) for f in files], LISTING_SCHEMA)
             result = process_batch(listing, 0, deps)
             summary.batches.append(result)
+            lease.check()  # the clean-up is a write too
             fixed = _drop_stale_quarantine(deps, result)
     finally:
         ledger.close()

@@ -129,6 +129,17 @@ class JobProcess:
         self.reap_group()
         return self.popen.wait(30)
 
+    def frozen(self) -> bool:
+        """The driver is stopped (state T), as after SIGSTOP."""
+        try:
+            return Path(f"/proc/{self.pid}/stat").read_text().rpartition(")")[2].split()[0] == "T"
+        except OSError:
+            return False
+
+    def resume(self) -> None:
+        """SIGCONT the whole process group."""
+        os.killpg(self.pid, signal.SIGCONT)
+
     def terminate(self) -> None:
         """SIGTERM the driver only: the job stops after its current batch and exits 0."""
         if self.alive():
@@ -185,12 +196,15 @@ class Job:
         once: bool,
         kill_at: str | None = None,
         kill_flag: Path | None = None,
+        freeze: bool = False,
         settings: Mapping[str, str] | None = None,
     ) -> JobProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BRONZE_KILL_")}
         env.update(self.env)
         if kill_at:
             env["BRONZE_KILL_AT"] = kill_at
+        if freeze:  # at kill_at the process group stops itself (SIGSTOP) instead of dying
+            env["BRONZE_KILL_SIGNAL"] = "STOP"
         if kill_flag:
             env["BRONZE_KILL_FLAG"] = str(kill_flag)
         n = len(self.processes)

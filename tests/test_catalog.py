@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from helpers import job_config
 
-from streaming import aws, job
+from streaming import aws, catalog, job
+from streaming import config as conf
 from streaming.catalog import (
     GlueCatalog,
     TableDef,
@@ -430,3 +431,14 @@ def test_local_catalog_on_s3_is_written_once_through_s3a(
     # A restart finds the same definitions: nothing is rewritten.
     LocalCatalog(spark, config.warehouse, database).ensure(defs)
     assert puts() == {f"{prefix}{name}.json": 1 for name in TABLES}
+
+
+@pytest.mark.slow
+def test_readme_table_definitions_are_the_registered_ones(spark: Any) -> None:
+    from streaming import readme
+
+    config = conf.load(conf.env_file("local"))
+    text = readme.README.read_text()
+    assert readme.render(text, "catalog", catalog.readme_table(spark, config)) == text, (
+        "README table definitions are stale: run `python -m streaming.catalog`"
+    )

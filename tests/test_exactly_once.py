@@ -13,6 +13,7 @@ import pytest
 from helpers import job_config, read_table
 
 from streaming import job
+from streaming.lease import lease_name
 from streaming.ledger import LeaseHeld, SqliteLedger
 
 pytestmark = pytest.mark.slow
@@ -159,7 +160,7 @@ def test_second_writer_is_refused_while_the_lease_is_live(spark: Any, tmp_path: 
     landing = tmp_path / "landing"
     config = job_config(tmp_path, landing, lease_wait_seconds="1")
     ledger = SqliteLedger(config.ledger_path)
-    name = f"writer:{config.table_uri('bronze_encounter')}"
+    name = lease_name(config)
     ledger.acquire_lease(name, "other-instance", timedelta(minutes=5))
     try:
         with pytest.raises(LeaseHeld, match="other-instance"):

@@ -400,3 +400,41 @@ def test_second_writer_ledger_outage_and_sigterm(spark: Any, tmp_path: Path, aws
 
     check_invariants(spark, warehouse, landing, ledger, f"second writer, ledger outage, SIGTERM ({clock})")
     print(f"second writer, ledger outage, SIGTERM: {clock}")
+
+
+def test_a_writer_frozen_past_its_lease_writes_nothing_after_another_took_over(spark: Any, tmp_path: Path) -> None:
+    """Fencing: A freezes (SIGSTOP) mid-batch past its lease TTL; B takes over, recovers A's open batch and ingests
+    everything; A, resumed (SIGCONT), must write nothing more and exit 3."""
+    clock = Stopwatch()
+    landing = Landing(tmp_path / "landing")
+    warehouse = tmp_path / "warehouse"
+    ledger = sqlite_ledger(warehouse)
+    first = landing.generated("a", files=4, per_file=3, seed=501)
+    landing.bad_lines("a/bad-a.ndjson", landing.encounters(first)[0])
+    # A 6 s lease renewed every 2 s; B waits up to 60 s for it, so it takes over once A's lease runs out.
+    settings = {**CONTINUOUS_SETTINGS, "lease_ttl_seconds": "6", "lease_wait_seconds": "60"}
+    with Job(tmp_path, landing.root, warehouse, settings=settings) as job:
+        stalled = job.start("stalled", once=False, kill_at="after_flatten", kill_flag=tmp_path / "froze", freeze=True)
+        wait_until("A frozen mid-batch", stalled.frozen, WAIT, every=0.2, detail=stalled.tail)
+        (frozen_batch,) = ledger.open_intents()
+        clock.mark("A frozen after reading its first batch")
+
+        taker = job.start("taker", once=False)
+        files = landing.expected().files
+        wait_all_committed("B ingests every file", taker, ledger, files, WAIT)
+        clock.mark(f"B took over and caught up; recovery: {taker.recovery()}")
+        assert "wrote nothing; its" in taker.log(), f"B did not recover A's open batch\n{taker.tail()}"
+        before = _state(warehouse, ledger, files)
+
+        stalled.resume()
+        code = stalled.wait(WAIT)
+        clock.mark("A resumed and stopped")
+        assert code == EXIT_LEASE, stalled.tail()
+        assert "another instance is writing this table" in stalled.log(), stalled.tail()
+        assert _state(warehouse, ledger, files) == before, "the stale writer changed tables, ledger or checkpoint"
+        assert frozen_batch not in {r["batch_key"] for r in read_rows(spark, tables(warehouse)["log"], ["batch_key"])}
+
+        taker.terminate()
+        assert taker.wait(WAIT) == 0, taker.tail()
+    check_invariants(spark, warehouse, landing, ledger, f"frozen writer ({clock})")
+    print(f"frozen writer: {clock}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import socket
 import sqlite3
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
@@ -18,10 +17,20 @@ from botocore.config import Config
 
 from streaming import aws
 from streaming import ledger_dynamodb as ddb
-from streaming.ledger import BatchIntent, LeaseHeld, Ledger, LedgerMisconfigured, LedgerUnavailable, SqliteLedger
+from streaming.ledger import (
+    BatchIntent,
+    Fence,
+    LeaseHeld,
+    LeaseLost,
+    Ledger,
+    LedgerMisconfigured,
+    LedgerUnavailable,
+    SqliteLedger,
+)
 from streaming.ledger_dynamodb import DynamoDbLedger, create_table
 
 T0 = datetime(2024, 3, 1, 8, 30, 15, 123456, tzinfo=UTC)
+LIVE, GONE = timedelta(minutes=5), timedelta(seconds=-1)  # GONE: a lease already expired when written
 ODD_URIS = [
     "s3://bucket/landing/with space.ndjson",
     "s3://bucket/landing/100%25 done%.ndjson",
@@ -42,6 +51,7 @@ class Store:
     kind: str
     open: Callable[[], Ledger]
     record: Callable[[str], tuple[str, str] | None]  # uri -> (batch_key, committed_at), read from the store itself
+    version: Callable[[str], str | None]  # uri -> the version its last commit recorded
 
 
 def _sqlite_store(path: Path) -> Store:
@@ -50,7 +60,11 @@ def _sqlite_store(path: Path) -> Store:
             row = db.execute("SELECT batch_key, committed_at FROM files WHERE uri = ?", (uri,)).fetchone()
         return (row[0], row[1]) if row else None
 
-    return Store("sqlite", lambda: SqliteLedger(path), record)
+    def version(uri: str) -> str | None:
+        with sqlite3.connect(path) as db:
+            return db.execute("SELECT version FROM files WHERE uri = ?", (uri,)).fetchone()[0]
+
+    return Store("sqlite", lambda: SqliteLedger(path), record, version)
 
 
 def _dynamodb_store(table: str) -> Store:
@@ -61,7 +75,11 @@ def _dynamodb_store(table: str) -> Store:
         found = item.get("Item")
         return (found["batch_key"]["S"], found["committed_at"]["S"]) if found else None
 
-    return Store("dynamodb", lambda: DynamoDbLedger(table), record)
+    def version(uri: str) -> str | None:
+        item = aws.client("dynamodb").get_item(TableName=table, Key={"pk": {"S": "file#" + uri}}, ConsistentRead=True)
+        return item["Item"].get("version", {}).get("S")
+
+    return Store("dynamodb", lambda: DynamoDbLedger(table), record, version)
 
 
 @pytest.fixture(params=["sqlite", "dynamodb"])
@@ -228,6 +246,16 @@ def test_dynamodb_leaves_no_intent_pieces_behind(aws_env: str, unique_name: str)
     assert [i["pk"]["S"] for i in items if not i["pk"]["S"].startswith("file#")] == []
 
 
+def test_a_file_s_version_is_recorded_and_follows_a_reingest(store: Store, ledger: Ledger) -> None:
+    ledger.begin(_intent("k1", ["s3://b/1.ndjson"]))
+    ledger.commit("k1", ["s3://b/1.ndjson"], T0, versions={"s3://b/1.ndjson": "10@2024-01-01T00:00:00+00:00"})
+    assert store.version("s3://b/1.ndjson") == "10@2024-01-01T00:00:00+00:00"
+    ledger.begin(_intent("k2", ["s3://b/1.ndjson"]))  # the corrected file, taken again
+    ledger.commit("k2", ["s3://b/1.ndjson"], T0 + timedelta(hours=1), versions={"s3://b/1.ndjson": "12@2024-01-02"})
+    assert store.version("s3://b/1.ndjson") == "12@2024-01-02"
+    assert store.record("s3://b/1.ndjson") == ("k1", T0.isoformat())  # still the batch that first committed it
+
+
 def test_commit_is_idempotent(store: Store, ledger: Ledger) -> None:
     files = ["s3://b/1.ndjson", "s3://b/2.ndjson", "s3://b/1.ndjson"]  # a duplicate inside one commit, too
     ledger.begin(_intent("k1", files))
@@ -315,13 +343,48 @@ def test_leases_with_other_names_are_independent(ledger: Ledger) -> None:
 
 
 def test_an_expired_lease_can_be_taken(ledger: Ledger) -> None:
-    ledger.acquire_lease("writer", "owner-a", timedelta(seconds=1))
+    ledger.acquire_lease("writer", "owner-a", LIVE)
     with pytest.raises(LeaseHeld):
         ledger.acquire_lease("writer", "owner-b", timedelta(minutes=5))
-    time.sleep(1.1)
+    ledger.acquire_lease("writer", "owner-a", GONE)  # A's last renewal has run out
     ledger.acquire_lease("writer", "owner-b", timedelta(minutes=5))
     with pytest.raises(LeaseHeld, match="owner-b"):  # and now A is the one refused
         ledger.acquire_lease("writer", "owner-a", timedelta(minutes=5))
+
+
+def test_the_lease_epoch_only_grows(ledger: Ledger) -> None:
+    assert ledger.acquire_lease("writer", "owner-a", GONE) == 1
+    assert ledger.acquire_lease("writer", "owner-a", LIVE) == 1  # a renewal (even a late one) keeps the epoch
+    ledger.release_lease("writer", "owner-a")
+    assert ledger.acquire_lease("writer", "owner-b", GONE) == 2  # a takeover adds one, also after a release
+    assert ledger.acquire_lease("writer", "owner-a", LIVE) == 3
+    assert ledger.acquire_lease("other", "owner-a", LIVE) == 1  # epochs are per lease
+
+
+def test_a_stale_fence_changes_nothing(store: Store, ledger: Ledger) -> None:
+    stale = Fence("writer", "owner-a", ledger.acquire_lease("writer", "owner-a", GONE))
+    ledger.begin(_intent("a-1", ["s3://b/1.ndjson"]), stale)  # still the holder: accepted
+    fresh = Fence("writer", "owner-b", ledger.acquire_lease("writer", "owner-b", LIVE))  # A stalled; B took over
+
+    with pytest.raises(LeaseLost, match="owner-a"):
+        ledger.begin(_intent("a-2", ["s3://b/2.ndjson"]), stale)
+    with pytest.raises(LeaseLost):
+        ledger.commit("a-1", ["s3://b/1.ndjson"], T0, stale)
+    with pytest.raises(LeaseLost):
+        ledger.abandon("a-1", stale)
+    assert [i.batch_key for i in ledger.open_intents()] == ["a-1"]
+    assert ledger.committed(["s3://b/1.ndjson", "s3://b/2.ndjson"]) == set()
+    assert store.record("s3://b/1.ndjson") is None
+
+    ledger.commit("a-1", ["s3://b/1.ndjson"], T0, fresh)  # the new holder finishes what A left open
+    assert ledger.committed(["s3://b/1.ndjson"]) == {"s3://b/1.ndjson"}
+    assert ledger.open_intents() == []
+
+
+def test_a_fence_of_a_lease_nobody_holds_is_refused(ledger: Ledger) -> None:
+    with pytest.raises(LeaseLost):
+        ledger.begin(_intent("k", ["s3://b/1.ndjson"]), Fence("never-taken", "owner-a", 1))
+    assert ledger.open_intents() == []
 
 
 def test_release_lets_another_owner_in(ledger: Ledger) -> None:
@@ -359,11 +422,11 @@ def test_dynamodb_unreachable_endpoint_raises_ledger_unavailable(
     calls: list[tuple[str, Callable[[], Any]]] = [
         ("BatchGetItem", lambda: ledger.committed([secret])),
         ("PutItem intent", lambda: ledger.begin(_intent("k", [secret]))),
-        ("UpdateItem file", lambda: ledger.commit("k", [secret], T0)),
-        ("DeleteItem intent", lambda: ledger.abandon("k")),
+        ("UpdateItem files", lambda: ledger.commit("k", [secret], T0)),
+        ("GetItem intent", lambda: ledger.abandon("k")),
         ("Query open_intents", ledger.open_intents),
-        ("PutItem lease", lambda: ledger.acquire_lease("writer", "owner-a", timedelta(seconds=5))),
-        ("DeleteItem lease", lambda: ledger.release_lease("writer", "owner-a")),
+        ("UpdateItem lease", lambda: ledger.acquire_lease("writer", "owner-a", timedelta(seconds=5))),
+        ("UpdateItem lease", lambda: ledger.release_lease("writer", "owner-a")),
     ]
     for operation, call in calls:
         with pytest.raises(LedgerUnavailable) as failed:

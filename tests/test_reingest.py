@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-from datetime import timedelta
+import sqlite3
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from helpers import job_config, read_table
 
 from streaming import job, reingest
 from streaming.job import open_ledger
+from streaming.lease import lease_name
 from streaming.ledger import LeaseHeld
 
 pytestmark = pytest.mark.slow
@@ -93,6 +95,10 @@ def test_reingest_takes_a_corrected_file_the_stream_will_not_list_again(spark: A
         assert ledger.open_intents() == []
     finally:
         ledger.close()
+    # The ledger records the version it took: the corrected file's size and modification time.
+    with sqlite3.connect(config.ledger_path) as db:
+        (version,) = db.execute("SELECT version FROM files WHERE uri LIKE ?", (f"%|{uri}",)).fetchone()
+    assert version == f"{feed.stat().st_size}@{datetime.fromtimestamp(1_700_100_000, UTC).isoformat()}"
 
     # An older copy taken again later does not win over the newer version (event-time ordering holds).
     _write(feed, [_encounter("e1", "in-progress", "2024-01-01T09:00:00Z")])
@@ -106,7 +112,7 @@ def test_reingest_is_refused_while_another_writer_holds_the_lease(spark: Any, tm
     config = job_config(tmp_path, landing, lease_wait_seconds=0)
     ledger = open_ledger(config)
     try:
-        ledger.acquire_lease(f"writer:{config.table_uri(config.tables.encounter)}", "the-stream", timedelta(minutes=5))
+        ledger.acquire_lease(lease_name(config), "the-stream", timedelta(minutes=5))
         with pytest.raises(LeaseHeld):
             reingest.reingest(config, [str(feed)], spark=spark)
         assert ledger.committed([f"file:{feed}"]) == set()
