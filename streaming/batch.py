@@ -80,7 +80,7 @@ class BatchDeps:
     # The writer lease's fence, checked before every write (raises LeaseLost once the lease may not be ours);
     # None: unfenced, for callers that hold no lease (unit tests).
     fence: Callable[[], Fence | None] = lambda: None
-    # Files (uri, modification time) the stream assigned to a batch, zero-byte ones included (see job.source_log).
+    # Files (uri, modification time) the stream assigned to a batch, zero-byte ones included (see source_log.py).
     source_files: Callable[[int], Sequence[tuple[str, datetime]]] | None = None
     # Files an operator asked to take again (`reingest`, `replay-quarantine`): ingested even if committed.
     retake: frozenset[str] = frozenset()

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from streaming.batch import BatchDeps, BatchResult, Recovery, process_batch, recover
 from streaming.config import JobConfig, is_remote
@@ -21,6 +21,7 @@ from streaming.failures import unwrap
 from streaming.hudi import HudiWriter
 from streaming.lease import WriterLease, lease_name
 from streaming.ledger import LeaseLost, Ledger, LedgerUnavailable, open_ledger  # re-exported: job.open_ledger
+from streaming.source_log import source_log
 from streaming.storage import FileReadError
 
 if TYPE_CHECKING:
@@ -59,40 +60,6 @@ class RunSummary:
     @property
     def rows_rejected(self) -> int:
         return sum(b.stats.rows_rejected for b in self.batches)
-
-
-def source_log(spark: SparkSession, checkpoint_uri: str) -> Callable[[int], list[tuple[str, datetime]]]:
-    """The files Spark's file source assigned to a batch, read from its checkpoint log (sources/0).
-
-    The batch DataFrame misses zero-byte files (Spark's file index makes no split for them) although the source
-    log records them; reading the log lets an empty file be quarantined instead of silently skipped. Spark's own
-    log class is used so compacted logs are read correctly.
-    """
-
-    jvm = spark._jvm
-    opened: list[Any] = []  # one log object for the whole query (it caches recent batches); made at first use
-
-    def files(batch_id: int) -> list[tuple[str, datetime]]:
-        if not opened:
-            log_path = f"{checkpoint_uri.rstrip('/')}/sources/0"
-            opened.append(
-                jvm.org.apache.spark.sql.execution.streaming.FileStreamSourceLog(1, spark._jsparkSession, log_path)
-            )
-        entries = opened[0].get(batch_id)
-        if not entries.isDefined():
-            return []
-        # The log keeps URI-encoded paths; the batch DataFrame (and the ledger) use Hadoop Path strings.
-        return [
-            (
-                jvm.org.apache.hadoop.fs.Path(jvm.java.net.URI(entry.path())).toString(),
-                datetime.fromtimestamp(entry.timestamp() / 1000, UTC),
-            )
-            for entry in entries.get()
-            # A compaction batch (every 10th) returns the whole compacted history: keep this batch's entries only.
-            if entry.batchId() == batch_id
-        ]
-
-    return files
 
 
 def start_stream(
