@@ -523,8 +523,14 @@ def _demo(args: argparse.Namespace) -> int:
     generated_line = (
         f"{len(generated.files)} files with {len(generated.encounter_ids)} encounters generated in {landing}"
     )
+    try_next = [  # what to do with the result, without writing code
+        f"bronze-encounter status --warehouse {warehouse}",
+        f'bronze-encounter query --warehouse {warehouse} "SELECT hospital_name, count(*) FROM bronze_encounter'
+        ' GROUP BY 1"',
+    ]
     if _on_terminal():
         _demo_summary_rich(config.tables.encounter, generated_line, ingested, hospitals, paths)
+        _console().print("try next:\n" + "\n".join(f"  {line}" for line in try_next), highlight=False, markup=False)
     else:
         print()
         print(f"demo: {generated_line}")
@@ -534,6 +540,9 @@ def _demo(args: argparse.Namespace) -> int:
             print(f"        {rows:6d}  {name}")
         for label, path in paths.items():
             print(f"      {label + ':':11} {path}")
+        print("try next:")
+        for line in try_next:
+            print(f"  {line}")
     spark.stop()
     return 0
 

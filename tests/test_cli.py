@@ -317,3 +317,29 @@ def test_terminal_gets_live_progress_and_no_info_lines(tmp_path: Path) -> None:
     assert " INFO " not in logged and "INFO streaming" not in logged  # below WARNING is not shown on a terminal
     for noise in JVM_NOISE:
         assert noise not in logged and noise not in screen, noise
+
+
+@pytest.mark.slow
+def test_demo_ends_with_commands_that_answer_without_code(tmp_path: Path) -> None:
+    """The demo's closing hints run as printed, and `query` counts the same rows per hospital as the demo."""
+    demo = _run("demo", "--workdir", str(tmp_path / "demo"), "--files", "4", "--per-file", "15", "--seed", "3")
+    assert demo.returncode == 0, demo.stderr[-2000:]
+    lines = demo.stdout.splitlines()
+    (batch,) = [json.loads(line) for line in lines if line.startswith("{")]
+    start = lines.index(f"      bronze_encounter holds {batch['rows_written']} rows:")
+    shown = {}
+    for line in lines[start + 1 :]:
+        if not line.startswith("        "):
+            break
+        count, name = line.strip().split("  ", 1)
+        shown[name] = int(count)
+    hints = lines[lines.index("try next:") + 1 :]
+    assert [h.split()[1] for h in hints] == ["status", "query"]
+
+    status = _run(*hints[0].split()[1:])
+    assert status.returncode == 0 and "waiting files: 0" in status.stdout, status.stderr[-2000:]
+    sql = hints[1].split('"')[1]
+    query = _run(*hints[1].split('"')[0].split()[1:], "--format", "json", sql)
+    assert query.returncode == 0, query.stderr[-2000:]
+    assert {r["hospital_name"]: r["count_star()"] for r in json.loads(query.stdout)} == shown
+    assert sum(shown.values()) == batch["rows_written"] > 0
