@@ -65,7 +65,9 @@ class FhirConfig:
     """Limits and switches for reading FHIR files."""
 
     max_file_bytes: int = 2 * 1024**3  # a file larger than this (compressed or not) is quarantined whole
-    max_document_bytes: int = 256 * 1024**2  # a single JSON document (resource/Bundle) is read whole up to this
+    # A single JSON document (resource/Bundle) is read whole up to this; its Python objects take several times
+    # as much memory, so it stays far below a Glue worker's (a larger one is quarantined, never parsed).
+    max_document_bytes: int = 64 * 1024**2
     max_depth: int = 64  # JSON nesting deeper than this is quarantined (real Encounters nest < 10)
     raw_slice_chars: int = 2000  # how much raw text a quarantine row keeps
     keep_resource_json: bool = True  # keep each resource's original JSON in `resource_json`

@@ -12,7 +12,7 @@ import pyarrow as pa
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from streaming.config import FhirConfig
-from streaming.parse import UNREADABLE, FileSplitter, Record
+from streaming.parse import RECORD_TOO_LARGE, UNREADABLE, FileSplitter, Record
 from streaming.storage import FileReadError, open_uri
 
 if TYPE_CHECKING:
@@ -56,8 +56,11 @@ class LandedFile:
 _TRANSIENT_MODULES = ("botocore", "boto3", "urllib3", "s3transfer")
 
 
+OUT_OF_MEMORY = "ran out of memory while parsing: lower fhir.max_document_bytes or give the workers more memory"
+
+
 def _is_transient(exc: Exception) -> bool:
-    return isinstance(exc, MemoryError) or type(exc).__module__.partition(".")[0] in _TRANSIENT_MODULES
+    return type(exc).__module__.partition(".")[0] in _TRANSIENT_MODULES
 
 
 def _rows(uri: str, length: int, modified: datetime, splitter: FileSplitter) -> Iterator[dict[str, object]]:
@@ -70,6 +73,12 @@ def _rows(uri: str, length: int, modified: datetime, splitter: FileSplitter) -> 
         # Checked first: botocore's timeouts and connection errors are OSError subclasses too.
         if _is_transient(exc):
             raise
+        if isinstance(exc, MemoryError):
+            # A document this worker cannot hold fails the same way on every retry: a poison file would stop the
+            # stream for good. Quarantined (with the records read before it); fhir.max_document_bytes bounds it.
+            log.error("parsing a file ran out of memory; file quarantined: %s", uri)
+            yield _row(uri, modified, Record("quarantine", "file", reason=RECORD_TOO_LARGE, message=OUT_OF_MEMORY))
+            return
         if isinstance(exc, FileNotFoundError):  # gone between listing and reading: recorded, never silent
             yield _unreadable(uri, modified, f"cannot read: {type(exc).__name__}")
             return

@@ -706,6 +706,20 @@ def test_unexpected_splitter_error_quarantines_the_file_not_the_batch(
     assert rows[1]["message"] == "cannot split: KeyError"
 
 
+def test_a_document_the_worker_cannot_hold_is_quarantined_not_retried_forever(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "huge.ndjson"
+    path.write_bytes(ndjson(GOOD_A))
+    monkeypatch.setattr(FileSplitter, "split", _raising_splitter(MemoryError()))
+    rows = _run_files([f"file:{path}"])
+    assert [(r["kind"], r["position"], r["reason"]) for r in rows] == [
+        ("skipped", "line 1", None),  # what was read before it stays
+        ("quarantine", "file", parse.RECORD_TOO_LARGE),
+    ]
+    assert rows[1]["message"] == records.OUT_OF_MEMORY
+
+
 def test_transient_s3_errors_fail_the_task_for_a_retry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from botocore.exceptions import ReadTimeoutError
 
