@@ -302,7 +302,10 @@ class DynamoDbLedger:
         size = _TRANSACTION_MAX - 1 if fence else 1
         chunks = [unique[i : i + size] for i in range(0, len(unique), size)]
         if chunks:
-            with ThreadPoolExecutor(max_workers=min(_COMMIT_WORKERS, len(chunks))) as pool:
+            # Fenced transactions one after another: ten of them cover 990 files, and parallel transactions only
+            # add TransactionConflict retries (and trip moto, whose transactions are not thread-safe).
+            workers = 1 if fence else min(_COMMIT_WORKERS, len(chunks))
+            with ThreadPoolExecutor(max_workers=workers) as pool:
                 # list(): wait for every write and re-raise the first failure before the intent may close.
                 list(pool.map(lambda chunk: self._mark(chunk, batch_key, stamp, fence, versions or {}), chunks))
         # Files first, intent last: a crash in between leaves the intent open and a restart re-commits it.
