@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from pyspark.sql import functions as F
 
 from streaming import faults
-from streaming.catalog import Catalog, NoCatalog, table_def
+from streaming.catalog import Catalog, NoCatalog, TableDef, table_def
 from streaming.config import JobConfig
 from streaming.flatten import BRONZE_COLUMNS, flatten
 from streaming.hudi import BATCH_KEY, BATCH_STATS, HudiWriter, TableSpec, encounter_table, ingest_log_table
@@ -175,7 +175,7 @@ def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchRe
             rejected = _quarantine_rows(rows, key, batch_id, started)
             deps.fence()  # Hudi has no lock of its own: a writer that lost its lease must not start a write
             deps.writer.upsert(deps.quarantine, rejected, meta)
-            deps.catalog.sync(table_def(deps.quarantine, rejected.schema))
+            _register(deps, table_def(deps.quarantine, rejected.schema))
         lap("quarantine")
         faults.point("after_quarantine")
         instant = None
@@ -187,7 +187,7 @@ def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchRe
             commit = deps.writer.find_commit(deps.encounter, key)
             instant = commit.instant if commit else None
             # New hospitals become catalog partitions; a crash before this line heals at the next start (ensure).
-            deps.catalog.sync(table_def(deps.encounter, written.schema), commit.partitions if commit else ())
+            _register(deps, table_def(deps.encounter, written.schema), commit.partitions if commit else ())
         lap("bronze")
         faults.point("after_hudi_commit")
     finally:
@@ -218,6 +218,18 @@ def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchRe
     oldest = min(f.modified.astimezone(UTC) for f in new)
     seconds = time.monotonic() - began
     return BatchResult(key, uris, len(done), stats, batch_id, seconds, oldest_modified=oldest, ended_at=deps.clock())
+
+
+def _register(deps: BatchDeps, table: TableDef, partitions: Sequence[str] = ()) -> None:
+    """Keep the catalog in step with a write; a catalog failure never fails a batch whose data is written.
+
+    What a failed call did not register is retried with the next batch's call, and the next start adds any
+    partition still missing (`Catalog.ensure`).
+    """
+    try:
+        deps.catalog.sync(table, partitions)
+    except Exception as exc:
+        log.warning("catalog: registering %s failed (%s); retried later", table.name, type(exc).__name__)
 
 
 def _aggregate(rows: DataFrame) -> BatchStats:
@@ -265,7 +277,7 @@ def _write_log(deps: BatchDeps, intent: BatchIntent, already: int, stats: BatchS
     df = deps.spark.createDataFrame([row], INGEST_LOG_SCHEMA)
     deps.fence()
     deps.writer.upsert(deps.ingest_log, df, {BATCH_KEY: intent.batch_key})
-    deps.catalog.sync(table_def(deps.ingest_log, df.schema))
+    _register(deps, table_def(deps.ingest_log, df.schema))
 
 
 @dataclass(frozen=True)

@@ -279,6 +279,7 @@ class _Known:
 
     table_in: dict[str, Any]
     partitions: set[tuple[str, ...]] = field(default_factory=set)
+    pending: dict[tuple[str, ...], str] = field(default_factory=dict)  # partitions a failed call did not add yet
 
 
 class Catalog:
@@ -335,15 +336,17 @@ class _KeptCatalog(Catalog):
             self._update(merged)
             known.table_in = merged
             log.info("catalog %s.%s: definition updated (%d columns)", self.database, table.name, len(table.columns))
-        new: dict[tuple[str, ...], str] = {}
+        new: dict[tuple[str, ...], str] = dict(known.pending)  # a batch's sync that failed is retried by the next
         for path in partitions:
             values = partition_values(path, table.partition_keys)
             if values is not None and values not in known.partitions:
                 new.setdefault(values, path)
         if new:
             inputs = [partition_input(known.table_in, path, values) for values, path in sorted(new.items())]
+            known.pending = new
             self._add_partitions(table.name, inputs)
             known.partitions |= set(new)
+            known.pending = {}
             log.info("catalog %s.%s: %d partition(s) added", self.database, table.name, len(new))
 
     def _load(self, table: TableDef) -> _Known:

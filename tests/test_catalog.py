@@ -335,6 +335,32 @@ def test_a_new_column_updates_the_table_once(spark: Any, aws_env: str, unique_na
     assert all(_versions(database, d.name) == 1 for d in defs if d.name != log_def.name)
 
 
+@pytest.mark.slow
+def test_a_failed_partition_call_is_retried_by_the_next_sync(
+    spark: Any, aws_env: str, unique_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = _database(unique_name)
+    config = job_config(tmp_path, tmp_path / "landing", **{"catalog.backend": "glue", "tables.database": database})
+    bronze = next(d for d in table_defs(spark, config) if d.name == "bronze_encounter")
+    catalog = GlueCatalog(spark, database)
+    catalog.ensure([bronze])
+    add = catalog._add_partitions
+    failures = iter([RuntimeError("Glue throttled")])
+
+    def flaky(name: str, inputs: list[dict[str, Any]]) -> None:
+        for error in failures:  # only the first call fails
+            raise error
+        add(name, inputs)
+
+    monkeypatch.setattr(catalog, "_add_partitions", flaky)
+    with pytest.raises(RuntimeError):
+        catalog.sync(bronze, ["hospital_partition=Alpha"])
+    catalog.sync(bronze, ["hospital_partition=Beta"])  # the next batch's call registers both
+
+    parts = _glue().get_partitions(DatabaseName=database, TableName="bronze_encounter")["Partitions"]
+    assert sorted(p["Values"] for p in parts) == [["Alpha"], ["Beta"]]
+
+
 # ---------------------------------------------------------------- local backend: a new process queries by name
 
 
