@@ -10,8 +10,9 @@ demo: install jars
 	$(VENV)/bin/bronze-encounter demo
 
 test: install jars
-	$(VENV)/bin/ruff check streaming tests benchmarks
-	$(VENV)/bin/ruff format --check streaming tests benchmarks
+	$(VENV)/bin/ruff check streaming tests benchmarks deploy
+	$(VENV)/bin/ruff format --check streaming tests benchmarks deploy
+	$(VENV)/bin/cfn-lint deploy/*.json
 	$(PY) -m pytest
 
 install: $(STAMP)
@@ -29,10 +30,11 @@ jars: install
 	$(PY) -m streaming.jars > /dev/null
 
 lint: install
-	$(VENV)/bin/ruff check streaming tests benchmarks
+	$(VENV)/bin/ruff check streaming tests benchmarks deploy
+	$(VENV)/bin/cfn-lint deploy/*.json
 
 format: install
-	$(VENV)/bin/ruff format streaming tests benchmarks
+	$(VENV)/bin/ruff format streaming tests benchmarks deploy
 
 bench: install jars
 	$(PY) -m benchmarks.run

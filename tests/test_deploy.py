@@ -44,8 +44,9 @@ def test_ledger_table_in_template_matches_create_table(aws_env: str, unique_name
 
 def test_glue_job_is_a_streaming_job_on_glue_51_with_the_session_settings() -> None:
     job = TEMPLATE["Resources"]["StreamingJob"]["Properties"]
-    assert job["Command"]["Name"] == "gluestreaming"
-    assert job["GlueVersion"] == "5.1"
+    params = TEMPLATE["Parameters"]
+    assert job["Command"]["Name"] == {"Ref": "JobCommand"} and params["JobCommand"]["Default"] == "gluestreaming"
+    assert job["GlueVersion"] == {"Ref": "GlueVersion"} and params["GlueVersion"]["Default"] == "5.1"
     args = _job_args()
     assert args["--datalake-formats"] == "hudi"
     confs = dict(part.strip().split("=", 1) for part in args["--conf"].split("--conf"))
@@ -83,7 +84,11 @@ def test_the_job_registers_tables_in_the_database_the_stack_creates_and_grants()
     assert {"Fn::Sub": "arn:aws:glue:${AWS::Region}:${AWS::AccountId}:database/${DatabaseName}"} in catalog["Resource"]
 
 
-@pytest.mark.filterwarnings("ignore:Tried to parse AWS..Glue:UserWarning")  # moto's CFN skips Glue resources
+# moto's CloudFormation skips what it cannot provision: Glue resources, the SNS topic policy and CloudWatch alarms
+# (the template tests in test_template_policy.py check those).
+@pytest.mark.filterwarnings("ignore:Tried to parse AWS..Glue:UserWarning")
+@pytest.mark.filterwarnings("ignore:Tried to parse AWS..SNS..TopicPolicy:UserWarning")
+@pytest.mark.filterwarnings("ignore:Tried to parse AWS..CloudWatch..Alarm:UserWarning")
 def test_deploy_uploads_artifacts_and_creates_the_stack(aws_env: str, s3_bucket: str, tmp_path: Path) -> None:
     deploy = _deploy_module()
     wheel = deploy.build_wheel(tmp_path)
@@ -117,6 +122,25 @@ def test_deploy_uploads_artifacts_and_creates_the_stack(aws_env: str, s3_bucket:
     table = aws.client("dynamodb").describe_table(TableName=f"{s3_bucket}-ledger")["Table"]
     assert [ix["IndexName"] for ix in table["GlobalSecondaryIndexes"]] == ["open_intents"]
 
+    # The stack's own KMS key exists and encrypts the alarm topic; the job-state rule notifies that topic.
+    outputs = {
+        o["OutputKey"]: o["OutputValue"] for o in cfn.describe_stacks(StackName="bronze-test")["Stacks"][0]["Outputs"]
+    }
+    # moto keeps a CloudFormation-made key's policy as a dict, so DescribeKey fails there; its alias names it.
+    aliases = {a["AliasName"]: a.get("TargetKeyId") for a in aws.client("kms").list_aliases()["Aliases"]}
+    assert outputs["KeyArn"].endswith(f":key/{aliases['alias/bronze-encounter']}")
+    # (moto's CloudFormation drops the table's SSESpecification: test_template_policy.py checks the key.)
+    topic = aws.client("sns").get_topic_attributes(TopicArn=outputs["AlarmTopicArn"])["Attributes"]
+    assert topic["KmsMasterKeyId"] == outputs["KeyArn"]
+    events = aws.client("events")
+    (rule,) = [r for r in events.list_rules()["Rules"] if "JobStateRule" in r["Name"]]
+    assert json.loads(rule["EventPattern"])["detail"] == {
+        "jobName": ["bronze-encounter"],
+        "state": ["FAILED", "TIMEOUT", "STOPPED"],
+    }
+    targets = events.list_targets_by_rule(Rule=rule["Name"])["Targets"]
+    assert [t["Arn"] for t in targets] == [outputs["AlarmTopicArn"]]
+
 
 def test_the_role_may_publish_exactly_the_metrics_namespace_the_job_uses(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -129,3 +153,65 @@ def test_the_role_may_publish_exactly_the_metrics_namespace_the_job_uses(
     # PutMetricData has no resource-level permissions: the namespace condition is what narrows it.
     assert metrics["Action"] == ["cloudwatch:PutMetricData"]
     assert metrics["Condition"] == {"StringEquals": {"cloudwatch:namespace": config.metrics.namespace}}
+
+
+@pytest.mark.filterwarnings("ignore:Tried to parse AWS..Glue:UserWarning")
+@pytest.mark.filterwarnings("ignore:Tried to parse AWS..SNS..TopicPolicy:UserWarning")
+@pytest.mark.filterwarnings("ignore:Tried to parse AWS..CloudWatch..Alarm:UserWarning")
+def test_dry_run_lists_the_change_set_and_creates_nothing(aws_env: str, unique_name: str) -> None:
+    deploy = _deploy_module()
+    cfn = aws.client("cloudformation")
+    stack = f"dry-{unique_name}"[:120]
+    params = {
+        "JobName": "dry-job",
+        "LandingBucket": "landing-b",
+        "LakehouseBucket": "lake-b",
+        "ArtifactsBucket": "artifacts-b",
+        "WheelName": "bronze_encounter-0.1.0-py3-none-any.whl",
+        "LedgerTableName": f"{unique_name}-ledger",
+    }
+    changes = deploy.plan_changes(cfn, stack, params)
+    by_resource = {c["resource"]: (c["action"], c["type"]) for c in changes}
+    assert by_resource["LedgerTable"] == ("Add", "AWS::DynamoDB::Table")
+    assert by_resource["Key"] == ("Add", "AWS::KMS::Key")
+    assert by_resource["JobStateRule"] == ("Add", "AWS::Events::Rule")
+    # (moto lists conditional resources regardless of their condition, so the change set is not compared whole.)
+    tables = aws.client("dynamodb").list_tables()["TableNames"]
+    assert f"{unique_name}-ledger" not in tables
+    live = [s["StackName"] for s in cfn.list_stacks()["StackSummaries"] if s["StackStatus"] != "DELETE_COMPLETE"]
+    assert stack not in live
+
+
+@pytest.mark.filterwarnings("ignore:Tried to parse AWS..Glue:UserWarning")
+@pytest.mark.filterwarnings("ignore:Tried to parse AWS..SNS..TopicPolicy:UserWarning")
+@pytest.mark.filterwarnings("ignore:Tried to parse AWS..CloudWatch..Alarm:UserWarning")
+def test_the_cli_dry_run_prints_the_changes_and_uploads_nothing(
+    aws_env: str, s3_bucket: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    deploy = _deploy_module()
+    stack = f"cli-{s3_bucket}"[:120]
+    argv = ["--stack", stack, "--landing-bucket", "landing-b", "--lakehouse-bucket", "lake-b"]
+    assert deploy.main([*argv, "--artifacts-bucket", s3_bucket, "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "Add      LedgerTable AWS::DynamoDB::Table" in out
+    assert out[-1].startswith(f"stack {stack}: dry run, ") and out[-1].endswith("nothing deployed")
+    assert "Contents" not in aws.client("s3").list_objects_v2(Bucket=s3_bucket)  # no artifact uploaded
+    assert stack not in {s["StackName"] for s in aws.client("cloudformation").describe_stacks()["Stacks"]}
+
+
+@pytest.mark.filterwarnings("ignore:Tried to parse AWS..Glue:UserWarning")
+@pytest.mark.filterwarnings("ignore:Tried to parse AWS..SNS..TopicPolicy:UserWarning")
+@pytest.mark.filterwarnings("ignore:Tried to parse AWS..CloudWatch..Alarm:UserWarning")
+def test_the_cli_prints_the_changes_then_uploads_and_creates_the_stack(
+    aws_env: str, s3_bucket: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    deploy = _deploy_module()
+    stack = f"cli-{s3_bucket}"[:120]
+    argv = ["--stack", stack, "--landing-bucket", "landing-b", "--lakehouse-bucket", "lake-b"]
+    assert deploy.main([*argv, "--artifacts-bucket", s3_bucket, "--ledger-table", f"{s3_bucket}-ledger"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "Add      LedgerTable AWS::DynamoDB::Table" in out
+    assert out[-1] == f"stack {stack}: CREATE_COMPLETE"
+    keys = {o["Key"] for o in aws.client("s3").list_objects_v2(Bucket=s3_bucket)["Contents"]}
+    assert {"bronze-encounter/glue_entry.py", "bronze-encounter/glue.toml"} < keys
+    assert aws.client("dynamodb").describe_table(TableName=f"{s3_bucket}-ledger")["Table"]["TableStatus"] == "ACTIVE"

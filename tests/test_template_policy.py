@@ -1,0 +1,455 @@
+"""cfn-nag-style review of deploy/template.json: least privilege, encryption, alarms, the job type switch.
+
+The template is rendered with concrete parameters (a small CloudFormation intrinsic evaluator below) and the role's
+policy is asked real questions (may it PutObject here?) by a small IAM Allow evaluator, so a widened grant fails.
+"""
+
+from __future__ import annotations
+
+import ast
+import fnmatch
+import json
+import re
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streaming.batch import BatchResult, BatchStats
+from streaming.glue_entry import load_config
+from streaming.ledger_dynamodb import INDEX
+from streaming.metrics import batch_metrics, waiting_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPLATE_PATH = ROOT / "deploy" / "template.json"
+TEMPLATE = json.loads(TEMPLATE_PATH.read_text())
+
+REGION, ACCOUNT = "eu-west-1", "111122223333"
+GIVEN_KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/0000aaaa-given"
+CREATED_KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1111bbbb-created"
+PARAMS = {
+    "LandingBucket": "landing-b",
+    "LakehouseBucket": "lake-b",
+    "ArtifactsBucket": "artifacts-b",
+    "WheelName": "bronze_encounter-0.1.0-py3-none-any.whl",
+}
+NO_VALUE = object()
+
+
+class Rendered:
+    """The template with parameters substituted, conditions decided and conditional resources dropped."""
+
+    def __init__(self, template: dict[str, Any], overrides: dict[str, str]) -> None:
+        self.params = {k: str(v.get("Default", "")) for k, v in template["Parameters"].items()} | overrides
+        self.template = template
+        self.conditions = {name: self._eval(body) for name, body in template.get("Conditions", {}).items()}
+        self.resources = {
+            name: self._eval(body)
+            for name, body in template["Resources"].items()
+            if "Condition" not in body or self.conditions[body["Condition"]]
+        }
+
+    def _ref(self, name: str) -> Any:
+        pseudo = {"AWS::Region": REGION, "AWS::AccountId": ACCOUNT, "AWS::Partition": "aws", "AWS::NoValue": NO_VALUE}
+        if name in pseudo:
+            return pseudo[name]
+        if name in self.params:
+            return self.params[name]
+        # What Ref returns for each resource type this template uses (names as CloudFormation reports them).
+        refs = {
+            "LedgerTable": self.params["LedgerTableName"],
+            "StreamingJob": self.params["JobName"],
+            "JobRole": "stack-JobRole-ABC",
+            "SecurityConfiguration": f"{self.params['JobName']}-security",
+            "Key": "1111bbbb-created",
+            "AlarmTopic": f"arn:aws:sns:{REGION}:{ACCOUNT}:{self.params['JobName']}-alarms",
+            "JobStateRule": "stack-JobStateRule-XYZ",
+        }
+        return refs[name]
+
+    def _get_att(self, name: str, attr: str) -> str:
+        atts = {
+            ("LedgerTable", "Arn"): f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{self.params['LedgerTableName']}",
+            ("Key", "Arn"): CREATED_KEY,
+            ("JobRole", "Arn"): f"arn:aws:iam::{ACCOUNT}:role/stack-JobRole-ABC",
+            ("JobStateRule", "Arn"): f"arn:aws:events:{REGION}:{ACCOUNT}:rule/stack-JobStateRule-XYZ",
+        }
+        return atts[(name, attr)]
+
+    def _sub(self, text: str) -> str:
+        def one(match: re.Match[str]) -> str:
+            token = match.group(1)
+            if "." in token and not token.startswith("AWS::"):
+                return self._get_att(*token.split(".", 1))
+            return str(self._ref(token))
+
+        return re.sub(r"\$\{([^}]+)\}", one, text)
+
+    def _eval(self, node: Any) -> Any:
+        if isinstance(node, list):
+            return [v for v in (self._eval(x) for x in node) if v is not NO_VALUE]
+        if not isinstance(node, dict):
+            return node
+        if len(node) == 1:
+            ((fn, arg),) = node.items()
+            if fn == "Ref":
+                return self._ref(arg)
+            if fn == "Fn::Sub":
+                return self._sub(arg)
+            if fn == "Fn::GetAtt":
+                return self._get_att(*arg)
+            if fn == "Fn::If":
+                return self._eval(arg[1] if self.conditions[arg[0]] else arg[2])
+            if fn == "Fn::Equals":
+                return self._eval(arg[0]) == self._eval(arg[1])
+            if fn == "Fn::Not":
+                return not self._eval(arg[0])
+            assert not fn.startswith("Fn::"), f"renderer does not know {fn}"
+        return {k: v for k, v in ((k, self._eval(v)) for k, v in node.items()) if v is not NO_VALUE}
+
+    def props(self, name: str) -> dict[str, Any]:
+        return self.resources[name]["Properties"]
+
+    def statements(self) -> list[dict[str, Any]]:
+        role = self.props("JobRole")
+        assert len(role["Policies"]) == 1
+        return role["Policies"][0]["PolicyDocument"]["Statement"]
+
+    def key_arn(self) -> str:
+        return self.params["KmsKeyArn"] or CREATED_KEY
+
+
+def render(**overrides: str) -> Rendered:
+    return Rendered(TEMPLATE, PARAMS | overrides)
+
+
+def _as_list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _condition_holds(condition: dict[str, Any], context: dict[str, str]) -> bool:
+    for operator, keys in condition.items():
+        for key, wanted in keys.items():
+            if key not in context:
+                return False
+            value, options = context[key], _as_list(wanted)
+            if operator in ("StringLike", "ArnLike"):
+                ok = any(fnmatch.fnmatchcase(value, o) for o in options)
+            elif operator in ("StringEquals", "ArnEquals"):
+                ok = value in options
+            else:
+                raise AssertionError(f"evaluator does not know {operator}")
+            if not ok:
+                return False
+    return True
+
+
+def allowed(
+    statements: list[dict[str, Any]], action: str, resource: str, context: dict[str, str] | None = None
+) -> bool:
+    """Whether some Allow statement grants `action` on `resource` (IAM wildcards, conditions on `context`)."""
+    for s in statements:
+        if s["Effect"] != "Allow":
+            continue
+        if not any(fnmatch.fnmatchcase(action.lower(), a.lower()) for a in _as_list(s["Action"])):
+            continue
+        if not any(fnmatch.fnmatchcase(resource, r) for r in _as_list(s["Resource"])):
+            continue
+        if _condition_holds(s.get("Condition", {}), context or {}):
+            return True
+    return False
+
+
+def _s3(uri: str) -> tuple[str, str]:
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    return bucket, key
+
+
+# --- least privilege ---------------------------------------------------------------------------------------------
+
+
+def test_the_role_has_no_managed_policy_and_no_wildcard_action() -> None:
+    role = TEMPLATE["Resources"]["JobRole"]["Properties"]
+    assert "ManagedPolicyArns" not in role  # AWSGlueServiceRole grants Glue and S3 rights on "*"
+    actions = [a for s in render().statements() for a in _as_list(s["Action"])]
+    assert actions and all(re.fullmatch(r"[a-z0-9]+:[A-Za-z]+", a) for a in actions), actions
+
+
+@pytest.mark.parametrize("key", ["", GIVEN_KEY])
+def test_every_resource_is_named_and_inside_the_stacks_prefixes(key: str) -> None:
+    r = render(KmsKeyArn=key)
+    p = r.params
+    glue = f"arn:aws:glue:{REGION}:{ACCOUNT}"
+    table = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{p['LedgerTableName']}"
+    expected = {
+        "arn:aws:s3:::landing-b",
+        "arn:aws:s3:::landing-b/fhir/encounter/*",
+        "arn:aws:s3:::lake-b",
+        "arn:aws:s3:::lake-b/bronze/*",
+        "arn:aws:s3:::lake-b/_checkpoints/*",
+        "arn:aws:s3:::artifacts-b/bronze-encounter/*",
+        table,
+        f"{table}/index/{INDEX}",
+        r.key_arn(),
+        f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws-glue/jobs/bronze-encounter-security-role/*",
+        f"{glue}:catalog",
+        f"{glue}:database/bronze",
+        f"{glue}:table/bronze/*",
+    }
+    named = set()
+    for s in r.statements():
+        resources = _as_list(s["Resource"])
+        if resources == ["*"]:
+            # PutMetricData has no resource-level permissions: the namespace condition is what narrows it.
+            assert s["Action"] == ["cloudwatch:PutMetricData"], s
+            assert set(s["Condition"]) == {"StringEquals"} and set(s["Condition"]["StringEquals"]) == {
+                "cloudwatch:namespace"
+            }
+            continue
+        assert "*" not in resources, s
+        named |= set(resources)
+    assert named == expected
+
+
+def _job_paths(r: Rendered) -> dict[str, str]:
+    job = r.props("StreamingJob")
+    args = job["DefaultArguments"]
+    return {
+        "source": args["--source"],
+        "warehouse": args["--warehouse"],
+        "checkpoint": args["--checkpoint"],
+        "wheel": args["--additional-python-modules"],
+        "conf": args["--extra-files"],
+        "script": job["Command"]["ScriptLocation"],
+    }
+
+
+def test_the_role_reads_landing_writes_warehouse_and_checkpoint_reads_artifacts_and_nothing_else() -> None:
+    r = render(WarehousePrefix="lake/bronze/")
+    statements, paths = r.statements(), _job_paths(r)
+
+    def obj(action: str, uri: str) -> bool:
+        bucket, key = _s3(uri)
+        return allowed(statements, f"s3:{action}", f"arn:aws:s3:::{bucket}/{key}")
+
+    def lists(uri: str) -> bool:
+        bucket, key = _s3(uri)
+        return allowed(statements, "s3:ListBucket", f"arn:aws:s3:::{bucket}", {"s3:prefix": key})
+
+    landed = paths["source"] + "2026/11/26/bundle-1.ndjson"
+    assert obj("GetObject", landed) and lists(paths["source"])
+    assert not obj("PutObject", landed) and not obj("DeleteObject", landed)  # landing is read-only
+    assert not obj("GetObject", "s3://landing-b/other/x.ndjson") and not lists("s3://landing-b/")
+
+    for base in (paths["warehouse"] + "bronze_encounter/.hoodie/", paths["checkpoint"] + "offsets/"):
+        for action in ("GetObject", "PutObject", "DeleteObject"):
+            assert obj(action, base + "0"), (action, base)
+        assert lists(base)
+    # The rest of the lakehouse bucket (other layers, other jobs) is out of reach, even to read.
+    for elsewhere in ("s3://lake-b/silver/x", "s3://lake-b/bronze/x", "s3://lake-b/x"):
+        assert not obj("GetObject", elsewhere) and not obj("PutObject", elsewhere)
+    assert not lists("s3://lake-b/") and not lists("s3://lake-b/silver/")
+
+    for artifact in (paths["wheel"], paths["conf"], paths["script"]):
+        assert obj("GetObject", artifact) and not obj("PutObject", artifact) and not obj("DeleteObject", artifact)
+    assert not obj("GetObject", "s3://artifacts-b/other-team/secret.txt")
+
+
+def _ledger_operations() -> set[str]:
+    """The DynamoDB IAM actions streaming/ledger_dynamodb.py's DynamoDbLedger needs, read from its source."""
+    tree = ast.parse((ROOT / "streaming" / "ledger_dynamodb.py").read_text())
+    (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "DynamoDbLedger"]
+    transact = {
+        "Put": "PutItem",
+        "Update": "UpdateItem",
+        "Delete": "DeleteItem",
+        "ConditionCheck": "ConditionCheckItem",
+    }
+    found: set[str] = set()
+    for node in ast.walk(cls):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Attribute)
+            and node.value.attr in ("_client", "_lease_client")
+            and node.attr not in ("exceptions", "get_paginator", "transact_write_items")
+        ):
+            found.add("".join(part.capitalize() for part in node.attr.split("_")))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get_paginator":
+            found.add(node.args[0].value.capitalize())  # type: ignore[attr-defined]
+        if isinstance(node, ast.Dict):  # TransactWriteItems is authorised per item kind, not as an action
+            found |= {transact[k.value] for k in node.keys if isinstance(k, ast.Constant) and k.value in transact}
+    return {f"dynamodb:{op}" for op in found}
+
+
+def test_the_ledger_grant_is_exactly_what_the_ledger_code_calls() -> None:
+    r = render()
+    (ledger,) = [s for s in r.statements() if s["Sid"] == "Ledger"]
+    operations = _ledger_operations()
+    assert {"dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:ConditionCheckItem"} <= operations  # parser sanity
+    assert set(ledger["Action"]) == operations
+    table = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/bronze_encounter_ledger"
+    assert ledger["Resource"] == [table, f"{table}/index/{INDEX}"]
+    assert not allowed(r.statements(), "dynamodb:PutItem", f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/other")
+    assert not allowed(r.statements(), "dynamodb:DeleteTable", table)
+
+
+def test_log_grant_covers_only_the_jobs_own_encrypted_log_groups() -> None:
+    r = render(JobName="enc-prod")
+    statements = r.statements()
+    group = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws-glue/jobs/enc-prod-security-role/stack-JobRole-ABC/output"
+    for action in ("logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:AssociateKmsKey"):
+        assert allowed(statements, action, group)
+        assert allowed(statements, action, group + ":log-stream:jr_1")
+    other = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws-glue/jobs/output"
+    assert not allowed(statements, "logs:PutLogEvents", other)
+    assert not allowed(statements, "logs:PutLogEvents", group.replace("enc-prod", "other-job"))
+    # The continuous log group the job is told to use is one of those.
+    continuous = r.props("StreamingJob")["DefaultArguments"]["--continuous-log-logGroup"]
+    assert allowed(statements, "logs:PutLogEvents", f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{continuous}")
+    # The security configuration the job runs with is the one the log groups are named after.
+    assert r.props("SecurityConfiguration")["Name"] == "enc-prod-security"
+    assert r.props("StreamingJob")["SecurityConfiguration"] == "enc-prod-security"
+
+
+def test_metrics_may_go_to_the_jobs_namespace_and_glues_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = load_config([])
+    statements = render().statements()
+    for namespace in (config.metrics.namespace, "Glue"):  # Glue's own job metrics (--enable-metrics)
+        assert allowed(statements, "cloudwatch:PutMetricData", "*", {"cloudwatch:namespace": namespace})
+    assert not allowed(statements, "cloudwatch:PutMetricData", "*", {"cloudwatch:namespace": "Billing"})
+    assert not allowed(statements, "cloudwatch:PutMetricData", "*")
+
+
+# --- encryption --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("key", ["", GIVEN_KEY])
+def test_one_key_encrypts_ledger_job_output_logs_bookmarks_and_alarms(key: str) -> None:
+    r = render(KmsKeyArn=key)
+    arn = r.key_arn()
+    assert ("Key" in r.resources) == (key == "")  # a given key is used, not a second one created
+    if not key:
+        assert r.props("Key")["EnableKeyRotation"] is True
+        assert r.resources["Key"]["DeletionPolicy"] == "Retain"  # deleting the stack must not orphan the data
+
+    ledger = r.props("LedgerTable")
+    assert ledger["SSESpecification"] == {"SSEEnabled": True, "SSEType": "KMS", "KMSMasterKeyId": arn}
+    assert ledger["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+
+    enc = r.props("SecurityConfiguration")["EncryptionConfiguration"]
+    assert enc["S3Encryptions"] == [{"S3EncryptionMode": "SSE-KMS", "KmsKeyArn": arn}]
+    assert enc["CloudWatchEncryption"] == {"CloudWatchEncryptionMode": "SSE-KMS", "KmsKeyArn": arn}
+    assert enc["JobBookmarksEncryption"] == {"JobBookmarksEncryptionMode": "CSE-KMS", "KmsKeyArn": arn}
+    assert r.props("StreamingJob")["SecurityConfiguration"] == r.props("SecurityConfiguration")["Name"]
+    assert r.props("AlarmTopic")["KmsMasterKeyId"] == arn
+
+    statements = r.statements()
+    kms = [s for s in statements if any(a.startswith("kms:") for a in _as_list(s["Action"]))]
+    assert [s["Resource"] for s in kms] == [[arn]]
+    assert {"kms:Decrypt", "kms:GenerateDataKey"} <= set(kms[0]["Action"])
+    assert not allowed(statements, "kms:Decrypt", f"arn:aws:kms:{REGION}:{ACCOUNT}:key/someone-elses")
+    assert not allowed(statements, "kms:ScheduleKeyDeletion", arn)
+
+
+def test_the_created_key_lets_logs_and_alarm_services_use_it_only_for_this_account() -> None:
+    policy = render().props("Key")["KeyPolicy"]["Statement"]
+    services = {s["Sid"]: s for s in policy if "Service" in s["Principal"]}
+    logs = services["CloudWatchLogsEncryptsTheJobLogs"]
+    assert logs["Principal"]["Service"] == f"logs.{REGION}.amazonaws.com"
+    assert logs["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"].endswith(":log-group:/aws-glue/jobs/*")
+    alarms = services["AlarmsPublishToTheEncryptedTopic"]
+    assert set(alarms["Action"]) == {"kms:Decrypt", "kms:GenerateDataKey*"}
+    assert alarms["Condition"] == {"StringEquals": {"aws:SourceAccount": ACCOUNT}}
+
+
+# --- alarms ------------------------------------------------------------------------------------------------------
+
+
+def test_a_failed_timed_out_or_stopped_run_of_this_job_notifies_the_topic() -> None:
+    r = render(JobName="enc-prod")
+    rule = r.props("JobStateRule")
+    assert rule["EventPattern"] == {
+        "source": ["aws.glue"],
+        "detail-type": ["Glue Job State Change"],
+        "detail": {"jobName": ["enc-prod"], "state": ["FAILED", "TIMEOUT", "STOPPED"]},
+    }
+    topic = r._ref("AlarmTopic")
+    assert [t["Arn"] for t in rule["Targets"]] == [topic]
+    # The topic lets exactly that rule publish (and CloudWatch alarms of this account).
+    (policy,) = [s for s in r.props("AlarmTopicPolicy")["PolicyDocument"]["Statement"] if s["Sid"] == "JobStateRule"]
+    assert policy["Resource"] == topic
+    assert policy["Condition"] == {"ArnEquals": {"aws:SourceArn": r._get_att("JobStateRule", "Arn")}}
+    assert ("AlarmSubscription" in r.resources) is False
+    subscribed = render(JobName="enc-prod", AlarmEmail="oncall@example.org").props("AlarmSubscription")
+    assert (subscribed["TopicArn"], subscribed["Endpoint"]) == (topic, "oncall@example.org")
+
+
+def _published_metric_names() -> set[str]:
+    """Every metric name the job's metrics module publishes (a batch with lag and a backlog reading)."""
+    now = datetime.now(UTC)
+    result = BatchResult("b", ("f",), 0, BatchStats(rows_rejected=1), 1, 1.0, now, now)
+
+    class Backlog:
+        count, oldest_age_seconds = 3, 42.0
+
+    return {name for name, _, _ in batch_metrics(result) + waiting_metrics(Backlog())}
+
+
+def test_alarms_watch_metrics_the_job_publishes_with_their_thresholds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = load_config([])  # the Glue settings (glue.toml): namespace and table name the job publishes under
+    r = render(OldestWaitingThresholdSeconds="1800", RowsRejectedThreshold="25")
+    topic = r._ref("AlarmTopic")
+    published = _published_metric_names()
+    expected = {
+        "FallingBehindAlarm": ("OldestWaitingSeconds", "Maximum", "1800"),
+        "QuarantineGrowthAlarm": ("RowsRejected", "Sum", "25"),
+    }
+    for name, (metric, statistic, threshold) in expected.items():
+        alarm = r.props(name)
+        assert (alarm["MetricName"], alarm["Statistic"], alarm["Threshold"]) == (metric, statistic, threshold)
+        assert alarm["MetricName"] in published
+        assert alarm["Namespace"] == config.metrics.namespace
+        assert alarm["Dimensions"] == [{"Name": "Table", "Value": config.tables.encounter}]
+        assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
+        assert topic in alarm["AlarmActions"]
+    # The backlog is measured at most every waiting_every_seconds: a shorter alarm period would see gaps.
+    assert r.props("FallingBehindAlarm")["Period"] >= config.metrics.waiting_every_seconds
+
+
+# --- job type ----------------------------------------------------------------------------------------------------
+
+
+def test_streaming_by_default_and_glueetl_on_request_run_the_same_script_and_arguments() -> None:
+    streaming, etl = render(), render(JobCommand="glueetl", GlueVersion="5.0", EtlTimeoutMinutes="720")
+    s_job, e_job = streaming.props("StreamingJob"), etl.props("StreamingJob")
+    assert (s_job["Command"]["Name"], s_job["GlueVersion"]) == ("gluestreaming", "5.1")
+    assert (e_job["Command"]["Name"], e_job["GlueVersion"]) == ("glueetl", "5.0")
+    assert s_job["Command"]["ScriptLocation"] == e_job["Command"]["ScriptLocation"]
+    assert s_job["DefaultArguments"] == e_job["DefaultArguments"]
+    assert "Timeout" not in s_job  # a streaming job runs until stopped
+    assert e_job["Timeout"] == "720"  # a batch job ends with TIMEOUT...
+    assert "EtlRestartTrigger" not in streaming.resources
+    trigger = etl.props("EtlRestartTrigger")  # ...and this schedule starts the next run from the checkpoint
+    assert (trigger["Type"], trigger["Schedule"]) == ("SCHEDULED", "cron(0/15 * * * ? *)")
+    assert trigger["Actions"] == [{"JobName": "bronze-encounter"}]
+    for job in (s_job, e_job):
+        assert job["ExecutionProperty"] == {"MaxConcurrentRuns": 1}  # a second run is refused, never parallel
+    # A glueetl run ends with TIMEOUT by design, so only a failed or stopped run alarms there.
+    assert streaming.props("JobStateRule")["EventPattern"]["detail"]["state"] == ["FAILED", "TIMEOUT", "STOPPED"]
+    assert etl.props("JobStateRule")["EventPattern"]["detail"]["state"] == ["FAILED", "STOPPED"]
+    allowed_versions = TEMPLATE["Parameters"]["GlueVersion"]["AllowedValues"]
+    assert set(allowed_versions) <= {"5.0", "5.1"}  # the wheel is built for Python 3.11 (Glue 5.x)
+
+
+def test_cfn_lint_is_clean() -> None:
+    lint = Path(sys.executable).with_name("cfn-lint")
+    templates = sorted(str(t) for t in TEMPLATE_PATH.parent.glob("*.json"))  # what `make test` lints
+    done = subprocess.run([str(lint), *templates], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
