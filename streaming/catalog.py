@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from streaming import aws
-from streaming.config import ConfigError, JobConfig, is_remote, join_uri
+from streaming.config import ConfigError, JobConfig, is_remote, join_uri, s3_spelling
 from streaming.hudi import TableSpec, encounter_table, ingest_log_table, quarantine_table
 from streaming.storage import local_path
 
@@ -126,10 +126,7 @@ def partition_values(path: str, keys: Sequence[str]) -> tuple[str, ...] | None:
 
 def catalog_uri(uri: str) -> str:
     """A table location as Athena expects it: `s3://`, never `s3a://` or `s3n://` (Hudi's sync does the same)."""
-    for scheme in ("s3a://", "s3n://"):
-        if uri.startswith(scheme):
-            return "s3://" + uri[len(scheme) :]
-    return uri
+    return s3_spelling(uri)
 
 
 @dataclass(frozen=True)

@@ -123,11 +123,25 @@ def is_remote(uri: str) -> bool:
     return "://" in uri and not uri.startswith("file:")
 
 
-def canonical_uri(uri: str) -> str:
-    """One spelling per object: `s3://bucket/key` for every S3 scheme, `file:/path` for a local file."""
-    for alias in ("s3a://", "s3n://"):
+S3_SCHEMES = ("s3://", "s3a://", "s3n://")  # Hadoop's connectors name one S3 object in these three ways
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith(S3_SCHEMES)
+
+
+def s3_spelling(uri: str) -> str:
+    """`s3://bucket/key` for any S3 scheme (what Athena, hudi-rs and boto3 expect); other URIs unchanged."""
+    for alias in S3_SCHEMES[1:]:
         if uri.startswith(alias):
             return "s3://" + uri[len(alias) :]
+    return uri
+
+
+def canonical_uri(uri: str) -> str:
+    """One spelling per object: `s3://bucket/key` for every S3 scheme, `file:/path` for a local file."""
+    if is_s3(uri):
+        return s3_spelling(uri)
     if uri.startswith("file:"):
         return "file:/" + uri[len("file:") :].lstrip("/")
     if uri.startswith("/"):

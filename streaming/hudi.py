@@ -150,6 +150,11 @@ class HudiWriter:
         path = jvm.org.apache.hadoop.fs.Path(uri)
         return path.getFileSystem(self.spark._jsc.hadoopConfiguration()), path
 
+    def exists(self, spec: TableSpec) -> bool:
+        """Whether Hudi has written the table yet (its `.hoodie/hoodie.properties`)."""
+        fs, path = self._fs(f"{spec.uri.rstrip('/')}/.hoodie/hoodie.properties")
+        return bool(fs.exists(path))
+
     def _timeline(self, spec: TableSpec) -> tuple[Any, Any, list[str]]:
         """The file system, the `.hoodie` folder and its file names, newest instant first (none: no table yet).
 

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,7 +19,7 @@ from streaming.batch import BatchDeps, BatchResult, Recovery, process_batch, rec
 from streaming.config import JobConfig, is_remote
 from streaming.failures import unwrap
 from streaming.hudi import HudiWriter
-from streaming.lease import WriterLease, lease_name
+from streaming.lease import WriterLease, writer_lease
 from streaming.ledger import LeaseLost, Ledger, LedgerUnavailable, open_ledger  # re-exported: job.open_ledger
 from streaming.source_log import source_log
 from streaming.storage import FileReadError
@@ -155,48 +155,35 @@ def run(
     ledger = open_ledger(config)  # first: a bad ledger setting fails before a JVM starts
     summary = RunSummary(new_run_id())
     stop = stop or threading.Event()
-    lease_wait = timedelta(seconds=config.lease_wait_seconds)
     try:
-        with _stop_on_signals(stop):
-            # The lease before the JVM: a second instance is refused without starting Spark.
-            lease = WriterLease(
-                ledger,
-                lease_name(config),
-                summary.run_id,
-                ttl=timedelta(seconds=config.lease_ttl_seconds),
-                wait=lease_wait,
-            )
-            try:
-                spark = spark or build_spark(config.spark)
-                deps = writer_deps(spark, config, ledger, summary.run_id, lease)
-                restarted = False
-                retry_in = FILE_RETRY_FIRST_SECONDS
-                while not stop.is_set():
-                    try:
-                        if restarted:
-                            lease.hold(lease_wait)  # an outage longer than the TTL may have let it expire
-                        summary.recovery = recover(deps)
-                        query = start_stream(
-                            spark, config, deps, once=once, on_batch=summary.batches, observers=observers
-                        )
-                        _await(query, lease, stop)
-                        break
-                    except Exception as exc:
-                        error = unwrap(exc)
-                        if once or not isinstance(error, LedgerUnavailable | FileReadError):
-                            if error is exc:
-                                raise
-                            raise error from exc
-                        if isinstance(error, FileReadError):
-                            log.error("%s; stream stopped, trying again in %.0fs", error, retry_in)
-                            stop.wait(retry_in)
-                            retry_in = min(retry_in * 2, FILE_RETRY_MAX_SECONDS)
-                        else:
-                            log.error("ledger unavailable (%s); stream stopped until it answers again", error)
-                            _wait_for_ledger(ledger, stop)
-                        restarted = True
-            finally:
-                lease.release()
+        # The lease before the JVM: a second instance is refused without starting Spark.
+        with _stop_on_signals(stop), writer_lease(ledger, config, summary.run_id) as lease:
+            spark = spark or build_spark(config.spark)
+            deps = writer_deps(spark, config, ledger, summary.run_id, lease)
+            restarted = False
+            retry_in = FILE_RETRY_FIRST_SECONDS
+            while not stop.is_set():
+                try:
+                    if restarted:
+                        lease.hold()  # an outage longer than the TTL may have let it expire
+                    summary.recovery = recover(deps)
+                    query = start_stream(spark, config, deps, once=once, on_batch=summary.batches, observers=observers)
+                    _await(query, lease, stop)
+                    break
+                except Exception as exc:
+                    error = unwrap(exc)
+                    if once or not isinstance(error, LedgerUnavailable | FileReadError):
+                        if error is exc:
+                            raise
+                        raise error from exc
+                    if isinstance(error, FileReadError):
+                        log.error("%s; stream stopped, trying again in %.0fs", error, retry_in)
+                        stop.wait(retry_in)
+                        retry_in = min(retry_in * 2, FILE_RETRY_MAX_SECONDS)
+                    else:
+                        log.error("ledger unavailable (%s); stream stopped until it answers again", error)
+                        _wait_for_ledger(ledger, stop)
+                    restarted = True
     finally:
         ledger.close()
     summary.seconds = time.monotonic() - started

@@ -48,7 +48,7 @@ class WriterLease:
         wait: timedelta,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.ledger, self.name, self.owner, self.ttl = ledger, name, owner, ttl
+        self.ledger, self.name, self.owner, self.ttl, self.wait = ledger, name, owner, ttl, wait
         self._clock = clock
         self.lost = threading.Event()
         self._stop = threading.Event()
@@ -109,11 +109,11 @@ class WriterLease:
                 raise LeaseLost(f"writer lease {self.name} lost while not renewed: {exc}") from None
         return self.fence
 
-    def hold(self, wait: timedelta) -> None:
+    def hold(self) -> None:
         """Make sure the lease is still ours before writing again (after an outage it may have expired)."""
         if self.lost.is_set():
             raise LeaseLost(f"writer lease {self.name} was taken over by another instance")
-        self._acquire(wait)
+        self._acquire(self.wait)
 
     def _renew(self) -> None:
         failing = False

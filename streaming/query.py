@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from streaming.config import JobConfig, is_remote
+from streaming.config import JobConfig, is_remote, is_s3, s3_spelling
 from streaming.mapping import RULES
 
 if TYPE_CHECKING:
@@ -106,9 +106,8 @@ def table_schemas(config: JobConfig) -> dict[str, pa.Schema]:
 
 def hudi_uri(uri: str) -> str:
     """The table URI as hudi-rs wants it: `s3://` for S3A spellings, a plain path for `file:` URIs."""
-    for scheme in ("s3a://", "s3n://"):
-        if uri.startswith(scheme):
-            return "s3://" + uri[len(scheme) :]
+    if is_s3(uri):
+        return s3_spelling(uri)
     if uri.startswith("file://"):
         return uri[len("file://") :]
     if uri.startswith("file:"):

@@ -21,21 +21,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from botocore.exceptions import ClientError
+from pyspark.sql import functions as F
+
 from streaming import aws
 from streaming.batch import BatchDeps, BatchResult, process_batch, recover
-from streaming.config import ConfigError, JobConfig, is_remote
-from streaming.hudi import quarantine_table
+from streaming.config import ConfigError, JobConfig, is_remote, is_s3
+from streaming.hudi import HudiWriter, quarantine_table
 from streaming.job import RunSummary, new_run_id, open_ledger, writer_deps
 from streaming.lease import writer_lease
 from streaming.records import LandedFile
 from streaming.storage import local_path, split_s3_uri
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
 
-_S3_SCHEMES = ("s3://", "s3a://", "s3n://")
 LISTING_SCHEMA = "path string, length long, modificationTime timestamp"
 
 
@@ -49,10 +51,10 @@ class ReplayResult:
     summary: RunSummary
 
 
-def canonical_uri(uri: str, source: str) -> str:
+def as_listed(uri: str, source: str) -> str:
     """Spell `uri` as the stream names files: `file:/abs/path` locally, the source's scheme on S3."""
-    if uri.startswith(_S3_SCHEMES):
-        if source.startswith(_S3_SCHEMES):
+    if is_s3(uri):
+        if is_s3(source):
             return source.split("://", 1)[0] + "://" + uri.split("://", 1)[1]
         return uri
     if is_remote(uri):
@@ -63,27 +65,21 @@ def canonical_uri(uri: str, source: str) -> str:
 def landed_file(uri: str, *, missing_ok: bool = False) -> LandedFile:
     """The file as the stream would list it: size and modification time; a missing file is a usage error."""
     try:
-        if uri.startswith(_S3_SCHEMES):
+        if is_s3(uri):
             bucket, key = split_s3_uri(uri)
             head = aws.client("s3").head_object(Bucket=bucket, Key=key)
             return LandedFile(uri, int(head["ContentLength"]), head["LastModified"].astimezone(UTC))
         stat = os.stat(local_path(uri))
         return LandedFile(uri, stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC))
-    except (OSError, _client_error()) as exc:
+    except (OSError, ClientError) as exc:
         if missing_ok:  # the batch reads it and quarantines it as unreadable, which is what happened to it
             return LandedFile(uri, 0, datetime.now(UTC))
         raise ConfigError(f"cannot reingest {uri}: {type(exc).__name__}") from exc
 
 
-def _client_error() -> type[Exception]:
-    from botocore.exceptions import ClientError
-
-    return ClientError
-
-
 def reingest(config: JobConfig, uris: Sequence[str], *, spark: SparkSession | None = None) -> RunSummary:
     """Ingest the named files again (even if committed) in one exactly-once batch, newest version winning."""
-    files = [landed_file(canonical_uri(u, config.source)) for u in dict.fromkeys(uris)]
+    files = [landed_file(as_listed(u, config.source)) for u in dict.fromkeys(uris)]
     summary, _ = _take(config, files, spark, "reingest")
     return summary
 
@@ -95,33 +91,23 @@ def replay_quarantine(
     from streaming.session import build_spark
 
     spark = spark or build_spark(config.spark)
-    rows = _quarantine(spark, config)
-    if rows is None:
+    spec = quarantine_table(config)
+    if not HudiWriter(spark).exists(spec):
         return ReplayResult((), 0, 0, RunSummary(new_run_id()))
+    rows = spark.read.format("hudi").load(spec.uri)
     chosen = rows if reason is None else rows.where(rows.reason == reason)
     uris = sorted(r.sourcename for r in chosen.select("sourcename").distinct().collect())
     if not uris:
         return ReplayResult((), 0, 0, RunSummary(new_run_id()))
     files = [landed_file(u, missing_ok=True) for u in uris]
-    summary, fixed = _take(config, files, spark, "replay")
-    still = _quarantine(spark, config)
-    remaining = 0 if still is None else still.where(still.sourcename.isin(uris)).count()
+    summary, (fixed, remaining) = _take(config, files, spark, "replay")
     return ReplayResult(tuple(uris), fixed, remaining, summary)
-
-
-def _quarantine(spark: SparkSession, config: JobConfig) -> DataFrame | None:
-    """The quarantine table as a DataFrame, or None before its first row."""
-    spec = quarantine_table(config)
-    fs_path = spark._jvm.org.apache.hadoop.fs.Path(f"{spec.uri}/.hoodie/hoodie.properties")
-    if not fs_path.getFileSystem(spark._jsc.hadoopConfiguration()).exists(fs_path):
-        return None
-    return spark.read.format("hudi").load(spec.uri)
 
 
 def _take(
     config: JobConfig, files: Sequence[LandedFile], spark: SparkSession | None, purpose: str
-) -> tuple[RunSummary, int]:
-    """One batch over `files` under the writer lease, then the quarantine clean-up; returns rows removed."""
+) -> tuple[RunSummary, tuple[int, int]]:
+    """One batch over `files` under the writer lease, then the quarantine clean-up (see `_drop_stale_quarantine`)."""
     from streaming.session import build_spark
 
     ledger = open_ledger(config)
@@ -138,26 +124,30 @@ def _take(
             result = process_batch(listing, 0, deps)
             summary.batches.append(result)
             lease.check()  # the clean-up is a write too
-            fixed = _drop_stale_quarantine(deps, result)
+            fixed, remaining = _drop_stale_quarantine(deps, result)
     finally:
         ledger.close()
     log.info(
         "%s %s: %d files taken again, %d stale quarantine rows removed", purpose, summary.run_id, len(files), fixed
     )
-    return summary, fixed
+    return summary, (fixed, remaining)
 
 
-def _drop_stale_quarantine(deps: BatchDeps, result: BatchResult) -> int:
-    """Delete the quarantine rows of the batch's files that this batch did not write again."""
-    if result.batch_key is None:
-        return 0
-    rows = _quarantine(deps.spark, deps.config)
-    if rows is None:
-        return 0
-    stale = rows.where(rows.sourcename.isin(list(result.files)) & (rows.batch_key != result.batch_key)).select(
-        "quarantine_id", "quarantined_at"
-    )
-    count = stale.count()
-    if count:
-        deps.writer.delete(deps.quarantine, stale)
-    return count
+def _drop_stale_quarantine(deps: BatchDeps, result: BatchResult) -> tuple[int, int]:
+    """Delete the quarantine rows of the batch's files that this batch did not write again.
+
+    Returns (rows removed, rows the files still have), both from one read of the table.
+    """
+    if result.batch_key is None or not deps.writer.exists(deps.quarantine):
+        return 0, 0
+    rows = deps.spark.read.format("hudi").load(deps.quarantine.uri).where(F.col("sourcename").isin(list(result.files)))
+    stale = F.col("batch_key") != result.batch_key
+    rows = rows.withColumn("_stale", stale).persist()  # counted, then the stale keys are deleted
+    try:
+        counts = rows.agg(F.count(F.when(stale, 1)).alias("stale"), F.count(F.when(~stale, 1)).alias("kept")).first()
+        assert counts is not None  # an aggregation without grouping always returns one row
+        if counts["stale"]:
+            deps.writer.delete(deps.quarantine, rows.where("_stale").select("quarantine_id", "quarantined_at"))
+        return counts["stale"], counts["kept"]
+    finally:
+        rows.unpersist()

@@ -14,11 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from streaming import query as q
-from streaming.config import JobConfig, is_remote
+from streaming.config import JobConfig, is_remote, is_s3
 from streaming.ledger import open_ledger
 from streaming.storage import local_path, split_s3_uri
-
-_S3_SCHEMES = ("s3://", "s3a://", "s3n://")
 
 
 @dataclass(frozen=True)
@@ -107,7 +105,7 @@ def hidden(name: str) -> bool:
 
 def landed_files(source: str) -> list[tuple[str, datetime]]:
     """Every file under `source` as the stream lists it: (URI as the ledger spells it, modification time)."""
-    if source.startswith(_S3_SCHEMES):
+    if is_s3(source):
         return _s3_files(source)
     if is_remote(source):
         raise ValueError(f"source {source!r}: only local folders and s3:// or s3a:// prefixes can be listed")

@@ -6,6 +6,7 @@ import io
 from typing import IO
 
 from streaming import aws
+from streaming.config import is_s3
 
 
 def split_s3_uri(uri: str) -> tuple[str, str]:
@@ -59,7 +60,7 @@ def open_uri(uri: str) -> IO[bytes]:
     the caller quarantines a gone file and fails the batch on a forbidden one; other S3 errors propagate unchanged
     (a retry may succeed).
     """
-    if uri.startswith(("s3://", "s3a://", "s3n://")):
+    if is_s3(uri):
         from botocore.exceptions import ClientError
 
         bucket, key = split_s3_uri(uri)
