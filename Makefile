@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install jars lint format bench clean
+.PHONY: demo test install jars lint format bench clean deploy
 
 demo: install jars
 	$(VENV)/bin/bronze-encounter demo
@@ -38,6 +38,13 @@ format: install
 
 bench: install jars
 	$(PY) -m benchmarks.run
+
+# make deploy STACK=name LANDING_BUCKET=b LAKEHOUSE_BUCKET=b ARTIFACTS_BUCKET=b [DRY_RUN=1] [DEPLOY_ARGS="--restart ..."]
+# builds the wheel, uploads what changed, creates or updates the stack and restarts the job on its checkpoint.
+deploy: install
+	$(if $(and $(LANDING_BUCKET),$(LAKEHOUSE_BUCKET),$(ARTIFACTS_BUCKET)),,$(error make deploy needs LANDING_BUCKET, LAKEHOUSE_BUCKET and ARTIFACTS_BUCKET))
+	$(PY) deploy/deploy.py --stack $(or $(STACK),bronze-encounter) --landing-bucket $(LANDING_BUCKET) \
+		--lakehouse-bucket $(LAKEHOUSE_BUCKET) --artifacts-bucket $(ARTIFACTS_BUCKET) $(if $(DRY_RUN),--dry-run) $(DEPLOY_ARGS)
 
 clean:
 	rm -rf $(VENV) work data .pytest_cache .ruff_cache

@@ -194,7 +194,11 @@ def test_every_resource_is_named_and_inside_the_stacks_prefixes(key: str) -> Non
         table,
         f"{table}/index/{INDEX}",
         r.key_arn(),
-        f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws-glue/jobs/bronze-encounter-security-role/*",
+        *(
+            f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws-glue/jobs/bronze-encounter-security-role/{group}{streams}"
+            for group in ("*/output", "*/error", "continuous-bronze-encounter-security")
+            for streams in ("", ":*")
+        ),
         f"{glue}:catalog",
         f"{glue}:database/bronze",
         f"{glue}:table/bronze/*",
@@ -296,22 +300,48 @@ def test_the_ledger_grant_is_exactly_what_the_ledger_code_calls() -> None:
     assert not allowed(r.statements(), "dynamodb:DeleteTable", table)
 
 
-def test_log_grant_covers_only_the_jobs_own_encrypted_log_groups() -> None:
+def test_log_grant_covers_exactly_the_log_groups_glue_names_for_the_security_configuration() -> None:
+    """AWS's naming for a job with a security configuration that encrypts logs (cited in the README's role table).
+
+    Glue 2.0 and later: `/aws-glue/jobs/<security configuration>-role/<role name>/output` and `.../error`
+    (docs.aws.amazon.com/glue/latest/dg/reduced-start-times-spark-etl-jobs.html, "Logging"); a continuous log group
+    gets `-<security configuration>` appended (docs.aws.amazon.com/glue/latest/dg/monitor-continuous-logging.html).
+    """
     r = render(JobName="enc-prod")
     statements = r.statements()
-    group = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws-glue/jobs/enc-prod-security-role/stack-JobRole-ABC/output"
-    for action in ("logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:AssociateKmsKey"):
-        assert allowed(statements, action, group)
-        assert allowed(statements, action, group + ":log-stream:jr_1")
-    other = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws-glue/jobs/output"
-    assert not allowed(statements, "logs:PutLogEvents", other)
-    assert not allowed(statements, "logs:PutLogEvents", group.replace("enc-prod", "other-job"))
-    # The continuous log group the job is told to use is one of those.
-    continuous = r.props("StreamingJob")["DefaultArguments"]["--continuous-log-logGroup"]
-    assert allowed(statements, "logs:PutLogEvents", f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{continuous}")
-    # The security configuration the job runs with is the one the log groups are named after.
-    assert r.props("SecurityConfiguration")["Name"] == "enc-prod-security"
-    assert r.props("StreamingJob")["SecurityConfiguration"] == "enc-prod-security"
+    configuration = r.props("StreamingJob")["SecurityConfiguration"]
+    assert configuration == r.props("SecurityConfiguration")["Name"] == "enc-prod-security"
+    role = "stack-JobRole-ABC"  # the role's generated name; the policy cannot name it (its own policy)
+    arn = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:"
+    continuous = r.props("StreamingJob")["DefaultArguments"]["--continuous-log-logGroup"] + f"-{configuration}"
+    glue_names = [
+        f"/aws-glue/jobs/{configuration}-role/{role}/output",
+        f"/aws-glue/jobs/{configuration}-role/{role}/error",
+        continuous,
+    ]
+    assert continuous == "/aws-glue/jobs/enc-prod-security-role/continuous-enc-prod-security"
+    for group in glue_names:
+        for action in ("logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents", "logs:AssociateKmsKey"):
+            assert allowed(statements, action, arn + group), (action, group)
+            assert allowed(statements, action, f"{arn}{group}:*"), (action, group)
+            assert allowed(statements, action, f"{arn}{group}:log-stream:jr_1-driver"), (action, group)
+    refused = [
+        "/aws-glue/jobs/output",  # Glue's shared groups without a security configuration
+        "/aws-glue/jobs/logs-v2",
+        f"/aws-glue/jobs/{configuration}-role/{role}/other",
+        f"/aws-glue/jobs/{configuration}-role/continuous",  # the name as given, before Glue appends the suffix
+        "/aws-glue/jobs/other-job-security-role/stack-JobRole-ABC/output",  # another job's
+        f"/aws-glue/jobs-{role}-{configuration}/",  # the API reference's JobRun.LogGroupName wording: not what runs
+    ]
+    for group in refused:
+        assert not allowed(statements, "logs:PutLogEvents", f"{arn}{group}:log-stream:jr_1-driver"), group
+        assert not allowed(statements, "logs:CreateLogGroup", arn + group), group
+    # CloudWatch Logs may use the key for every one of those groups (the key policy's encryption context).
+    (logs_on_key,) = [
+        s for s in r.props("Key")["KeyPolicy"]["Statement"] if s["Sid"] == "CloudWatchLogsEncryptsTheJobLogs"
+    ]
+    pattern = logs_on_key["Condition"]["ArnLike"]["kms:EncryptionContext:aws:logs:arn"]
+    assert all(fnmatch.fnmatchcase(arn + group, pattern) for group in glue_names)
 
 
 def test_metrics_may_go_to_the_jobs_namespace_and_glues_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
