@@ -11,8 +11,16 @@ One row per Encounter: list elements are never exploded; each column documents w
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from streaming import readme
+from streaming.reasons import BAD_DATETIME, INVALID_ID, MISSING_ID
+
+# A FHIR id (R4 and R5 `id` datatype): the one spelling of it; every other form (anchored, inside a reference
+# pattern, in the README) is built from this. The same text works as a Python and a Spark (Java) regex.
+FHIR_ID = "[A-Za-z0-9.-]{1,64}"
+# Anchored for Spark (Java regex): `\z` is the end of the text; `$` would also match before a final newline.
+FHIR_ID_RE = f"^{FHIR_ID}\\z"
 
 # The parts of an Encounter the bronze table reads, R4 and R5 together, element -> Spark type. `class` stays raw
 # JSON text because it is one Coding in R4 and a list of CodeableConcepts in R5; DERIVED parses it per version.
@@ -46,7 +54,7 @@ CLASS_R5_TYPE = f"array<{CONCEPT}>"
 # (`https://host/fhir/Practitioner/1`) or conditional (`Practitioner?identifier=...`); or when Reference.type
 # says so. A Patient whose id happens to be `Practitioner` is not one.
 _PRACTITIONER_REF = (
-    "^((https?://[^?#]*/)?(Practitioner|PractitionerRole)/[A-Za-z0-9.-]{1,64}(/_history/[A-Za-z0-9.-]{1,64})?"
+    f"^((https?://[^?#]*/)?(Practitioner|PractitionerRole)/{FHIR_ID}(/_history/{FHIR_ID})?"
     "|(Practitioner|PractitionerRole)[?].*)$"
 )
 _IS_PRACTITIONER = (
@@ -90,12 +98,17 @@ CLASS_LABELS: dict[str, str] = {
 }
 
 
+# How a rule's raw value is normalised: text as is | reference (resolved via the Bundle) | datetime (FHIR dateTime
+# -> UTC) | class_label (class code -> CLASS_LABELS).
+RuleKind = Literal["text", "reference", "datetime", "class_label"]
+
+
 @dataclass(frozen=True)
 class Rule:
     """How one bronze column is found in an R4 and an R5 Encounter."""
 
     column: str
-    kind: str  # text | reference (resolved via Bundle) | datetime (FHIR dateTime -> UTC) | class_label
+    kind: RuleKind
     r4: str  # Spark SQL over READ_SCHEMA + DERIVED
     r5: str
     fallback: str | None  # Spark SQL used when the version's expression is null
@@ -105,13 +118,13 @@ class Rule:
 _LABELS = ", ".join(f"`{code}` {label}" for code, label in CLASS_LABELS.items())
 _TIME = (
     "any offset is converted, a partial date (`2013`, `2013-03`, `2013-03-11`) is the start of that period in UTC;"
-    " a value that is not a FHIR dateTime (a bad date, a time without a zone) quarantines the row (`bad_datetime`)"
+    f" a value that is not a FHIR dateTime (a bad date, a time without a zone) quarantines the row (`{BAD_DATETIME}`)"
 )
 
 RULES: tuple[Rule, ...] = (
     Rule("encounter_id", "text", "id", "id", None,
-         "Encounter.id, the record key; missing is `missing_id`, not a JSON string or not a FHIR id"
-         " (`[A-Za-z0-9-.]{1,64}`) is `invalid_id` (both quarantined); a Bundle DELETE's key comes from its"
+         f"Encounter.id, the record key; missing is `{MISSING_ID}`, not a JSON string or not a FHIR id"
+         f" (`{FHIR_ID}`) is `{INVALID_ID}` (both quarantined); a Bundle DELETE's key comes from its"
          " request.url"),
     Rule("status", "text", "status", "status", None,
          "status code as sent, not translated: R4 and R5 vocabularies differ (R4 `finished` ~ R5 `completed`;"
@@ -157,7 +170,6 @@ FHIR_DATETIME_RE = (
     r"^([0-9]([0-9]([0-9][1-9]|[1-9]0)|[1-9]00)|[1-9]000)(-(0[1-9]|1[0-2])(-(0[1-9]|[12][0-9]|3[01])"
     r"(T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]{1,9})?(Z|[+-]((0[0-9]|1[0-3]):[0-5][0-9]|14:00)))?)?)?$"
 )
-FHIR_ID_RE = r"^[A-Za-z0-9\-.]{1,64}$"
 
 # Columns a flattened row carries besides the mapped ones (written by the pipeline, documented in the README).
 PIPELINE_COLUMNS: dict[str, str] = {
@@ -172,9 +184,16 @@ PIPELINE_COLUMNS: dict[str, str] = {
         " content); null when fhir.keep_resource_json = false"
     ),
     "precombine_ts": (
-        "ordering value: last_updated, else the source file's modification time (always the latter for a delete)"
+        "Hudi's ordering value (see Ordering): the version's event time (meta.lastUpdated, else its Bundle's"
+        " meta.lastUpdated or timestamp); without one, the file's modification time moved below every event time"
+        " (1970-01-01 plus its epoch milliseconds as microseconds)"
     ),
     "ingested_at": "when the micro-batch that wrote this version started (UTC)",
+    "source_modified": "modification (landing) time of the file this version came from",
+    "is_deleted": (
+        "true for a tombstone: a Bundle DELETE removed the encounter; only encounter_id, precombine_ts and the"
+        " source columns are set, and it lives in the partition `__deleted__`. Filter `NOT is_deleted`"
+    ),
     "hospital_partition": (
         "the Hudi partition, derived from hospital_name so that it is always one folder directly inside the table:"
         " `__unknown__` when the name is missing, empty or blank; the name itself when it is printable ASCII"

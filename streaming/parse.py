@@ -1,16 +1,16 @@
-"""Split one landed file into FHIR resources, whatever its shape, without Spark.
+"""Split one landed file into FHIR records, whatever its shape, without Spark: Bundles, references, deletes.
 
 A landing prefix mixes single resources (compact or pretty, with or without a BOM), Bundles, NDJSON and gzip of
 each. Spark's JSON reader handles one shape per read (`multiLine=true` keeps only the first NDJSON line, line mode
-cannot read a pretty file), so each file is read here as a byte stream and turned into records:
+cannot read a pretty file), so each file is read as a byte stream (`bytestream.py`: gzip, BOM, UTF-8, size limits,
+NDJSON or one document, JSON syntax) and its JSON values are turned here into records:
 
 - `resource`: an Encounter, with its original JSON text and the Bundle context needed to resolve references;
 - `delete`: a Bundle entry asking to delete an Encounter;
 - `skipped`: a well-formed resource of another type (counted, not kept);
 - `quarantine`: anything that cannot become a row, with a reason code and a bounded slice of the raw text.
 
-NDJSON is read line by line, so a file of any size needs only one line of memory. Flattening the Encounter into
-columns is not done here: that is Spark SQL, in `flatten.py`.
+Flattening the Encounter into columns is not done here: that is Spark SQL, in `flatten.py`.
 
 Every string a Record carries is valid Unicode (encodable as UTF-8), so it always converts to Arrow: a lone
 surrogate escape (`"\\ud800"`) in the input stays an escape in `resource_json` and is backslash-escaped elsewhere.
@@ -18,41 +18,27 @@ surrogate escape (`"\\ud800"`) in the input stays an escape in `resource_json` a
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import re
-import zlib
-from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
-from itertools import pairwise
-from typing import IO, Any
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from typing import IO, Any, Literal
 
+from streaming.bytestream import Rejected, read_values
 from streaming.config import FhirConfig
+from streaming.mapping import FHIR_ID
+from streaming.reasons import BAD_BUNDLE_ENTRY, NOT_FHIR, TOO_DEEP
 
-UTF8_BOM = b"\xef\xbb\xbf"
-GZIP_MAGIC = b"\x1f\x8b"
+_FHIR_ID = re.compile(FHIR_ID)  # used with fullmatch: the whole text, no trailing newline
 
-# Reason codes of the quarantine table; the README lists them.
-EMPTY_FILE = "empty_file"
-FILE_TOO_LARGE = "file_too_large"
-RECORD_TOO_LARGE = "record_too_large"
-TRUNCATED = "truncated"
-MALFORMED_JSON = "malformed_json"
-INVALID_UTF8 = "invalid_utf8"
-NOT_FHIR = "not_a_fhir_resource"
-TOO_DEEP = "nesting_too_deep"
-BAD_BUNDLE_ENTRY = "bad_bundle_entry"
-UNREADABLE = "unreadable_file"
-
-_FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+RecordKind = Literal["resource", "delete", "skipped", "quarantine"]
 
 
 @dataclass(frozen=True)
 class Record:
     """One output of splitting a file; which fields are set depends on `kind`."""
 
-    kind: str  # resource | delete | skipped | quarantine
+    kind: RecordKind
     position: str  # "line 3", "entry 5", "line 2 entry 4" or "file"
     resource_type: str | None = None
     resource_id: str | None = None
@@ -62,35 +48,24 @@ class Record:
     reason: str | None = None
     message: str | None = None
     raw_slice: str | None = None
+    # The enclosing Bundle's meta.lastUpdated and timestamp as written (resources and deletes of a Bundle only):
+    # a version's event time when it has no lastUpdated of its own (see ordering.py).
+    bundle_last_updated: str | None = None
+    bundle_timestamp: str | None = None
 
 
-class _TooLarge(Exception):
-    pass
-
-
-class _LimitedReader(io.RawIOBase):
-    """Raise once more than `limit` bytes have been read: a gzip bomb must not fill memory or disk."""
-
-    def __init__(self, inner: IO[bytes], limit: int) -> None:
-        # read1 returns what one underlying read gives: a GzipFile's read(n) would loop for n bytes, and when the
-        # stream then turns out to be truncated the bytes it already decompressed would be lost with the error.
-        self._read = getattr(inner, "read1", inner.read)
-        self._left = limit
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        # Exactly `limit` bytes get through, so the records that lie wholly within the limit are still produced;
-        # a read past them raises if there is more.
-        if self._left <= 0:
-            if self._read(1):
-                raise _TooLarge
-            return 0
-        data = self._read(min(len(buffer), self._left))
-        self._left -= len(data)
-        buffer[: len(data)] = data
-        return len(data)
+def _stamped(record: Record, bundle: dict[str, Any]) -> Record:
+    """A Bundle's resource or delete, carrying the Bundle's times (its event time when it has none of its own)."""
+    if record.kind not in ("resource", "delete"):
+        return record
+    meta = bundle.get("meta")
+    updated = meta.get("lastUpdated") if isinstance(meta, dict) else None
+    stamp = bundle.get("timestamp")
+    return replace(
+        record,
+        bundle_last_updated=updated if isinstance(updated, str) else None,
+        bundle_timestamp=stamp if isinstance(stamp, str) else None,
+    )
 
 
 def _depth_exceeds(value: Any, limit: int) -> bool:
@@ -152,28 +127,6 @@ def _slice_of(value: Any) -> str | None:
         return json.dumps(value)
     except (ValueError, TypeError, RecursionError):
         return None
-
-
-def _object_shaped(line: bytes) -> bool:
-    """Cheap test: a line that starts with `{` and ends with `}` looks like one whole JSON object."""
-    text = line.strip()
-    return text.startswith(b"{") and text.endswith(b"}")
-
-
-def _is_fhir_line(line: bytes | str) -> bool:
-    """True if `line` is one whole JSON object with a resourceType: a line of NDJSON, not part of a document."""
-    text = line.strip()
-    if isinstance(text, str):
-        text = text.encode("utf-8", "surrogatepass")
-    if text.startswith(UTF8_BOM):
-        text = text[len(UTF8_BOM) :]
-    if not _object_shaped(text):
-        return False
-    try:
-        value = json.loads(text)
-    except (ValueError, RecursionError):
-        return False
-    return isinstance(value, dict) and isinstance(value.get("resourceType"), str)
 
 
 def _delete_target(url: str) -> tuple[str | None, str | None]:
@@ -246,139 +199,18 @@ class FileSplitter:
     def __init__(self, limits: FhirConfig) -> None:
         self.limits = limits
 
-    # -- entry point -------------------------------------------------------------------------------------------
     def split(self, raw: IO[bytes], size: int | None = None) -> Iterator[Record]:
         """Yield the records of one file; never raises for bad content (that becomes a quarantine record).
 
-        Records are produced lazily, while the file is read. When gzip content turns out to be damaged or larger
-        than `max_file_bytes` after decompression, the records read before that point stay and one `file`
-        quarantine record says why reading stopped.
+        Records are produced lazily, while the file is read (`bytestream.read_values`). When gzip content turns out
+        to be damaged or larger than `max_file_bytes` after decompression, the records read before that point stay
+        and one `file` quarantine record says why reading stopped.
         """
-        if size is not None and size > self.limits.max_file_bytes:
-            yield self._quarantine("file", FILE_TOO_LARGE, f"file is {size} bytes, limit {self.limits.max_file_bytes}")
-            return
-        try:
-            yield from self._split(raw)
-        except _TooLarge:
-            yield self._quarantine(
-                "file",
-                FILE_TOO_LARGE,
-                f"content exceeds {self.limits.max_file_bytes} bytes after decompression",
-            )
-        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-            yield self._quarantine("file", TRUNCATED, f"compressed stream is damaged: {type(exc).__name__}")
-
-    def _split(self, raw: IO[bytes]) -> Iterator[Record]:
-        buffered = io.BufferedReader(_LimitedReader(raw, self.limits.max_file_bytes), 1 << 16)
-        if buffered.peek(2)[:2] == GZIP_MAGIC:
-            decompressed = gzip.GzipFile(fileobj=buffered, mode="rb")
-            buffered = io.BufferedReader(_LimitedReader(decompressed, self.limits.max_file_bytes), 1 << 16)
-        stream = _Lines(buffered, self.limits.max_document_bytes)
-
-        first = stream.next_nonblank()
-        if first is None:
-            yield self._quarantine("file", EMPTY_FILE, "file holds no JSON")
-            return
-        line_no, line = first
-        if line.startswith(UTF8_BOM):
-            line = line[len(UTF8_BOM) :]
-        head = [(line_no, line)]
-        # A first line that is a whole object means NDJSON (a compact single resource is one-line NDJSON); a first
-        # line that is only `{` or `[` opens one pretty-printed document. Any other first line is either a broken
-        # first line of NDJSON or the start of a document: the second line tells (a whole FHIR object -> NDJSON),
-        # so a large NDJSON file with a bad first line is still read line by line.
-        if _object_shaped(line):
-            yield from self._ndjson(stream, head)
-            return
-        if line.strip() not in (b"{", b"["):
-            second = stream.next_nonblank()
-            if second is not None:
-                head.append(second)
-                if second[1] is not _Lines.OVERSIZED and _is_fhir_line(second[1]):
-                    yield from self._ndjson(stream, head)
-                    return
-        yield from self._document(stream, head)
-
-    # -- NDJSON ------------------------------------------------------------------------------------------------
-    def _ndjson(self, stream: _Lines, head: Iterable[tuple[int, bytes]]) -> Iterator[Record]:
-        for line_no, line in _chain(head, stream):
-            position = f"line {line_no}"
-            if line is _Lines.OVERSIZED:
-                yield self._quarantine(
-                    position, RECORD_TOO_LARGE, f"line longer than {self.limits.max_document_bytes} bytes"
-                )
+        for piece in read_values(raw, self.limits, size):
+            if isinstance(piece, Rejected):
+                yield self._quarantine(piece.position, piece.reason, piece.message, piece.raw)
             else:
-                yield from self._value_from_bytes(line, position)
-
-    # -- one JSON document ----------------------------------------------------------------------------------------
-    def _document(self, stream: _Lines, head: list[tuple[int, bytes]]) -> Iterator[Record]:
-        too_large = f"document larger than {self.limits.max_document_bytes} bytes"
-        if any(line is _Lines.OVERSIZED for _, line in head):
-            yield self._quarantine("file", RECORD_TOO_LARGE, too_large)
-            return
-        # Blank lines between the head lines were skipped; put them back so line numbers stay those of the file.
-        parts = [head[0][1]]
-        for (before, _), (line_no, line) in pairwise(head):
-            parts += [b"\n" * (line_no - before - 1), line]
-        data = b"".join(parts)
-        rest = stream.read_rest(self.limits.max_document_bytes - len(data))
-        if rest is None:
-            yield self._quarantine("file", RECORD_TOO_LARGE, too_large)
-            return
-        data += rest
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            yield self._quarantine("file", INVALID_UTF8, f"invalid UTF-8 at byte {exc.start}", data)
-            return
-        try:
-            value = json.loads(text)
-        except RecursionError:
-            yield self._quarantine("file", TOO_DEEP, f"nesting deeper than {self.limits.max_depth}", text)
-            return
-        except ValueError as exc:
-            # NDJSON whose first lines are broken: keep the good lines, quarantine the bad ones.
-            lines = text.split("\n")
-            if len(lines) > 1 and any(_is_fhir_line(candidate) for candidate in lines[1:]):
-                for offset, candidate in enumerate(lines):
-                    if candidate.strip() and candidate.strip() != "\ufeff":
-                        yield from self._value_from_text(candidate, f"line {head[0][0] + offset}")
-                return
-            yield self._json_error("file", exc, text)
-            return
-        yield from self._value(value, "file", text)
-
-    # -- values ------------------------------------------------------------------------------------------------
-    def _value_from_bytes(self, data: bytes, position: str) -> Iterator[Record]:
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            yield self._quarantine(position, INVALID_UTF8, f"invalid UTF-8 at byte {exc.start}", data)
-            return
-        yield from self._value_from_text(text, position)
-
-    def _value_from_text(self, text: str, position: str) -> Iterator[Record]:
-        text = text.strip().lstrip("\ufeff")
-        try:
-            value = json.loads(text)
-        except RecursionError:
-            yield self._quarantine(position, TOO_DEEP, f"nesting deeper than {self.limits.max_depth}", text)
-            return
-        except ValueError as exc:
-            yield self._json_error(position, exc, text)
-            return
-        yield from self._value(value, position, text)
-
-    def _json_error(self, position: str, exc: ValueError, text: str) -> Record:
-        """Quarantine text that json.loads refused: truncated if the JSON ends early, else malformed."""
-        if not isinstance(exc, json.JSONDecodeError):
-            # int() refuses numbers over sys.get_int_max_str_digits() digits: valid JSON, but not a plausible one.
-            return self._quarantine(position, MALFORMED_JSON, "number with too many digits", text)
-        # "Unterminated string" means the text ended inside a string (a raw line break would be a control
-        # character error instead): the usual way a cut-off line or file ends.
-        ends_early = exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string")
-        where = f"line {exc.lineno} column {exc.colno}" if position == "file" else f"column {exc.colno}"
-        return self._quarantine(position, TRUNCATED if ends_early else MALFORMED_JSON, f"{exc.msg} at {where}", text)
+                yield from self._value(piece.value, piece.position, piece.text)
 
     def _value(self, value: Any, position: str, text: str) -> Iterator[Record]:
         """Classify one parsed JSON value; `text` is its original form (kept for Encounters, sliced for errors)."""
@@ -429,7 +261,7 @@ class FileSplitter:
                 continue
             request = entry.get("request")
             if isinstance(request, dict) and str(request.get("method", "")).upper() == "DELETE":
-                yield self._delete(where, request, entry)
+                yield _stamped(self._delete(where, request, entry), bundle)
                 continue
             resource = entry.get("resource")
             if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
@@ -438,7 +270,7 @@ class FileSplitter:
             rtype = resource["resourceType"]
             if rtype == "Encounter":
                 ref_map, ref_names = index.context(resource)
-                yield self._resource(resource, where, _resource_text(resource), ref_map, ref_names)
+                yield _stamped(self._resource(resource, where, _resource_text(resource), ref_map, ref_names), bundle)
             elif rtype == "Bundle":
                 yield from self._bundle(resource, where, depth + 3)
             else:
@@ -449,7 +281,7 @@ class FileSplitter:
         rtype, rid = _delete_target(url) if isinstance(url, str) else (None, None)
         if rtype != "Encounter":
             return Record("skipped", position, resource_type=_text(rtype) if rtype else None)
-        if rid is None or not _FHIR_ID.match(rid):
+        if rid is None or not _FHIR_ID.fullmatch(rid):
             # A conditional delete (`Encounter?identifier=...`) or a malformed id names no row to delete.
             return self._quarantine(
                 position, BAD_BUNDLE_ENTRY, "DELETE of an Encounter without a literal id", _slice_of(entry)
@@ -485,39 +317,3 @@ class FileSplitter:
             message=message,
             raw_slice=_text(raw[: self.limits.raw_slice_chars]) if raw is not None else None,
         )
-
-
-def _chain(head: Iterable[tuple[int, bytes]], stream: _Lines) -> Iterator[tuple[int, bytes]]:
-    yield from head
-    while (nxt := stream.next_nonblank()) is not None:
-        yield nxt
-
-
-class _Lines:
-    """Line reader with a bound on line length; an over-long line is skipped and reported as OVERSIZED."""
-
-    OVERSIZED = b"\x00<oversized>"
-
-    def __init__(self, stream: io.BufferedReader, max_line: int) -> None:
-        self._stream = stream
-        self._max = max_line
-        self._line_no = 0
-
-    def next_nonblank(self) -> tuple[int, bytes] | None:
-        while True:
-            line = self._stream.readline(self._max + 1)
-            if not line:
-                return None
-            self._line_no += 1
-            if len(line) > self._max and not line.endswith(b"\n"):
-                while chunk := self._stream.readline(1 << 20):  # drain the rest of the over-long line
-                    if chunk.endswith(b"\n"):
-                        break
-                return self._line_no, self.OVERSIZED
-            if line.strip() and line.strip() != UTF8_BOM:
-                return self._line_no, line
-
-    def read_rest(self, limit: int) -> bytes | None:
-        """Read to the end, or return None when more than `limit` bytes remain."""
-        data = self._stream.read(max(limit, 0) + 1)
-        return None if len(data) > limit else data

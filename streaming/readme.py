@@ -1,4 +1,4 @@
-"""README sections generated from the code (mapping, queries, table definition), so prose and code cannot drift."""
+"""README sections generated from the code (mapping, reason codes, queries, table definitions), so they cannot drift."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
-from test_template_policy import render
+from template_render import render
 
 from streaming import aws
 from streaming.glue_entry import load_config

@@ -1,9 +1,13 @@
-"""The README's mapping section is generated from streaming/mapping.py and must match it."""
+"""The README's generated sections match their source: the mapping (streaming/mapping.py) and the reason codes
+(streaming/reasons.py); one FHIR id pattern serves every check.
+"""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+from streaming import mapping, reasons
 from streaming.mapping import RULES, render_readme
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -37,12 +41,13 @@ def test_required_bronze_columns_are_mapped() -> None:
 
 
 def test_readme_lists_every_reason_code() -> None:
-    from streaming import flatten, parse
+    """Every code in the table has a README row, and no rejecting module keeps a code of its own outside the table."""
+    from streaming import bytestream, flatten, parse, records
 
     text = README.read_text()
     codes = [
         value
-        for module in (parse, flatten)
+        for module in (bytestream, parse, records, flatten)
         for name, value in vars(module).items()
         if name.isupper()
         and isinstance(value, str)
@@ -50,6 +55,33 @@ def test_readme_lists_every_reason_code() -> None:
         and " " not in value
         and not value.startswith("_")  # reason codes: lower_snake constants (not the __unknown__ partition)
     ]
-    assert len(codes) >= 14
-    missing = [c for c in codes if f"| `{c}` |" not in text]
+    assert set(codes) <= reasons.CODES, f"reason codes outside streaming/reasons.py: {set(codes) - reasons.CODES}"
+    assert len(reasons.CODES) == len(reasons.REASONS) >= 14
+    missing = [r.code for r in reasons.REASONS if f"| `{r.code}` |" not in text]
     assert not missing, f"reason codes not documented in README: {missing}"
+
+
+def test_readme_reasons_are_current() -> None:
+    text = README.read_text()
+    assert reasons.render_readme(text) == text, "README reason codes are stale: run `python -m streaming.reasons`"
+
+
+def test_reason_constants_are_exactly_the_table() -> None:
+    """The code constants reasons.py exports are the table's codes, each once; every stage used is described."""
+    constants = [value for name, value in vars(reasons).items() if name.isupper() and isinstance(value, str)]
+    assert sorted(constants) == sorted(r.code for r in reasons.REASONS)
+    assert len(set(constants)) == len(constants)
+    assert {r.raised_in for r in reasons.REASONS} == set(reasons.STAGES)
+
+
+def test_one_fhir_id_pattern_in_every_form() -> None:
+    """The anchored form, the practitioner reference pattern and the README text all spell mapping.FHIR_ID."""
+    assert f"^{mapping.FHIR_ID}\\z" == mapping.FHIR_ID_RE  # Java's end of text (tests/test_flatten.py runs it)
+    ids = ["a", "A-1.b", "x" * 64, "2f0c.9-Z"]
+    not_ids = ["", "x" * 65, "has space", "a_b", "é", "a/b", "a\n"]
+    assert [bool(re.fullmatch(mapping.FHIR_ID, s)) for s in ids + not_ids] == [True] * 4 + [False] * 7
+    practitioner = re.compile(mapping._PRACTITIONER_REF)
+    assert practitioner.match("Practitioner/" + "x" * 64 + "/_history/2")
+    assert not practitioner.match("Practitioner/" + "x" * 65)
+    assert not practitioner.match("Practitioner/a_b")
+    assert f"(`{mapping.FHIR_ID}`)" in README.read_text()

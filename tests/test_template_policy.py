@@ -1,14 +1,14 @@
 """cfn-nag-style review of deploy/template.json: least privilege, encryption, alarms, the job type switch.
 
-The template is rendered with concrete parameters (a small CloudFormation intrinsic evaluator below) and the role's
-policy is asked real questions (may it PutObject here?) by a small IAM Allow evaluator, so a widened grant fails.
+The template is rendered with concrete parameters (a small CloudFormation intrinsic evaluator, template_render.py)
+and the role's policy is asked real questions (may it PutObject here?) by a small IAM Allow evaluator, so a widened
+grant fails.
 """
 
 from __future__ import annotations
 
 import ast
 import fnmatch
-import json
 import re
 import subprocess
 import sys
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from template_render import ACCOUNT, REGION, TEMPLATE, TEMPLATE_PATH, Rendered, render
 
 from streaming.batch import BatchResult, BatchStats
 from streaming.glue_entry import load_config
@@ -24,106 +25,7 @@ from streaming.ledger_dynamodb import INDEX
 from streaming.metrics import batch_metrics, waiting_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
-TEMPLATE_PATH = ROOT / "deploy" / "template.json"
-TEMPLATE = json.loads(TEMPLATE_PATH.read_text())
-
-REGION, ACCOUNT = "eu-west-1", "111122223333"
 GIVEN_KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/0000aaaa-given"
-CREATED_KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1111bbbb-created"
-PARAMS = {
-    "LandingBucket": "landing-b",
-    "LakehouseBucket": "lake-b",
-    "ArtifactsBucket": "artifacts-b",
-    "WheelName": "bronze_encounter-0.1.0-py3-none-any.whl",
-}
-NO_VALUE = object()
-
-
-class Rendered:
-    """The template with parameters substituted, conditions decided and conditional resources dropped."""
-
-    def __init__(self, template: dict[str, Any], overrides: dict[str, str]) -> None:
-        self.params = {k: str(v.get("Default", "")) for k, v in template["Parameters"].items()} | overrides
-        self.template = template
-        self.conditions = {name: self._eval(body) for name, body in template.get("Conditions", {}).items()}
-        self.resources = {
-            name: self._eval(body)
-            for name, body in template["Resources"].items()
-            if "Condition" not in body or self.conditions[body["Condition"]]
-        }
-
-    def _ref(self, name: str) -> Any:
-        pseudo = {"AWS::Region": REGION, "AWS::AccountId": ACCOUNT, "AWS::Partition": "aws", "AWS::NoValue": NO_VALUE}
-        if name in pseudo:
-            return pseudo[name]
-        if name in self.params:
-            return self.params[name]
-        # What Ref returns for each resource type this template uses (names as CloudFormation reports them).
-        refs = {
-            "LedgerTable": self.params["LedgerTableName"],
-            "StreamingJob": self.params["JobName"],
-            "JobRole": "stack-JobRole-ABC",
-            "SecurityConfiguration": f"{self.params['JobName']}-security",
-            "Key": "1111bbbb-created",
-            "AlarmTopic": f"arn:aws:sns:{REGION}:{ACCOUNT}:{self.params['JobName']}-alarms",
-            "JobStateRule": "stack-JobStateRule-XYZ",
-        }
-        return refs[name]
-
-    def _get_att(self, name: str, attr: str) -> str:
-        atts = {
-            ("LedgerTable", "Arn"): f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{self.params['LedgerTableName']}",
-            ("Key", "Arn"): CREATED_KEY,
-            ("JobRole", "Arn"): f"arn:aws:iam::{ACCOUNT}:role/stack-JobRole-ABC",
-            ("JobStateRule", "Arn"): f"arn:aws:events:{REGION}:{ACCOUNT}:rule/stack-JobStateRule-XYZ",
-        }
-        return atts[(name, attr)]
-
-    def _sub(self, text: str) -> str:
-        def one(match: re.Match[str]) -> str:
-            token = match.group(1)
-            if "." in token and not token.startswith("AWS::"):
-                return self._get_att(*token.split(".", 1))
-            return str(self._ref(token))
-
-        return re.sub(r"\$\{([^}]+)\}", one, text)
-
-    def _eval(self, node: Any) -> Any:
-        if isinstance(node, list):
-            return [v for v in (self._eval(x) for x in node) if v is not NO_VALUE]
-        if not isinstance(node, dict):
-            return node
-        if len(node) == 1:
-            ((fn, arg),) = node.items()
-            if fn == "Ref":
-                return self._ref(arg)
-            if fn == "Fn::Sub":
-                return self._sub(arg)
-            if fn == "Fn::GetAtt":
-                return self._get_att(*arg)
-            if fn == "Fn::If":
-                return self._eval(arg[1] if self.conditions[arg[0]] else arg[2])
-            if fn == "Fn::Equals":
-                return self._eval(arg[0]) == self._eval(arg[1])
-            if fn == "Fn::Not":
-                return not self._eval(arg[0])
-            assert not fn.startswith("Fn::"), f"renderer does not know {fn}"
-        return {k: v for k, v in ((k, self._eval(v)) for k, v in node.items()) if v is not NO_VALUE}
-
-    def props(self, name: str) -> dict[str, Any]:
-        return self.resources[name]["Properties"]
-
-    def statements(self) -> list[dict[str, Any]]:
-        role = self.props("JobRole")
-        assert len(role["Policies"]) == 1
-        return role["Policies"][0]["PolicyDocument"]["Statement"]
-
-    def key_arn(self) -> str:
-        return self.params["KmsKeyArn"] or CREATED_KEY
-
-
-def render(**overrides: str) -> Rendered:
-    return Rendered(TEMPLATE, PARAMS | overrides)
 
 
 def _as_list(value: Any) -> list[Any]:
