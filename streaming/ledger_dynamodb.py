@@ -8,37 +8,24 @@ One table, string partition key `pk`, three kinds of item:
 - `lease#<name>`: a writer lease (`owner`, `expires_at` as ISO text, `expires_epoch` for the condition).
 
 Endpoints and credentials come only from the environment (see `aws.py`), so the same code talks to AWS or moto.
-Errors never carry item contents: only the operation, the table and the AWS error code.
+Errors never carry item contents: only the operation, the table and the AWS error code; which of them a retry
+can fix is decided in `ledger_dynamodb_retry.py`. The table itself is defined once, in deploy/template.json.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    NoCredentialsError,
-    NoRegionError,
-    PartialCredentialsError,
-)
+from botocore.exceptions import BotoCoreError, ClientError
 
 from streaming import aws
-from streaming.ledger import (
-    BatchIntent,
-    Fence,
-    LeaseHeld,
-    LeaseLost,
-    LedgerMisconfigured,
-    LedgerUnavailable,
-    utc_iso,
-)
+from streaming.ledger import BatchIntent, Fence, LeaseHeld, LeaseLost, LedgerUnavailable, utc_iso
+from streaming.ledger_dynamodb_retry import error_code, guard, lease_config, ledger_error
 
 INDEX = "open_intents"
 _OPEN = "open"  # the one value of the sparse GSI key: every open intent sits in one GSI partition
@@ -53,105 +40,12 @@ _COMMIT_WORKERS = 8
 _UNPROCESSED_ROUNDS = 6  # BatchGetItem retries of throttled keys before the store counts as unavailable
 _BACKOFF_BASE = 0.025
 _BACKOFF_CAP = 0.5
-_CREATE_TIMEOUT = 300.0
 
 Item = dict[str, dict[str, Any]]
 
 
-def _code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", "Unknown"))
-
-
-# Errors a later attempt can get past: throttling, the service's own failures. Anything else (a wrong table name,
-# a missing permission, a malformed request) fails the same way every time, so waiting for it would loop forever.
-_RETRYABLE_CODES = frozenset(
-    {
-        "ProvisionedThroughputExceededException",
-        "ThrottlingException",
-        "RequestLimitExceeded",
-        "InternalServerError",
-        "ServiceUnavailable",
-        "TransactionConflictException",
-        "TransactionInProgressException",
-    }
-)
-# Client-side errors that are settings, not outages.
-_SETTINGS_ERRORS = (NoRegionError, NoCredentialsError, PartialCredentialsError)
-
-
-def ledger_error(operation: str, table: str, exc: Exception) -> Exception:
-    """The ledger's error for an AWS failure: LedgerUnavailable if retrying can help, else LedgerMisconfigured.
-
-    The message names only the operation, the table and the AWS error code (never an item).
-    """
-    if isinstance(exc, ClientError):
-        code = _code(exc)
-        status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-        if code in _RETRYABLE_CODES or status >= 500:
-            return LedgerUnavailable(f"DynamoDB ledger {table}: {operation} failed ({code})")
-        return LedgerMisconfigured(
-            f"DynamoDB ledger {table}: {operation} failed ({code}); retrying cannot fix this: check ledger.table,"
-            " the region and the job role's DynamoDB permissions"
-        )
-    if isinstance(exc, _SETTINGS_ERRORS):
-        return LedgerMisconfigured(
-            f"DynamoDB ledger {table}: {type(exc).__name__}: set ledger.region (or AWS_REGION) and AWS credentials"
-        )
-    return LedgerUnavailable(f"DynamoDB ledger {table}: {operation} failed ({type(exc).__name__})")
-
-
-@contextmanager
-def _guard(operation: str, table: str) -> Iterator[None]:
-    """Turn any AWS failure into the ledger's error (see `ledger_error`)."""
-    try:
-        yield
-    except (ClientError, BotoCoreError) as exc:
-        raise ledger_error(operation, table, exc) from exc
-
-
-def create_table(name: str, region: str = "") -> None:
-    """Create the ledger table (on-demand, with the open-intents GSI) if missing and wait until it is ACTIVE."""
-    client = aws.client("dynamodb", region)
-    try:
-        client.create_table(
-            TableName=name,
-            BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[
-                {"AttributeName": "pk", "AttributeType": "S"},
-                {"AttributeName": "intent_open", "AttributeType": "S"},
-            ],
-            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
-            GlobalSecondaryIndexes=[
-                {
-                    "IndexName": INDEX,
-                    "KeySchema": [{"AttributeName": "intent_open", "KeyType": "HASH"}],
-                    "Projection": {"ProjectionType": "ALL"},
-                }
-            ],
-        )
-    except ClientError as exc:
-        if _code(exc) != "ResourceInUseException":  # already there (or being created by another instance)
-            raise ledger_error("CreateTable", name, exc) from exc
-    except BotoCoreError as exc:
-        raise ledger_error("CreateTable", name, exc) from exc
-
-    deadline = time.monotonic() + _CREATE_TIMEOUT
-    while True:
-        with _guard("DescribeTable", name):
-            table = client.describe_table(TableName=name)["Table"]
-        indexes = {ix["IndexName"]: ix.get("IndexStatus") for ix in table.get("GlobalSecondaryIndexes", [])}
-        if INDEX not in indexes:
-            # A pre-existing table of another shape: open_intents() would fail on every call, so fail now.
-            raise LedgerUnavailable(f"DynamoDB ledger {name}: table exists without the {INDEX} index")
-        if table.get("TableStatus") == "ACTIVE" and indexes[INDEX] == "ACTIVE":
-            return
-        if time.monotonic() > deadline:
-            raise LedgerUnavailable(f"DynamoDB ledger {name}: not ACTIVE after {_CREATE_TIMEOUT:.0f}s")
-        time.sleep(2)
-
-
 class DynamoDbLedger:
-    """The ledger on a DynamoDB table made by `create_table`; safe to share between the stream's threads."""
+    """The ledger on the DynamoDB table deploy/template.json defines (`LedgerTable`); safe to share between threads."""
 
     def __init__(
         self,
@@ -176,7 +70,7 @@ class DynamoDbLedger:
             raise ledger_error("client setup", table, exc) from exc
 
     def _guard(self, operation: str) -> AbstractContextManager[None]:
-        return _guard(operation, self.table)
+        return guard(operation, self.table)
 
     def _batch_get(self, keys: list[str], projection: str | None) -> list[Item]:
         """Strongly consistent BatchGetItem of up to 100 distinct keys, re-asking for throttled (unprocessed) keys."""
@@ -253,7 +147,7 @@ class DynamoDbLedger:
         except ClientError as exc:
             reasons = exc.response.get("CancellationReasons") or []
             if (
-                _code(exc) == "TransactionCanceledException"
+                error_code(exc) == "TransactionCanceledException"
                 and reasons[:1]
                 and reasons[0].get("Code") == ("ConditionalCheckFailed")
             ):
@@ -386,7 +280,7 @@ class DynamoDbLedger:
             )
             return int(response["Attributes"]["epoch"]["N"])
         except ClientError as exc:
-            if _code(exc) != "ConditionalCheckFailedException":
+            if error_code(exc) != "ConditionalCheckFailedException":
                 raise ledger_error("UpdateItem lease", self.table, exc) from exc
         except BotoCoreError as exc:
             raise ledger_error("UpdateItem lease", self.table, exc) from exc
@@ -409,7 +303,7 @@ class DynamoDbLedger:
             )
             return int(response["Attributes"]["epoch"]["N"])
         except ClientError as exc:
-            if _code(exc) != "ConditionalCheckFailedException":
+            if error_code(exc) != "ConditionalCheckFailedException":
                 raise ledger_error("UpdateItem lease", self.table, exc) from exc
             held: Item = exc.response.get("Item") or self._lease_item(name)
             holder = held.get("owner", {}).get("S", "?")
@@ -442,7 +336,7 @@ class DynamoDbLedger:
                 },
             )
         except ClientError as exc:
-            if _code(exc) != "ConditionalCheckFailedException":  # not ours (or gone): nothing to give up
+            if error_code(exc) != "ConditionalCheckFailedException":  # not ours (or gone): nothing to give up
                 raise ledger_error("UpdateItem lease", self.table, exc) from exc
         except BotoCoreError as exc:
             raise ledger_error("UpdateItem lease", self.table, exc) from exc
@@ -463,17 +357,3 @@ def _cut(files: Sequence[str]) -> list[list[str]]:
         parts[-1].append(uri)
         size += cost
     return parts
-
-
-LEASE_ATTEMPTS = 2
-
-
-def lease_config(ttl: timedelta) -> Config:
-    """Client settings for lease calls: two attempts whose connect + read timeouts total 80% of a third of `ttl`."""
-    per_attempt = ttl.total_seconds() / 3 * 0.4
-    connect = min(2.0, per_attempt / 3)
-    return Config(
-        retries={"mode": "standard", "total_max_attempts": LEASE_ATTEMPTS},
-        connect_timeout=connect,
-        read_timeout=per_attempt - connect,
-    )

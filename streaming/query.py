@@ -2,21 +2,15 @@
 
 Tables are found by name under the warehouse (`<warehouse>/<name>`) and answer both as `bronze_encounter` and,
 qualified with `tables.database`, as `bronze.bronze_encounter`, so an Athena query runs here as written. Only the
-tables the SQL names are read, and of those only the columns it can touch (see `columns_used`).
+tables the SQL names are read, and of those only the columns it can touch (see `columns_used`). The result is
+Arrow; `query_format` turns it into text.
 """
 
 from __future__ import annotations
 
-import base64
-import csv
-import io
 import json
-import math
 import os
-import unicodedata
 from collections.abc import Iterator
-from datetime import date, datetime, time, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,8 +23,6 @@ if TYPE_CHECKING:
     import duckdb
     from hudi import HudiTable
 
-FORMATS = ("table", "csv", "json")
-
 # Hudi's meta fields, first in every table as hudi-rs reads it.
 META_FIELDS = (
     "_hoodie_commit_time",
@@ -42,7 +34,6 @@ META_FIELDS = (
 # Read when a query names a table but none of its columns (`SELECT count(*) ...`): small, always there.
 ROW_COUNT_COLUMN = "_hoodie_record_key"
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
-_CELL_CHARS = 100  # `table` output cuts longer cells; csv and json keep them whole
 
 
 class QueryError(RuntimeError):
@@ -73,6 +64,8 @@ def table_schemas(config: JobConfig) -> dict[str, pa.Schema]:
         *(pa.field(name, pa.string()) for name in string_columns),
         pa.field("precombine_ts", _TIMESTAMP),
         pa.field("ingested_at", _TIMESTAMP),
+        pa.field("source_modified", _TIMESTAMP),
+        pa.field("is_deleted", pa.bool_()),
         pa.field("hospital_partition", pa.string()),
         pa.field("_hoodie_is_deleted", pa.bool_()),
     ]
@@ -89,6 +82,7 @@ def table_schemas(config: JobConfig) -> dict[str, pa.Schema]:
         pa.field("started_at", _TIMESTAMP),
         pa.field("ended_at", _TIMESTAMP),
         pa.field("commit_instant", pa.string()),
+        pa.field("delete_requests", pa.int64()),
     ]
     text = ("quarantine_id", "sourcename", "source_position", "reason", "message", "raw_slice", "batch_key")
     quarantine = [
@@ -306,98 +300,3 @@ def _run(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
 def quote_identifier(identifier: str) -> str:
     """A name as a DuckDB (and Trino) quoted identifier."""
     return '"' + identifier.replace('"', '""') + '"'
-
-
-# -- rendering -----------------------------------------------------------------------------------------------
-
-
-def render(table: pa.Table, fmt: str) -> str:
-    """The result as text: `table` (aligned, for people), `csv`, or `json` (an array of row objects)."""
-    names = table.column_names
-    columns = [column.to_pylist() for column in table.columns]
-    rows = [[column[i] for column in columns] for i in range(table.num_rows)]
-    if fmt == "json":
-        objects = [json.dumps(dict(zip(names, map(plain, row), strict=True)), ensure_ascii=False) for row in rows]
-        return "[\n" + ",\n".join(objects) + "\n]" if objects else "[]"
-    if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(names)
-        writer.writerows([[_text(value) for value in row] for row in rows])
-        return out.getvalue()
-    if fmt == "table":
-        numeric = [_is_numeric(field.type) for field in table.schema]
-        return _aligned(names, [[_cell(value) for value in row] for row in rows], numeric)
-    raise ValueError(f"unknown output format {fmt!r} (one of {', '.join(FORMATS)})")
-
-
-def plain(value: Any) -> Any:
-    """A result value as JSON: times as ISO 8601 text, decimals as numbers, NaN/inf as null, bytes as base64."""
-    if value is None or isinstance(value, bool | int | str):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, Decimal):
-        return int(value) if value == value.to_integral_value() else float(value)
-    if isinstance(value, datetime | date | time):
-        return value.isoformat()
-    if isinstance(value, timedelta):
-        return f"PT{value.total_seconds():g}S"
-    if isinstance(value, bytes):
-        return base64.b64encode(value).decode("ascii")
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, list) and value and all(isinstance(v, tuple) and len(v) == 2 for v in value):
-        return {str(k): plain(v) for k, v in value}  # an Arrow map reads as a list of (key, value) pairs
-    if isinstance(value, list | tuple):
-        return [plain(v) for v in value]
-    return str(value)  # intervals and other rare types
-
-
-def _text(value: Any) -> str:
-    """A value as one CSV field: null is empty, nested values are JSON."""
-    value = plain(value)
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict | list):
-        return json.dumps(value, ensure_ascii=False)
-    return str(value)
-
-
-def _cell(value: Any) -> str:
-    """A value as one line of a text table: NULL spelled out, line breaks escaped, long text cut."""
-    if value is None:
-        return "NULL"
-    text = _text(value).replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
-    return text if len(text) <= _CELL_CHARS else text[: _CELL_CHARS - 1] + "…"
-
-
-def _is_numeric(arrow_type: pa.DataType) -> bool:
-    return pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type) or pa.types.is_decimal(arrow_type)
-
-
-def _width(text: str) -> int:
-    """Columns a string takes in a terminal: wide (CJK) characters 2, combining marks 0."""
-    if text.isascii():
-        return len(text)
-    return sum(
-        0 if unicodedata.combining(ch) else 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in text
-    )
-
-
-def _aligned(names: list[str], rows: list[list[str]], numeric: list[bool]) -> str:
-    widths = [max([_width(name), *(_width(row[i]) for row in rows)]) for i, name in enumerate(names)]
-
-    def line(cells: list[str]) -> str:
-        padded = [
-            " " * (w - _width(c)) + c if right else c + " " * (w - _width(c))
-            for c, w, right in zip(cells, widths, numeric, strict=True)
-        ]
-        return " | ".join(padded).rstrip()
-
-    out = [line(names), "-+-".join("-" * w for w in widths)]
-    out += [line(row) for row in rows]
-    out.append(f"({len(rows)} row{'' if len(rows) == 1 else 's'})")
-    return "\n".join(out) + "\n"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from moto.server import ThreadedMotoServer
@@ -12,6 +14,7 @@ from moto.server import ThreadedMotoServer
 from streaming import aws
 
 REGION = "us-east-1"
+TEMPLATE = Path(__file__).resolve().parents[1] / "deploy" / "template.json"
 
 
 @pytest.fixture(scope="session")
@@ -65,3 +68,16 @@ def s3_bucket(aws_env: str, unique_name: str) -> str:
     """An empty bucket on the moto server, named for this test."""
     aws.client("s3").create_bucket(Bucket=unique_name)  # us-east-1: no LocationConstraint allowed
     return unique_name
+
+
+def create_ledger_table(name: str) -> None:
+    """Create a DynamoDB ledger table on the moto server, shaped as deploy/template.json's `LedgerTable`.
+
+    The template is the table's one definition (production never creates it); read from it, the contract tests run
+    the ledger code against exactly that key schema and index.
+    """
+    props = json.loads(TEMPLATE.read_text())["Resources"]["LedgerTable"]["Properties"]
+    shape = {key: props[key] for key in ("BillingMode", "AttributeDefinitions", "KeySchema", "GlobalSecondaryIndexes")}
+    client = aws.client("dynamodb")
+    client.create_table(TableName=name, **shape)
+    client.get_waiter("table_exists").wait(TableName=name)

@@ -15,16 +15,22 @@ from helpers import job_config
 
 from streaming import aws, catalog, job
 from streaming import config as conf
-from streaming.catalog import (
-    GlueCatalog,
+from streaming.catalog import register_in_spark
+from streaming.catalog_defs import (
+    SCHEMA_PART_CHARS,
     TableDef,
+    UnsupportedColumnType,
     catalog_uri,
+    definition_differs,
     hive_type,
+    merged_definition,
     partition_value,
     partition_values,
-    register_in_spark,
     table_defs,
+    table_input,
 )
+from streaming.catalog_glue import GlueCatalog
+from streaming.catalog_local import LocalCatalog
 from streaming.flatten import HUDI_ESCAPED_CHARS
 from streaming.generate import encounter, generate
 
@@ -65,8 +71,6 @@ def test_hive_types_of_spark_types() -> None:
 def test_a_type_without_a_hive_type_is_refused() -> None:
     from pyspark.sql import types as T
 
-    from streaming.catalog import UnsupportedColumnType
-
     with pytest.raises(UnsupportedColumnType, match="interval"):
         hive_type(T.DayTimeIntervalType())
 
@@ -104,8 +108,6 @@ def test_locations_are_registered_as_s3_not_s3a() -> None:
 def test_long_schemas_are_cut_into_parts_like_hudi() -> None:
     from pyspark.sql import types as T
 
-    from streaming.catalog import SCHEMA_PART_CHARS, table_input
-
     fields = [T.StructField(f"column_with_a_long_name_{i:03d}", T.StringType()) for i in range(120)]
     table = TableDef("wide", "s3a://b/w/wide", T.StructType([*fields, T.StructField("p", T.StringType())]), ("p",))
     params = table_input(table, "3.5.6")["Parameters"]
@@ -115,6 +117,29 @@ def test_long_schemas_are_cut_into_parts_like_hudi() -> None:
     assert all(len(params[f"spark.sql.sources.schema.part.{i}"]) <= SCHEMA_PART_CHARS for i in range(parts))
     names = [f["name"] for f in json.loads(text)["fields"]]
     assert names == [*META, *(f.name for f in fields), "p"]  # partition column last, as Spark expects
+
+
+def test_only_a_change_of_ours_is_an_update_and_it_keeps_what_others_set() -> None:
+    from pyspark.sql import types as T
+
+    fields = [T.StructField("id", T.StringType()), T.StructField("p", T.StringType())]
+    desired = table_input(TableDef("t", "s3a://b/w/t", T.StructType(fields), ("p",)), "3.5.6")
+    others = {"Description": "by the data team", "Owner": "lake"}
+    params = {**desired["Parameters"], "spark.sql.create.version": "3.3.0", "classification": "parquet"}
+    stored = {**json.loads(json.dumps(desired)), **others, "Parameters": params}
+    # Another engine's parameter, an older creating Spark version, a description and an owner are no change.
+    assert not definition_differs(stored, desired)
+    assert definition_differs({**stored, "TableType": "VIRTUAL_VIEW"}, desired)
+
+    wider = T.StructType([*fields, T.StructField("n", T.LongType())])
+    changed = table_input(TableDef("t", "s3a://b/w/t", wider, ("p",)), "3.5.6")
+    assert definition_differs(stored, changed)
+    merged = merged_definition(stored, changed)
+    assert {k: merged[k] for k in others} == others
+    kept = {"spark.sql.create.version": "3.3.0", "classification": "parquet"}  # the creator's version stays
+    assert merged["Parameters"] == {**changed["Parameters"], **kept}
+    assert merged["StorageDescriptor"]["Columns"][-1] == {"Name": "n", "Type": "bigint"}
+    assert not definition_differs(merged, changed)
 
 
 # ---------------------------------------------------------------- integration: real runs against moto's Glue
@@ -432,8 +457,6 @@ def test_local_catalog_lets_a_new_process_query_by_name(spark: Any, unique_name:
 def test_local_catalog_on_s3_is_written_once_through_s3a(
     spark: Any, aws_env: str, s3_bucket: str, unique_name: str, tmp_path: Path
 ) -> None:
-    from streaming.catalog import LocalCatalog, table_input
-
     database = _database(unique_name)
     config = job_config(tmp_path, tmp_path / "landing", warehouse=f"s3a://{s3_bucket}/wh")
     defs = table_defs(spark, config)

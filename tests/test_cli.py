@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from streaming import cli
+from streaming import cli, progress
 from streaming import config as conf
 from streaming.cli import main, parser
 from streaming.generate import generate
@@ -184,7 +184,7 @@ def test_batch_line_has_the_batch_numbers() -> None:
         oldest_modified=datetime(2026, 1, 2, 3, 3, 5, tzinfo=UTC),
         ended_at=ended,
     )
-    assert cli.batch_line(result) == {
+    assert progress.batch_line(result) == {
         "event": "batch",
         "batch_id": 3,
         "batch_key": "run-000003",
@@ -198,6 +198,57 @@ def test_batch_line_has_the_batch_numbers() -> None:
         "seconds": 2.25,
         "lag_seconds": 60.0,
     }
+
+
+def test_reingest_and_replay_print_batch_lines_and_a_summary_on_a_pipe(capsys: pytest.CaptureFixture[str]) -> None:
+    from streaming.batch import BatchResult, BatchStats
+    from streaming.job import RunSummary
+    from streaming.reingest import ReplayResult
+
+    batch = BatchResult("run-x-000000", ("s3://l/a.ndjson",), 0, BatchStats(rows_in=5, rows_written=4, rows_rejected=1))
+    summary = RunSummary("run-x", batches=[batch], seconds=1.26)
+    progress.print_batches(summary)  # capsys's stdout is no terminal: one JSON line per batch
+    assert [json.loads(line) for line in capsys.readouterr().out.splitlines()] == [progress.batch_line(batch)]
+    assert progress.summary_line(summary) == "run run-x: 1 batches, 1 files, 4 rows written, 1 rejected, 1.3s"
+    replay = ReplayResult(("s3://l/a.ndjson", "s3://l/b.ndjson"), 3, 1, summary)
+    assert progress.replay_line(replay) == (
+        "replay run-x: 2 files taken again, 3 quarantine rows fixed, 1 still quarantined, 4 rows written"
+    )
+
+
+def test_demo_summary_on_a_pipe_lists_rows_per_hospital_and_what_to_try(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from streaming.batch import BatchResult, BatchStats
+    from streaming.demo import DemoReport
+    from streaming.job import RunSummary
+
+    batch = BatchResult("run-d-000000", ("a", "b"), 0, BatchStats(rows_in=7, rows_written=6, rows_rejected=1))
+    report = DemoReport(
+        landing=tmp_path / "landing",
+        warehouse=tmp_path / "wh",
+        files_generated=2,
+        encounters_generated=7,
+        summary=RunSummary("run-d", batches=[batch], seconds=3.04),
+        table="bronze_encounter",
+        hospitals=[("Alpha Clinic", 4), ("Beta Hospital", 2)],
+        paths={"table": "T", "ledger": "L"},
+    )
+    progress.print_demo(report)
+    assert capsys.readouterr().out.splitlines() == [
+        "",
+        f"demo: 2 files with 7 encounters generated in {tmp_path / 'landing'}",
+        "      ingested 2 files in 1 batch(es): 6 rows written, 1 rejected, 3.0s",
+        "      bronze_encounter holds 6 rows:",
+        "             4  Alpha Clinic",
+        "             2  Beta Hospital",
+        "      table:      T",
+        "      ledger:     L",
+        "try next:",
+        f"  bronze-encounter status --warehouse {tmp_path / 'wh'}",
+        f'  bronze-encounter query --warehouse {tmp_path / "wh"} "SELECT hospital_name, count(*) FROM bronze_encounter'
+        ' GROUP BY 1"',
+    ]
 
 
 # -- runs (a real job process each) ----------------------------------------------------------------------------

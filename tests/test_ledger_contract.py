@@ -13,6 +13,7 @@ from typing import Any
 
 import boto3
 import pytest
+from aws_fixtures import create_ledger_table
 from botocore.config import Config
 
 from streaming import aws
@@ -27,7 +28,7 @@ from streaming.ledger import (
     LedgerUnavailable,
     SqliteLedger,
 )
-from streaming.ledger_dynamodb import DynamoDbLedger, create_table
+from streaming.ledger_dynamodb import DynamoDbLedger
 
 T0 = datetime(2024, 3, 1, 8, 30, 15, 123456, tzinfo=UTC)
 LIVE, GONE = timedelta(minutes=5), timedelta(seconds=-1)  # GONE: a lease already expired when written
@@ -68,7 +69,7 @@ def _sqlite_store(path: Path) -> Store:
 
 
 def _dynamodb_store(table: str) -> Store:
-    create_table(table)
+    create_ledger_table(table)
 
     def record(uri: str) -> tuple[str, str] | None:
         item = aws.client("dynamodb").get_item(TableName=table, Key={"pk": {"S": "file#" + uri}}, ConsistentRead=True)
@@ -213,7 +214,8 @@ def _long_uris(count: int, tag: str) -> list[str]:
     return [f"s3://bucket/{tag}/{i:05d}/".ljust(288, "x") + f"{i:05d}.ndjson" for i in range(count)]
 
 
-@pytest.mark.parametrize("action", ["commit", "abandon"])
+# commit: ~7 s against moto (1,000 conditional updates), so it runs with the slow tests; abandon stays quick.
+@pytest.mark.parametrize("action", [pytest.param("commit", marks=pytest.mark.slow), "abandon"])
 def test_an_intent_of_1000_long_uris_round_trips_and_closes(ledger: Ledger, action: str) -> None:
     files = _long_uris(1000, "deep")
     assert {len(f) for f in files} == {300}
@@ -238,7 +240,7 @@ def test_an_intent_of_1000_long_uris_round_trips_and_closes(ledger: Ledger, acti
 
 @pytest.mark.slow  # moto copies every table on each transaction: ~20 s here, not seconds
 def test_dynamodb_leaves_no_intent_pieces_behind(aws_env: str, unique_name: str) -> None:
-    create_table(unique_name)
+    create_ledger_table(unique_name)
     ledger = DynamoDbLedger(unique_name)
     files = _long_uris(1500, "many")  # ~450 KB of keys: more than one item can hold
     fence = Fence("writer", "owner-a", ledger.acquire_lease("writer", "owner-a", LIVE))
@@ -440,7 +442,7 @@ def test_dynamodb_unreachable_endpoint_raises_ledger_unavailable(
 
 
 def test_dynamodb_missing_table_is_a_configuration_error_not_an_outage(aws_env: str, unique_name: str) -> None:
-    ledger = DynamoDbLedger(unique_name)  # create_table never called
+    ledger = DynamoDbLedger(unique_name)  # no table was created
     with pytest.raises(LedgerMisconfigured, match=rf"^DynamoDB ledger {unique_name}: .*ResourceNotFoundException"):
         ledger.committed(["s3://b/1"])
     with pytest.raises(LedgerMisconfigured, match="ResourceNotFoundException"):
@@ -448,33 +450,20 @@ def test_dynamodb_missing_table_is_a_configuration_error_not_an_outage(aws_env: 
     assert not issubclass(LedgerMisconfigured, LedgerUnavailable)  # the job must not wait for it to heal
 
 
-def test_dynamodb_create_table_shape_and_idempotence(aws_env: str, unique_name: str) -> None:
-    create_table(unique_name)
-    create_table(unique_name)  # a second start must not fail
-    table = aws.client("dynamodb").describe_table(TableName=unique_name)["Table"]
-    assert table["TableStatus"] == "ACTIVE"
-    assert table["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]
-    assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
-    [index] = table["GlobalSecondaryIndexes"]
-    assert index["IndexName"] == "open_intents"
-    assert index["KeySchema"] == [{"AttributeName": "intent_open", "KeyType": "HASH"}]
-    assert index["Projection"] == {"ProjectionType": "ALL"}
-    assert index["IndexStatus"] == "ACTIVE"
-
-
-def test_dynamodb_create_table_refuses_a_table_without_the_index(aws_env: str, unique_name: str) -> None:
-    aws.client("dynamodb").create_table(
+def test_dynamodb_table_without_the_index_is_a_configuration_error(aws_env: str, unique_name: str) -> None:
+    aws.client("dynamodb").create_table(  # a table of another shape than deploy/template.json's
         TableName=unique_name,
         BillingMode="PAY_PER_REQUEST",
         AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
     )
-    with pytest.raises(LedgerUnavailable, match="without the open_intents index"):
-        create_table(unique_name)
+    ledger = DynamoDbLedger(unique_name)
+    with pytest.raises(LedgerMisconfigured, match=rf"^DynamoDB ledger {unique_name}: Query open_intents failed \("):
+        ledger.open_intents()
 
 
 def test_dynamodb_open_intents_queries_the_index_and_never_scans(aws_env: str, unique_name: str) -> None:
-    create_table(unique_name)
+    create_ledger_table(unique_name)
     # A private client, so the call recorder does not stay on the shared cached one.
     client = boto3.session.Session().client("dynamodb", endpoint_url=aws_env, region_name="us-east-1")
     seen: list[tuple[str, dict[str, Any]]] = []
@@ -501,9 +490,10 @@ def test_dynamodb_open_intents_queries_the_index_and_never_scans(aws_env: str, u
     assert "Item" not in client.get_item(TableName=unique_name, Key={"pk": {"S": "intent#k1"}}, ConsistentRead=True)
 
 
+@pytest.mark.slow  # 120 intents of ~20 KB through moto: several seconds here
 def test_dynamodb_open_intents_paginates(aws_env: str, unique_name: str) -> None:
     """Enough ~20 KB intents that the GSI Query needs several 1 MB pages; none may be dropped."""
-    create_table(unique_name)
+    create_ledger_table(unique_name)
     ledger = DynamoDbLedger(unique_name)
     files = [f"s3://bucket/landing/2024/03/01/{'x' * 150}-{i:04d}.ndjson" for i in range(120)]
     intents = [_intent(f"k{i:03d}", files, started=T0 + timedelta(seconds=i), batch=i) for i in range(120)]
@@ -604,12 +594,11 @@ class _ThrottlingProxy:
         self.server.server_close()
 
 
+@pytest.mark.slow  # botocore's real backoff sleeps between the throttled attempts: 3-9 s here
 def test_dynamodb_throttling_is_retried_by_the_client_with_backoff(
     aws_env: str, unique_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from streaming.ledger_dynamodb import DynamoDbLedger, create_table
-
-    create_table(unique_name)
+    create_ledger_table(unique_name)
     DynamoDbLedger(unique_name).commit("b1", ["file:/x.ndjson"], T0)
     proxy = _ThrottlingProxy(aws_env, throttles=3)
     try:

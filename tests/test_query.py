@@ -16,7 +16,8 @@ import pytest
 from helpers import copy_samples, job_config
 
 from streaming import aws, queries
-from streaming.query import QueryError, TableUnreadable, columns_used, query, render, table_schemas
+from streaming.query import QueryError, TableUnreadable, columns_used, query, table_schemas
+from streaming.query_format import render
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 TABLES = ("bronze_encounter", "bronze_encounter_ingest_log", "bronze_encounter_quarantine")

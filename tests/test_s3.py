@@ -6,13 +6,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aws_fixtures import create_ledger_table
 from helpers import read_table
 
 from streaming import aws, job
 from streaming import config as conf
 from streaming.generate import generate
 from streaming.ledger import open_ledger
-from streaming.ledger_dynamodb import create_table
 
 pytestmark = pytest.mark.slow
 
@@ -24,7 +24,7 @@ def test_job_reads_and_writes_s3_with_dynamodb_ledger(
     s3 = aws.client("s3")
     for path in generated.files:
         s3.upload_file(str(path), s3_bucket, f"landing/{path.name}")
-    create_table(unique_name)
+    create_ledger_table(unique_name)
     config = conf.load(
         conf.env_file("local"),
         {

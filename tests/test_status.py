@@ -104,6 +104,7 @@ def test_s3a_waiting_files_against_the_sqlite_ledger(s3_bucket: str, tmp_path: P
     assert waiting.oldest_age_seconds == pytest.approx((now - min(m for _, m in expected)).total_seconds())
 
 
+@pytest.mark.slow  # 1,003 objects put into moto: seconds here
 def test_s3_listing_reads_every_page(s3_bucket: str, tmp_path: Path) -> None:
     s3 = aws.client("s3")
     keys = [f"landing/bulk/{i:04d}.json" for i in range(1003)]  # list_objects_v2 returns 1,000 keys a page

@@ -1,0 +1,118 @@
+"""The settings flags every table command shares, and how they become a `JobConfig` (flag > settings file > default).
+
+One definition for `run`, `query`, `status`, `reingest`, `replay-quarantine` and the Glue entry (which parses Glue's
+job arguments with the same flags), so a setting means the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from streaming import config as conf
+
+# Flags that map onto a dotted settings key; anything else goes through --set.
+SETTING_FLAGS = (
+    "source",
+    "warehouse",
+    "checkpoint",
+    "trigger_interval",
+    "max_files_per_trigger",
+    "ledger.backend",
+    "ledger.table",
+    "ledger.path",
+)
+
+
+def settings_parent() -> argparse.ArgumentParser:
+    """Settings flags shared by every command that reads or writes the tables: same names, same precedence."""
+    parent = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    group = parent.add_argument_group("settings (flag > settings file > default)")
+    group.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="settings file (TOML) to read instead of checkpoints_conf/<env>.toml; keys are documented in "
+        "streaming/config.py (default: none, use --env). e.g. --config prod.toml",
+    )
+    group.add_argument(
+        "--env",
+        default="local",
+        help="named settings file checkpoints_conf/<ENV>.toml, used when --config is not given "
+        "(default: %(default)s). e.g. --env glue",
+    )
+    group.add_argument(
+        "--source",
+        metavar="URI",
+        help="landing prefix the files arrive in: a folder or s3a://bucket/prefix (default: the settings file's "
+        "`source`). e.g. --source s3a://landing/fhir/encounter/",
+    )
+    group.add_argument(
+        "--warehouse",
+        metavar="URI",
+        help="root of the Hudi tables, each at <warehouse>/<table> (default: the settings file's `warehouse`). "
+        "e.g. --warehouse data/warehouse",
+    )
+    group.add_argument(
+        "--checkpoint",
+        metavar="URI",
+        help="Spark checkpoint of the stream; keep it on a store with atomic rename "
+        "(default: <warehouse>/_checkpoints/bronze_encounter). e.g. --checkpoint /var/lib/bronze/checkpoint",
+    )
+    group.add_argument(
+        "--ledger-backend",
+        dest="ledger.backend",
+        choices=["sqlite", "dynamodb"],
+        help="where the file ledger lives: sqlite on local disk or a DynamoDB table (default: the settings file's "
+        "ledger.backend, sqlite locally)",
+    )
+    group.add_argument(
+        "--ledger-table",
+        dest="ledger.table",
+        metavar="NAME",
+        help="DynamoDB table of the ledger, for --ledger-backend dynamodb (default: bronze_encounter_ledger). "
+        "e.g. --ledger-table prod_bronze_ledger",
+    )
+    group.add_argument(
+        "--ledger-path",
+        dest="ledger.path",
+        metavar="FILE",
+        help="SQLite file of the ledger, for --ledger-backend sqlite (default: "
+        "<warehouse>/_ledger/ledger.sqlite3). e.g. --ledger-path /var/lib/bronze/ledger.sqlite3",
+    )
+    group.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other setting by its dotted key, repeatable (default: none). "
+        "e.g. --set fhir.max_depth=32 --set metrics.backend=cloudwatch",
+    )
+    return parent
+
+
+def load_config(args: argparse.Namespace) -> conf.JobConfig:
+    """Settings of a command: flags > --config file (else checkpoints_conf/<env>.toml) > defaults."""
+    file = args.config
+    if file is None and conf.env_file(args.env).exists():
+        file = conf.env_file(args.env)
+    flags: dict[str, Any] = {key: getattr(args, key, None) for key in SETTING_FLAGS}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise conf.ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        flags[key.strip()] = value
+    config = conf.load(file, flags)
+    return verbose(config) if getattr(args, "verbose", False) else config
+
+
+# Spark log levels from the quietest; --verbose lowers a quieter one to WARN, a louder one (INFO, DEBUG) stays.
+_QUIET_LEVELS = ("OFF", "FATAL", "ERROR")
+
+
+def verbose(config: conf.JobConfig) -> conf.JobConfig:
+    """The same settings with the JVM's warnings and start-up lines shown (--verbose)."""
+    level = "WARN" if config.spark.log_level.upper() in _QUIET_LEVELS else config.spark.log_level
+    return dataclasses.replace(config, spark=dataclasses.replace(config.spark, quiet=False, log_level=level))
