@@ -1,12 +1,14 @@
-"""Small helpers shared by the integration tests: read tables back, copy sample files."""
+"""Small helpers shared by the tests: read tables back, copy sample files, the documented partition rule."""
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 from pathlib import Path
 from typing import Any
 
 from streaming import config as conf
+from streaming.flatten import UNKNOWN_HOSPITAL_PARTITION
 
 
 def job_config(tmp_path: Path, source: Path | str, **overrides: Any) -> conf.JobConfig:
@@ -28,3 +30,55 @@ def copy_samples(samples: Path, landing: Path, *, bundles: bool = True) -> list[
     if bundles:
         sources += sorted((samples / "bundles").glob("*.json"))
     return [Path(shutil.copy(src, landing / src.name)) for src in sources]
+
+
+# -- the documented hospital_partition rule (README "Partitions"), re-implemented for test_flatten and test_partitions
+
+HUDI_ESCAPED = set("\"#%'*/:=?[\\]^{")  # characters Hudi's partition-path URL encoding writes as %XX
+
+
+def expected_partition(name: str | None) -> str:
+    """The documented hospital_partition rule, re-implemented in Python."""
+    if name is None or name.strip() == "":
+        return UNKNOWN_HOSPITAL_PARTITION
+    printable = all(" " <= c <= "~" for c in name)
+    encoded_length = len(name) + 2 * sum(c in HUDI_ESCAPED for c in name)
+    edges_ok = name == name.strip(" ") and name not in (".", "..") and not name.startswith("__")
+    if printable and edges_ok and encoded_length <= 100:
+        return name
+    prefix = "".join(c if " " <= c <= "~" else "_" for c in name[:40]).strip(" ")
+    return f"{prefix}~{hashlib.sha256(name.encode()).hexdigest()[:16]}"
+
+
+# Hospital names every partition test uses: the brief's list plus the edges of the rule.
+PARTITION_NAMES: tuple[str | None, ...] = (
+    "/",
+    "a/b",
+    "..",
+    ".",
+    "=",
+    "a=b",
+    "%",
+    "%2F",
+    "é",
+    "東京",
+    "🏥 Hospital",
+    "x" * 500,
+    "",
+    "   ",
+    None,
+    "/" * 33,  # 99 characters once encoded: still the name
+    "/" * 34,  # 102: derived
+    "/" * 100,  # 300 once encoded: over the 255-byte folder limit if it were the name
+    "A" * 100,
+    "A" * 101,
+    "St. Mary's Hospital",
+    " Leading space",
+    "Trailing space ",
+    "tab\there",
+    "\u00a0",  # a no-break space alone is blank too
+    "__HIVE_DEFAULT_PARTITION__",  # as a folder, read back as a null partition value
+    UNKNOWN_HOSPITAL_PARTITION,  # a hospital really called that does not share the missing names' partition
+    "default",
+    "東京" * 150,  # 900 bytes of UTF-8
+)

@@ -1,9 +1,12 @@
-"""Restart-safe exactly-once, proven by killing the real job (see harness.py for how).
+"""Restart-safe exactly-once, proven by killing the real job (see tests/harness/ for how).
 
 Every scenario runs `python -m streaming.cli run` as separate processes, kills or disturbs them, starts them
-again and then checks the invariants against expectations computed from the landed files:
+again and then checks the invariants against expectations computed from the landed files. What recovery did is
+read from what the job recorded (ledger, ingest log, bronze timeline, the JSON line per batch), never from the
+wording of its log:
 
-- every named kill point of streaming/faults.py, chained in one warehouse, then a deleted checkpoint;
+- every named kill point (streaming.batch.STEPS; tests/harness/faults.py is the job's hook there), chained in
+  one warehouse, then a deleted checkpoint;
 - SIGKILLs at seeded random moments of a continuous run over >= 50 files, converging to the same table as one
   uninterrupted `--once` run (BRONZE_FAULT_SEED=<n> replays the delays of a failed run);
 - one continuous job on the DynamoDB ledger (through a TCP proxy in front of moto): a second writer refused by
@@ -24,12 +27,18 @@ from typing import Any
 
 import pytest
 from harness import (
+    ABANDONED,
+    COMMITTED,
     CONTINUOUS_SETTINGS,
     EXIT_LEASE,
+    FINISHED,
     KILLED,
+    CrashedBatch,
     DynamoLedgerView,
     Job,
+    JobProcess,
     Landing,
+    LedgerView,
     SqliteLedgerView,
     Stopwatch,
     TcpProxy,
@@ -37,32 +46,34 @@ from harness import (
     business_rows,
     check_invariants,
     compare_business_rows,
+    crashed_batch,
+    fate,
     file_uri,
     left_inflight,
+    open_batch,
     read_rows,
+    replay_found_committed,
     tables,
     timeline,
     wait_all_committed,
     wait_until,
 )
+from harness.faults import POINTS
 
-from streaming import faults
 from streaming.generate import generate
 
 pytestmark = pytest.mark.slow
 
-# What the run after a kill at each point must log: the crashed batch abandoned (nothing of it counted), its
-# bookkeeping finished from what Hudi had, or its replay skipped because the ledger already committed its files.
-ABANDONED = "wrote nothing; its"
-FINISHED = "was written; bookkeeping finished"
-SKIPPED = "all already committed; nothing to do"
+# The fate of the batch a kill at each point interrupted (harness/recovery.py): abandoned by the restart's recovery
+# (nothing of it counted; its files ingested again), finished by it from what Hudi had, or committed before the
+# kill (the restart's replay of its batch id finds every file committed).
 AFTER_KILL_AT = {
     "after_flatten": ABANDONED,
     "after_quarantine": ABANDONED,
     "after_hudi_commit": FINISHED,
     "after_ingest_log": FINISHED,
-    "after_ledger_commit": SKIPPED,
-    "before_checkpoint_commit": SKIPPED,
+    "after_ledger_commit": COMMITTED,
+    "before_checkpoint_commit": COMMITTED,
 }
 WAIT = 420  # seconds any single job process may take (a loaded 2-core runner starts a JVM slowly)
 
@@ -77,7 +88,7 @@ def test_every_named_kill_point_recovers_and_a_lost_checkpoint_reingests_nothing
     Between the kill at after_ledger_commit and the next start the checkpoint is deleted: the restart re-lists
     every file, the ledger skips the committed ones, and only the new files are written.
     """
-    assert set(AFTER_KILL_AT) == set(faults.POINTS)
+    assert set(AFTER_KILL_AT) == set(POINTS)
     clock = Stopwatch()
     landing = Landing(tmp_path / "landing")
     warehouse = tmp_path / "warehouse"
@@ -126,9 +137,21 @@ def test_every_named_kill_point_recovers_and_a_lost_checkpoint_reingests_nothing
         return []
 
     new_since_loss: list[Path] = []
+    crashed: dict[str, CrashedBatch] = {}  # kill point -> the batch that kill interrupted, as the ledger showed it
+    replayed: dict[str, bool] = {}  # kill point -> the next run's replay of that batch found every file committed
+
+    def restarted_after(point: str, proc: JobProcess) -> None:
+        """The run after a kill at `point` closed the batch that kill interrupted (and replayed it, if done)."""
+        batch = crashed[point]
+        assert batch.key not in ledger.open_intents(), f"restart after a kill at {point} left it open\n{proc.tail()}"
+        if batch.committed and point != "after_ledger_commit":  # that replay is gone with the checkpoint
+            replayed[point] = replay_found_committed(proc, batch)
+            lines = proc.batch_lines()
+            assert replayed[point], f"no replay of batch {batch.batch_id} found its {len(batch.files)} files: {lines}"
+
     with Job(tmp_path, landing.root, warehouse) as job:
         previous = None
-        for step, point in enumerate(faults.POINTS):
+        for step, point in enumerate(POINTS):
             if point == "before_checkpoint_commit":  # lose the checkpoint; remember what was committed before
                 old_files = ledger.committed(landing.expected().files)
                 assert old_files == landing.expected().files, "a kill after the ledger commit lost a commit"
@@ -147,16 +170,23 @@ def test_every_named_kill_point_recovers_and_a_lost_checkpoint_reingests_nothing
             proc = job.run(f"kill-{point}", kill_at=point, timeout=WAIT)
             clock.mark(f"killed at {point}")
             assert proc.returncode == KILLED, f"the job was not killed at {point}\n{proc.tail()}"
-            if previous and previous != "after_ledger_commit":  # that replay is gone with the checkpoint
-                assert AFTER_KILL_AT[previous] in proc.log(), f"restart after a kill at {previous}\n{proc.tail()}"
+            if previous:
+                restarted_after(previous, proc)
+            crashed[point] = crashed_batch(ledger)
             previous = point
-        new_since_loss += land(len(faults.POINTS))
+        new_since_loss += land(len(POINTS))
         final = job.run("final", timeout=WAIT)
         clock.mark("final --once")
         assert final.returncode == 0, final.tail()
-        assert AFTER_KILL_AT[previous] in final.log(), f"restart after a kill at {previous}\n{final.tail()}"
+        assert previous is not None
+        restarted_after(previous, final)
 
     check_invariants(spark, warehouse, landing, ledger, f"after every named kill point ({clock})")
+
+    # Each kill's batch ended as its kill point says, and nothing of any of them is half counted.
+    fates = {point: fate(spark, warehouse, ledger, batch) for point, batch in crashed.items()}
+    assert fates == AFTER_KILL_AT, f"what became of each killed batch: {fates}"
+    assert replayed == {"before_checkpoint_commit": True}, f"replays of batches committed before the kill: {replayed}"
 
     # Since the checkpoint was lost: batches of the new files only, the old ones skipped by the ledger...
     columns = ["batch_key", "files", "files_already_committed", "commit_instant"]
@@ -211,6 +241,14 @@ def _wait_for_batch_end(ledger: SqliteLedgerView, batch: set[str], proc: Any, ti
     wait_until("the batch to commit", check, timeout, every=0.1, detail=proc.tail)
 
 
+def _batches_run(proc: JobProcess) -> str:
+    """What a run's JSON lines say it did: batches that took files, replays that found every file committed."""
+    lines = proc.batch_lines()
+    took = sum(1 for line in lines if line["files"])
+    skipped = sum(1 for line in lines if not line["files"] and line["files_already_committed"])
+    return f"{proc.label}: {took} batches took files, {skipped} replays found them committed"
+
+
 def test_random_kills_converge_to_one_uninterrupted_run(spark: Any, tmp_path: Path) -> None:
     seed = int(os.environ.get("BRONZE_FAULT_SEED") or random.SystemRandom().randrange(2**31))
     rng = random.Random(seed)
@@ -238,6 +276,8 @@ def test_random_kills_converge_to_one_uninterrupted_run(spark: Any, tmp_path: Pa
             landing.bad_file("c/not-json-c.json")
 
     kills: list[str] = []
+    interrupted: list[CrashedBatch] = []  # batches left open by a kill (one may fall between batches, or stay open
+    # through a second kill that lands before the next start recovered it)
     seen: set[str] = set()
     with (
         Job(tmp_path, landing.root, warehouse, settings=CONTINUOUS_SETTINGS) as job,
@@ -270,7 +310,12 @@ def test_random_kills_converge_to_one_uninterrupted_run(spark: Any, tmp_path: Pa
             assert proc.alive(), f"{replay}: the continuous job ended by itself\n{proc.tail()}"
             code = proc.kill()
             done = len(ledger.all_committed())
-            kills.append(f"{where} ({done}/{len(landing.files)} files committed, inflight: {left_inflight(warehouse)})")
+            if (cut := open_batch(ledger)) is not None:
+                interrupted.append(cut)
+            inside = f"batch {cut.key} open" if cut else "no batch open"
+            kills.append(
+                f"{where}, {inside} ({done}/{len(landing.files)} files committed, inflight: {left_inflight(warehouse)})"
+            )
             clock.mark(f"kill {k}: {kills[-1]}")
             assert code == KILLED, f"{replay}: {proc.tail()}"
             land(k + 1)
@@ -287,9 +332,12 @@ def test_random_kills_converge_to_one_uninterrupted_run(spark: Any, tmp_path: Pa
         assert ref.wait(WAIT) == 0, ref.tail()
         clock.mark("stopped; reference done")
 
-    restarts = [p.recovery() for p in job.processes[1:]]
+    restarts = [_batches_run(p) for p in job.processes[1:]]
     context = f"{replay}, kills: {kills}, restarts: {restarts}"
     check_invariants(spark, warehouse, landing, ledger, f"killed run, {context}")
+    # Every batch a kill interrupted was abandoned or finished by the next start, never half counted.
+    fates = {b.key: fate(spark, warehouse, ledger, b, context) for b in interrupted}
+    context += f", fates: {fates}"
     check_invariants(spark, reference, landing, sqlite_ledger(reference), "uninterrupted reference run")
     problems = compare_business_rows(business_rows(spark, warehouse), business_rows(spark, reference))
     assert not problems, f"{context}: killed run differs from the uninterrupted one: {problems}"
@@ -304,7 +352,7 @@ def _checkpoint_settled(warehouse: Path) -> bool:
     return bool(offsets) and offsets == commits
 
 
-def _state(warehouse: Path, ledger: DynamoLedgerView, files: frozenset[str]) -> dict[str, Any]:
+def _state(warehouse: Path, ledger: LedgerView, files: frozenset[str]) -> dict[str, Any]:
     """What a writer could change: the three timelines, the ledger's files and intents, the checkpoint."""
     root = warehouse / "_checkpoints" / "bronze_encounter"
     return {
@@ -318,10 +366,10 @@ def _state(warehouse: Path, ledger: DynamoLedgerView, files: frozenset[str]) -> 
 def test_second_writer_ledger_outage_and_sigterm(spark: Any, tmp_path: Path, aws_env: str, unique_name: str) -> None:
     """One continuous job on the DynamoDB ledger: a second writer is refused, a >= 30 s ledger outage is waited
     out, and SIGTERM lets the batch in flight finish."""
-    from streaming.ledger_dynamodb import create_table
+    from aws_fixtures import create_ledger_table
 
     clock = Stopwatch()
-    create_table(unique_name)
+    create_ledger_table(unique_name)
     warehouse = tmp_path / "warehouse"
     ledger = DynamoLedgerView(unique_name, warehouse)  # reads moto directly; only the jobs go through the proxy
     proxy = TcpProxy.to(aws_env).start()
@@ -346,16 +394,18 @@ def test_second_writer_ledger_outage_and_sigterm(spark: Any, tmp_path: Path, aws
             )
             clock.mark("first files ingested")
 
-            # A second writer on the same warehouse: refused with exit code 3, nothing changed.
+            # A second writer on the same warehouse: refused with exit code 3 (another instance holds the lease),
+            # nothing changed.
             before = _state(warehouse, ledger, files)
             second = job.run("second-writer", settings={"lease_wait_seconds": "2"}, timeout=WAIT)
             clock.mark("second writer refused")
             assert second.returncode == EXIT_LEASE, second.tail()
-            assert "another instance is writing this table" in second.log(), second.tail()
             assert proc.alive(), proc.tail()
             assert _state(warehouse, ledger, files) == before, "the refused writer changed tables, ledger or checkpoint"
 
-            # Take the ledger away while a batch is in flight, and land more files during the outage.
+            # Take the ledger away while a batch is in flight, and land more files during the outage: the job must
+            # stay up, reach for the ledger meanwhile (its lease renewals alone do every 10 s) and, once it is back,
+            # ingest everything exactly once.
             seen = ledger.open_intents()
             landing.generated("b", files=4, per_file=3, seed=402)
             wait_until("a batch in flight", lambda: ledger.open_intents() - seen, WAIT, every=0.05, detail=proc.tail)
@@ -368,13 +418,11 @@ def test_second_writer_ledger_outage_and_sigterm(spark: Any, tmp_path: Path, aws
                 assert proc.alive(), f"the job died during the ledger outage\n{proc.tail()}"
                 time.sleep(1)
             proxy.resume()
-            clock.mark("ledger back")
+            clock.mark(f"ledger back; {proxy.refused} ledger connections refused meanwhile")
+            assert proxy.refused > 0, f"the job never reached for the ledger during the outage\n{proc.tail()}"
             files = landing.expected().files
             wait_all_committed("every file committed after the outage", proc, ledger, files, WAIT)
-            clock.mark(f"caught up; recovery: {proc.recovery()}")
-            log = proc.log()
-            assert "ledger unavailable" in log, f"the outage was not noticed\n{proc.tail()}"
-            assert "ledger answers again" in log, f"the job did not see the ledger return\n{proc.tail()}"
+            clock.mark(f"caught up; {_batches_run(proc)}")
 
             # SIGTERM while a batch is in flight: the job finishes it, then exits 0.
             seen = ledger.open_intents()
@@ -416,23 +464,23 @@ def test_a_writer_frozen_past_its_lease_writes_nothing_after_another_took_over(s
     with Job(tmp_path, landing.root, warehouse, settings=settings) as job:
         stalled = job.start("stalled", once=False, kill_at="after_flatten", kill_flag=tmp_path / "froze", freeze=True)
         wait_until("A frozen mid-batch", stalled.frozen, WAIT, every=0.2, detail=stalled.tail)
-        (frozen_batch,) = ledger.open_intents()
+        frozen = open_batch(ledger)
+        assert frozen is not None, stalled.tail()
         clock.mark("A frozen after reading its first batch")
 
         taker = job.start("taker", once=False)
         files = landing.expected().files
         wait_all_committed("B ingests every file", taker, ledger, files, WAIT)
-        clock.mark(f"B took over and caught up; recovery: {taker.recovery()}")
-        assert "wrote nothing; its" in taker.log(), f"B did not recover A's open batch\n{taker.tail()}"
+        clock.mark(f"B took over and caught up; {_batches_run(taker)}")
+        assert fate(spark, warehouse, ledger, frozen) == ABANDONED, f"B did not abandon A's open batch\n{taker.tail()}"
         before = _state(warehouse, ledger, files)
 
         stalled.resume()
         code = stalled.wait(WAIT)
         clock.mark("A resumed and stopped")
-        assert code == EXIT_LEASE, stalled.tail()
-        assert "another instance is writing this table" in stalled.log(), stalled.tail()
+        assert code == EXIT_LEASE, stalled.tail()  # the lease was taken over
         assert _state(warehouse, ledger, files) == before, "the stale writer changed tables, ledger or checkpoint"
-        assert frozen_batch not in {r["batch_key"] for r in read_rows(spark, tables(warehouse)["log"], ["batch_key"])}
+        assert fate(spark, warehouse, ledger, frozen) == ABANDONED, "the stale writer counted its batch after all"
 
         taker.terminate()
         assert taker.wait(WAIT) == 0, taker.tail()

@@ -1,8 +1,8 @@
 """Partition safety on the real write path: whatever hospital_name holds, the row lands in one folder directly
 inside the table, reads back (Spark and hudi-rs) with the exact original name, and an update finds it again.
 
-Expected folders and partitions come from test_flatten.expected_partition (the documented rule re-implemented)
-and a re-implementation of Hudi's partition-path URL encoding.
+Expected folders and partitions come from helpers.expected_partition (the documented rule re-implemented) and
+a re-implementation of Hudi's partition-path URL encoding.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import job_config, read_table
-from test_flatten import HUDI_ESCAPED, PARTITION_NAMES, expected_partition
+from helpers import HUDI_ESCAPED, PARTITION_NAMES, expected_partition, job_config, read_table
 
 from streaming.flatten import BRONZE_COLUMNS, UNKNOWN_HOSPITAL_PARTITION, flatten
 from streaming.hudi import HudiWriter, encounter_table
@@ -47,8 +46,19 @@ def _bronze(spark: Any, names: dict[str, str | None], updated: str, status: str)
         if name is not None:
             resource["serviceProvider"] = {"display": name}
         text = json.dumps(resource, ensure_ascii=False)
-        position = f"line {len(rows) + 1}"
-        rows.append((SOURCE, position, "resource", "Encounter", key, text, None, None, None, None, None, MODIFIED))
+        # A record as records.py emits it for line N of an NDJSON file; fields this test does not set are null.
+        record: dict[str, Any] = dict.fromkeys(RECORD_SCHEMA.fieldNames())
+        record.update(
+            sourcename=SOURCE,
+            position=f"line {len(rows) + 1}",
+            kind="resource",
+            resource_type="Encounter",
+            resource_id=key,
+            resource_json=text,
+            file_modified=MODIFIED,
+            ordinal=len(rows),
+        )
+        rows.append(tuple(record[f] for f in RECORD_SCHEMA.fieldNames()))
     flat = flatten(spark.createDataFrame(rows, RECORD_SCHEMA), ingested_at=datetime(2024, 6, 2, tzinfo=UTC))
     assert flat.where("reject_reason IS NOT NULL").count() == 0
     return flat.select(*BRONZE_COLUMNS, "_hoodie_is_deleted")

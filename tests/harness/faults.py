@@ -1,7 +1,7 @@
-"""Named kill points for the fault-injection harness; inert unless BRONZE_KILL_AT names one of them.
+"""Kill points for the fault-injection harness: the batch hook `fault_job.py` gives the real job.
 
-A point is a place in the micro-batch protocol where a real crash (SIGKILL, a lost Glue worker) could land.
-The harness starts the job with BRONZE_KILL_AT=<point> and checks that a restart converges.
+A point is a step of the micro-batch protocol (`streaming.batch.STEPS`) where a real crash (SIGKILL, a lost Glue
+worker) could land. The harness starts the job with BRONZE_KILL_AT=<point> and checks that a restart converges.
 """
 
 from __future__ import annotations
@@ -9,14 +9,9 @@ from __future__ import annotations
 import os
 import signal
 
-POINTS = (
-    "after_flatten",
-    "after_quarantine",
-    "after_hudi_commit",
-    "after_ingest_log",
-    "after_ledger_commit",
-    "before_checkpoint_commit",
-)
+from streaming.batch import STEPS
+
+POINTS = STEPS  # every step of the batch protocol is a kill point
 
 
 def point(name: str) -> None:

@@ -1,0 +1,107 @@
+"""The checks every fault scenario ends with: the three tables, their timelines and the ledger, against what the
+landed files should produce (`Expected`). Every broken invariant is collected, then the check fails once naming
+them all (ids, files, counts only)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from streaming.hudi import HudiWriter
+
+from .expected import Expected
+from .landing import Landing
+from .ledger_views import LedgerView
+from .tables import read_rows, tables
+from .text import few
+
+
+def check_invariants(spark: Any, warehouse: Path, landing: Landing, ledger: LedgerView, context: str) -> Expected:
+    """Every invariant of exactly-once ingestion, against expectations computed from the landed files."""
+    exp = landing.expected()
+    specs = tables(warehouse)
+    problems: list[str] = []
+
+    # bronze: one row per distinct encounter id, and it is the newest version.
+    newest = exp.newest
+    bronze = read_rows(spark, specs["bronze"], ["encounter_id", "sourcename", "source_position"])
+    counts = Counter(r["encounter_id"] for r in bronze)
+    if dup := [i for i, c in counts.items() if c > 1]:
+        problems.append(f"bronze: {len(dup)} ids more than once: {few(dup)}")
+    if missing := newest.keys() - counts.keys():
+        problems.append(f"bronze: {len(missing)} of {len(newest)} ids missing: {few(missing)}")
+    if extra := counts.keys() - newest.keys():
+        problems.append(f"bronze: {len(extra)} ids not in the input: {few(extra)}")
+    stale = {
+        r["encounter_id"]: f"{Path(r['sourcename']).name} {r['source_position']}"
+        for r in bronze
+        if r["encounter_id"] in newest and (r["sourcename"], r["source_position"]) != newest[r["encounter_id"]]
+    }
+    if stale:
+        want = {i: f"{Path(newest[i][0]).name} {newest[i][1]}" for i in stale}
+        problems.append(
+            f"bronze: {len(stale)} ids hold an older version: {few(stale.items())}, newest: {few(want.items())}"
+        )
+
+    # ingest log: every file exactly once across the rows' `files`; row sums match the input.
+    log = read_rows(spark, specs["log"], ["batch_key", "files", "rows_written", "rows_rejected", "commit_instant"])
+    logged = Counter(f for r in log for f in r["files"] or [])
+    if twice := [f for f, c in logged.items() if c > 1]:
+        problems.append(f"ingest log: {len(twice)} files in more than one batch: {few(Path(f).name for f in twice)}")
+    if unlogged := exp.files - logged.keys():
+        problems.append(f"ingest log: {len(unlogged)} files never logged: {few(Path(f).name for f in unlogged)}")
+    if foreign := logged.keys() - exp.files:
+        problems.append(f"ingest log: {len(foreign)} files not landed by the test: {few(foreign)}")
+    written = sum(r["rows_written"] or 0 for r in log)
+    if written != len(exp.valid):
+        problems.append(f"ingest log: rows_written sums to {written}, the input has {len(exp.valid)} valid Encounters")
+    rejected = sum(r["rows_rejected"] or 0 for r in log)
+    if rejected != len(exp.invalid):
+        problems.append(f"ingest log: rows_rejected sums to {rejected}, the input has {len(exp.invalid)} bad records")
+
+    # bronze timeline: each completed commit belongs to one logged batch, and no batch wrote twice (a batch that
+    # wrote but was taken for "wrote nothing" would be written again by its replay: same rows, a second commit).
+    logged_instant = {r["batch_key"]: r["commit_instant"] for r in log}
+    commits = list(HudiWriter(spark).commits(specs["bronze"], newest=10_000))
+    keys = Counter(c.batch_key for c in commits)
+    if twice := [k for k, c in keys.items() if c > 1]:
+        problems.append(f"bronze timeline: batches committed more than once: {few(twice)}")
+    if orphans := [c.instant for c in commits if c.batch_key not in logged_instant]:
+        problems.append(f"bronze timeline: commits of no logged batch: {few(orphans)}")
+    if wrong := [c.instant for c in commits if logged_instant.get(c.batch_key, c.instant) != c.instant]:
+        problems.append(f"bronze timeline: commits whose log row names another instant: {few(wrong)}")
+
+    # quarantine: the bad records, once each.
+    quarantine = read_rows(spark, specs["quarantine"], ["sourcename", "source_position"])
+    got = Counter((r["sourcename"], r["source_position"]) for r in quarantine)
+    want_bad = Counter((r.uri, r.position) for r in exp.invalid)
+    if got != want_bad:
+        show = lambda c: few(f"{Path(u).name} {p} x{n}" for (u, p), n in c.items())  # noqa: E731
+        problems.append(f"quarantine: unexpected {show(got - want_bad)}; missing {show(want_bad - got)}")
+
+    # ledger: every file committed (once: it is the store's key), nothing else, no intent left open.
+    committed = ledger.committed(exp.files)
+    if uncommitted := exp.files - committed:
+        problems.append(f"ledger: {len(uncommitted)} files not committed: {few(Path(f).name for f in uncommitted)}")
+    every = ledger.all_committed()
+    if every is not None:
+        if twice := [f for f, c in every.items() if c > 1]:
+            problems.append(f"ledger: files committed more than once: {few(twice)}")
+        if foreign := every.keys() - exp.files:
+            problems.append(f"ledger: {len(foreign)} committed files not landed by the test: {few(foreign)}")
+    if intents := ledger.open_intents():
+        problems.append(f"ledger: batch intents still open: {few(intents)}")
+
+    # timelines: nothing left inflight or requested.
+    writer = HudiWriter(spark)
+    for name, spec in specs.items():
+        if pending := writer.inflight(spec):
+            problems.append(f"{name}: instants left inflight: {pending}")
+
+    summary = (
+        f"{len(exp.files)} files, {len(exp.valid)} valid records of {len(newest)} ids, {len(exp.invalid)} bad;"
+        f" bronze {len(bronze)} rows, log {len(log)} batches, quarantine {len(quarantine)} rows"
+    )
+    assert not problems, f"{context}: invariants broken ({summary}):\n- " + "\n- ".join(problems)
+    return exp

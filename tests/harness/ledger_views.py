@@ -1,0 +1,114 @@
+"""Read-only views of the job's ledger (SQLite or DynamoDB), for waiting on the live job and checking what it recorded.
+
+Keys are `<table>|<uri>` and `<table>|<batch key>` (streaming/identity.py); the views answer with the unscoped
+URIs and batch keys, since each test feeds one table.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Protocol
+
+from streaming.identity import SEPARATOR, ScopedLedger
+
+from .processes import JobProcess, wait_until
+
+
+class LedgerView(Protocol):
+    def committed(self, uris: Iterable[str]) -> set[str]: ...
+
+    def all_committed(self) -> Counter[str] | None: ...
+
+    def open_intents(self) -> set[str]: ...
+
+
+def _unscoped(key: str) -> str:
+    return key.partition(SEPARATOR)[2] or key
+
+
+class SqliteLedgerView:
+    """The job's SQLite ledger, opened read-only for every look (the job may be writing it)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        if not self.path.exists():
+            return []
+        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
+        try:
+            return db.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return []
+            raise
+        finally:
+            db.close()
+
+    def all_committed(self) -> Counter[str]:
+        return Counter(_unscoped(uri) for (uri,) in self._rows("SELECT uri FROM files"))
+
+    def committed(self, uris: Iterable[str]) -> set[str]:
+        return set(self.all_committed()) & set(uris)
+
+    def open_intents(self) -> set[str]:
+        return {_unscoped(key) for (key,) in self._rows("SELECT batch_key FROM intents")}
+
+    def intents(self) -> dict[str, frozenset[str]]:
+        """Open intents: batch key -> the files it announced (as Spark listed them: intents keep them unscoped)."""
+        rows = self._rows("SELECT batch_key, files FROM intents")
+        return {_unscoped(key): frozenset(json.loads(files)) for key, files in rows}
+
+    def batches(self) -> dict[str, tuple[str, frozenset[str]]]:
+        """Committed batches: batch key -> (when it committed, the files it was the first to commit)."""
+        files: dict[str, set[str]] = defaultdict(set)
+        at: dict[str, str] = {}
+        for uri, key, committed_at in self._rows("SELECT uri, batch_key, committed_at FROM files"):
+            files[_unscoped(key)].add(_unscoped(uri))
+            at[_unscoped(key)] = max(at.get(_unscoped(key), ""), committed_at)
+        return {key: (at[key], frozenset(uris)) for key, uris in files.items()}
+
+    def batch_of(self, uris: Iterable[str]) -> dict[str, str]:
+        """file -> the batch key that first committed it (files not committed are left out)."""
+        wanted = set(uris)
+        found = self._rows("SELECT uri, batch_key FROM files")
+        return {_unscoped(uri): _unscoped(key) for uri, key in found if _unscoped(uri) in wanted}
+
+    def lease_owner(self) -> str | None:
+        """The run id that holds (or last held) the writer lease: a killed run never released it."""
+        rows = self._rows("SELECT owner FROM leases")
+        assert len(rows) <= 1, f"{len(rows)} writer leases in a ledger the test gave one table"
+        return rows[0][0] if rows else None
+
+
+class DynamoLedgerView:
+    """The job's DynamoDB ledger, read through the product's own client (straight to moto, not the proxy)."""
+
+    def __init__(self, table: str, warehouse: Path) -> None:
+        from streaming.ledger_dynamodb import DynamoDbLedger
+
+        self.ledger = ScopedLedger(DynamoDbLedger(table), str(warehouse / "bronze_encounter"))
+
+    def all_committed(self) -> None:
+        return None  # a Scan is not needed: `committed` answers for the input files, the key makes each unique
+
+    def committed(self, uris: Iterable[str]) -> set[str]:
+        return self.ledger.committed(uris)
+
+    def open_intents(self) -> set[str]:
+        return {intent.batch_key for intent in self.ledger.open_intents()}
+
+
+def wait_all_committed(what: str, proc: JobProcess, ledger: LedgerView, files: set[str], timeout: float) -> None:
+    """Wait until the live job has committed every file in the ledger and left no intent open."""
+    wait_until(
+        what,
+        lambda: proc.alive() and ledger.committed(files) == files and not ledger.open_intents(),
+        timeout,
+        every=0.5,
+        detail=proc.tail,
+    )
