@@ -22,20 +22,21 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pyspark.sql import functions as F
 
-from streaming import faults
 from streaming.catalog import Catalog, NoCatalog, TableDef, table_def
 from streaming.config import JobConfig
+from streaming.failures import worker_died
 from streaming.flatten import BRONZE_COLUMNS, flatten
 from streaming.hudi import BATCH_KEY, BATCH_STATS, HudiWriter, TableSpec, encounter_table, ingest_log_table
 from streaming.hudi import quarantine_table as quarantine_spec
 from streaming.ledger import BatchIntent, Fence, Ledger
-from streaming.records import LandedFile, read_records
+from streaming.ordering import newest_versions, rows_deleted, settle_timeless_deletes
+from streaming.records import LandedFile, poison_records, read_records
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -45,7 +46,18 @@ log = logging.getLogger(__name__)
 INGEST_LOG_SCHEMA = (
     "batch_key string, run_id string, batch_id long, files array<string>, file_count int,"
     " files_already_committed int, rows_in long, rows_written long, rows_deleted long, rows_rejected long,"
-    " rows_skipped long, started_at timestamp, ended_at timestamp, commit_instant string"
+    " rows_skipped long, started_at timestamp, ended_at timestamp, commit_instant string, delete_requests long"
+)
+
+
+# The steps `BatchDeps.hook` is called after, in order: where a crash can land between two durable writes.
+STEPS = (
+    "after_flatten",
+    "after_quarantine",
+    "after_hudi_commit",
+    "after_ingest_log",
+    "after_ledger_commit",
+    "before_checkpoint_commit",
 )
 
 
@@ -55,9 +67,10 @@ class BatchStats:
 
     rows_in: int = 0
     rows_written: int = 0
-    rows_deleted: int = 0
+    rows_deleted: int = 0  # encounters this batch turned into tombstones: live before, deleted after
     rows_rejected: int = 0
     rows_skipped: int = 0
+    delete_requests: int = 0  # valid Bundle DELETE entries read, whether or not they removed anything
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, sort_keys=True)
@@ -86,6 +99,9 @@ class BatchDeps:
     retake: frozenset[str] = frozenset()
     # Where the tables are registered by name (Glue, local JSON); the default registers nothing.
     catalog: Catalog = field(default_factory=NoCatalog)
+    # Called with the name of each step of the batch protocol as it completes (see STEPS): the fault harness
+    # kills or freezes the job there. Nothing in production passes one.
+    hook: Callable[[str], None] = lambda step: None
 
     @property
     def encounter(self) -> TableSpec:
@@ -159,17 +175,18 @@ def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchRe
         timings[step] = round(now - mark, 2)
         mark = now
 
-    fhir = deps.config.fhir
-    rows = flatten(
-        read_records(deps.spark, new, fhir),
-        ingested_at=started,
-        keep_resource_json=fhir.keep_resource_json,
-        raw_slice_chars=fhir.raw_slice_chars,
-    ).persist()
+    rows = _read(deps, new, started)
     try:
-        stats = _aggregate(rows)
+        try:
+            stats = _aggregate(rows)
+        except Exception as exc:
+            if not worker_died(exc):
+                raise
+            rows.unpersist()
+            rows = _read(deps, new, started, poison=_files_that_kill_workers(deps, new, exc))
+            stats = _aggregate(rows)
         lap("read")
-        faults.point("after_flatten")
+        deps.hook("after_flatten")
         meta = {BATCH_KEY: key}
         if stats.rows_rejected:
             rejected = _quarantine_rows(rows, key, batch_id, started)
@@ -177,11 +194,18 @@ def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchRe
             deps.writer.upsert(deps.quarantine, rejected, meta)
             _register(deps, table_def(deps.quarantine, rejected.schema))
         lap("quarantine")
-        faults.point("after_quarantine")
+        deps.hook("after_quarantine")
         instant = None
-        if stats.rows_written or stats.rows_deleted:
-            bronze = rows.where("reject_reason IS NULL AND kind IN ('resource', 'delete')")
-            written = bronze.select(*BRONZE_COLUMNS, "_hoodie_is_deleted")
+        if stats.rows_written or stats.delete_requests:
+            # One version per encounter, chosen by the ordering rule; Hudi then orders it against the stored one.
+            candidates = rows.where("reject_reason IS NULL AND kind IN ('resource', 'delete')")
+            stored = None
+            if stats.delete_requests:
+                stored = _stored_versions(deps)
+                candidates = settle_timeless_deletes(candidates, stored)
+            written = bronze_rows(candidates)
+            if stored is not None:
+                stats = replace(stats, rows_deleted=rows_deleted(written, stored))
             deps.fence()
             deps.writer.upsert(deps.encounter, written, {**meta, BATCH_STATS: stats.to_json()})
             commit = deps.writer.find_commit(deps.encounter, key)
@@ -189,19 +213,19 @@ def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchRe
             # New hospitals become catalog partitions; a crash before this line heals at the next start (ensure).
             _register(deps, table_def(deps.encounter, written.schema), commit.partitions if commit else ())
         lap("bronze")
-        faults.point("after_hudi_commit")
+        deps.hook("after_hudi_commit")
     finally:
         rows.unpersist()
 
     _write_log(deps, intent, len(done), stats, instant)
     lap("ingest_log")
-    faults.point("after_ingest_log")
+    deps.hook("after_ingest_log")
     deps.ledger.commit(key, uris, deps.clock(), deps.fence(), {f.uri: file_version(f) for f in new})
     lap("ledger")
-    faults.point("after_ledger_commit")
+    deps.hook("after_ledger_commit")
     log.info(
-        "batch %s (%s): files=%d already_committed=%d rows_in=%d written=%d deleted=%d rejected=%d skipped=%d"
-        " seconds=%s",
+        "batch %s (%s): files=%d already_committed=%d rows_in=%d written=%d deleted=%d (of %d delete requests)"
+        " rejected=%d skipped=%d seconds=%s",
         batch_id,
         key,
         len(uris),
@@ -209,15 +233,66 @@ def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchRe
         stats.rows_in,
         stats.rows_written,
         stats.rows_deleted,
+        stats.delete_requests,
         stats.rows_rejected,
         stats.rows_skipped,
         timings,
     )
-    faults.point("before_checkpoint_commit")
+    deps.hook("before_checkpoint_commit")
     # Spark hands naive local times, the source log aware UTC ones: astimezone makes both comparable.
     oldest = min(f.modified.astimezone(UTC) for f in new)
     seconds = time.monotonic() - began
     return BatchResult(key, uris, len(done), stats, batch_id, seconds, oldest_modified=oldest, ended_at=deps.clock())
+
+
+def bronze_rows(candidates: DataFrame) -> DataFrame:
+    """What the bronze upsert writes: one version per encounter (ordering.newest_versions), the bronze columns."""
+    return newest_versions(candidates).select(*BRONZE_COLUMNS, "_hoodie_is_deleted")
+
+
+def _read(
+    deps: BatchDeps, files: Sequence[LandedFile], started: datetime, poison: Sequence[LandedFile] = ()
+) -> DataFrame:
+    """The batch's flattened records, cached for the statistics and the writes; `poison` files are quarantined."""
+    fhir = deps.config.fhir
+    readable = [f for f in files if f not in poison]
+    records = read_records(deps.spark, readable, fhir) if readable else None
+    if poison:
+        quarantined = poison_records(deps.spark, poison)
+        records = quarantined if records is None else records.unionByName(quarantined)
+    assert records is not None  # a batch has at least one file
+    return flatten(
+        records,
+        ingested_at=started,
+        keep_resource_json=fhir.keep_resource_json,
+        raw_slice_chars=fhir.raw_slice_chars,
+    ).persist()
+
+
+def _files_that_kill_workers(deps: BatchDeps, files: Sequence[LandedFile], error: Exception) -> list[LandedFile]:
+    """Read each file alone; those whose reading kills the worker again are the poison (a bounded second try).
+
+    A file that the OS kills the parser for (out of memory) would fail every retry of the batch and stop the
+    stream for good. When no file dies alone (they only died together, e.g. memory shared by parallel tasks),
+    the batch fails with the original error and the stream's retry takes it again.
+    """
+    poison = []
+    for file in files:
+        try:
+            read_records(deps.spark, [file], deps.config.fhir).count()
+        except Exception as exc:
+            if not worker_died(exc):
+                raise
+            poison.append(file)
+    if not poison:
+        raise error
+    log.error(
+        "%d of %d files kill the parsing worker when read alone; quarantined: %s",
+        len(poison),
+        len(files),
+        [f.uri for f in poison],
+    )
+    return poison
 
 
 def _register(deps: BatchDeps, table: TableDef, partitions: Sequence[str] = ()) -> None:
@@ -238,12 +313,26 @@ def _aggregate(rows: DataFrame) -> BatchStats:
     row = rows.agg(
         F.count(F.lit(1)).alias("rows_in"),
         F.count(F.when((F.col("kind") == "resource") & good, 1)).alias("rows_written"),
-        F.count(F.when((F.col("kind") == "delete") & good, 1)).alias("rows_deleted"),
+        F.count(F.when((F.col("kind") == "delete") & good, 1)).alias("delete_requests"),
         F.count(F.when(~good, 1)).alias("rows_rejected"),
         F.count(F.when(F.col("kind") == "skipped", 1)).alias("rows_skipped"),
     ).first()
     assert row is not None  # an aggregation without grouping always returns one row
     return BatchStats(**row.asDict())
+
+
+def _stored_versions(deps: BatchDeps) -> DataFrame | None:
+    """(encounter_id, precombine_ts, is_deleted) of every stored version; None before the first write.
+
+    Read only for batches with deletes, before the write (the writer lease keeps anyone else from writing in
+    between): what the deletes remove, and what a delete without an event time takes its ordering from.
+    """
+    if not deps.writer.exists(deps.encounter):
+        return None
+    stored = deps.writer.read(deps.encounter)
+    # Tables written before tombstones existed have no is_deleted column: all their rows are live.
+    deleted = F.coalesce(F.col("is_deleted"), F.lit(False)) if "is_deleted" in stored.columns else F.lit(False)
+    return stored.select("encounter_id", "precombine_ts", deleted.alias("is_deleted"))
 
 
 def _quarantine_rows(rows: DataFrame, key: str, batch_id: int, at: datetime) -> DataFrame:

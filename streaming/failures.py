@@ -27,3 +27,16 @@ def unwrap(exc: BaseException) -> BaseException:
             message = found.group(1).strip()
             return FileReadError.from_message(message) if cls is FileReadError else cls(message)
     return exc
+
+
+# How Spark reports a Python worker (or its executor) that died instead of raising: killed by the OS for memory
+# (SIGKILL, exit 137), a container over its limit, a native crash. Retrying the same input dies the same way.
+_WORKER_DIED = re.compile(
+    r"Python worker exited unexpectedly|ExecutorLostFailure|Container killed|exit code 137|"
+    r"killed by (YARN|the OS)|Worker crashed"
+)
+
+
+def worker_died(exc: BaseException) -> bool:
+    """Whether `exc` is Spark's report of a worker process that died while running a task."""
+    return bool(_WORKER_DIED.search(str(exc)))

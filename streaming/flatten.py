@@ -15,20 +15,17 @@ from streaming.mapping import (
     DERIVED,
     FHIR_DATETIME_RE,
     FHIR_ID_RE,
+    PIPELINE_COLUMNS,
     READ_FIELDS,
     READ_SCHEMA,
     RULES,
     Rule,
 )
+from streaming.ordering import DELETED_PARTITION, EVENT_TIME_FLOOR, event_time, precombine_ts
+from streaming.reasons import BAD_DATETIME, INVALID_ID, MISSING_ID, SCHEMA_MISMATCH  # record-level rejects
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
-
-# Reason codes of record-level rejects (file-level ones live in parse.py).
-MISSING_ID = "missing_id"
-INVALID_ID = "invalid_id"
-BAD_DATETIME = "bad_datetime"
-SCHEMA_MISMATCH = "schema_mismatch"
 
 # hospital_partition(): a name is its own partition up to this many characters once URL-encoded; a derived name
 # keeps this many characters of it.
@@ -45,17 +42,8 @@ _HUDI_ESCAPED_CLASS = "[" + "".join("\\" + c for c in HUDI_ESCAPED_CHARS) + "]"
 _UNPARSED = "_bronze_unparsed"
 _JSON_OPTIONS = {"columnNameOfCorruptRecord": _UNPARSED}
 
-# The bronze table's columns, in order: the mapped ones, then what the pipeline adds.
-BRONZE_COLUMNS: tuple[str, ...] = (
-    *(rule.column for rule in RULES),
-    "fhir_version",
-    "sourcename",
-    "source_position",
-    "resource_json",
-    "precombine_ts",
-    "ingested_at",
-    "hospital_partition",
-)
+# The bronze table's columns, in order: the mapped ones, then what the pipeline adds (both documented in mapping).
+BRONZE_COLUMNS: tuple[str, ...] = (*(rule.column for rule in RULES), *PIPELINE_COLUMNS)
 
 
 def fhir_datetime(raw: Column) -> Column:
@@ -181,8 +169,8 @@ def flatten(
 ) -> DataFrame:
     """Map split records (see records.RECORD_SCHEMA) to bronze rows, one per record.
 
-    `kind` says what each row is: `resource` (a bronze row, unless `reject_reason` is set), `delete` (a key to
-    remove, `_hoodie_is_deleted` true), `quarantine` (rejected while reading the file) or `skipped` (another
+    `kind` says what each row is: `resource` (a bronze row, unless `reject_reason` is set), `delete` (a tombstone,
+    `is_deleted` true), `quarantine` (rejected while reading the file) or `skipped` (another
     resource type). Rejected rows keep `reject_reason`, `reject_message` (names the element, never its value)
     and a `raw_slice` of at most `raw_slice_chars` characters.
     """
@@ -196,6 +184,9 @@ def flatten(
         F.coalesce("ref_map", empty_map).alias("ref_map"),
         F.coalesce("ref_names", empty_map).alias("ref_names"),
         "file_modified",
+        F.col("ordinal").alias("source_ordinal"),
+        fhir_datetime(F.col("bundle_last_updated")).alias("bundle_last_updated"),
+        fhir_datetime(F.col("bundle_timestamp")).alias("bundle_timestamp"),
         F.col("reason").alias("read_reason"),
         F.col("message").alias("read_message"),
         F.col("raw_slice").alias("read_raw_slice"),
@@ -210,7 +201,7 @@ def flatten(
     for rule in RULES:
         value = _normalise(rule, raw[rule.column])
         values[rule.column] = F.coalesce(value, F.expr(rule.fallback)) if rule.fallback else value
-    # A delete carries only the key (from the Bundle entry's request.url); its ordering is the file's time.
+    # A delete carries only the key (from the Bundle entry's request.url); its event time is its Bundle's.
     values["encounter_id"] = F.when(kind == "delete", F.col("resource_id")).otherwise(values["encounter_id"])
     bad_times = [
         F.when(raw[r.column].isNotNull() & values[r.column].isNull(), _version_path(r))
@@ -225,6 +216,9 @@ def flatten(
         "source_position",
         "resource_json",
         "file_modified",
+        "source_ordinal",
+        "bundle_last_updated",
+        "bundle_timestamp",
         "read_reason",
         "read_message",
         "read_raw_slice",
@@ -237,6 +231,8 @@ def flatten(
         (F.col("id").isNotNull() & F.col("resource_id").isNull()).alias("_id_not_text"),
         _wrong_types().alias("_wrong_types"),
         F.concat_ws(", ", *bad_times).alias("_bad_times"),
+        # Earlier than any FHIR clock, and it would sort into the landing-time tier of precombine_ts.
+        (values["last_updated"] < F.lit(EVENT_TIME_FLOOR).cast("timestamp")).alias("_too_early"),
     )
 
     encounter_id = F.col("encounter_id")
@@ -249,7 +245,7 @@ def flatten(
         .when(no_id, F.lit(MISSING_ID))
         .when(id_not_text | bad_id, F.lit(INVALID_ID))
         .when(wrong_types.isNotNull(), F.lit(SCHEMA_MISMATCH))
-        .when(bad_times_found, F.lit(BAD_DATETIME))
+        .when(bad_times_found | F.col("_too_early"), F.lit(BAD_DATETIME))
     )
     resource_message = (
         F.when(not_encounter, F.lit("resourceType is not Encounter"))
@@ -258,6 +254,7 @@ def flatten(
         .when(bad_id, F.lit("Encounter.id is not a FHIR id"))
         .when(wrong_types.isNotNull(), F.concat(F.lit("wrong JSON type: "), wrong_types))
         .when(bad_times_found, F.concat(F.lit("not a FHIR dateTime: "), F.col("_bad_times")))
+        .when(F.col("_too_early"), F.lit("Encounter.meta.lastUpdated is before 1971"))
     )
     delete_reject = F.when(no_id, F.lit(MISSING_ID)).when(bad_id, F.lit(INVALID_ID))
     delete_message = F.when(no_id, F.lit("DELETE entry has no Encounter id")).when(
@@ -273,7 +270,10 @@ def flatten(
         .when(kind == "resource", resource_message)
         .when(kind == "delete", delete_message)
     )
-    judged = mapped.select("*", reject.alias("reject_reason"), message.alias("reject_message"))
+    version_time = event_time(F.col("last_updated"), F.col("bundle_last_updated"), F.col("bundle_timestamp"))
+    judged = mapped.select(
+        "*", reject.alias("reject_reason"), message.alias("reject_message"), version_time.alias("event_time")
+    )
 
     raw_slice = F.when(kind == "quarantine", F.substring("read_raw_slice", 1, raw_slice_chars)).when(
         kind == "resource", F.substring("resource_json", 1, raw_slice_chars)
@@ -284,10 +284,18 @@ def flatten(
         "sourcename",
         "source_position",
         (F.col("resource_json") if keep_resource_json else F.lit(None).cast("string")).alias("resource_json"),
-        F.coalesce("last_updated", "file_modified").alias("precombine_ts"),
+        precombine_ts(F.col("event_time"), F.col("file_modified")).alias("precombine_ts"),
         F.lit(ingested_at).cast("timestamp").alias("ingested_at"),
-        hospital_partition(F.col("hospital_name")).alias("hospital_partition"),
-        (kind == "delete").alias("_hoodie_is_deleted"),
+        F.col("file_modified").alias("source_modified"),
+        (kind == "delete").alias("is_deleted"),
+        F.when(kind == "delete", F.lit(DELETED_PARTITION))
+        .otherwise(hospital_partition(F.col("hospital_name")))
+        .alias("hospital_partition"),
+        # A delete is a tombstone row (is_deleted), never a Hudi delete: the column stays (false) because tables
+        # written before the tombstones have it, and Hudi refuses a write that drops a column.
+        F.lit(False).alias("_hoodie_is_deleted"),
+        "source_ordinal",
+        "event_time",
         "kind",
         "reject_reason",
         "reject_message",

@@ -27,9 +27,8 @@ COMMON_OPTIONS: dict[str, str] = {
     # Column statistics in the metadata table serve Spark data skipping, which the bronze readers (Athena,
     # hudi-rs) do not use; measured: each upsert ~15% faster without them.
     "hoodie.metadata.index.column.stats.enable": "false",
-    # Micro-batches are small: keep the write parallelism (and the number of tiny tasks) low.
-    "hoodie.upsert.shuffle.parallelism": "2",
-    "hoodie.insert.shuffle.parallelism": "2",
+    # No fixed hoodie.*.shuffle.parallelism: Hudi then takes the input's partition count, which follows the
+    # cluster (spark.sql.shuffle.partitions after newest_versions' aggregation; AQE shrinks it for small batches).
 }
 
 # The ingest log and quarantine stay small and unpartitioned: a metadata table (a second Hudi table written on
@@ -83,6 +82,9 @@ def encounter_table(config: JobConfig) -> TableSpec:
             # kept twice (a partition-scoped index would keep the old copy, apache/hudi#19593).
             "hoodie.index.type": "GLOBAL_SIMPLE",
             "hoodie.simple.index.update.partition.path": "true",
+            # ordering.newest_versions leaves one version per key, picked deterministically: Hudi's own
+            # pre-combine (a shuffle that breaks ties in arrival order) has nothing left to do.
+            "hoodie.combine.before.upsert": "false",
         },
     )
 
@@ -139,6 +141,10 @@ class HudiWriter:
         if bad:
             raise ValueError(f"commit metadata keys must start with '_': {bad}")
         df.write.format("hudi").options(**spec.write_options(), **commit_meta).mode("append").save(spec.uri)
+
+    def read(self, spec: TableSpec) -> DataFrame:
+        """The table's latest snapshot."""
+        return self.spark.read.format("hudi").load(spec.uri)
 
     def delete(self, spec: TableSpec, keys: DataFrame) -> None:
         """Delete the records whose keys (record key, ordering and partition columns) are in `keys`."""

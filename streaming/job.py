@@ -107,7 +107,14 @@ def start_stream(
     return writer.start()
 
 
-def writer_deps(spark: SparkSession, config: JobConfig, ledger: Ledger, run_id: str, lease: WriterLease) -> BatchDeps:
+def writer_deps(
+    spark: SparkSession,
+    config: JobConfig,
+    ledger: Ledger,
+    run_id: str,
+    lease: WriterLease,
+    hook: Callable[[str], None] | None = None,
+) -> BatchDeps:
     """What a batch writes with, for whoever holds the lease (the stream, `reingest`).
 
     The catalog is ensured first: the tables exist by name from the first run, and partitions a crash left
@@ -115,7 +122,7 @@ def writer_deps(spark: SparkSession, config: JobConfig, ledger: Ledger, run_id: 
     """
     from streaming.catalog import ensure_catalog
 
-    return BatchDeps(
+    deps = BatchDeps(
         spark=spark,
         config=config,
         ledger=ledger,
@@ -124,6 +131,7 @@ def writer_deps(spark: SparkSession, config: JobConfig, ledger: Ledger, run_id: 
         catalog=ensure_catalog(spark, config),
         fence=lease.check,
     )
+    return dataclasses.replace(deps, hook=hook) if hook else deps
 
 
 # A file that exists but cannot be read (403, KMS, Glacier) stops the stream until access is fixed; continuous
@@ -139,13 +147,15 @@ def run(
     spark: SparkSession | None = None,
     on_batch: Callable[[BatchResult], None] | None = None,
     stop: threading.Event | None = None,
+    hook: Callable[[str], None] | None = None,
 ) -> RunSummary:
     """Run the job until the source is drained (`once`) or until SIGTERM/SIGINT (or `stop` is set), then stop.
 
     In continuous mode an outage stops the stream, not the job: a ledger outage is waited out, a file that cannot
     be read is tried again with backoff, then the job recovers and starts the stream again. With `once`, the
     error ends the run (exit codes 4 and 5) so a scheduler can retry. `on_batch` sees each batch's result as it
-    finishes (the CLI's progress); so do the configured metrics.
+    finishes (the CLI's progress); so do the configured metrics. `hook` sees each step of each batch
+    (`batch.STEPS`): the fault harness's way in; nothing in production passes one.
     """
     from streaming import metrics
     from streaming.session import build_spark
@@ -159,7 +169,7 @@ def run(
         # The lease before the JVM: a second instance is refused without starting Spark.
         with _stop_on_signals(stop), writer_lease(ledger, config, summary.run_id) as lease:
             spark = spark or build_spark(config.spark)
-            deps = writer_deps(spark, config, ledger, summary.run_id, lease)
+            deps = writer_deps(spark, config, ledger, summary.run_id, lease, hook)
             restarted = False
             retry_in = FILE_RETRY_FIRST_SECONDS
             while not stop.is_set():

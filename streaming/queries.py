@@ -16,7 +16,8 @@ from streaming import readme
 from streaming.mapping import CLASS_LABELS
 
 # Encounters that did not happen (R4 and R5 share these codes) count nowhere; a null status counts.
-_HAPPENED = "coalesce(status, '') NOT IN ('cancelled', 'entered-in-error')"
+# Tombstones (a Bundle DELETE removed the encounter) stay in bronze with `is_deleted` true: every query drops them.
+_HAPPENED = "NOT is_deleted AND coalesce(status, '') NOT IN ('cancelled', 'entered-in-error')"
 _INPATIENT = CLASS_LABELS["IMP"]
 _INPATIENT_CODES = ", ".join(code for code, label in CLASS_LABELS.items() if label == _INPATIENT)
 
@@ -34,7 +35,8 @@ DURATIONS_BY_TYPE = Query(
     "durations_by_type",
     "Encounter durations by type: finished encounters, their average and longest stay in minutes.",
     """\
--- Finished encounters (R4 status 'finished', R5 'completed') with both times and an end not before the start.
+-- Finished encounters (R4 status 'finished', R5 'completed') with both times and an end not before the start;
+-- a tombstone (is_deleted) never has a status, so it is never finished.
 -- Minutes are milliseconds / 60000, so Athena and DuckDB agree to the millisecond.
 SELECT
   encounter_type,
@@ -59,7 +61,8 @@ READMISSIONS_30D = Query(
     "readmissions_30d",
     "30-day readmissions per hospital: inpatient admissions, and how many led to another within 30 days.",
     f"""\
--- Inpatient: encounter_type = '{_INPATIENT}' (class codes {_INPATIENT_CODES}), not cancelled or entered in error.
+-- Inpatient: encounter_type = '{_INPATIENT}' (class codes {_INPATIENT_CODES}), not deleted, cancelled or entered
+-- in error.
 -- An admission counts when it has a discharge time. It is readmitted when the same patient_ref (compared as
 -- stored) has another inpatient admission, at any hospital, starting after that discharge and at most 30 days
 -- (30 x 24 h) after it; it counts at the hospital of that first stay. Admissions discharged in the last 30
@@ -100,7 +103,8 @@ UTILISATION = Query(
     "utilisation",
     "Utilisation per department and hospital: encounters, distinct patients and total hours.",
     f"""\
--- Encounters not cancelled or entered in error; hours add up encounters with both times (end not before start).
+-- Encounters not deleted, cancelled or entered in error; hours add up encounters with both times (end not
+-- before start).
 SELECT
   hospital_name,
   department,

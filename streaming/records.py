@@ -12,7 +12,8 @@ import pyarrow as pa
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from streaming.config import FhirConfig
-from streaming.parse import RECORD_TOO_LARGE, UNREADABLE, FileSplitter, Record
+from streaming.parse import FileSplitter, Record
+from streaming.reasons import RECORD_TOO_LARGE, UNREADABLE
 from streaming.storage import FileReadError, open_uri
 
 if TYPE_CHECKING:
@@ -32,6 +33,10 @@ _ARROW_SCHEMA = pa.schema(
         ("message", pa.string()),
         ("raw_slice", pa.string()),
         ("file_modified", pa.timestamp("us", tz="UTC")),
+        # The record's place in its file (0, 1, ...): the last tie-break between versions (ordering.py).
+        ("ordinal", pa.int32()),
+        ("bundle_last_updated", pa.string()),
+        ("bundle_timestamp", pa.string()),
     ]
 )
 # The same schema for Spark (mapInArrow's output, and test inputs), derived so the two cannot drift apart.
@@ -67,8 +72,8 @@ def _rows(uri: str, length: int, modified: datetime, splitter: FileSplitter) -> 
     try:
         with open_uri(uri) as raw:
             records: Iterator[Record] = splitter.split(raw, length)
-            for record in records:
-                yield _row(uri, modified, record)
+            for ordinal, record in enumerate(records):
+                yield _row(uri, modified, record, ordinal)
     except Exception as exc:
         # Checked first: botocore's timeouts and connection errors are OSError subclasses too.
         if _is_transient(exc):
@@ -100,7 +105,7 @@ def _unreadable(uri: str, modified: datetime, message: str) -> dict[str, object]
     return _row(uri, modified, Record("quarantine", "file", reason=UNREADABLE, message=message))
 
 
-def _row(uri: str, modified: datetime, record: Record) -> dict[str, object]:
+def _row(uri: str, modified: datetime, record: Record, ordinal: int = 0) -> dict[str, object]:
     return {
         "sourcename": uri,
         "position": record.position,
@@ -114,6 +119,9 @@ def _row(uri: str, modified: datetime, record: Record) -> dict[str, object]:
         "message": record.message,
         "raw_slice": record.raw_slice,
         "file_modified": modified,
+        "ordinal": ordinal,
+        "bundle_last_updated": record.bundle_last_updated,
+        "bundle_timestamp": record.bundle_timestamp,
     }
 
 
@@ -132,6 +140,19 @@ def split_files(limits: FhirConfig, batches: Iterator[pa.RecordBatch]) -> Iterat
                     pending, pending_bytes = [], 0
     if pending:
         yield pa.RecordBatch.from_pylist(pending, schema=_ARROW_SCHEMA)
+
+
+WORKER_DIED = (
+    "the worker parsing this file died (killed, likely out of memory) when it was read alone: lower"
+    " fhir.max_document_bytes or give the workers more memory, then `reingest` it"
+)
+
+
+def poison_records(spark: SparkSession, files: Sequence[LandedFile]) -> DataFrame:
+    """One `record_too_large` quarantine record per file whose parsing kills the worker, made on the driver."""
+    record = Record("quarantine", "file", reason=RECORD_TOO_LARGE, message=WORKER_DIED)
+    rows = [{**_row(f.uri, f.modified, record), "ref_map": {}, "ref_names": {}} for f in files]
+    return spark.createDataFrame(rows, RECORD_SCHEMA)
 
 
 def read_records(spark: SparkSession, files: Sequence[LandedFile], limits: FhirConfig) -> DataFrame:

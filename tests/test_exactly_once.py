@@ -146,14 +146,26 @@ def test_bundle_delete_removes_the_encounter_idempotently(spark: Any, tmp_path: 
 
     _delete_bundle(landing, "delete-1.json", ["d1", "never-seen"])
     summary = job.run(config, once=True, spark=spark)
-    assert sum(b.stats.rows_deleted for b in summary.batches) == 2
-    assert set(_rows(spark, table)) == {"d2"}
+    # Two requests; one encounter left the table (never-seen was not there): both keys keep a tombstone.
+    assert [(b.stats.rows_deleted, b.stats.delete_requests) for b in summary.batches] == [(1, 2)]
+    assert _live(spark, table) == {"d2"}
+    assert {k for k, r in _rows(spark, table).items() if r["is_deleted"]} == {"d1", "never-seen"}
 
     _delete_bundle(landing, "delete-2.json", ["d1"])  # the same delete again: nothing changes, nothing fails
     job.run(config, once=True, spark=spark)
-    assert set(_rows(spark, table)) == {"d2"}
+    assert _live(spark, table) == {"d2"}
+    # The Bundles carry no time: the delete took d1's ordering, so a version older than that, arriving after the
+    # delete, stays deleted.
+    _land(landing, "late.ndjson", [_encounter("d1", updated="2023-12-01T00:00:00Z", hospital="Alpha")])
+    job.run(config, once=True, spark=spark)
+    assert _live(spark, table) == {"d2"}
     log = read_table(spark, config.table_uri("bronze_encounter_ingest_log"))
-    assert sorted(r["rows_deleted"] for r in log) == [0, 1, 2]
+    assert sorted((r["rows_deleted"], r["delete_requests"]) for r in log) == [(0, 0), (0, 0), (0, 1), (1, 2)]
+
+
+def _live(spark: Any, table: str) -> set[str]:
+    """Encounter ids that are not tombstones."""
+    return {k for k, r in _rows(spark, table).items() if not r["is_deleted"]}
 
 
 def test_second_writer_is_refused_while_the_lease_is_live(spark: Any, tmp_path: Path) -> None:

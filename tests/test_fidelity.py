@@ -1,7 +1,7 @@
 """Fidelity on real Spark + Hudi: every file shape lands exactly, and every bad input lands in quarantine.
 
 Expected rows are computed here from the input JSON with plain Python (datetime for the UTC instants), and file
-modification times are set with os.utime so `precombine_ts` (meta.lastUpdated, else the file's mtime) is known.
+modification times are set with os.utime so `precombine_ts` (meta.lastUpdated, else the file's landing time) is known.
 Job runs are few and shared through module-scoped fixtures: each Hudi-writing run costs tens of seconds.
 """
 
@@ -33,7 +33,7 @@ pytestmark = pytest.mark.slow
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 T0 = int(time.time()) - 6 * 3600  # recent: the file source ignores files much older than the newest it saw
 UTF8_BOM = b"\xef\xbb\xbf"
-TIME_COLUMNS = ("admission_time", "discharge_time", "last_updated", "precombine_ts", "ingested_at")
+TIME_COLUMNS = ("admission_time", "discharge_time", "last_updated", "precombine_ts", "ingested_at", "source_modified")
 
 
 # -- helpers -----------------------------------------------------------------------------------------------------
@@ -53,11 +53,15 @@ def uri(path: Path) -> str:
     return f"file:{path}"
 
 
-def bronze(spark: Any, config: JobConfig) -> dict[str, dict[str, Any]]:
-    """bronze_encounter by encounter_id, timestamps as UTC epoch microseconds (independent of any time zone)."""
+def bronze(spark: Any, config: JobConfig, *, tombstones: bool = False) -> dict[str, dict[str, Any]]:
+    """bronze_encounter by encounter_id, timestamps as UTC epoch microseconds (independent of any time zone).
+
+    Live encounters only, unless `tombstones` (the rows Bundle DELETEs leave, `is_deleted` true).
+    """
     from pyspark.sql import functions as F
 
     df = spark.read.format("hudi").load(config.table_uri(config.tables.encounter))
+    df = df.where(F.col("is_deleted") == tombstones)
     df = df.select(*[F.unix_micros(c).alias(c) if c in TIME_COLUMNS else F.col(c) for c in df.columns])
     rows = [r.asDict(recursive=True) for r in df.collect()]
     by_id = {r["encounter_id"]: r for r in rows}
@@ -87,7 +91,9 @@ def expected_row(
         "hospital_name": resource.get("serviceProvider", {}).get("display") if hospital is ... else hospital,
         "sourcename": sourcename,
         "source_position": position,
-        "precombine_ts": mtime * 1_000_000,
+        # No meta.lastUpdated: ordered by landing time, stored as 1970-01-01 + epoch milliseconds in microseconds.
+        "precombine_ts": mtime * 1_000,
+        "source_modified": mtime * 1_000_000,
         "resource": resource,
     }
 
@@ -239,7 +245,7 @@ def test_synthea_gzipped_gives_the_same_table(
         assert business(gz[eid]) == business(plain[eid]), eid
         assert gz[eid]["sourcename"].removesuffix(".gz").rsplit("/", 1)[1] == plain[eid]["sourcename"].rsplit("/", 1)[1]
     (log_plain,), (log_gz,) = ingest_log(spark, synthea_plain.config), ingest_log(spark, synthea_gz.config)
-    counts = ("rows_in", "rows_written", "rows_deleted", "rows_rejected", "rows_skipped")
+    counts = ("rows_in", "rows_written", "rows_deleted", "rows_rejected", "rows_skipped", "delete_requests")
     assert [log_gz[c] for c in counts] == [log_plain[c] for c in counts]
 
 
@@ -464,7 +470,8 @@ def test_mixed_prefix_yields_exactly_the_expected_rows(mixed_run: MixedRun, spar
     actual = bronze(spark, mixed_run.config)
     mine = {eid: row for eid, row in actual.items() if eid.startswith("mx-")}
     assert_rows(mine, mixed_run.mixed.rows)
-    assert "mx-del" not in actual  # deleted by the newer transaction Bundle
+    assert "mx-del" not in actual  # deleted by the newer transaction Bundle: a tombstone, nothing else
+    assert set(bronze(spark, mixed_run.config, tombstones=True)) == {"mx-del"}
     quarantined = {r["sourcename"] for r in quarantine(spark, mixed_run.config)}
     assert not quarantined & set(mixed_run.mixed.files)  # nothing of the good shapes was rejected
 
@@ -480,7 +487,8 @@ def test_each_bad_input_is_quarantined_and_its_good_neighbours_land(mixed_run: M
     (log_row,) = ingest_log(spark, config)
     assert log_row["rows_rejected"] == len(rows)
     assert log_row["rows_written"] == len(mixed.rows) + 1 + len(bad.rows)  # +1: mx-del, written then deleted
-    assert log_row["rows_deleted"] == mixed.deleted
+    assert log_row["delete_requests"] == mixed.deleted
+    assert log_row["rows_deleted"] == 0  # mx-del came and went within this batch: no stored row left the table
     assert log_row["rows_skipped"] == mixed.skipped + bad.skipped
     assert sorted(log_row["files"]) == sorted(mixed.files + bad.files)
     for row in rows:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import PARTITION_NAMES, expected_partition
 from pyspark.sql import functions as F
 
 from streaming.config import FhirConfig
@@ -25,13 +26,14 @@ from streaming.flatten import (
     INVALID_ID,
     MISSING_ID,
     SCHEMA_MISMATCH,
-    UNKNOWN_HOSPITAL_PARTITION,
     flatten,
     hospital_partition,
 )
 from streaming.mapping import DERIVED, RULES
 from streaming.parse import FileSplitter
 from streaming.records import RECORD_SCHEMA
+
+pytestmark = pytest.mark.slow  # every test flattens on the session Spark (a JVM)
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "fhir"
 LANDING = "file:///landing"
@@ -43,7 +45,7 @@ UNRELATED_MAP = {"urn:uuid:00000000-0000-4000-8000-00000000dead": "Patient/unrel
 UNRELATED_NAMES = {"urn:uuid:00000000-0000-4000-8000-00000000dead": "Unrelated Org"}
 
 OUTPUT = (*BRONZE_COLUMNS, "_hoodie_is_deleted", "kind", "reject_reason", "reject_message", "raw_slice")
-TIMESTAMPS = ("admission_time", "discharge_time", "last_updated", "precombine_ts", "ingested_at")
+TIMESTAMPS = ("admission_time", "discharge_time", "last_updated", "precombine_ts", "ingested_at", "source_modified")
 MAPPED = tuple(rule.column for rule in RULES)
 
 
@@ -58,56 +60,11 @@ def ts(wall: str, offset: str = "+00:00") -> str:
 
 
 MODIFIED_TS = ts("2024-06-01 08:00:00")
-INGESTED_TS = ts("2024-06-02 09:30:00")
-
-HUDI_ESCAPED = set("\"#%'*/:=?[\\]^{")
-
-
-def expected_partition(name: str | None) -> str:
-    """The documented hospital_partition rule, re-implemented in Python."""
-    if name is None or name.strip() == "":
-        return UNKNOWN_HOSPITAL_PARTITION
-    printable = all(" " <= c <= "~" for c in name)
-    encoded_length = len(name) + 2 * sum(c in HUDI_ESCAPED for c in name)
-    edges_ok = name == name.strip(" ") and name not in (".", "..") and not name.startswith("__")
-    if printable and edges_ok and encoded_length <= 100:
-        return name
-    prefix = "".join(c if " " <= c <= "~" else "_" for c in name[:40]).strip(" ")
-    return f"{prefix}~{hashlib.sha256(name.encode()).hexdigest()[:16]}"
-
-
-# Hospital names every partition test uses: the brief's list plus the edges of the rule.
-PARTITION_NAMES: tuple[str | None, ...] = (
-    "/",
-    "a/b",
-    "..",
-    ".",
-    "=",
-    "a=b",
-    "%",
-    "%2F",
-    "é",
-    "東京",
-    "🏥 Hospital",
-    "x" * 500,
-    "",
-    "   ",
-    None,
-    "/" * 33,  # 99 characters once encoded: still the name
-    "/" * 34,  # 102: derived
-    "/" * 100,  # 300 once encoded: over the 255-byte folder limit if it were the name
-    "A" * 100,
-    "A" * 101,
-    "St. Mary's Hospital",
-    " Leading space",
-    "Trailing space ",
-    "tab\there",
-    "\u00a0",  # a no-break space alone is blank too
-    "__HIVE_DEFAULT_PARTITION__",  # as a folder, read back as a null partition value
-    UNKNOWN_HOSPITAL_PARTITION,  # a hospital really called that does not share the missing names' partition
-    "default",
-    "東京" * 150,  # 900 bytes of UTF-8
+# A version without event time is ordered by its landing time, stored as 1970-01-01 + epoch milliseconds in µs.
+LANDING_TS = (datetime(1970, 1, 1) + timedelta(microseconds=round(FILE_MODIFIED.timestamp() * 1000))).strftime(
+    "%Y-%m-%dT%H:%M:%S.%f"
 )
+INGESTED_TS = ts("2024-06-02 09:30:00")
 
 
 def _leaf_strings(value: Any) -> list[str]:
@@ -217,13 +174,16 @@ def _resource(source: str, position: str, text: str, version: str | None, **valu
         resource_json=text,
         ingested_at=INGESTED_TS,
         _hoodie_is_deleted=False,
+        is_deleted=False,
+        source_modified=MODIFIED_TS,
         kind="resource",
     )
     row.update(values)
     if "precombine_ts" not in values:
-        row["precombine_ts"] = row["last_updated"] or MODIFIED_TS
+        row["precombine_ts"] = row["last_updated"] or LANDING_TS
     if "hospital_partition" not in values:
-        row["hospital_partition"] = expected_partition(row["hospital_name"])
+        deleted = row["kind"] == "delete"
+        row["hospital_partition"] = "__deleted__" if deleted else expected_partition(row["hospital_name"])
     if row["reject_reason"] is not None and "raw_slice" not in values:
         row["raw_slice"] = text[:2000] if text is not None else None
     return row
@@ -257,8 +217,8 @@ BUNDLE_TWIN = {
     "hospital_name": "Hôpital Saint-Éloi",  # no display: the Organization's name in the Bundle
     "last_updated": None,
 }
-# The bundles' DELETE entry: only the key; its ordering is the file's time.
-BUNDLE_DELETE = {"encounter_id": "gone-1", "kind": "delete", "_hoodie_is_deleted": True, "resource_json": None}
+# The bundles' DELETE entry: a tombstone with only the key; no Bundle time here, so ordered by the file's time.
+BUNDLE_DELETE = {"encounter_id": "gone-1", "kind": "delete", "is_deleted": True, "resource_json": None}
 
 R4_VARIANTS: dict[str, dict[str, Any]] = {
     "r4-class-imp": {"class_code": "IMP", "encounter_type": "Inpatient"},
@@ -434,7 +394,7 @@ def _expected_rows(records: list[dict[str, Any]], keys: dict[tuple[str, str], st
     assert not R4_VARIANTS and not R5_VARIANTS, "expected rows without a fixture"
 
     inline = {
-        "line 1": _resource(INLINE, "line 1", None, None, encounter_id="del-1", kind="delete", _hoodie_is_deleted=True),
+        "line 1": _resource(INLINE, "line 1", None, None, encounter_id="del-1", kind="delete", is_deleted=True),
         "line 2": _resource(
             INLINE,
             "line 2",
@@ -442,7 +402,7 @@ def _expected_rows(records: list[dict[str, Any]], keys: dict[tuple[str, str], st
             None,
             encounter_id="bad id",
             kind="delete",
-            _hoodie_is_deleted=True,
+            is_deleted=True,
             reject_reason=INVALID_ID,
             reject_message="DELETE entry's Encounter id is not a FHIR id",
         ),
@@ -452,7 +412,7 @@ def _expected_rows(records: list[dict[str, Any]], keys: dict[tuple[str, str], st
             None,
             None,
             kind="delete",
-            _hoodie_is_deleted=True,
+            is_deleted=True,
             reject_reason=MISSING_ID,
             reject_message="DELETE entry has no Encounter id",
         ),
@@ -605,3 +565,11 @@ def test_hospital_partition_rule(spark: Any) -> None:
     assert got[PARTITION_NAMES.index("")] == got[PARTITION_NAMES.index(None)] == "__unknown__"
     assert got[PARTITION_NAMES.index("東京")] == "__~" + hashlib.sha256("東京".encode()).hexdigest()[:16]
     assert got[PARTITION_NAMES.index("x" * 500)] == "x" * 40 + "~" + hashlib.sha256(b"x" * 500).hexdigest()[:16]
+
+
+def test_an_id_with_a_trailing_newline_is_not_a_fhir_id(spark: Any) -> None:
+    """Java's `$` matches before a final newline; the id check must not (it would land `abc\\n` as a key)."""
+    text = json.dumps({"resourceType": "Encounter", "id": "abc\n", "status": "finished"})
+    record = _record(INLINE, "line 1", text=text, resource_id="abc\n")
+    (row,) = flatten(spark.createDataFrame([record], RECORD_SCHEMA), ingested_at=INGESTED_AT).collect()
+    assert (row["reject_reason"], row["reject_message"]) == (INVALID_ID, "Encounter.id is not a FHIR id")
