@@ -36,7 +36,7 @@ from streaming.hudi import BATCH_KEY, BATCH_STATS, HudiWriter, TableSpec, encoun
 from streaming.hudi import quarantine_table as quarantine_spec
 from streaming.ledger import BatchIntent, Fence, Ledger
 from streaming.ordering import newest_versions, rows_deleted, settle_timeless_deletes
-from streaming.records import LandedFile, poison_records, read_records
+from streaming.records import LandedFile, files_that_kill_workers, poison_records, read_records
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -183,7 +183,7 @@ def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchRe
             if not worker_died(exc):
                 raise
             rows.unpersist()
-            rows = _read(deps, new, started, poison=_files_that_kill_workers(deps, new, exc))
+            rows = _read(deps, new, started, poison=files_that_kill_workers(deps.spark, new, deps.config.fhir, exc))
             stats = _aggregate(rows)
         lap("read")
         deps.hook("after_flatten")
@@ -267,32 +267,6 @@ def _read(
         keep_resource_json=fhir.keep_resource_json,
         raw_slice_chars=fhir.raw_slice_chars,
     ).persist()
-
-
-def _files_that_kill_workers(deps: BatchDeps, files: Sequence[LandedFile], error: Exception) -> list[LandedFile]:
-    """Read each file alone; those whose reading kills the worker again are the poison (a bounded second try).
-
-    A file that the OS kills the parser for (out of memory) would fail every retry of the batch and stop the
-    stream for good. When no file dies alone (they only died together, e.g. memory shared by parallel tasks),
-    the batch fails with the original error and the stream's retry takes it again.
-    """
-    poison = []
-    for file in files:
-        try:
-            read_records(deps.spark, [file], deps.config.fhir).count()
-        except Exception as exc:
-            if not worker_died(exc):
-                raise
-            poison.append(file)
-    if not poison:
-        raise error
-    log.error(
-        "%d of %d files kill the parsing worker when read alone; quarantined: %s",
-        len(poison),
-        len(files),
-        [f.uri for f in poison],
-    )
-    return poison
 
 
 def _register(deps: BatchDeps, table: TableDef, partitions: Sequence[str] = ()) -> None:

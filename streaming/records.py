@@ -12,6 +12,7 @@ import pyarrow as pa
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from streaming.config import FhirConfig
+from streaming.failures import worker_died
 from streaming.parse import FileSplitter, Record
 from streaming.reasons import RECORD_TOO_LARGE, UNREADABLE
 from streaming.storage import FileReadError, open_uri
@@ -153,6 +154,31 @@ def poison_records(spark: SparkSession, files: Sequence[LandedFile]) -> DataFram
     record = Record("quarantine", "file", reason=RECORD_TOO_LARGE, message=WORKER_DIED)
     rows = [{**_row(f.uri, f.modified, record), "ref_map": {}, "ref_names": {}} for f in files]
     return spark.createDataFrame(rows, RECORD_SCHEMA)
+
+
+def files_that_kill_workers(
+    spark: SparkSession, files: Sequence[LandedFile], limits: FhirConfig, error: Exception
+) -> list[LandedFile]:
+    """Read each file alone; those whose reading kills the worker again are the poison (a bounded second try).
+
+    A file that the OS kills the parser for (out of memory) would fail every retry of the batch and stop the
+    stream for good. When no file dies alone (they only died together, e.g. memory shared by parallel tasks),
+    `error` (the batch's) is raised again and the stream's retry takes the batch again.
+    """
+    poison = []
+    for file in files:
+        try:
+            read_records(spark, [file], limits).count()
+        except Exception as exc:
+            if not worker_died(exc):
+                raise
+            poison.append(file)
+    if not poison:
+        raise error
+    log.error(
+        "%d of %d files kill the parsing worker when read alone: %s", len(poison), len(files), [f.uri for f in poison]
+    )
+    return poison
 
 
 def read_records(spark: SparkSession, files: Sequence[LandedFile], limits: FhirConfig) -> DataFrame:
