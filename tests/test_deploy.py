@@ -92,9 +92,14 @@ def test_the_job_registers_tables_in_the_database_the_stack_creates_and_grants()
 
 # moto's CloudFormation skips what it cannot provision: Glue resources, the SNS topic policy and CloudWatch alarms
 # (the template tests in test_template_policy.py check those).
-@pytest.mark.filterwarnings("ignore:Tried to parse AWS..Glue:UserWarning")
-@pytest.mark.filterwarnings("ignore:Tried to parse AWS..SNS..TopicPolicy:UserWarning")
-@pytest.mark.filterwarnings("ignore:Tried to parse AWS..CloudWatch..Alarm:UserWarning")
+def _moto_cfn(test: Callable[..., None]) -> Callable[..., None]:
+    """moto's CloudFormation warns about what it skips: Glue resources, the SNS topic policy, CloudWatch alarms."""
+    for kind in ("Glue", "SNS..TopicPolicy", "CloudWatch..Alarm"):
+        test = pytest.mark.filterwarnings(f"ignore:Tried to parse AWS..{kind}:UserWarning")(test)
+    return test
+
+
+@_moto_cfn
 @pytest.mark.slow  # builds the wheel
 def test_deploy_uploads_artifacts_and_creates_the_stack(aws_env: str, s3_bucket: str, tmp_path: Path) -> None:
     deploy = _deploy_module()
@@ -159,9 +164,7 @@ def test_the_role_may_publish_exactly_the_metrics_namespace_the_job_uses(
     assert metrics["Condition"] == {"StringEquals": {"cloudwatch:namespace": config.metrics.namespace}}
 
 
-@pytest.mark.filterwarnings("ignore:Tried to parse AWS..Glue:UserWarning")
-@pytest.mark.filterwarnings("ignore:Tried to parse AWS..SNS..TopicPolicy:UserWarning")
-@pytest.mark.filterwarnings("ignore:Tried to parse AWS..CloudWatch..Alarm:UserWarning")
+@_moto_cfn
 def test_dry_run_lists_the_change_set_and_creates_nothing(aws_env: str, unique_name: str) -> None:
     deploy = _deploy_module()
     cfn = aws.client("cloudformation")
@@ -186,9 +189,7 @@ def test_dry_run_lists_the_change_set_and_creates_nothing(aws_env: str, unique_n
     assert stack not in live
 
 
-@pytest.mark.filterwarnings("ignore:Tried to parse AWS..Glue:UserWarning")
-@pytest.mark.filterwarnings("ignore:Tried to parse AWS..SNS..TopicPolicy:UserWarning")
-@pytest.mark.filterwarnings("ignore:Tried to parse AWS..CloudWatch..Alarm:UserWarning")
+@_moto_cfn
 @pytest.mark.slow  # builds the wheel
 def test_the_cli_dry_run_prints_the_changes_and_uploads_nothing(
     aws_env: str, s3_bucket: str, capsys: pytest.CaptureFixture[str]
@@ -206,9 +207,7 @@ def test_the_cli_dry_run_prints_the_changes_and_uploads_nothing(
     assert stack not in {s["StackName"] for s in aws.client("cloudformation").describe_stacks()["Stacks"]}
 
 
-@pytest.mark.filterwarnings("ignore:Tried to parse AWS..Glue:UserWarning")
-@pytest.mark.filterwarnings("ignore:Tried to parse AWS..SNS..TopicPolicy:UserWarning")
-@pytest.mark.filterwarnings("ignore:Tried to parse AWS..CloudWatch..Alarm:UserWarning")
+@_moto_cfn
 @pytest.mark.slow  # builds the wheel
 def test_the_cli_prints_the_changes_then_uploads_creates_the_stack_and_starts_the_first_run(
     aws_env: str, s3_bucket: str, capsys: pytest.CaptureFixture[str]
@@ -235,13 +234,6 @@ def test_the_cli_prints_the_changes_then_uploads_creates_the_stack_and_starts_th
 
 
 # --- restart after a deploy --------------------------------------------------------------------------------------
-
-
-def _moto_cfn(test: Callable[..., None]) -> Callable[..., None]:
-    """moto's CloudFormation warns about what it skips: Glue resources, the SNS topic policy, CloudWatch alarms."""
-    for kind in ("Glue", "SNS..TopicPolicy", "CloudWatch..Alarm"):
-        test = pytest.mark.filterwarnings(f"ignore:Tried to parse AWS..{kind}:UserWarning")(test)
-    return test
 
 
 def _create_the_stacks_glue_job(stack: str, artifacts_bucket: str) -> dict[str, Any]:
