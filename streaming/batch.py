@@ -205,9 +205,13 @@ def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchRe
                 candidates = settle_timeless_deletes(candidates, stored)
             written = bronze_rows(candidates)
             if stored is not None:
+                written = written.persist()  # counted here, then written: the per-key aggregation runs once
                 stats = replace(stats, rows_deleted=rows_deleted(written, stored))
-            deps.fence()
-            deps.writer.upsert(deps.encounter, written, {**meta, BATCH_STATS: stats.to_json()})
+            try:
+                deps.fence()
+                deps.writer.upsert(deps.encounter, written, {**meta, BATCH_STATS: stats.to_json()})
+            finally:
+                written.unpersist()
             commit = deps.writer.find_commit(deps.encounter, key)
             instant = commit.instant if commit else None
             # New hospitals become catalog partitions; a crash before this line heals at the next start (ensure).
