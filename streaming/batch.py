@@ -6,7 +6,8 @@ Order of operations for a batch (README, "Exactly once"):
 2. ledger intent: batch key + files;
 3. read, split and flatten the files (cached once, used for statistics and both writes);
 4. quarantine upsert (keyed by file + position, so a rewrite replaces, never duplicates);
-5. bronze upsert, its commit carrying the batch key and the batch statistics;
+5. bronze upsert (a bulk insert into a table without a commit), its commit carrying the batch key and the batch
+   statistics;
 6. ingest-log upsert (keyed by batch key);
 7. ledger commit: files committed, intent closed;
 8. return: Spark then commits the checkpoint.
@@ -199,9 +200,12 @@ def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchRe
         if stats.rows_written or stats.delete_requests:
             # One version per encounter, chosen by the ordering rule; Hudi then orders it against the stored one.
             candidates = rows.where("reject_reason IS NULL AND kind IN ('resource', 'delete')")
+            # Into a table without a commit (the first batch, a backfill) no key can exist yet: nothing to look up.
+            fresh = not deps.writer.has_commits(deps.encounter)
+            write = deps.writer.bulk_insert if fresh else deps.writer.upsert
             stored = None
             if stats.delete_requests:
-                stored = _stored_versions(deps)
+                stored = None if fresh else _stored_versions(deps)
                 candidates = settle_timeless_deletes(candidates, stored)
             written = bronze_rows(candidates)
             if stored is not None:
@@ -209,7 +213,7 @@ def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchRe
                 stats = replace(stats, rows_deleted=rows_deleted(written, stored))
             try:
                 deps.fence()
-                deps.writer.upsert(deps.encounter, written, {**meta, BATCH_STATS: stats.to_json()})
+                write(deps.encounter, written, {**meta, BATCH_STATS: stats.to_json()})
             finally:
                 written.unpersist()
             commit = deps.writer.find_commit(deps.encounter, key)
@@ -299,14 +303,12 @@ def _aggregate(rows: DataFrame) -> BatchStats:
     return BatchStats(**row.asDict())
 
 
-def _stored_versions(deps: BatchDeps) -> DataFrame | None:
-    """(encounter_id, precombine_ts, is_deleted) of every stored version; None before the first write.
+def _stored_versions(deps: BatchDeps) -> DataFrame:
+    """(encounter_id, precombine_ts, is_deleted) of every stored version; called once the table has a commit.
 
     Read only for batches with deletes, before the write (the writer lease keeps anyone else from writing in
     between): what the deletes remove, and what a delete without an event time takes its ordering from.
     """
-    if not deps.writer.exists(deps.encounter):
-        return None
     stored = deps.writer.read(deps.encounter)
     # Tables written before tombstones existed have no is_deleted column: all their rows are live.
     deleted = F.coalesce(F.col("is_deleted"), F.lit(False)) if "is_deleted" in stored.columns else F.lit(False)

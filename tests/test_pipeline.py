@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,12 @@ def test_new_file_ingests_exactly_that_file(spark: Any, tmp_path: Path) -> None:
     config = job_config(tmp_path, landing)
     job.run(config, once=True, spark=spark)
 
+    # The first batch finds no commit: it bulk-inserts (no key lookup), one file per hospital folder.
+    table = Path(config.table_uri("bronze_encounter").removeprefix("file:"))
+    files_per_hospital = Counter(p.parent.name for p in table.glob("hospital_partition=*/*.parquet"))
+    assert set(files_per_hospital.values()) == {1}
+    assert len(files_per_hospital) == len(first_set.per_hospital)
+
     extra = generate(tmp_path / "extra", files=1, per_file=15, seed=12)
     new_file = landing / extra.files[0].name
     shutil.move(extra.files[0], new_file)
@@ -84,6 +91,8 @@ def test_new_file_ingests_exactly_that_file(spark: Any, tmp_path: Path) -> None:
     log_rows = sorted(read_table(spark, config.table_uri("bronze_encounter_ingest_log")), key=lambda r: r["started_at"])
     assert [r["files"] for r in log_rows][-1] == [_file_uri(new_file)]
     assert [r["rows_written"] for r in log_rows] == [len(first_set.encounter_ids), 15]
+    operations = [c.operation for c in reversed(list(HudiWriter(spark).commits(encounter_table(config))))]
+    assert operations == ["bulk_insert", "upsert"]
 
 
 def test_checkpoint_loss_is_survived_by_the_ledger(spark: Any, tmp_path: Path) -> None:
