@@ -106,7 +106,11 @@ def _read_back(spark: Any, uri: str) -> tuple[dict[str, tuple[Any, ...]], dict[s
     return by_spark, by_rs
 
 
-def test_every_hospital_name_lands_in_one_safe_partition_and_updates(spark: Any, tmp_path: Path) -> None:
+# The first batch into a table bulk-inserts (batch.py); both writes must name the folders the same way.
+@pytest.mark.parametrize("first_write", ["upsert", "bulk_insert"])
+def test_every_hospital_name_lands_in_one_safe_partition_and_updates(
+    spark: Any, tmp_path: Path, first_write: str
+) -> None:
     config = job_config(tmp_path, tmp_path / "landing")
     spec = encounter_table(config)
     table = Path(spec.uri.removeprefix("file:"))
@@ -114,7 +118,9 @@ def test_every_hospital_name_lands_in_one_safe_partition_and_updates(spark: Any,
     names = {f"h{i}": name for i, name in enumerate(PARTITION_NAMES)}
     assert names[MOVED_KEY] is not None and expected_partition(MOVED_TO) != expected_partition(names[MOVED_KEY])
 
-    writer.upsert(spec, _bronze(spark, names, "2024-01-01T00:00:00Z", "in-progress"), {"_test": "insert"})
+    write = getattr(writer, first_write)
+    write(spec, _bronze(spark, names, "2024-01-01T00:00:00Z", "in-progress"), {"_test": "insert"})
+    assert next(writer.commits(spec)).operation == first_write
 
     expected_folders = {_folder(expected_partition(n)) for n in names.values()}
     folders = _folders(table)
@@ -144,3 +150,9 @@ def test_every_hospital_name_lands_in_one_safe_partition_and_updates(spark: Any,
     newest = next(writer.commits(spec))
     assert newest.extra.get("_test") == "update"
     assert (newest.inserts, newest.updates) == (1, len(names) - 1)  # only the moved row is new to its partition
+
+
+def test_the_global_index_reconciles_with_the_clusters_parallelism(spark: Any, tmp_path: Path) -> None:
+    """Hudi's default is a fixed 60 tasks per shuffle: 290 of a small batch's 435 tasks on a 2-core laptop."""
+    options = HudiWriter(spark).options(encounter_table(job_config(tmp_path, tmp_path / "landing")))
+    assert options["hoodie.global.index.reconcile.parallelism"] == str(spark.sparkContext.defaultParallelism) == "2"
