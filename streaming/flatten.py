@@ -121,7 +121,14 @@ def _wrong_types() -> Column:
     def unfit(spark_type: str) -> Column:
         return F.from_json(wrapped, f"class {spark_type}, {_UNPARSED} string", _JSON_OPTIONS)[_UNPARSED].isNotNull()
 
-    bad_class = F.col("class").isNotNull() & unfit(CLASS_R4_TYPE) & unfit(CLASS_R5_TYPE)
+    # An object never fits the R5 list nor a list the R4 Coding, so one parse per row decides (the first character
+    # after JSON whitespace tells which); any other text, rare, is checked against both shapes.
+    shape = F.regexp_extract(F.col("class"), r"^[ \t\n\r]*([\[{]?)", 1)
+    bad_class = (
+        F.when(shape == "{", unfit(CLASS_R4_TYPE))
+        .when(shape == "[", unfit(CLASS_R5_TYPE))
+        .otherwise(F.col("class").isNotNull() & unfit(CLASS_R4_TYPE) & unfit(CLASS_R5_TYPE))
+    )
     names = F.concat_ws(", ", elements, F.when(bad_class, F.lit("Encounter.class")))
     return F.when(names != "", names)
 
@@ -203,11 +210,7 @@ def flatten(
         values[rule.column] = F.coalesce(value, F.expr(rule.fallback)) if rule.fallback else value
     # A delete carries only the key (from the Bundle entry's request.url); its event time is its Bundle's.
     values["encounter_id"] = F.when(kind == "delete", F.col("resource_id")).otherwise(values["encounter_id"])
-    bad_times = [
-        F.when(raw[r.column].isNotNull() & values[r.column].isNull(), _version_path(r))
-        for r in RULES
-        if r.kind == "datetime"
-    ]
+    times = [r for r in RULES if r.kind == "datetime"]
     # Each value and check once, in its own projection: the reject reason, message and slice below refer to them
     # by name instead of repeating (and re-compiling) the expressions.
     mapped = parsed.select(
@@ -224,15 +227,24 @@ def flatten(
         "read_raw_slice",
         "fhir_version",
         *[values[rule.column].alias(rule.column) for rule in RULES],
+        *[raw[r.column].alias(f"_raw_{r.column}") for r in times],
         (F.col("_r").isNull() | ~F.coalesce(F.col("resourceType") == "Encounter", F.lit(False))).alias(
             "_not_encounter"
         ),
         # parse.py sets resource_id only when `id` is a JSON string; from_json would turn a number into text.
         (F.col("id").isNotNull() & F.col("resource_id").isNull()).alias("_id_not_text"),
         _wrong_types().alias("_wrong_types"),
+    )
+    # The time checks read the parsed times by name, in the next projection: written over `values`, the And below
+    # would parse every time a second time (Spark does not share a subexpression under And's right side).
+    bad_times = [
+        F.when(F.col(f"_raw_{r.column}").isNotNull() & F.col(r.column).isNull(), _version_path(r)) for r in times
+    ]
+    mapped = mapped.select(
+        "*",
         F.concat_ws(", ", *bad_times).alias("_bad_times"),
         # Earlier than any FHIR clock, and it would sort into the landing-time tier of precombine_ts.
-        (values["last_updated"] < F.lit(EVENT_TIME_FLOOR).cast("timestamp")).alias("_too_early"),
+        (F.col("last_updated") < F.lit(EVENT_TIME_FLOOR).cast("timestamp")).alias("_too_early"),
     )
 
     encounter_id = F.col("encounter_id")

@@ -9,16 +9,15 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
-from pyspark.sql.pandas.types import from_arrow_schema
 
 from streaming.config import FhirConfig
-from streaming.failures import worker_died
 from streaming.parse import FileSplitter, Record
 from streaming.reasons import RECORD_TOO_LARGE, UNREADABLE
 from streaming.storage import FileReadError, open_uri
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql.types import StructType
 
 _ARROW_SCHEMA = pa.schema(
     [
@@ -40,9 +39,24 @@ _ARROW_SCHEMA = pa.schema(
         ("bundle_timestamp", pa.string()),
     ]
 )
-# The same schema for Spark (mapInArrow's output, and test inputs), derived so the two cannot drift apart.
-RECORD_SCHEMA = from_arrow_schema(_ARROW_SCHEMA)
+_TYPES = _ARROW_SCHEMA.types
 log = logging.getLogger(__name__)
+
+
+def __getattr__(name: str) -> StructType:
+    """`RECORD_SCHEMA`: the same schema for Spark (mapInArrow's output, test inputs), derived so the two cannot drift.
+
+    Built on first use, on the driver: `from_arrow_schema` imports distutils/setuptools (0.3-0.5 s), which the
+    Python workers that only run `split_files` never need.
+    """
+    if name == "RECORD_SCHEMA":
+        from pyspark.sql.pandas.types import from_arrow_schema
+
+        schema = from_arrow_schema(_ARROW_SCHEMA)
+        globals()["RECORD_SCHEMA"] = schema
+        return schema
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 _FLUSH_ROWS = 2000
 _FLUSH_BYTES = 64 * 1024**2  # keeps every Arrow string column far below its 2 GiB offset limit
@@ -69,12 +83,11 @@ def _is_transient(exc: Exception) -> bool:
     return type(exc).__module__.partition(".")[0] in _TRANSIENT_MODULES
 
 
-def _rows(uri: str, length: int, modified: datetime, splitter: FileSplitter) -> Iterator[dict[str, object]]:
+def _records(uri: str, length: int, splitter: FileSplitter) -> Iterator[tuple[int, Record]]:
+    """(ordinal, record) of one file; a file-level failure ends it with one quarantine record (ordinal 0)."""
     try:
         with open_uri(uri) as raw:
-            records: Iterator[Record] = splitter.split(raw, length)
-            for ordinal, record in enumerate(records):
-                yield _row(uri, modified, record, ordinal)
+            yield from enumerate(splitter.split(raw, length))
     except Exception as exc:
         # Checked first: botocore's timeouts and connection errors are OSError subclasses too.
         if _is_transient(exc):
@@ -83,17 +96,17 @@ def _rows(uri: str, length: int, modified: datetime, splitter: FileSplitter) -> 
             # A document this worker cannot hold fails the same way on every retry: a poison file would stop the
             # stream for good. Quarantined (with the records read before it); fhir.max_document_bytes bounds it.
             log.error("parsing a file ran out of memory; file quarantined: %s", uri)
-            yield _row(uri, modified, Record("quarantine", "file", reason=RECORD_TOO_LARGE, message=OUT_OF_MEMORY))
+            yield 0, Record("quarantine", "file", reason=RECORD_TOO_LARGE, message=OUT_OF_MEMORY)
             return
         if isinstance(exc, FileNotFoundError):  # gone between listing and reading: recorded, never silent
-            yield _unreadable(uri, modified, f"cannot read: {type(exc).__name__}")
+            yield 0, _unreadable(f"cannot read: {type(exc).__name__}")
             return
         if isinstance(exc, OSError):  # there but unreadable: fail the batch, commit nothing (see FileReadError)
             raise FileReadError.of(uri, _detail(exc)) from exc
         # The splitter never raises for bad content; if some input still makes it fail, that file must not fail
         # every retry of the batch (a poison file would stop the stream for good): it is quarantined instead.
         log.error("splitting a file failed (%s); file quarantined: %s", type(exc).__name__, uri)
-        yield _unreadable(uri, modified, f"cannot split: {type(exc).__name__}")
+        yield 0, _unreadable(f"cannot split: {type(exc).__name__}")
 
 
 def _detail(exc: OSError) -> str:
@@ -102,45 +115,57 @@ def _detail(exc: OSError) -> str:
     return f"{type(exc).__name__}: {code}" if code else type(exc).__name__
 
 
-def _unreadable(uri: str, modified: datetime, message: str) -> dict[str, object]:
-    return _row(uri, modified, Record("quarantine", "file", reason=UNREADABLE, message=message))
+def _unreadable(message: str) -> Record:
+    return Record("quarantine", "file", reason=UNREADABLE, message=message)
 
 
-def _row(uri: str, modified: datetime, record: Record, ordinal: int = 0) -> dict[str, object]:
-    return {
-        "sourcename": uri,
-        "position": record.position,
-        "kind": record.kind,
-        "resource_type": record.resource_type,
-        "resource_id": record.resource_id,
-        "resource_json": record.resource_json,
-        "ref_map": list(record.ref_map.items()),
-        "ref_names": list(record.ref_names.items()),
-        "reason": record.reason,
-        "message": record.message,
-        "raw_slice": record.raw_slice,
-        "file_modified": modified,
-        "ordinal": ordinal,
-        "bundle_last_updated": record.bundle_last_updated,
-        "bundle_timestamp": record.bundle_timestamp,
-    }
+def _row(uri: str, modified: object, record: Record, ordinal: int = 0) -> tuple[object, ...]:
+    """One output row, in _ARROW_SCHEMA's order (tuples: a dict per row cost more to build and to convert)."""
+    return (
+        uri,
+        record.position,
+        record.kind,
+        record.resource_type,
+        record.resource_id,
+        record.resource_json,
+        list(record.ref_map.items()),
+        list(record.ref_names.items()),
+        record.reason,
+        record.message,
+        record.raw_slice,
+        modified,
+        ordinal,
+        record.bundle_last_updated,
+        record.bundle_timestamp,
+    )
+
+
+def _arrow(rows: list[tuple[object, ...]]) -> pa.RecordBatch:
+    """Rows -> one Arrow batch, built column by column."""
+    columns = zip(*rows, strict=True)
+    return pa.RecordBatch.from_arrays(
+        [pa.array(c, t) for c, t in zip(columns, _TYPES, strict=True)], schema=_ARROW_SCHEMA
+    )
 
 
 def split_files(limits: FhirConfig, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     """mapInArrow body: files in, records out, flushed in bounded Arrow batches."""
     splitter = FileSplitter(limits)
-    pending: list[dict[str, object]] = []
+    pending: list[tuple[object, ...]] = []
     pending_bytes = 0
     for batch in batches:
-        for uri, length, modified in zip(*(batch.column(i).to_pylist() for i in range(3)), strict=True):
-            for row in _rows(uri, length, modified, splitter):
-                pending.append(row)
-                pending_bytes += len(row["resource_json"] or "") + len(row["raw_slice"] or "")
+        # The modification time stays microseconds since the epoch (Arrow's own value): turning it into a datetime
+        # makes pyarrow import pandas in every worker.
+        modified = batch.column(2).cast(pa.int64()).to_pylist()
+        for uri, length, stamp in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), modified, strict=True):
+            for ordinal, record in _records(uri, length, splitter):
+                pending.append(_row(uri, stamp, record, ordinal))
+                pending_bytes += len(record.resource_json or "") + len(record.raw_slice or "")
                 if len(pending) >= _FLUSH_ROWS or pending_bytes >= _FLUSH_BYTES:
-                    yield pa.RecordBatch.from_pylist(pending, schema=_ARROW_SCHEMA)
+                    yield _arrow(pending)
                     pending, pending_bytes = [], 0
     if pending:
-        yield pa.RecordBatch.from_pylist(pending, schema=_ARROW_SCHEMA)
+        yield _arrow(pending)
 
 
 WORKER_DIED = (
@@ -152,8 +177,12 @@ WORKER_DIED = (
 def poison_records(spark: SparkSession, files: Sequence[LandedFile]) -> DataFrame:
     """One `record_too_large` quarantine record per file whose parsing kills the worker, made on the driver."""
     record = Record("quarantine", "file", reason=RECORD_TOO_LARGE, message=WORKER_DIED)
-    rows = [{**_row(f.uri, f.modified, record), "ref_map": {}, "ref_names": {}} for f in files]
-    return spark.createDataFrame(rows, RECORD_SCHEMA)
+    names = _ARROW_SCHEMA.names
+    rows = [
+        {**dict(zip(names, _row(f.uri, f.modified, record), strict=True)), "ref_map": {}, "ref_names": {}}
+        for f in files
+    ]
+    return spark.createDataFrame(rows, __getattr__("RECORD_SCHEMA"))
 
 
 def files_that_kill_workers(
@@ -165,6 +194,8 @@ def files_that_kill_workers(
     stream for good. When no file dies alone (they only died together, e.g. memory shared by parallel tasks),
     `error` (the batch's) is raised again and the stream's retry takes the batch again.
     """
+    from streaming.failures import worker_died  # the driver's business: the workers never import it
+
     poison = []
     for file in files:
         try:
@@ -190,4 +221,4 @@ def read_records(spark: SparkSession, files: Sequence[LandedFile], limits: FhirC
     dealt = [ordered[i] for s in range(slices) for i in range(s, len(ordered), slices)]
     rdd = spark.sparkContext.parallelize([(f.uri, f.length, f.modified) for f in dealt], slices)
     listing = spark.createDataFrame(rdd, "uri string, length long, modified timestamp")
-    return listing.mapInArrow(lambda batches: split_files(limits, batches), RECORD_SCHEMA)
+    return listing.mapInArrow(lambda batches: split_files(limits, batches), __getattr__("RECORD_SCHEMA"))
