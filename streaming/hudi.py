@@ -87,9 +87,12 @@ def encounter_table(config: JobConfig) -> TableSpec:
             # one; the 0.x default payload would let a replayed old batch win.
             "hoodie.datasource.write.payload.class": "org.apache.hudi.common.model.DefaultHoodieRecordPayload",
             # A global index with partition-path update: an encounter whose hospital changes moves, it is not
-            # kept twice (a partition-scoped index would keep the old copy, apache/hudi#19593).
-            "hoodie.index.type": "GLOBAL_SIMPLE",
-            "hoodie.simple.index.update.partition.path": "true",
+            # kept twice (a partition-scoped index would keep the old copy, apache/hudi#19593). The record index
+            # (key -> file, kept in the metadata table) looks up only the batch's keys; GLOBAL_SIMPLE read every
+            # key of the table on each upsert, so an upsert cost more the larger the table grew.
+            "hoodie.index.type": "RECORD_INDEX",
+            "hoodie.metadata.record.index.enable": "true",
+            "hoodie.record.index.update.partition.path": "true",
             # ordering.newest_versions leaves one version per key, picked deterministically: Hudi's own
             # pre-combine (a shuffle that breaks ties in arrival order) has nothing left to do.
             "hoodie.combine.before.upsert": "false",
