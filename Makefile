@@ -36,8 +36,10 @@ lint: install
 format: install
 	$(VENV)/bin/ruff format streaming tests benchmarks deploy
 
+# Every benchmark at the issue's sizes (a few hours on 2 cores; Delta and Iceberg jars fetched into the jar cache
+# first); JSON, Markdown and PNG plots land in benchmarks/results/. e.g. make bench BENCH_ARGS="--only backfill --scale 0.1"
 bench: install jars
-	$(PY) -m benchmarks.run
+	$(PY) -m benchmarks.run $(BENCH_ARGS)
 
 # make deploy STACK=name LANDING_BUCKET=b LAKEHOUSE_BUCKET=b ARTIFACTS_BUCKET=b [DRY_RUN=1] [DEPLOY_ARGS="--restart ..."]
 # builds the wheel, uploads what changed, creates or updates the stack and restarts the job on its checkpoint.

@@ -1,176 +1,524 @@
-"""Throughput benchmarks, each a ratio against a baseline measured in the same run on the same data.
+"""The benchmark suite: one command, every figure issue 9 asks for, as JSON, a Markdown table and PNG plots.
 
-    python -m benchmarks.run [--files 40 --per-file 100 --repeat 3 --only split,pipeline,index]
+    python -m benchmarks.run [--quick] [--only backfill,latency,upsert,listing,soak,split] [--scale N]
+                             [--latency-seconds S] [--soak-seconds S]
+                             [--out benchmarks/results] [--workdir work/bench] [--keep] [--parallel N]
 
-Machines here have 2 noisy cores, so absolute seconds mean little; the ratios are what to watch:
+`make bench` runs the full sizes (the issue's: 300,010 encounters, tables of 500k and 5M rows, 100k files, a
+30-minute soak; a few hours on 2 cores). `--quick` runs tiny sizes that still produce every figure (the test
+suite's smoke run: it checks the figures exist, never a time); its times mean nothing, so it also starts fewer
+and cheaper JVMs: the three peers share one process, both upsert tables one seed process, the listing stream
+ingests its own prefix, the latency run at trigger 2 s is also the soak, a scenario's independent processes run
+side by side, and the JIT stops at C1.
+`--scale 0.1` shrinks the data sizes of a full run; `--latency-seconds` / `--soak-seconds` its durations.
+Every process keeps its temporary files under `--workdir`.
 
-- split:    FileSplitter over NDJSON vs a bare `json.loads` per line (the floor for any Python reader);
-- pipeline: the whole job (`run --once`: ledger, split, flatten, quarantine, Hudi, log) vs the shortest path
-            Spark offers for the same NDJSON (`spark.read.json` + the same Hudi upsert);
-- index:    successive upsert batches into a growing table with GLOBAL_SIMPLE (our choice: partition moves) vs
-            SIMPLE (partition-scoped; cannot move rows) as baseline.
+Scenarios are in benchmarks/scenarios.py, the contenders in benchmarks/peers.py, process measurement in
+benchmarks/procs.py, Spark event-log reading (also `python -m benchmarks.eventlog DIR`, a profile of a run) in
+benchmarks/eventlog.py. Every contender is a whole process (start-up counted the same way). Machines here have
+2 shared cores: each result records the machine, the load average before and after, and CPU seconds beside wall
+seconds.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
+import math
+import os
+import platform
+import re
 import shutil
-import statistics
-import tempfile
+import subprocess
+import sys
+import threading
 import time
-from collections.abc import Callable
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from streaming import config as conf
-from streaming.config import FhirConfig
-from streaming.generate import generate
-from streaming.parse import FileSplitter
+from benchmarks import peers, scenarios
 
-SYNTHEA = Path(__file__).resolve().parents[2] / "shared" / "fhir-samples" / "synthea" / "encounters.ndjson"
-
-
-def _best(fn: Callable[[], Any], repeat: int) -> float:
-    """Best of `repeat` wall-clock timings: the least disturbed by the other processes on the machine."""
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_OUT = ROOT / "benchmarks" / "results"
+DEFAULT_WORK = ROOT / "work" / "bench"
 
 
-def bench_split(data: bytes, repeat: int) -> dict[str, Any]:
-    splitter = FileSplitter(FhirConfig())
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on: cores, memory, CPU model, load, versions of everything involved."""
+    from importlib.metadata import version
 
-    def ours() -> int:
-        return sum(1 for r in splitter.split(io.BytesIO(data), len(data)) if r.kind == "resource")
+    from streaming.jars import JARS
 
-    def baseline() -> int:
-        return sum(1 for line in data.splitlines() if line.strip() and json.loads(line))
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in _read("/proc/cpuinfo").splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem = re.search(r"MemTotal:\s+(\d+) kB", _read("/proc/meminfo"))
+    java = subprocess.run(["java", "-version"], capture_output=True, text=True).stderr.splitlines()
+    return {
+        "cores": os.cpu_count(),
+        "memory_gb": round(int(mem.group(1)) / 2**20, 1) if mem else None,
+        "cpu_model": cpu,
+        "os": platform.platform(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "versions": {
+            "python": platform.python_version(),
+            "java": java[0] if java else "unknown",
+            "pyspark": version("pyspark"),
+            "pyarrow": version("pyarrow"),
+            **{jar.artifact: jar.version for jar in JARS},
+            "delta": peers.DELTA_VERSION,
+            "iceberg": peers.ICEBERG_VERSION,
+        },
+        "code": _git_state(),
+    }
 
-    assert ours() == baseline()
-    base, mine = _best(baseline, repeat), _best(ours, repeat)
-    return {"bench": "split", "records": baseline(), "baseline_s": base, "ours_s": mine, "ratio": mine / base}
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
 
 
-def _ndjson_only(landing: Path) -> None:
-    for path in landing.glob("*.json"):
-        path.unlink()  # the baseline's line-mode JSON reader cannot read pretty files; compare like with like
+def _git_state() -> str:
+    """The commit measured, and whether the work tree differed from it."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True)
+    except OSError:
+        return "unknown"
+    return head.stdout.strip() + (" (work tree modified)" if dirty.stdout.strip() else "")
 
 
-def bench_pipeline(spark: Any, files: int, per_file: int, repeat: int, work: Path) -> dict[str, Any]:
-    from pyspark.sql import functions as F
+# -- Markdown --------------------------------------------------------------------------------------------------
 
-    from streaming import job
-    from streaming.hudi import HudiWriter, encounter_table
 
-    landing = work / "landing"
-    generate(landing, files=files, per_file=per_file, seed=1)
-    _ndjson_only(landing)
-    records = sum(1 for p in landing.iterdir() for line in p.read_text().splitlines() if line.strip())
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:,.3f}" if abs(value) < 10 else f"{value:,.1f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
 
-    def ours() -> None:
-        shutil.rmtree(work / "wh-ours", ignore_errors=True)
-        config = conf.load(conf.env_file("local"), {"source": str(landing), "warehouse": str(work / "wh-ours")})
-        summary = job.run(config, once=True, spark=spark)
-        assert summary.rows_written == records
 
-    def baseline() -> None:
-        shutil.rmtree(work / "wh-base", ignore_errors=True)
-        config = conf.load(conf.env_file("local"), {"source": str(landing), "warehouse": str(work / "wh-base")})
-        df = spark.read.json(str(landing)).select(
-            F.col("id").alias("encounter_id"),
-            "status",
-            F.col("serviceProvider.display").alias("hospital_name"),
-            F.col("serviceProvider.display").alias("hospital_partition"),
-            F.to_timestamp("period.start").alias("admission_time"),
-            F.to_timestamp("meta.lastUpdated").alias("precombine_ts"),
+def _section(title: str, intro: str) -> list[str]:
+    return [f"## {title}", "", intro, ""]
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in rows]
+    return [*lines, ""]
+
+
+def markdown(results: dict[str, Any]) -> str:
+    """results.md: the machine, then a table per scenario with its goals and whether each is met."""
+    m = results["machine"]
+    out = [
+        "# Benchmark results",
+        "",
+        f"{results['mode']} run (scale {results['scale']}), {results['started']}, {results['seconds']:.0f} s. "
+        f"Machine: {m['cores']} cores, {m['memory_gb']} GB, {m['cpu_model']}; load average "
+        f"{m['load_average']} before, {results['load_average_after']} after. Code {m['code']}.",
+        "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
+        "",
+        "Wall seconds depend on what else runs on the machine; CPU seconds (the whole process tree) much less.",
+        "",
+    ]
+    s = {name: sc for name, sc in results["scenarios"].items() if "error" not in sc}
+    if "backfill" in s:
+        b = s["backfill"]
+        processes = (
+            "the peers one process (a quick run), ours its own"
+            if results["mode"] == "quick"
+            else "each contender a fresh process"
         )
-        HudiWriter(spark).upsert(encounter_table(config), df, {})
-
-    base, mine = _best(baseline, repeat), _best(ours, repeat)
-    return {"bench": "pipeline", "records": records, "baseline_s": base, "ours_s": mine, "ratio": mine / base}
-
-
-def bench_index(spark: Any, files: int, per_file: int, batches: int, work: Path) -> dict[str, Any]:
-    from streaming.flatten import BRONZE_COLUMNS, flatten
-    from streaming.hudi import HudiWriter, TableSpec, encounter_table
-    from streaming.records import LandedFile, read_records
-
-    landing = work / "index-landing"
-    generated = generate(landing, files=files, per_file=per_file, seed=2)
-    paths = list(generated.files)
-    per_batch = max(1, len(paths) // batches)
-    writer = HudiWriter(spark)
-    config = conf.load(conf.env_file("local"), {"warehouse": str(work / "wh-index")})
-
-    def run(index: str) -> float:
-        base = encounter_table(config)
-        spec = TableSpec(
-            f"{base.name}_{index.lower()}",
-            f"{base.uri}_{index.lower()}",
-            base.record_key,
-            base.precombine,
-            base.partition,
-            {**base.options, "hoodie.index.type": index},
+        out += _section(
+            "Backfill",
+            f"{b['input']['files']} files, {b['input']['encounters']:,} encounters, "
+            f"{b['input']['bytes'] / 2**20:.0f} MB; {processes}, each into a fresh table. Seconds: process start "
+            "(or the previous peer's end) to data committed.",
         )
-        total = 0.0
-        for i in range(batches):
-            chunk = paths[i * per_batch : (i + 1) * per_batch]
-            landed = [LandedFile(f"file:{p}", p.stat().st_size, _mtime(p)) for p in chunk]
-            rows = flatten(read_records(spark, landed, FhirConfig()), ingested_at=_mtime(chunk[0])).where(
-                "kind = 'resource'"
+        rows = [
+            [name, c["seconds"], c["process_seconds"], c["cpu_seconds"], c["rows"], c["keys"], c["codec"]]
+            for name, c in b["contenders"].items()
+        ]
+        out += _table(["contender", "seconds", "process s", "CPU s", "rows", "keys", "codec"], rows)
+        ours = b["contenders"]["ours"]
+        out += [f"Ours: steps {ours['steps']}, outside batches {ours['outside_batches_seconds']} s.", ""]
+    if "latency" in s:
+        lat = s["latency"]
+        out += _section(
+            "Small-batch latency",
+            f"{lat['arrival']['files_per_second']} files/s of {lat['arrival']['encounters_per_file']} encounters "
+            "(every 4th file a single resource); land -> visible = file landed to its Hudi commit completed.",
+        )
+        rows = []
+        for run in lat["runs"].values():
+            steps = _median_steps(run["batches"])
+            rows.append(
+                [
+                    run["trigger_seconds"],
+                    run["files_landed"],
+                    run["latency_p50_seconds"],
+                    run["latency_p95_seconds"],
+                    run["latency_max_seconds"],
+                    len(run["batches"]),
+                    run["batch_seconds_p50"],
+                    ", ".join(f"{k} {v}" for k, v in steps.items()),
+                ]
             )
-            df = rows.select(*BRONZE_COLUMNS, "_hoodie_is_deleted").cache()
-            df.count()  # materialise outside the timing: only the Hudi write is measured
-            start = time.perf_counter()
-            writer.upsert(spec, df, {})
-            total += time.perf_counter() - start
-            df.unpersist()
-        return total
+        out += _table(
+            ["trigger s", "files", "p50 s", "p95 s", "max s", "batches", "batch p50 s", "median steps s"], rows
+        )
+    if "upsert" in s:
+        u = s["upsert"]
+        out += _section(
+            "Upsert scaling",
+            f"Batches of {u['batch_rows']:,} updates ({u['moving_share']:.0%} move hospital) into a seeded table;"
+            " bronze = the job's bronze step; Hudi phases summed over the batches (Spark job wall time).",
+        )
+        rows = [
+            [
+                t["table_rows"],
+                t["bronze_seconds_p50"],
+                ", ".join(f"{b['steps'].get('bronze', '-')}" for b in t["batches"]),
+                json.dumps(_sum_phases(t["hudi_phases"])),
+                t["rows_after"],
+                t["keys_after"],
+                t["per_hospital_matches"],
+                t["layout"]["files"],
+            ]
+            for t in u["tables"].values()
+        ]
+        out += _table(
+            [
+                "table rows",
+                "bronze p50 s",
+                "bronze per batch s",
+                "Hudi phases s",
+                "rows after",
+                "keys",
+                "hospitals ok",
+                "files",
+            ],
+            rows,
+        )
+    if "listing" in s:
+        li = s["listing"]
+        out += _section(
+            "Listing scaling",
+            "Already-ingested files under the prefix; a continuous job (trigger 2 s) gets one new file per trigger."
+            " Overhead = trigger time outside the batch (listing, offset and commit logs).",
+        )
+        rows = [
+            [
+                p["files"],
+                p["restart_seconds"],
+                p["first_trigger_overhead_seconds"],
+                p["listing_seconds_p50"],
+                p["overhead_seconds_p50"],
+                p["overhead_seconds_max"],
+                p["batch_seconds_p50"],
+            ]
+            for p in li["prefixes"].values()
+        ]
+        out += _table(
+            ["files", "restart s", "first trigger overhead s", "listing p50 s", "overhead p50 s", "overhead max s",
+             "batch p50 s"],
+            rows,
+        )  # fmt: skip
+        out += [
+            f"Added per trigger: {li['added_seconds_per_trigger']} s; to a restart: {li['added_restart_seconds']} s.",
+            "",
+        ]
+    if "soak" in s:
+        so = s["soak"]
+        lay = so["layout"]
+        mem = so["memory"]
+        out += _section(
+            "Soak",
+            f"{so['seconds']:.0f} s of steady arrival at trigger {so['trigger_seconds']} s; driver memory sampled "
+            "(JVM live heap after a full GC, JVM and Python RSS).",
+        )
+        out += _table(
+            ["files", "rows", "heap first/last MB", "JVM RSS first/last MB", "heap change", "files/partition",
+             "avg file MB", "files on disk", "batch s first/last third", "p50/p95 s"],
+            [[
+                so["files_landed"], so["rows"],
+                f"{mem[0]['heap_after_gc_mb']} / {mem[-1]['heap_after_gc_mb']}" if mem else "-",
+                f"{mem[0]['jvm_rss_mb']} / {mem[-1]['jvm_rss_mb']}" if mem else "-",
+                so["heap_growth"], lay["files_per_partition_avg"], lay["avg_file_mb"], lay["files_on_disk"],
+                f"{_fmt(so['batch_seconds_first_third_p50'])} / {_fmt(so['batch_seconds_last_third_p50'])}",
+                f"{_fmt(so['latency_p50_seconds'])} / {_fmt(so['latency_p95_seconds'])}",
+            ]],
+        )  # fmt: skip
+    if "split" in s:
+        sp = s["split"]
+        out += ["## Split (no JVM)", ""]
+        out += _table(
+            ["records", "FileSplitter s", "json.loads s", "ratio"],
+            [[sp["records"], sp["ours_seconds"], sp["baseline_seconds"], sp["ratio"]]],
+        )
+    goals = [(name, g) for name, sc in s.items() for g in sc.get("goals", [])]
+    out += ["## Goals", ""]
+    out += _table(
+        ["scenario", "goal", "value", "target", "met"],
+        [[n, g["goal"], g["value"], g["target"], g["met"]] for n, g in goals],
+    )
+    errors = [(name, sc["error"]) for name, sc in results["scenarios"].items() if "error" in sc]
+    if errors:
+        out += ["## Failed", ""] + [f"- {name}: {error.splitlines()[-1]}" for name, error in errors] + [""]
+    return "\n".join(out)
 
-    base, mine = run("SIMPLE"), run("GLOBAL_SIMPLE")
-    return {"bench": "index", "records": len(generated.encounter_ids), "baseline_s": base, "ours_s": mine,
-            "ratio": mine / base}  # fmt: skip
+
+def _median_steps(batches: list[dict[str, Any]]) -> dict[str, float]:
+    import statistics
+
+    names = sorted({k for b in batches for k in b["steps"]})
+    return {n: round(statistics.median(b["steps"].get(n, 0.0) for b in batches), 2) for n in names}
 
 
-def _mtime(path: Path) -> Any:
-    from datetime import UTC, datetime
+def _sum_phases(per_batch: dict[str, dict[str, float]]) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for phases in per_batch.values():
+        for k, v in phases.items():
+            total[k] = round(total.get(k, 0.0) + v, 2)
+    return total
 
-    return datetime.fromtimestamp(path.stat().st_mtime, UTC)
+
+# -- plots -----------------------------------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+def plots(results: dict[str, Any], out: Path) -> list[Path]:
+    """PNG plots: latency per batch, memory over the soak, upsert scaling, backfill, listing."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    made = []
+    s = {k: v for k, v in results["scenarios"].items() if "error" not in v}
+
+    def save(fig: Any, name: str) -> None:
+        fig.tight_layout()
+        path = out / name
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        made.append(path)
+
+    if "latency" in s:
+        runs = list(s["latency"]["runs"].values())
+        fig, axes = plt.subplots(2, len(runs), figsize=(6 * len(runs), 7), squeeze=False)
+        for col, run in enumerate(runs):
+            ax = axes[0][col]
+            ax.plot(range(1, len(run["latencies"]) + 1), run["latencies"], ".", markersize=4)
+            ax.set_title(f"trigger {run['trigger_seconds']} s: land -> visible per file")
+            ax.set_xlabel("file (landing order)")
+            ax.set_ylabel("seconds")
+            _stacked_steps(axes[1][col], run["batches"], f"trigger {run['trigger_seconds']} s: steps per batch")
+        save(fig, "latency.png")
+    if "soak" in s:
+        so = s["soak"]
+        fig, axes = plt.subplots(3, 1, figsize=(9, 9))
+        mem = so["memory"]
+        t = [m["t"] / 60 for m in mem]
+        for key, label in (
+            ("heap_after_gc_mb", "JVM live heap (after full GC)"),
+            ("jvm_rss_mb", "JVM RSS"),
+            ("python_rss_mb", "Python driver RSS"),
+        ):
+            axes[0].plot(t, [m[key] for m in mem], marker="o", markersize=3, label=label)
+        axes[0].set_ylabel("MiB")
+        axes[0].set_xlabel("minutes since the job started")
+        axes[0].set_title("driver memory over the soak")
+        axes[0].legend()
+        lay = so["layouts"]
+        axes[1].plot(
+            [x["t"] / 60 for x in lay],
+            [x["files_per_partition_avg"] for x in lay],
+            marker="o",
+            markersize=3,
+            label="files per partition",
+        )
+        axes[1].set_xlabel("minutes since the arrival started")
+        twin = axes[1].twinx()
+        twin.plot(
+            [x["t"] / 60 for x in lay],
+            [x["avg_file_mb"] for x in lay],
+            color="tab:orange",
+            marker="s",
+            markersize=3,
+            label="average file MB",
+        )
+        axes[1].set_title("table layout (latest file slices)")
+        axes[1].legend(loc="upper left")
+        twin.legend(loc="lower right")
+        _stacked_steps(axes[2], so["batches"], "steps per batch")
+        save(fig, "soak.png")
+    if "upsert" in s:
+        tables = list(s["upsert"]["tables"].values())
+        fig, ax = plt.subplots(figsize=(8, 5))
+        phases = sorted({k for t in tables for k in _sum_phases(t["hudi_phases"])})
+        labels = [f"{t['table_rows']:,} rows" for t in tables]
+        bottom = [0.0] * len(tables)
+        for phase in phases:
+            values = [_sum_phases(t["hudi_phases"]).get(phase, 0.0) / max(1, len(t["batches"])) for t in tables]
+            ax.bar(labels, values, bottom=bottom, label=phase)
+            bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+        ax.plot(labels, [t["bronze_seconds_p50"] for t in tables], "k_", markersize=40, mew=2, label="bronze step p50")
+        ax.set_ylabel("seconds per batch")
+        ax.set_title(f"upsert of {s['upsert']['batch_rows']:,} rows: Hudi phases per batch")
+        ax.legend()
+        save(fig, "upsert_scaling.png")
+    if "backfill" in s:
+        contenders = s["backfill"]["contenders"]
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        names = list(contenders)
+        width = 0.4
+        xs = range(len(names))
+        ax.bar([x - width / 2 for x in xs], [contenders[n]["seconds"] for n in names], width, label="wall s")
+        ax.bar([x + width / 2 for x in xs], [contenders[n]["cpu_seconds"] for n in names], width, label="CPU s")
+        ax.set_xticks(list(xs), names)
+        ax.set_title(f"backfill of {s['backfill']['input']['encounters']:,} encounters")
+        ax.legend()
+        save(fig, "backfill.png")
+    if "listing" in s:
+        prefixes = list(s["listing"]["prefixes"].values())
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        labels = [f"{p['files']:,} files" for p in prefixes]
+        ax.bar(labels, [p["overhead_seconds_p50"] for p in prefixes], label="trigger overhead p50 s")
+        ax.plot(labels, [p["restart_seconds"] for p in prefixes], "ko", label="restart s")
+        ax.set_title("listing scaling")
+        ax.legend()
+        save(fig, "listing.png")
+    return made
+
+
+def _stacked_steps(ax: Any, batches: list[dict[str, Any]], title: str) -> None:
+    names = sorted({k for b in batches for k in b["steps"]})
+    bottom = [0.0] * len(batches)
+    xs = list(range(1, len(batches) + 1))
+    for name in names:
+        values = [b["steps"].get(name, 0.0) for b in batches]
+        ax.bar(xs, values, bottom=bottom, label=name)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    ax.plot(xs, [b["seconds"] for b in batches], "k.", label="batch total")
+    ax.set_title(title)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.set_xlabel("batch (after the warm-up batch)")
+    ax.set_ylabel("seconds")
+    ax.legend(fontsize=7)
+
+
+# -- main ------------------------------------------------------------------------------------------------------
+
+
+def _clean(value: Any) -> Any:
+    """JSON without NaN/inf (not JSON): such a figure becomes null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the chosen scenarios, write results.json, results.md and the plots; 1 when a scenario failed."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--files", type=int, default=40)
-    parser.add_argument("--per-file", type=int, default=100)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--only", default="split,pipeline,index")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, every figure still produced (smoke run)")
+    parser.add_argument(
+        "--only",
+        default=",".join(scenarios.SCENARIOS),
+        help=f"comma-separated scenarios (default: all: {','.join(scenarios.SCENARIOS)})",
+    )
+    parser.add_argument("--scale", type=float, default=1.0, help="multiply data sizes (default: %(default)s)")
+    parser.add_argument(
+        "--latency-seconds", type=float, metavar="S", help="arrival time per trigger interval (default: 120)"
+    )
+    parser.add_argument("--soak-seconds", type=float, metavar="S", help="length of the soak (default: 1800)")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="results folder (default: benchmarks/results)")
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORK, help="scratch folder (default: work/bench)")
+    parser.add_argument("--keep", action="store_true", help="keep the scratch folder (tables, logs, event logs)")
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run N scenarios at a time: for smoke runs only, the timings then disturb each other (default: 1)",
+    )
     args = parser.parse_args(argv)
-    wanted = set(args.only.split(","))
-    results = []
-    if "split" in wanted:
-        data = SYNTHEA.read_bytes() if SYNTHEA.exists() else b""
-        if data:
-            results.append(bench_split(data, args.repeat))
-    if wanted & {"pipeline", "index"}:
-        from streaming.session import build_spark
+    wanted = [name.strip() for name in args.only.split(",") if name.strip()]
+    unknown = [name for name in wanted if name not in scenarios.SCENARIOS]
+    if unknown:
+        parser.error(f"unknown scenario(s) {unknown}; choose from {list(scenarios.SCENARIOS)}")
+    sizes = (scenarios.Sizes.quick() if args.quick else scenarios.Sizes()).scaled(args.scale)
+    durations = {"latency_seconds": args.latency_seconds, "soak_seconds": args.soak_seconds}
+    sizes = replace(sizes, **{name: value for name, value in durations.items() if value is not None})
+    bench = scenarios.Bench(work=args.workdir.resolve(), sizes=sizes, quick=args.quick)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for kind in peers.BENCH_JARS:
+        peers.fetch_jars(kind)  # before anything is timed
+    began = time.monotonic()
+    results: dict[str, Any] = {
+        "mode": "quick" if args.quick else "full",
+        "scale": args.scale,
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "sizes": sizes.__dict__,
+        "parallel": args.parallel,
+        "scenarios": {},
+    }
+    lock = threading.Lock()
 
-        spark = build_spark(conf.load(conf.env_file("local")).spark)
-        with tempfile.TemporaryDirectory(prefix="bronze-bench-") as tmp:
-            if "pipeline" in wanted:
-                results.append(bench_pipeline(spark, args.files, args.per_file, args.repeat, Path(tmp)))
-            if "index" in wanted:
-                results.append(bench_index(spark, args.files, args.per_file, 4, Path(tmp)))
-    print(f"{'bench':10} {'records':>8} {'baseline s':>11} {'ours s':>8} {'ratio':>6}")
-    for r in results:
-        print(f"{r['bench']:10} {r['records']:8d} {r['baseline_s']:11.2f} {r['ours_s']:8.2f} {r['ratio']:6.2f}")
-    print(f"median ratio {statistics.median(r['ratio'] for r in results):.2f}" if results else "nothing run")
-    return results
+    def measure(name: str) -> None:
+        print(f"bench {name} ...", file=sys.stderr, flush=True)
+        start = time.monotonic()
+        try:
+            figures = scenarios.SCENARIOS[name](bench)
+        except Exception:
+            figures = {"error": traceback.format_exc(), "goals": []}
+        figures["scenario_seconds"] = round(time.monotonic() - start, 1)
+        with lock:
+            results["scenarios"][name] = figures
+            _write(results, args.out, began)  # after each scenario: a later failure keeps what was measured
+        failed = " FAILED" if "error" in figures else ""
+        print(f"bench {name}: {figures['scenario_seconds']} s{failed}", file=sys.stderr)
+
+    with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
+        list(pool.map(measure, wanted))
+    results["scenarios"] = {name: results["scenarios"][name] for name in wanted}  # in the order asked
+    paths = plots(results, args.out)
+    _write(results, args.out, began)
+    if not args.keep:
+        shutil.rmtree(bench.work, ignore_errors=True)
+    print((args.out / "results.md").read_text())
+    print(f"wrote {args.out / 'results.json'}, results.md and {len(paths)} plots", file=sys.stderr)
+    return 1 if any("error" in sc for sc in results["scenarios"].values()) else 0
+
+
+def _write(results: dict[str, Any], out: Path, began: float) -> None:
+    results["seconds"] = round(time.monotonic() - began, 1)
+    results["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
+    (out / "results.json").write_text(json.dumps(_clean(results), indent=2))
+    (out / "results.md").write_text(markdown(results))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

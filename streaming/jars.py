@@ -64,29 +64,39 @@ def _sha1(path: Path) -> str:
     return digest.hexdigest()
 
 
-def fetch(directory: Path | None = None) -> list[Path]:
-    """Download every missing jar, verify its SHA-1 and return all jar paths."""
+class JarChecksumMismatch(RuntimeError):
+    """A downloaded jar's SHA-1 differs from the one pinned for it (nothing is kept)."""
+
+
+def download(jar: Jar, directory: Path | None = None) -> Path:
+    """Put one pinned jar into the cache unless it is there (SHA-1 checked); return its path.
+
+    Also for jars outside JARS (the benchmarks' Delta and Iceberg), so every jar lands in one cache the same way.
+    """
     directory = directory or cache_dir()
     directory.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for jar in JARS:
-        target = directory / jar.file_name
-        if not target.exists():
-            # Download next to the target and rename, so an interrupted fetch never leaves a truncated jar.
-            fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{jar.file_name}.")
-            os.close(fd)
-            tmp = Path(tmp_name)
-            try:
-                print(f"fetching {jar.url}", file=sys.stderr)
-                urllib.request.urlretrieve(jar.url, tmp)
-                actual = _sha1(tmp)
-                if actual != jar.sha1:
-                    raise RuntimeError(f"{jar.file_name}: SHA-1 {actual} does not match pinned {jar.sha1}")
-                tmp.replace(target)
-            finally:
-                tmp.unlink(missing_ok=True)
-        paths.append(target)
-    return paths
+    target = directory / jar.file_name
+    if target.exists():
+        return target
+    # Download next to the target and rename, so an interrupted fetch never leaves a truncated jar.
+    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{jar.file_name}.")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        print(f"fetching {jar.url}", file=sys.stderr)
+        urllib.request.urlretrieve(jar.url, tmp)
+        actual = _sha1(tmp)
+        if actual != jar.sha1:
+            raise JarChecksumMismatch(f"{jar.file_name}: SHA-1 {actual} does not match pinned {jar.sha1}")
+        tmp.replace(target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def fetch(directory: Path | None = None) -> list[Path]:
+    """Download every missing jar, verify its SHA-1 and return all jar paths."""
+    return [download(jar, directory) for jar in JARS]
 
 
 def local_jars(directory: Path | None = None) -> list[Path]:

@@ -1,25 +1,231 @@
-"""The benchmarks still run (tiny sizes, no timing asserted: timing goals live in benchmarks/, not in tests)."""
+"""The benchmark suite's smoke run (`--quick`): every scenario makes every figure it promises; no time asserted."""
 
 from __future__ import annotations
 
+import json
+import math
+import re
+import shlex
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from benchmarks import run
+from benchmarks import peers, procs, run
+from benchmarks.scenarios import SCENARIOS, Bench, Sizes
+from streaming import config as conf
+from streaming import jars
 
 
-def test_split_benchmark_counts_the_same_records_as_its_baseline(samples: Path) -> None:
-    result = run.bench_split((samples / "encounters.ndjson").read_bytes(), repeat=1)
-    assert result["records"] == 3927
-    assert result["ratio"] > 0
+def encounters(files: int, per_file: int) -> int:
+    """What streaming/generate.py writes: every 4th file holds one pretty resource, the others `per_file` lines."""
+    return (files - files // 4) * per_file + files // 4
+
+
+def positive(*values: Any) -> bool:
+    return all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in values)
 
 
 @pytest.mark.slow
-def test_pipeline_and_index_benchmarks_run(spark: Any, tmp_path: Path) -> None:
-    pipeline = run.bench_pipeline(spark, files=4, per_file=5, repeat=1, work=tmp_path)
-    index = run.bench_index(spark, files=4, per_file=5, batches=2, work=tmp_path)
-    assert pipeline["records"] == 3 * 5  # file index 3 is a single pretty resource, dropped for the baseline
-    assert index["records"] == 3 * 5 + 1
-    assert pipeline["ours_s"] > 0 and index["ours_s"] > 0
+def test_quick_run_produces_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    # Every scenario at once (a quick run also starts a scenario's independent processes together): the cores stay
+    # busy while a scenario waits for arrivals or triggers. No time is asserted.
+    code = run.main(
+        ["--quick", "--parallel", str(len(SCENARIOS)), "--out", str(out), "--workdir", str(tmp_path / "work")]
+    )
+    results = json.loads((out / "results.json").read_text())
+    assert {name: s.get("error") for name, s in results["scenarios"].items() if "error" in s} == {}
+    assert code == 0
+    check_figures(results, out)
+
+
+def check_figures(results: dict[str, Any], out: Path) -> None:
+    """Every figure each scenario promises is there, counts equal what was generated, files were written."""
+    scenarios = results["scenarios"]
+    sizes = Sizes.quick()
+    machine = results["machine"]
+    assert positive(machine["cores"], machine["memory_gb"]) and machine["cpu_model"]
+    assert {"pyspark", "java", "hudi-spark3.5-bundle_2.12", "delta", "iceberg"} <= set(machine["versions"])
+
+    backfill = scenarios["backfill"]
+    expected = encounters(sizes.backfill_files, sizes.backfill_per_file)
+    assert backfill["input"]["encounters"] == expected
+    assert set(backfill["contenders"]) == {"ours", "plain", "delta", "iceberg"}
+    for name, c in backfill["contenders"].items():
+        assert (c["rows"], c["keys"]) == (expected, expected), name
+        assert positive(c["seconds"], c["process_seconds"], c["cpu_seconds"]), name
+    steps = backfill["contenders"]["ours"]["steps"]
+    assert backfill["contenders"]["ours"]["codec"] and positive(steps["read"], steps["bronze"], steps["ingest_log"])
+    assert positive(*backfill["throughput_ratio"].values(), *backfill["cpu_ratio"].values())
+
+    landed = round(sizes.latency_seconds * sizes.arrival_per_second)
+    runs = scenarios["latency"]["runs"]
+    assert set(runs) == {f"trigger_{t}s" for t in sizes.latency_triggers}
+    for name, r in runs.items():
+        assert r["files_landed"] == r["files_visible"] == len(r["latencies"]) == landed, name
+        assert r["rows"] == r["keys"] == encounters(landed + 1, sizes.arrival_per_file), name  # + the warm-up file
+        assert positive(r["latency_p50_seconds"], r["latency_p95_seconds"], r["latency_max_seconds"]), name
+        assert r["batches"] and all(positive(b["seconds"], b["steps"]["bronze"]) for b in r["batches"]), name
+
+    upsert = scenarios["upsert"]
+    assert set(upsert["tables"]) == {str(n) for n in sizes.upsert_tables}
+    for name, t in upsert["tables"].items():
+        assert t["table_rows"] >= int(name)
+        assert t["rows_after"] == t["keys_after"] == t["table_rows"], name  # moved rows are not kept twice
+        assert t["per_hospital_matches"], name
+        assert [b["rows"] for b in t["batches"]] == [sizes.upsert_batch] * sizes.upsert_batches, name
+        assert positive(t["bronze_seconds_p50"]) and t["hudi_phases"], name
+    assert positive(upsert["large_vs_small"])
+
+    listing = scenarios["listing"]
+    assert set(listing["prefixes"]) == {str(n) for n in sizes.listing_files}
+    for name, p in listing["prefixes"].items():
+        assert p["files"] == int(name)
+        assert p["new_files"] == sizes.listing_triggers + 1, name
+        assert p["rows"] == p["files"] + p["new_files"], name
+        assert p["triggers"] == sizes.listing_triggers, name
+        assert positive(p["restart_seconds"], p["overhead_seconds_p50"], p["listing_seconds_p50"]), name
+    assert isinstance(listing["added_seconds_per_trigger"], float)
+
+    soak = scenarios["soak"]
+    soaked = round(sizes.soak_seconds * sizes.arrival_per_second)
+    assert soak["files_landed"] == soaked
+    assert soak["rows"] == soak["keys"] == encounters(soaked + 1, sizes.arrival_per_file)
+    assert len(soak["memory"]) >= 2
+    assert all(positive(m["heap_after_gc_mb"], m["jvm_rss_mb"], m["python_rss_mb"]) for m in soak["memory"])
+    assert positive(soak["layout"]["files_per_partition_avg"], soak["layout"]["avg_file_mb"])
+    assert soak["heap_growth"] is not None and soak["layouts"]
+
+    assert scenarios["split"]["records"] == scenarios["split"]["baseline_records"] > 0
+
+    goals = [g for s in scenarios.values() for g in s["goals"]]
+    assert len(goals) == 8 and all(isinstance(g["met"], bool) for g in goals)
+    markdown = (out / "results.md").read_text()
+    for header in (
+        "## Backfill",
+        "## Small-batch latency",
+        "## Upsert scaling",
+        "## Listing scaling",
+        "## Soak",
+        "## Goals",
+    ):
+        assert header in markdown
+    for png in ("latency.png", "soak.png", "upsert_scaling.png", "backfill.png", "listing.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_every_process_keeps_its_scratch_in_the_workdir(tmp_path: Path, quick: bool) -> None:
+    bench = Bench(work=tmp_path / "work", sizes=Sizes.quick(), quick=quick)
+    path = bench.settings(tmp_path / "bench.toml", trigger=2, spark_conf={"spark.eventLog.enabled": "true"})
+    settings = conf.load(path)  # the job reads it as any settings file
+    local = conf.load(conf.env_file("local"))
+    assert settings.trigger_interval == "2 seconds"
+    assert (settings.spark.master, settings.spark.driver_memory) == (local.spark.master, local.spark.driver_memory)
+    assert settings.spark.conf["spark.eventLog.enabled"] == "true"
+    assert settings.spark.conf["spark.local.dir"] == str(tmp_path / "work" / "tmp" / "spark")
+    options = shlex.split(settings.spark.conf["spark.driver.extraJavaOptions"])
+    expected = [f"-Djava.io.tmpdir={tmp_path / 'work' / 'tmp' / 'jvm'}"]
+    assert options == expected + (["-XX:TieredStopAtLevel=1"] if quick else [])  # a full run: the JVM's defaults
+
+
+def test_a_quick_run_measures_a_scenarios_processes_together(tmp_path: Path) -> None:
+    barrier = threading.Barrier(2, timeout=30)  # passes only while both measurements run at the same time
+    bench = Bench(work=tmp_path, sizes=Sizes.quick(), quick=True)
+    assert bench.each(lambda item: (barrier.wait(), item * 10)[1], [1, 2]) == [10, 20]
+
+
+def test_a_full_run_measures_one_thing_at_a_time(tmp_path: Path) -> None:
+    running: list[int] = []
+    most: list[int] = []
+
+    def measure(item: int) -> int:
+        running.append(item)
+        most.append(len(running))
+        time.sleep(0.05)
+        running.remove(item)
+        return item * 10
+
+    assert Bench(work=tmp_path, sizes=Sizes(), quick=False).each(measure, [1, 2, 3]) == [10, 20, 30]
+    assert max(most) == 1
+
+
+def test_a_run_shared_by_scenarios_runs_once_and_fails_for_all(tmp_path: Path) -> None:
+    bench = Bench(work=tmp_path, sizes=Sizes.quick(), quick=True)
+    calls: list[str] = []
+    started = threading.Event()
+
+    def measure() -> dict[str, int]:
+        calls.append("steady")
+        started.set()
+        time.sleep(0.2)  # the second scenario asks while the first still measures
+        return {"files": 2}
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        first = pool.submit(bench.once, ("steady", 2, 1.0), measure)
+        started.wait(10)
+        second = pool.submit(bench.once, ("steady", 2, 1.0), measure)
+        assert first.result() is second.result() and first.result() == {"files": 2}
+    assert calls == ["steady"]
+
+    def fail() -> None:
+        calls.append("broken")
+        raise procs.ProcessFailed("the job exited 1")
+
+    for _ in range(2):  # whoever asks again sees the same failure
+        with pytest.raises(procs.ProcessFailed, match="exited 1"):
+            bench.once("broken", fail)
+    assert calls == ["steady", "broken"]  # nothing ran twice
+
+
+def test_a_missing_event_is_named() -> None:
+    lines = [
+        (1.0, json.dumps({"event": "written", "kind": "plain"})),
+        (2.0, "not json"),
+        (3.0, json.dumps({"event": "written", "kind": "delta"})),
+        (4.0, json.dumps({"event": "written", "kind": "delta", "n": 2})),
+    ]
+    done = procs.Finished(["python", "-m", "benchmarks.peers", "plain"], 0, 0.0, 4.0, 1.0, lines, "")
+    assert done.last("written", kind="delta") == (4.0, {"event": "written", "kind": "delta", "n": 2})
+    assert done.last("written", kind="plain")[0] == 1.0
+    with pytest.raises(procs.EventMissing, match=re.escape("'written' line with {'kind': 'iceberg'}")):
+        done.last("written", kind="iceberg")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["plain", "plain", "--source", "s", "--out", "o"],
+        ["plain", "seed", "--source", "s", "--out", "o"],
+        ["seed", "--source", "a", "--source", "b", "--warehouse", "w"],
+        ["delta", "iceberg", "--source", "s"],
+    ],
+)
+def test_peers_refuse_an_incomplete_command(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        peers.main(argv)
+    assert exit_.value.code == 2
+
+
+def test_bench_jars_share_the_cache_and_refuse_a_bad_checksum(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BRONZE_JAR_CACHE", str(tmp_path))
+    fetched: list[str] = []
+
+    def fake_download(url: str, target: Path) -> None:  # Maven Central's answer, without the network
+        fetched.append(url)
+        Path(target).write_bytes(b"not the pinned jar")
+
+    monkeypatch.setattr("urllib.request.urlretrieve", fake_download)
+    with pytest.raises(jars.JarChecksumMismatch, match=re.escape("delta-spark_2.12-3.3.2.jar: SHA-1")):
+        peers.fetch_jars("delta")
+    assert fetched == [peers.BENCH_JARS["delta"][0].url]
+    assert list(tmp_path.iterdir()) == []  # neither the bad jar nor its partial download is kept
+
+    for jar in peers.BENCH_JARS["iceberg"]:
+        (tmp_path / jar.file_name).write_bytes(b"cached")
+    assert peers.fetch_jars("iceberg") == [tmp_path / jar.file_name for jar in peers.BENCH_JARS["iceberg"]]
+    assert len(fetched) == 1  # a cached jar is not fetched again

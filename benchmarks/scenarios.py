@@ -1,0 +1,865 @@
+"""The benchmark scenarios: each generates its data (streaming/generate.py), runs whole processes, returns figures.
+
+Scenarios answer issue 9's questions; each returns plain data (the `results.json` entry) with its goals:
+
+- backfill: ours (`bronze-encounter run --once`) vs plain Spark Parquet, Delta Lake and Iceberg on the same files;
+- latency:  steady arrival at trigger 2 s and 10 s: land -> visible per file, each batch's steps;
+- upsert:   batches of updates (some moving hospital) into a small and a large table;
+- listing:  idle triggers over a prefix of many already-ingested files vs few;
+- soak:     steady arrival for a long time: driver memory, files per partition, file size, batch time;
+- split:    the Python reader alone vs a bare `json.loads` per line (no JVM).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shlex
+import shutil
+import statistics
+import threading
+import time
+import tomllib
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from benchmarks import eventlog, peers, procs
+from streaming import config as conf
+from streaming.generate import HOSPITALS, GeneratedSet, generate
+
+Figures = dict[str, Any]
+_In = TypeVar("_In")
+_Out = TypeVar("_Out")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How big each scenario is: the issue's sizes by default, tiny ones for `--quick` (every figure still made)."""
+
+    backfill_files: int = 40  # 30 NDJSON files of `backfill_per_file` + 10 single resources: 300,010 encounters
+    backfill_per_file: int = 10_000
+    arrival_per_second: float = 2.0  # steady arrival: files per second, of `arrival_per_file` encounters
+    arrival_per_file: int = 100
+    latency_seconds: float = 120.0  # arrival time at each trigger interval
+    latency_triggers: tuple[int, ...] = (2, 10)
+    upsert_tables: tuple[int, ...] = (500_000, 5_000_000)
+    upsert_batch: int = 10_000
+    upsert_batches: int = 3
+    upsert_moving: float = 0.10  # share of each update batch that moves to another hospital
+    listing_files: tuple[int, ...] = (1_000, 100_000)
+    listing_triggers: int = 10  # idle triggers observed per prefix
+    soak_seconds: float = 1800.0
+    soak_trigger: int = 10
+    soak_sample_seconds: float = 30.0
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        """Tiny sizes for the smoke run: a few thousand encounters, every figure still produced."""
+        return cls(
+            backfill_files=8,
+            backfill_per_file=250,
+            latency_seconds=1.0,  # 2 files: two land -> visible samples per trigger interval
+            upsert_tables=(2_000, 8_000),
+            upsert_batch=400,
+            upsert_batches=1,
+            listing_files=(10, 40),
+            listing_triggers=2,
+            soak_seconds=1.0,  # the latency run at trigger 2 s serves as the soak (memory: start, every 8 s, end)
+            soak_trigger=2,
+            soak_sample_seconds=8.0,
+        )
+
+    def scaled(self, factor: float) -> Sizes:
+        """Data sizes times `factor` (encounters, table rows, file counts); rates and durations unchanged."""
+
+        def n(value: int) -> int:
+            return max(1, round(value * factor))
+
+        return replace(
+            self,
+            backfill_per_file=n(self.backfill_per_file),
+            upsert_tables=tuple(n(v) for v in self.upsert_tables),
+            upsert_batch=n(self.upsert_batch),
+            listing_files=tuple(n(v) for v in self.listing_files),
+        )
+
+
+# Quick runs only: C1 alone compiles enough for a few tiny batches and costs far less CPU per JVM (a one-batch
+# `run --once`: 36 -> 21 CPU s, measured); a full run keeps the JVM's defaults, so its times are the product's.
+QUICK_JVM_OPTIONS = "-XX:TieredStopAtLevel=1"
+
+
+@dataclass(frozen=True)
+class Bench:
+    """Where a run works and writes, and how big it is."""
+
+    work: Path
+    sizes: Sizes
+    quick: bool = False
+    _shared: dict[Any, Future[Any]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
+
+    def fresh(self, name: str) -> Path:
+        """An empty scratch folder for one scenario (what an earlier run left there is removed)."""
+        path = self.work / name
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+        return path
+
+    def scratch(self, name: str) -> Path:
+        """Temporary files of the processes a run starts (Spark's, the JVM's, Python's) go under the workdir."""
+        path = self.work / "tmp" / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def spark_conf(self) -> dict[str, str]:
+        """Spark settings of every process of the run: its scratch folders; in a quick run, a cheaper JIT."""
+        options = [f"-Djava.io.tmpdir={shlex.quote(str(self.scratch('jvm')))}"]  # lz4's library, Hudi's spills
+        if self.quick:
+            options.append(QUICK_JVM_OPTIONS)
+        return {"spark.local.dir": str(self.scratch("spark")), "spark.driver.extraJavaOptions": " ".join(options)}
+
+    def settings(self, path: Path, *, trigger: int | None = None, spark_conf: Mapping[str, str] | None = None) -> Path:
+        """A settings file for one process of the run (write_config with the run's Spark settings)."""
+        return write_config(path, trigger=trigger, spark_conf={**self.spark_conf(), **(spark_conf or {})})
+
+    def start(self, argv: list[str], *, log: Path) -> procs.Watched:
+        """Start a process under measurement, its Python temporary files in the workdir."""
+        return procs.Watched(argv, log=log, env={"TMPDIR": str(self.scratch("python"))})
+
+    def run(self, argv: list[str], *, log: Path) -> procs.Finished:
+        """Run a process under measurement to its end (ProcessFailed when it fails)."""
+        return self.start(argv, log=log).wait()
+
+    def once(self, key: Any, measure: Callable[[], _Out]) -> _Out:
+        """`measure()` run once per key for every scenario that asks (they wait for the first), its result shared."""
+        with self._lock:
+            owner = key not in self._shared
+            future = self._shared.setdefault(key, Future())
+        if owner:
+            try:
+                future.set_result(measure())
+            except BaseException as exc:
+                future.set_exception(exc)
+        return future.result()
+
+    def each(self, measure: Callable[[_In], _Out], items: Sequence[_In]) -> list[_Out]:
+        """`measure` over `items`: one after another in a full run (none disturbs another), at once in a quick run."""
+        if not self.quick or len(items) < 2:
+            return [measure(item) for item in items]
+        with ThreadPoolExecutor(max_workers=len(items)) as pool:
+            return list(pool.map(measure, items))
+
+
+def goal(name: str, value: float | None, target: float, *, at_most: bool) -> Figures:
+    """One goal of the issue: the measured value, the target and whether it is met."""
+    met = value is not None and math.isfinite(value) and (value <= target if at_most else value >= target)
+    return {"goal": name, "value": value, "target": f"{'<=' if at_most else '>='} {target:g}", "met": met}
+
+
+def percentile(values: Iterable[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100); None for no values."""
+    ordered = sorted(values)
+    if not ordered:
+        return None
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+# -- shared helpers --------------------------------------------------------------------------------------------
+
+
+def write_config(path: Path, *, trigger: int | None = None, spark_conf: Mapping[str, str] | None = None) -> Path:
+    """A settings file for the job: checkpoints_conf/local.toml with the bench's trigger and Spark settings."""
+    with conf.env_file("local").open("rb") as fh:
+        settings = tomllib.load(fh)
+    if trigger is not None:
+        settings["trigger_interval"] = f"{trigger} seconds"
+    if spark_conf:
+        settings.setdefault("spark", {}).setdefault("conf", {}).update(spark_conf)
+    path.write_text(_toml(settings))
+    return path
+
+
+def _toml(table: Mapping[str, Any], prefix: str = "") -> str:
+    """Just enough TOML for a settings dict: scalars first, then nested tables with dotted headers."""
+    lines = [f"{json.dumps(k)} = {json.dumps(v)}" for k, v in table.items() if not isinstance(v, Mapping)]
+    for key, value in table.items():
+        if isinstance(value, Mapping):
+            name = f"{prefix}{json.dumps(key)}"
+            lines += ["", f"[{name}]", _toml(value, f"{name}.")]
+    return "\n".join(lines) + "\n"
+
+
+def event_conf(directory: Path) -> dict[str, str]:
+    """Spark settings that write the event log (jobs, stages, streaming progress) into `directory`."""
+    directory.mkdir(parents=True, exist_ok=True)
+    return {
+        "spark.eventLog.enabled": "true",
+        "spark.eventLog.dir": directory.resolve().as_uri(),
+        # Report every idle trigger too (default: one every 10 s), so each trigger's listing time is seen.
+        "spark.sql.streaming.noDataProgressEventInterval": "0",
+    }
+
+
+def count_rows(warehouse: Path, sql: str) -> list[dict[str, Any]]:
+    """Rows of a query over the job's tables, read without a JVM (hudi-rs + DuckDB, `bronze-encounter query`)."""
+    from streaming import query
+
+    config = conf.load(conf.env_file("local"), {"warehouse": str(warehouse)})
+    return query.query(config, sql).to_pylist()
+
+
+def parquet_codec(table_dir: Path) -> str:
+    """The compression of the first Parquet file under a table folder (each contender's own default)."""
+    import pyarrow.parquet as pq
+
+    for path in sorted(table_dir.rglob("*.parquet")):
+        if "metadata" not in path.parts and not path.name.startswith("."):
+            return str(pq.ParquetFile(path).metadata.row_group(0).column(0).compression).lower()
+    return "none"
+
+
+def layout(table_dir: Path) -> Figures:
+    """Files per partition and file sizes of a Hudi table: latest file slices (what a reader reads) and all files."""
+    latest: dict[tuple[str, str], tuple[str, int]] = {}
+    on_disk = 0
+    for path in table_dir.glob("hospital_partition=*/*.parquet"):
+        file_id, _, rest = path.name.partition("_")
+        instant = rest.rsplit("_", 1)[-1].removesuffix(".parquet")
+        on_disk += 1
+        key = (path.parent.name, file_id)
+        if key not in latest or instant > latest[key][0]:
+            latest[key] = (instant, path.stat().st_size)
+    per_partition = Counter(partition for partition, _ in latest)
+    sizes = [size for _, size in latest.values()]
+    return {
+        "partitions": len(per_partition),
+        "files": len(latest),
+        "files_on_disk": on_disk,
+        "files_per_partition_avg": round(len(latest) / len(per_partition), 2) if per_partition else 0.0,
+        "files_per_partition_max": max(per_partition.values(), default=0),
+        "avg_file_mb": round(statistics.fmean(sizes) / 2**20, 3) if sizes else 0.0,
+    }
+
+
+def encounters_in(files: Iterable[Path]) -> int:
+    """Encounters in generated files, counted from the files themselves: NDJSON lines, one per pretty file."""
+    total = 0
+    for path in files:
+        if path.suffix == ".ndjson":
+            total += sum(1 for line in path.read_bytes().splitlines() if line.strip())
+        else:
+            total += 1
+    return total
+
+
+def _steps_summary(steps: Mapping[int, Mapping[str, float]]) -> dict[str, float]:
+    totals: Counter[str] = Counter()
+    for batch in steps.values():
+        totals.update(batch)
+    return {k: round(v, 2) for k, v in totals.items()}
+
+
+# -- backfill --------------------------------------------------------------------------------------------------
+
+
+def backfill(bench: Bench) -> Figures:
+    """One backfill of the same generated files by each contender into a fresh table (processes: see below)."""
+    root = bench.fresh("backfill")
+    landing = root / "landing"
+    generated = generate(landing, files=bench.sizes.backfill_files, per_file=bench.sizes.backfill_per_file, seed=9)
+    expected = len(generated.encounter_ids)
+    config = bench.settings(root / "bench.toml")
+    contenders: dict[str, Figures] = {}
+    # A full run gives each peer a process of its own, its JVM start counted as ours is; a quick run starts one
+    # process for all three (their times are not compared there): its process and CPU seconds are then shared.
+    for kinds in [peers.CONTENDERS] if bench.quick else [(kind,) for kind in peers.CONTENDERS]:
+        process = "+".join(kinds)
+        done = bench.run(
+            procs.python(
+                "-m", "benchmarks.peers", *kinds, "--source", str(landing), "--out", str(root), "--config", str(config)
+            ),
+            log=root / f"{process}.log",
+        )  # fmt: skip
+        began = done.started  # each peer's seconds: from its process's start, or from the previous peer's end
+        for kind in kinds:
+            written_at, _ = done.last("written", kind=kind)
+            counted_at, counted = done.last("rows", kind=kind)
+            contenders[kind] = {
+                "seconds": round(written_at - began, 2),
+                "process": process,
+                "process_seconds": round(done.wall_seconds, 2),
+                "cpu_seconds": done.cpu_seconds,
+                "rows": counted["rows"],
+                "keys": counted["keys"],
+                "codec": parquet_codec(root / kind),
+            }
+            began = counted_at
+    warehouse = root / "ours"
+    done = bench.run(
+        procs.job("run", "--once", "--config", str(config), "--source", str(landing), "--warehouse", str(warehouse)),
+        log=root / "ours.log",
+    )
+    batches = done.events("batch")
+    counted = count_rows(warehouse, "SELECT count(*) AS n, count(DISTINCT encounter_id) AS k FROM bronze_encounter")
+    steps = done.batch_steps()
+    contenders["ours"] = {
+        "seconds": round(batches[-1][0] - done.started, 2),
+        "process_seconds": round(done.wall_seconds, 2),
+        "cpu_seconds": done.cpu_seconds,
+        "rows": counted[0]["n"],
+        "keys": counted[0]["k"],
+        "codec": parquet_codec(warehouse / "bronze_encounter"),
+        "batches": len(batches),
+        "steps": _steps_summary(steps),
+        # Everything that is not a batch: interpreter and JVM start, lease, catalog, recovery, stream start.
+        "outside_batches_seconds": round(batches[-1][0] - done.started - sum(b["seconds"] for _, b in batches), 2),
+    }
+    ours = contenders["ours"]
+    ratios = {f"vs_{k}": round(contenders[k]["seconds"] / ours["seconds"], 3) for k in ("plain", "delta", "iceberg")}
+    cpu_ratios = {
+        f"vs_{k}": round(contenders[k]["cpu_seconds"] / ours["cpu_seconds"], 3) for k in ("plain", "delta", "iceberg")
+    }
+    return {
+        "input": {
+            "files": len(generated.files),
+            "encounters": expected,
+            "bytes": sum(p.stat().st_size for p in generated.files),
+        },
+        "contenders": contenders,
+        "throughput_ratio": ratios,  # theirs seconds / ours seconds: > 1 means we are faster
+        "cpu_ratio": cpu_ratios,
+        "goals": [
+            goal("backfill throughput vs plain Spark", ratios["vs_plain"], 0.6, at_most=False),
+            goal("backfill throughput vs Delta Lake", ratios["vs_delta"], 1.0, at_most=False),
+            goal("backfill throughput vs Iceberg", ratios["vs_iceberg"], 1.0, at_most=False),
+        ],
+    }
+
+
+# -- steady arrival (latency, soak) ----------------------------------------------------------------------------
+
+
+def _stage_arrivals(staging: Path, *, files: int, per_file: int, seed: int) -> list[Path]:
+    return list(generate(staging, files=files, per_file=per_file, seed=seed).files)
+
+
+def _land(path: Path, landing: Path) -> tuple[str, float]:
+    """Move a staged file into the landing folder, its modification time the landing time; returns (name, time)."""
+    now = time.time()
+    os.utime(path, (now, now))
+    os.replace(path, landing / path.name)
+    return path.name, now
+
+
+def _commit_times(table: Path) -> dict[str, float]:
+    """Completion time of each Hudi commit: the modification time of `.hoodie/<instant>.commit` (table version 6)."""
+    return {p.name.split(".")[0]: p.stat().st_mtime for p in (table / ".hoodie").glob("*.commit")}
+
+
+def steady(
+    bench: Bench,
+    name: str,
+    *,
+    trigger: int,
+    seconds: float,
+    sample_every: float | None = None,
+) -> Figures:
+    """Files land at a steady rate into a running job; land -> visible per file, each batch's steps, memory."""
+    sizes = bench.sizes
+    root = bench.fresh(name)
+    landing, staging, warehouse = root / "landing", root / "staging", root / "warehouse"
+    landing.mkdir()
+    count = max(1, round(seconds * sizes.arrival_per_second))
+    staged = _stage_arrivals(staging, files=count + 1, per_file=sizes.arrival_per_file, seed=21)
+    expected = encounters_in(staged)
+    config = bench.settings(root / "bench.toml", trigger=trigger)
+    job = bench.start(
+        procs.job("run", "--config", str(config), "--source", str(landing), "--warehouse", str(warehouse)),
+        log=root / "job.log",
+    )
+    layouts: list[Figures] = []
+    stop_sampling = threading.Event()
+
+    def sample() -> None:  # its own thread: a full GC and two jcmd calls must not delay the arrivals
+        while not stop_sampling.wait(sample_every):
+            job.sample_memory()
+            layouts.append({"t": round(time.monotonic() - began, 1), **layout(warehouse / "bronze_encounter")})
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    try:
+        # A warm-up file first: arrival starts once the stream runs, so start-up is not counted as latency.
+        _land(staged[0], landing)
+        _wait(lambda: bool(job.lines_seen("batch")), job, timeout=600)
+        landed: dict[str, float] = {}
+        began = time.monotonic()
+        if sample_every:
+            job.sample_memory()
+            sampler.start()
+        for i, path in enumerate(staged[1:]):
+            due = began + i / sizes.arrival_per_second
+            while (wait := due - time.monotonic()) > 0:
+                time.sleep(min(wait, 0.2))
+            name_, at = _land(path, landing)
+            landed[name_] = at
+            if not job.running():
+                break
+
+        def all_visible() -> bool:
+            return sum(b["files"] for b in job.lines_seen("batch")) >= len(staged)
+
+        _wait(all_visible, job, timeout=max(600.0, 10 * trigger))
+        stop_sampling.set()
+        if sample_every:
+            sampler.join()
+            job.sample_memory()
+            layouts.append({"t": round(time.monotonic() - began, 1), **layout(warehouse / "bronze_encounter")})
+    finally:
+        stop_sampling.set()
+        job.stop()
+    done = job.wait(300)
+
+    table = warehouse / "bronze_encounter"
+    commits = _commit_times(table)
+    logged = count_rows(
+        warehouse, "SELECT batch_id, files, commit_instant, rows_written FROM bronze_encounter_ingest_log"
+    )
+    visible_at = {Path(uri).name: commits[r["commit_instant"]] for r in logged for uri in r["files"]}
+    latencies = [round(visible_at[n] - at, 3) for n, at in landed.items() if n in visible_at]
+    steps = done.batch_steps()
+    batch_lines = {b["batch_id"]: b for _, b in done.events("batch")}
+    warmup, *batches = [
+        {
+            "batch_id": bid,
+            "files": line["files"],
+            "rows": line["rows_written"],
+            "seconds": line["seconds"],
+            "steps": steps.get(bid, {}),
+        }
+        for bid, line in sorted(batch_lines.items())
+        if line["files"]
+    ]
+    counted = count_rows(warehouse, "SELECT count(*) AS n, count(DISTINCT encounter_id) AS k FROM bronze_encounter")
+    return {
+        "trigger_seconds": trigger,
+        "files_landed": len(landed),
+        "files_visible": len(latencies),
+        "encounters": expected,
+        "rows": counted[0]["n"],
+        "keys": counted[0]["k"],
+        "latency_p50_seconds": percentile(latencies, 50),
+        "latency_p95_seconds": percentile(latencies, 95),
+        "latency_max_seconds": max(latencies, default=None),
+        "latencies": latencies,
+        "warmup_batch": warmup,  # the first file, landed before the arrival started: JVM warm-up, not latency
+        "batches": batches,
+        "batch_seconds_p50": percentile([b["seconds"] for b in batches], 50),
+        "memory": done.memory,
+        "layouts": layouts,
+        "layout": layout(table),
+        "cpu_seconds": done.cpu_seconds,
+    }
+
+
+def _steady_run(bench: Bench, name: str, *, trigger: int, seconds: float, sample_every: float | None = None) -> Figures:
+    """`steady`; in a quick run one run per trigger and duration, memory sampled, serves latency and soak alike."""
+    if not bench.quick:
+        return steady(bench, name, trigger=trigger, seconds=seconds, sample_every=sample_every)
+    return bench.once(
+        ("steady", trigger, seconds),
+        lambda: steady(
+            bench, f"steady-{trigger}s", trigger=trigger, seconds=seconds, sample_every=bench.sizes.soak_sample_seconds
+        ),
+    )
+
+
+def _wait(condition: Callable[[], bool], job: procs.Watched, *, timeout: float) -> None:
+    """Poll `condition` until true; fail when the job exits first or the time is up."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if not job.running():
+            job.wait(check=True)  # raises with the job's log when it failed
+            raise procs.ProcessFailed(f"the job exited before the benchmark was done (log {job.log})")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"benchmark waited {timeout:.0f}s in vain (log {job.log})")
+        time.sleep(0.2)
+
+
+def latency(bench: Bench) -> Figures:
+    """Steady arrival at each trigger interval: land -> visible p50/p95/max and each batch's steps."""
+    triggers = bench.sizes.latency_triggers
+    measured = bench.each(
+        lambda t: _steady_run(bench, f"latency-{t}s", trigger=t, seconds=bench.sizes.latency_seconds), triggers
+    )
+    runs = {f"trigger_{t}s": run for t, run in zip(triggers, measured, strict=True)}
+    fast = runs[f"trigger_{min(bench.sizes.latency_triggers)}s"]
+    return {
+        "arrival": {
+            "files_per_second": bench.sizes.arrival_per_second,
+            "encounters_per_file": bench.sizes.arrival_per_file,
+        },
+        "runs": runs,
+        "goals": [
+            goal(
+                f"p50 land->visible at trigger {fast['trigger_seconds']} s",
+                fast["latency_p50_seconds"],
+                5,
+                at_most=True,
+            ),
+            goal(
+                f"p95 land->visible at trigger {fast['trigger_seconds']} s",
+                fast["latency_p95_seconds"],
+                10,
+                at_most=True,
+            ),
+        ],
+    }
+
+
+def soak(bench: Bench) -> Figures:
+    """A long steady arrival: driver memory (live heap after a full GC) over time, table layout over time."""
+    sizes = bench.sizes
+    run = _steady_run(
+        bench, "soak", trigger=sizes.soak_trigger, seconds=sizes.soak_seconds, sample_every=sizes.soak_sample_seconds
+    )
+    heap = [(m["t"], m["heap_after_gc_mb"]) for m in run["memory"]]
+    growth = _growth(heap)
+    batch_seconds = [b["seconds"] for b in run["batches"]]
+    third = max(1, len(batch_seconds) // 3)
+    return {
+        **{k: v for k, v in run.items() if k not in ("latencies",)},
+        "seconds": sizes.soak_seconds,
+        "heap_growth": growth,
+        "batch_seconds_first_third_p50": percentile(batch_seconds[:third], 50),
+        "batch_seconds_last_third_p50": percentile(batch_seconds[-third:], 50),
+        "goals": [
+            goal(
+                "driver live heap change over the soak (absolute fraction)",
+                None if growth is None else abs(growth),
+                0.10,
+                at_most=True,
+            )
+        ],
+    }
+
+
+def _growth(samples: list[tuple[float, float]]) -> float | None:
+    """Relative change of the live heap: median of the last quarter vs the second quarter (after warm-up)."""
+    if len(samples) < 2:
+        return None
+    end = samples[-1][0] or 1.0
+    early = [v for t, v in samples if end * 0.25 <= t < end * 0.5] or [samples[0][1]]
+    late = [v for t, v in samples if t >= end * 0.75] or [samples[-1][1]]
+    return round(statistics.median(late) / statistics.median(early) - 1, 4)
+
+
+# -- upsert scaling --------------------------------------------------------------------------------------------
+
+
+def _files_for(rows: int, per_file: int) -> int:
+    """How many generated files hold at least `rows` encounters (every 4th file is a single resource)."""
+    files = 1
+    while (files - files // 4) * per_file + files // 4 < rows:
+        files += 1
+    return files
+
+
+def _updates(
+    base: list[Path], *, batches: int, size: int, moving: float, seed: int
+) -> tuple[list[list[str]], Counter[str]]:
+    """Update batches of existing encounters (newer lastUpdated, some at another hospital) and the hospital moves."""
+    lines = [(p, i) for p in base if p.suffix == ".ndjson" for i in range(_line_count(p))]
+    rng = random.Random(seed)
+    picked = rng.sample(lines, min(len(lines), batches * size))
+    wanted: dict[Path, set[int]] = {}
+    for path, index in picked:
+        wanted.setdefault(path, set()).add(index)
+    chosen: dict[tuple[Path, int], dict[str, Any]] = {}
+    for path, indexes in wanted.items():
+        for index, line in enumerate(path.read_text().splitlines()):
+            if index in indexes:
+                chosen[(path, index)] = json.loads(line)
+    moves: Counter[str] = Counter()
+    out: list[list[str]] = []
+    for b in range(batches):
+        batch = []
+        for j, key in enumerate(picked[b * size : (b + 1) * size]):
+            resource = chosen[key]
+            updated = datetime.fromisoformat(resource["meta"]["lastUpdated"].replace("Z", "+00:00"))
+            resource["meta"]["lastUpdated"] = (updated + timedelta(days=1 + b)).astimezone(UTC).isoformat()
+            resource["status"] = "finished"
+            if j < size * moving:
+                old = resource["serviceProvider"]["display"]
+                new = HOSPITALS[(HOSPITALS.index(old) + 1 + b) % len(HOSPITALS)]
+                resource["serviceProvider"]["display"] = new
+                moves[old] -= 1
+                moves[new] += 1
+            batch.append(json.dumps(resource, separators=(",", ":")))
+        out.append(batch)
+    return out, moves
+
+
+def _line_count(path: Path) -> int:
+    with path.open("rb") as fh:
+        return sum(1 for line in fh if line.strip())
+
+
+@dataclass(frozen=True)
+class _UpsertTable:
+    """One table of the upsert benchmark: its folder, the files it is seeded with, its update batches."""
+
+    rows: int
+    root: Path
+    generated: GeneratedSet
+    updates: list[list[str]]  # NDJSON lines per batch; the first batch warms the JVM up (not counted)
+    moves: Counter[str]  # rows each hospital gains (+) or loses (-) through the updates
+
+    @property
+    def base(self) -> Path:
+        return self.root / "base"
+
+    @property
+    def warehouse(self) -> Path:
+        return self.root / "warehouse"
+
+
+def _upsert_table(bench: Bench, rows: int) -> _UpsertTable:
+    """Generate a table's seed files and its update batches (some rows moving hospital)."""
+    sizes = bench.sizes
+    root = bench.fresh(f"upsert-{rows}")
+    per_file = min(10_000, max(1, rows // 8))
+    generated = generate(root / "base", files=_files_for(rows, per_file), per_file=per_file, seed=31)
+    updates, moves = _updates(
+        list(generated.files),
+        batches=sizes.upsert_batches + 1,  # the first warms the JVM up (JIT, code generation): not counted
+        size=sizes.upsert_batch,
+        moving=sizes.upsert_moving,
+        seed=32,
+    )
+    return _UpsertTable(rows, root, generated, updates, moves)
+
+
+def _seed(bench: Bench, tables: list[_UpsertTable]) -> procs.Finished:
+    """Bulk-insert the tables' seed files in one process (`benchmarks.peers seed`), then drop the files."""
+    log_dir = tables[0].root
+    seeded = bench.run(
+        procs.python(
+            "-m", "benchmarks.peers", "seed", "--config", str(bench.settings(log_dir / "seed.toml")),
+            *[arg for t in tables for arg in ("--source", str(t.base), "--warehouse", str(t.warehouse))],
+        ),
+        log=log_dir / "seed.log",
+    )  # fmt: skip
+    for table in tables:
+        shutil.rmtree(table.base)  # the table holds them now; at 5M rows the files are ~7 GB
+    return seeded
+
+
+def _measure_upserts(bench: Bench, table: _UpsertTable, seeded: procs.Finished) -> Figures:
+    """The job takes a seeded table's update batches one per trigger; the bronze step and Hudi's phases of each."""
+    root, warehouse, landing = table.root, table.warehouse, table.root / "landing"
+    landing.mkdir()
+    for b, lines in enumerate(table.updates):
+        path = landing / f"updates-{b:03d}.ndjson"
+        path.write_text("\n".join(lines) + "\n")
+        os.utime(path, (time.time() + b, time.time() + b))  # the file source takes them oldest first
+    events = root / "events"
+    config = bench.settings(root / "bench.toml", spark_conf=event_conf(events))
+    done = bench.run(
+        procs.job(
+            "run", "--once", "--config", str(config), "--source", str(landing), "--warehouse", str(warehouse),
+            "--max-files-per-trigger", "1",
+        ),
+        log=root / "job.log",
+    )  # fmt: skip
+    steps = done.batch_steps()
+    phases = eventlog.hudi_phases(eventlog.read(events), table="bronze_encounter")
+    per_hospital = count_rows(
+        warehouse,
+        "SELECT hospital_name AS h, count(*) AS n, count(DISTINCT encounter_id) AS k FROM bronze_encounter GROUP BY 1",
+    )
+    expected = Counter(dict(table.generated.per_hospital))
+    expected.update(table.moves)
+    warmup, *measured = [
+        {
+            "batch_id": line["batch_id"],
+            "rows": line["rows_written"],
+            "seconds": line["seconds"],
+            "steps": steps.get(line["batch_id"], {}),
+        }
+        for _, line in done.events("batch")
+    ]
+    return {
+        "table_rows": len(table.generated.encounter_ids),
+        "setup_seconds": round(seeded.wall_seconds, 1),  # the seed process (a quick run's seeds every table)
+        "warmup_batch": warmup,
+        "batches": measured,
+        "bronze_seconds_p50": statistics.median(b["steps"]["bronze"] for b in measured),
+        "hudi_phases": {b: p for b, p in phases.items() if b != str(warmup["batch_id"])},
+        "rows_after": sum(r["n"] for r in per_hospital),
+        "keys_after": sum(r["k"] for r in per_hospital),
+        "per_hospital_matches": {r["h"]: r["n"] for r in per_hospital} == {h: n for h, n in expected.items() if n},
+        "layout": layout(warehouse / "bronze_encounter"),
+        "cpu_seconds": done.cpu_seconds,
+    }
+
+
+def upsert(bench: Bench) -> Figures:
+    """Batches of updates into a small and a large table: the bronze step per batch and where its time goes."""
+    sizes = bench.sizes
+    tables: dict[str, Figures] = {}
+    # A full run seeds each table in a process of its own just before its updates (a 5M-row table's seed files are
+    # ~7 GB, dropped once seeded); a quick run seeds both in one process.
+    for group in [sizes.upsert_tables] if bench.quick else [(rows,) for rows in sizes.upsert_tables]:
+        prepared = [_upsert_table(bench, rows) for rows in group]
+        seeded = _seed(bench, prepared)
+        measured = bench.each(lambda table, seeded=seeded: _measure_upserts(bench, table, seeded), prepared)
+        tables.update({str(table.rows): m for table, m in zip(prepared, measured, strict=True)})
+    small, large = (tables[str(r)] for r in sizes.upsert_tables)
+    ratio = round(large["bronze_seconds_p50"] / small["bronze_seconds_p50"], 3)
+    return {
+        "batch_rows": sizes.upsert_batch,
+        "moving_share": sizes.upsert_moving,
+        "tables": tables,
+        "large_vs_small": ratio,
+        "goals": [
+            goal(f"bronze step into {large['table_rows']:,} rows vs {small['table_rows']:,}", ratio, 1.3, at_most=True)
+        ],
+    }
+
+
+# -- listing scaling -------------------------------------------------------------------------------------------
+
+
+def _listing_prefix(bench: Bench, files: int) -> Figures:
+    """One prefix of `files` already-ingested files: the restart and each later trigger's time outside the batch."""
+    sizes = bench.sizes
+    ingest_all = ("--max-files-per-trigger", "10000")
+    root = bench.fresh(f"listing-{files}")
+    landing, staging, warehouse = root / "landing", root / "staging", root / "warehouse"
+    generated = generate(landing, files=files, per_file=1, seed=41)
+    arrivals = _stage_arrivals(staging, files=sizes.listing_triggers + 1, per_file=1, seed=42)
+    where = ("--source", str(landing), "--warehouse", str(warehouse))
+    ingest = None
+    if not bench.quick:
+        ingest = bench.run(
+            procs.job("run", "--once", "--config", str(bench.settings(root / "ingest.toml")), *where, *ingest_all),
+            log=root / "ingest.log",
+        )
+    events = root / "events"
+    config = bench.settings(root / "bench.toml", trigger=2, spark_conf=event_conf(events))
+    _land(arrivals[0], landing)
+    job = bench.start(
+        procs.job("run", "--config", str(config), *where, *(ingest_all if ingest is None else ())),
+        log=root / "stream.log",
+    )
+    try:
+        for i in range(len(arrivals)):  # the next file once the previous one's batch is done
+            _wait(lambda n=i + 1, j=job: len(j.lines_seen("batch")) >= n, job, timeout=900)
+            if i + 1 < len(arrivals):
+                _land(arrivals[i + 1], landing)
+    finally:
+        job.stop()
+    done = job.wait(300)
+    progress = [p for p in eventlog.progress(eventlog.read(events)) if p["rows"]]
+    later = progress[1:]  # the first trigger after a start also restores the source log
+    counted = count_rows(warehouse, "SELECT count(*) AS n FROM bronze_encounter")
+    batches = done.events("batch")
+    first_batch_at, first_batch = batches[0]
+    return {
+        "files": len(generated.files),
+        "rows": counted[0]["n"],
+        "ingested_by": "run --once" if ingest else "the stream's first batch",
+        "ingest_seconds": round(ingest.wall_seconds, 1) if ingest else first_batch["seconds"],
+        "ingest_batches": len(ingest.events("batch")) if ingest else 1,
+        "restart_seconds": round(first_batch_at - done.started, 2),
+        "first_trigger_overhead_seconds": round(progress[0]["stream_overhead_seconds"], 3),
+        "triggers": len(later),
+        "listing_seconds_p50": statistics.median(p["latest_offset_seconds"] for p in later),
+        "overhead_seconds_p50": statistics.median(p["stream_overhead_seconds"] for p in later),
+        "overhead_seconds_max": max(p["stream_overhead_seconds"] for p in later),
+        "batch_seconds_p50": statistics.median(p["batch_seconds"] for p in later),
+        "new_files": sum(b["files"] for _, b in batches) - (0 if ingest else len(generated.files)),
+    }
+
+
+def listing(bench: Bench) -> Figures:
+    """A prefix of many already-ingested files vs few: what each trigger spends outside the batch, and a restart.
+
+    The prefix is ingested first (`run --once`). Then a continuous job (trigger 2 s) starts with one new file
+    waiting (restart = process start to that file's batch done) and gets one new file per trigger after that:
+    each trigger lists the whole prefix (Spark 3.5 reports idle triggers without durations, so each gets a file).
+    A quick run skips the `run --once` process: the continuous job's first batch ingests the prefix with the first
+    new file, so its restart includes that ingest.
+    """
+    sizes = bench.sizes
+    measured = bench.each(lambda files: _listing_prefix(bench, files), sizes.listing_files)
+    prefixes = {str(files): m for files, m in zip(sizes.listing_files, measured, strict=True)}
+    few, many = (prefixes[str(n)] for n in sizes.listing_files)
+    added = round(many["overhead_seconds_p50"] - few["overhead_seconds_p50"], 3)
+    return {
+        "prefixes": prefixes,
+        "added_seconds_per_trigger": added,
+        "added_restart_seconds": round(many["restart_seconds"] - few["restart_seconds"], 2),
+        "goals": [
+            goal(f"added seconds per trigger, {many['files']:,} vs {few['files']:,} files", added, 2, at_most=True)
+        ],
+    }
+
+
+# -- split (no JVM) --------------------------------------------------------------------------------------------
+
+
+def split(bench: Bench) -> Figures:
+    """The job's Python reader (FileSplitter) vs a bare `json.loads` per line over generated NDJSON."""
+    import io
+
+    from streaming.config import FhirConfig
+    from streaming.parse import FileSplitter
+
+    root = bench.fresh("split")
+    data = b"".join(
+        p.read_bytes() for p in generate(root, files=3, per_file=bench.sizes.backfill_per_file // 4 or 1, seed=5).files
+        if p.suffix == ".ndjson"
+    )  # fmt: skip
+    splitter = FileSplitter(FhirConfig())
+
+    def ours() -> int:
+        return sum(1 for r in splitter.split(io.BytesIO(data), len(data)) if r.kind == "resource")
+
+    def baseline() -> int:
+        return sum(1 for line in data.splitlines() if line.strip() and json.loads(line))
+
+    def best(fn: Callable[[], int]) -> tuple[float, int]:
+        times, result = [], 0
+        for _ in range(3):
+            start = time.perf_counter()
+            result = fn()
+            times.append(time.perf_counter() - start)
+        return min(times), result
+
+    (base_s, base_n), (ours_s, ours_n) = best(baseline), best(ours)
+    return {
+        "records": ours_n,
+        "baseline_records": base_n,
+        "ours_seconds": round(ours_s, 4),
+        "baseline_seconds": round(base_s, 4),
+        "ratio": round(ours_s / base_s, 3),
+        "goals": [],
+    }
+
+
+SCENARIOS: dict[str, Callable[[Bench], Figures]] = {
+    "split": split,
+    "backfill": backfill,
+    "latency": latency,
+    "upsert": upsert,
+    "listing": listing,
+    "soak": soak,
+}
