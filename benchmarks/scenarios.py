@@ -431,7 +431,13 @@ def steady(
     logged = count_rows(
         warehouse, "SELECT batch_id, files, commit_instant, rows_written FROM bronze_encounter_ingest_log"
     )
-    visible_at = {Path(uri).name: commits[r["commit_instant"]] for r in logged for uri in r["files"]}
+    # A long run's oldest commits leave the active timeline (Hudi archives beyond 30): their files get no latency.
+    visible_at = {
+        Path(uri).name: commits[r["commit_instant"]]
+        for r in logged
+        if r["commit_instant"] in commits
+        for uri in r["files"]
+    }
     latencies = [round(visible_at[n] - at, 3) for n, at in landed.items() if n in visible_at]
     steps = done.batch_steps()
     batch_lines = {b["batch_id"]: b for _, b in done.events("batch")}
