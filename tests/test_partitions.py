@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -156,3 +157,23 @@ def test_the_global_index_reconciles_with_the_clusters_parallelism(spark: Any, t
     """Hudi's default is a fixed 60 tasks per shuffle: 290 of a small batch's 435 tasks on a 2-core laptop."""
     options = HudiWriter(spark).options(encounter_table(job_config(tmp_path, tmp_path / "landing")))
     assert options["hoodie.global.index.reconcile.parallelism"] == str(spark.sparkContext.defaultParallelism) == "2"
+
+
+def test_a_table_of_the_previous_index_moves_rows_once_after_the_upgrade(spark: Any, tmp_path: Path) -> None:
+    """Tables written with GLOBAL_SIMPLE: the first write with the record index builds it from their files."""
+    spec = encounter_table(job_config(tmp_path, tmp_path / "landing"))
+    previous = {k: v for k, v in spec.options.items() if ".record.index." not in k}
+    previous |= {"hoodie.index.type": "GLOBAL_SIMPLE", "hoodie.simple.index.update.partition.path": "true"}
+    writer = HudiWriter(spark)
+    names = {f"h{i}": name for i, name in enumerate(PARTITION_NAMES)}
+    writer.upsert(replace(spec, options=previous), _bronze(spark, names, "2024-01-01T00:00:00Z", "in-progress"), {})
+
+    moved = {**names, MOVED_KEY: MOVED_TO}
+    writer.upsert(spec, _bronze(spark, moved, "2024-02-01T00:00:00Z", "finished"), {})
+
+    by_spark, by_rs = _read_back(spark, spec.uri)
+    assert by_spark == {
+        k: (n, expected_partition(n), _folder(expected_partition(n)), "finished") for k, n in moved.items()
+    }
+    assert by_rs == moved
+    assert (Path(spec.uri.removeprefix("file:")) / ".hoodie" / "metadata" / "record_index").is_dir()
