@@ -146,6 +146,10 @@ class HudiWriter:
 
     def __init__(self, spark: SparkSession) -> None:
         self.spark = spark
+        # Tables seen with a completed commit: a table never loses its last one, so each batch need not list
+        # `.hoodie` (and read a commit) again to learn it. Stale only if the table is deleted under a running job,
+        # and then the batch upserts, which is correct, only slower.
+        self._committed: set[str] = set()
 
     def upsert(self, spec: TableSpec, df: DataFrame, commit_meta: Mapping[str, str]) -> None:
         """Upsert `df`; each `commit_meta` key must start with '_' so Hudi copies it into the commit."""
@@ -198,7 +202,9 @@ class HudiWriter:
 
     def has_commits(self, spec: TableSpec) -> bool:
         """Whether the table has a completed commit: a crashed first write leaves the table without one."""
-        return next(self.commits(spec, newest=1), None) is not None
+        if spec.uri not in self._committed and next(self.commits(spec, newest=1), None) is not None:
+            self._committed.add(spec.uri)
+        return spec.uri in self._committed
 
     def _timeline(self, spec: TableSpec) -> tuple[Any, Any, list[str]]:
         """The file system, the `.hoodie` folder and its file names, newest instant first (none: no table yet).
