@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from pyspark import SparkContext
 from pyspark.sql import Column
 from pyspark.sql import functions as F
 
@@ -181,26 +183,44 @@ def flatten(
     resource type). Rejected rows keep `reject_reason`, `reject_message` (names the element, never its value)
     and a `raw_slice` of at most `raw_slice_chars` characters.
     """
+    steps = _projections(SparkContext._active_spark_context, keep_resource_json, raw_slice_chars)
+    out = records
+    for step in steps:
+        out = out.select(*step)
+    # The one per-batch value, put in its place among the final projection's columns.
+    return out.withColumn("ingested_at", F.lit(ingested_at).cast("timestamp"))
+
+
+# Building the projections below takes ~1,500 calls into the JVM: measured, flatten spent 0.46 s of each batch's
+# driver time, 0.27 s with them reused. The columns are unresolved expressions, valid over any DataFrame of records,
+# so they are built once per Spark context and setting; the context is in the key, a column lives in its JVM.
+@functools.lru_cache(maxsize=8)
+def _projections(context: object, keep_resource_json: bool, raw_slice_chars: int) -> tuple[tuple[Column, ...], ...]:
+    """flatten's projections, in order: each step's columns over the previous step's output."""
     empty_map = F.create_map().cast("map<string,string>")
-    parsed = records.select(
-        "kind",
-        "sourcename",
-        F.col("position").alias("source_position"),
-        "resource_json",
-        "resource_id",
-        F.coalesce("ref_map", empty_map).alias("ref_map"),
-        F.coalesce("ref_names", empty_map).alias("ref_names"),
-        "file_modified",
-        F.col("ordinal").alias("source_ordinal"),
-        fhir_datetime(F.col("bundle_last_updated")).alias("bundle_last_updated"),
-        fhir_datetime(F.col("bundle_timestamp")).alias("bundle_timestamp"),
-        F.col("reason").alias("read_reason"),
-        F.col("message").alias("read_message"),
-        F.col("raw_slice").alias("read_raw_slice"),
-        F.from_json("resource_json", f"{READ_SCHEMA}, {_UNPARSED} string", _JSON_OPTIONS).alias("_r"),
-    ).select("*", "_r.*")
-    for name, expression in DERIVED.items():
-        parsed = parsed.withColumn(name, F.expr(expression))
+    steps: list[tuple[Column, ...]] = []
+    steps.append(
+        (
+            F.col("kind"),
+            F.col("sourcename"),
+            F.col("position").alias("source_position"),
+            F.col("resource_json"),
+            F.col("resource_id"),
+            F.coalesce("ref_map", empty_map).alias("ref_map"),
+            F.coalesce("ref_names", empty_map).alias("ref_names"),
+            F.col("file_modified"),
+            F.col("ordinal").alias("source_ordinal"),
+            fhir_datetime(F.col("bundle_last_updated")).alias("bundle_last_updated"),
+            fhir_datetime(F.col("bundle_timestamp")).alias("bundle_timestamp"),
+            F.col("reason").alias("read_reason"),
+            F.col("message").alias("read_message"),
+            F.col("raw_slice").alias("read_raw_slice"),
+            F.from_json("resource_json", f"{READ_SCHEMA}, {_UNPARSED} string", _JSON_OPTIONS).alias("_r"),
+        )
+    )
+    steps.append((F.col("*"), F.col("_r.*")))
+    # Each helper may use the ones before it: one projection each.
+    steps += [(F.col("*"), F.expr(expression).alias(name)) for name, expression in DERIVED.items()]
 
     kind = F.col("kind")
     raw = {rule.column: _version_value(rule) for rule in RULES}
@@ -213,38 +233,35 @@ def flatten(
     times = [r for r in RULES if r.kind == "datetime"]
     # Each value and check once, in its own projection: the reject reason, message and slice below refer to them
     # by name instead of repeating (and re-compiling) the expressions.
-    mapped = parsed.select(
-        "kind",
-        "sourcename",
-        "source_position",
-        "resource_json",
-        "file_modified",
-        "source_ordinal",
-        "bundle_last_updated",
-        "bundle_timestamp",
-        "read_reason",
-        "read_message",
-        "read_raw_slice",
-        "fhir_version",
-        *[values[rule.column].alias(rule.column) for rule in RULES],
-        *[raw[r.column].alias(f"_raw_{r.column}") for r in times],
-        (F.col("_r").isNull() | ~F.coalesce(F.col("resourceType") == "Encounter", F.lit(False))).alias(
-            "_not_encounter"
-        ),
-        # parse.py sets resource_id only when `id` is a JSON string; from_json would turn a number into text.
-        (F.col("id").isNotNull() & F.col("resource_id").isNull()).alias("_id_not_text"),
-        _wrong_types().alias("_wrong_types"),
+    carried = (
+        "kind", "sourcename", "source_position", "resource_json", "file_modified", "source_ordinal",
+        "bundle_last_updated", "bundle_timestamp", "read_reason", "read_message", "read_raw_slice", "fhir_version",
+    )  # fmt: skip
+    steps.append(
+        (
+            *[F.col(name) for name in carried],
+            *[values[rule.column].alias(rule.column) for rule in RULES],
+            *[raw[r.column].alias(f"_raw_{r.column}") for r in times],
+            (F.col("_r").isNull() | ~F.coalesce(F.col("resourceType") == "Encounter", F.lit(False))).alias(
+                "_not_encounter"
+            ),
+            # parse.py sets resource_id only when `id` is a JSON string; from_json would turn a number into text.
+            (F.col("id").isNotNull() & F.col("resource_id").isNull()).alias("_id_not_text"),
+            _wrong_types().alias("_wrong_types"),
+        )
     )
     # The time checks read the parsed times by name, in the next projection: written over `values`, the And below
     # would parse every time a second time (Spark does not share a subexpression under And's right side).
     bad_times = [
         F.when(F.col(f"_raw_{r.column}").isNotNull() & F.col(r.column).isNull(), _version_path(r)) for r in times
     ]
-    mapped = mapped.select(
-        "*",
-        F.concat_ws(", ", *bad_times).alias("_bad_times"),
-        # Earlier than any FHIR clock, and it would sort into the landing-time tier of precombine_ts.
-        (F.col("last_updated") < F.lit(EVENT_TIME_FLOOR).cast("timestamp")).alias("_too_early"),
+    steps.append(
+        (
+            F.col("*"),
+            F.concat_ws(", ", *bad_times).alias("_bad_times"),
+            # Earlier than any FHIR clock, and it would sort into the landing-time tier of precombine_ts.
+            (F.col("last_updated") < F.lit(EVENT_TIME_FLOOR).cast("timestamp")).alias("_too_early"),
+        )
     )
 
     encounter_id = F.col("encounter_id")
@@ -283,33 +300,36 @@ def flatten(
         .when(kind == "delete", delete_message)
     )
     version_time = event_time(F.col("last_updated"), F.col("bundle_last_updated"), F.col("bundle_timestamp"))
-    judged = mapped.select(
-        "*", reject.alias("reject_reason"), message.alias("reject_message"), version_time.alias("event_time")
+    steps.append(
+        (F.col("*"), reject.alias("reject_reason"), message.alias("reject_message"), version_time.alias("event_time"))
     )
 
     raw_slice = F.when(kind == "quarantine", F.substring("read_raw_slice", 1, raw_slice_chars)).when(
         kind == "resource", F.substring("resource_json", 1, raw_slice_chars)
     )
-    return judged.select(
-        *[rule.column for rule in RULES],
-        "fhir_version",
-        "sourcename",
-        "source_position",
-        (F.col("resource_json") if keep_resource_json else F.lit(None).cast("string")).alias("resource_json"),
-        precombine_ts(F.col("event_time"), F.col("file_modified")).alias("precombine_ts"),
-        F.lit(ingested_at).cast("timestamp").alias("ingested_at"),
-        F.col("file_modified").alias("source_modified"),
-        (kind == "delete").alias("is_deleted"),
-        F.when(kind == "delete", F.lit(DELETED_PARTITION))
-        .otherwise(hospital_partition(F.col("hospital_name")))
-        .alias("hospital_partition"),
-        # A delete is a tombstone row (is_deleted), never a Hudi delete: the column stays (false) because tables
-        # written before the tombstones have it, and Hudi refuses a write that drops a column.
-        F.lit(False).alias("_hoodie_is_deleted"),
-        "source_ordinal",
-        "event_time",
-        "kind",
-        "reject_reason",
-        "reject_message",
-        F.when(F.col("reject_reason").isNotNull(), raw_slice).alias("raw_slice"),
+    steps.append(
+        (
+            *[F.col(rule.column) for rule in RULES],
+            F.col("fhir_version"),
+            F.col("sourcename"),
+            F.col("source_position"),
+            (F.col("resource_json") if keep_resource_json else F.lit(None).cast("string")).alias("resource_json"),
+            precombine_ts(F.col("event_time"), F.col("file_modified")).alias("precombine_ts"),
+            F.lit(None).cast("timestamp").alias("ingested_at"),  # flatten sets it per batch
+            F.col("file_modified").alias("source_modified"),
+            (kind == "delete").alias("is_deleted"),
+            F.when(kind == "delete", F.lit(DELETED_PARTITION))
+            .otherwise(hospital_partition(F.col("hospital_name")))
+            .alias("hospital_partition"),
+            # A delete is a tombstone row (is_deleted), never a Hudi delete: the column stays (false) because tables
+            # written before the tombstones have it, and Hudi refuses a write that drops a column.
+            F.lit(False).alias("_hoodie_is_deleted"),
+            F.col("source_ordinal"),
+            F.col("event_time"),
+            F.col("kind"),
+            F.col("reject_reason"),
+            F.col("reject_message"),
+            F.when(F.col("reject_reason").isNotNull(), raw_slice).alias("raw_slice"),
+        )
     )
+    return tuple(steps)

@@ -573,3 +573,25 @@ def test_an_id_with_a_trailing_newline_is_not_a_fhir_id(spark: Any) -> None:
     record = _record(INLINE, "line 1", text=text, resource_id="abc\n")
     (row,) = flatten(spark.createDataFrame([record], RECORD_SCHEMA), ingested_at=INGESTED_AT).collect()
     assert (row["reject_reason"], row["reject_message"]) == (INVALID_ID, "Encounter.id is not a FHIR id")
+
+
+def test_each_call_keeps_its_own_batch_time_and_settings(spark: Any) -> None:
+    """flatten reuses its projections between calls: the batch time and the settings must still be each call's."""
+    text = json.dumps({"resourceType": "Encounter", "id": "e1", "status": "finished", "class": "not a coding"})
+    df = spark.createDataFrame([_record(INLINE, "line 1", text=text, resource_id="e1")], RECORD_SCHEMA)
+    later = datetime(2031, 1, 2, 3, 4, 5, tzinfo=UTC)
+    calls = [
+        (INGESTED_AT, True, 2000),
+        (later, False, 7),
+        (INGESTED_AT, True, 2000),  # the first setting again, after another
+    ]
+    got = []
+    for at, keep, chars in calls:
+        rows = flatten(df, ingested_at=at, keep_resource_json=keep, raw_slice_chars=chars)
+        at_text = F.date_format("ingested_at", "yyyy-MM-dd'T'HH:mm:ss").alias("at")
+        got.append(tuple(rows.select(at_text, "resource_json", "raw_slice", "reject_reason").first()))
+    assert got == [
+        ("2024-06-02T09:30:00", text, text, SCHEMA_MISMATCH),
+        ("2031-01-02T03:04:05", None, text[:7], SCHEMA_MISMATCH),
+        ("2024-06-02T09:30:00", text, text, SCHEMA_MISMATCH),
+    ]
