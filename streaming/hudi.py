@@ -173,10 +173,15 @@ class HudiWriter:
 
     def options(self, spec: TableSpec, extra: Mapping[str, str] | None = None) -> dict[str, str]:
         """A write's options: the table's, sized to this cluster where Hudi's default is a fixed number."""
+        cores = str(self.spark.sparkContext.defaultParallelism)
         return {
             # Default 60: two of its shuffles ran 60 tasks each on every upsert, 290 of a small batch's 435 tasks
             # on 2 cores. The cluster's parallelism follows its size, on a laptop and on Glue alike.
-            "hoodie.global.index.reconcile.parallelism": str(self.spark.sparkContext.defaultParallelism),
+            "hoodie.global.index.reconcile.parallelism": cores,
+            # The record index's file groups (default at least 10), fixed when the index is built: every upsert
+            # looks its keys up in, and appends to, each of them. One per core: measured on 2 cores, a 200-row
+            # upsert took 3.04 s with 10 groups and 2.36 s with 2 (into 15k rows; 7.73 s / 6.89 s into 150k).
+            "hoodie.metadata.record.index.min.filegroup.count": cores,
             **spec.write_options(),
             **(extra or {}),
         }

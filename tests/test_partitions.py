@@ -159,6 +159,19 @@ def test_the_global_index_reconciles_with_the_clusters_parallelism(spark: Any, t
     assert options["hoodie.global.index.reconcile.parallelism"] == str(spark.sparkContext.defaultParallelism) == "2"
 
 
+def _record_index_file_groups(table_uri: str) -> set[str]:
+    """The record index's file group ids, from its files (`record-index-0000-0_<instant>.hfile`, `.log.N_...`)."""
+    folder = Path(table_uri.removeprefix("file:")) / ".hoodie" / "metadata" / "record_index"
+    return {p.name.lstrip(".").split("_")[0] for p in folder.iterdir() if p.name.lstrip(".").startswith("record-index")}
+
+
+def test_the_record_index_has_one_file_group_per_core(spark: Any, tmp_path: Path) -> None:
+    """Hudi builds at least 10, and every upsert reads and appends to each: on 2 cores, 2 are 22% faster."""
+    spec = encounter_table(job_config(tmp_path, tmp_path / "landing"))
+    HudiWriter(spark).bulk_insert(spec, _bronze(spark, {"a": "A", "b": "B"}, "2024-01-01T00:00:00Z", "finished"), {})
+    assert len(_record_index_file_groups(spec.uri)) == spark.sparkContext.defaultParallelism == 2
+
+
 def test_a_table_of_the_previous_index_moves_rows_once_after_the_upgrade(spark: Any, tmp_path: Path) -> None:
     """Tables written with GLOBAL_SIMPLE: the first write with the record index builds it from their files."""
     spec = encounter_table(job_config(tmp_path, tmp_path / "landing"))
@@ -176,4 +189,4 @@ def test_a_table_of_the_previous_index_moves_rows_once_after_the_upgrade(spark: 
         k: (n, expected_partition(n), _folder(expected_partition(n)), "finished") for k, n in moved.items()
     }
     assert by_rs == moved
-    assert (Path(spec.uri.removeprefix("file:")) / ".hoodie" / "metadata" / "record_index").is_dir()
+    assert len(_record_index_file_groups(spec.uri)) == spark.sparkContext.defaultParallelism
