@@ -88,6 +88,11 @@ class JobConfig:
     source: str = "data/landing"  # landing prefix: local folder or s3a://bucket/prefix
     warehouse: str = "data/warehouse"  # root of the Hudi tables: local folder or s3a://bucket/prefix
     checkpoint: str = ""  # Spark checkpoint; empty means <warehouse>/_checkpoints/<tables.encounter>
+    # Where ingested files are moved once their batch is committed (the file source's cleanSource=archive), kept
+    # under their full path: `<source_archive>/<path of the file>`. The prefix then holds only files not yet
+    # ingested, so a trigger (and a restart) lists as little after a million files as after ten. Same file system
+    # (bucket) as `source`, outside it. Empty: files stay where they land.
+    source_archive: str = ""
     trigger_interval: str = "30 seconds"  # processing-time trigger of the continuous stream
     max_files_per_trigger: int = 500  # bounds one micro-batch (and the ledger's batch intent item)
     lease_ttl_seconds: int = 60  # single-writer lease; renewed every third of it, a dead job's expires after it
@@ -222,10 +227,31 @@ def load(file: str | Path | None = None, overrides: Mapping[str, Any] | None = N
             config = _merge(config, tomllib.load(fh), "")
     if overrides:
         config = _merge(config, _nest(overrides), "")
-    return dataclasses.replace(
+    config = dataclasses.replace(
         config,
         source=_local_abspath(config.source),
+        source_archive=_local_abspath(config.source_archive),
         warehouse=_local_abspath(config.warehouse),
         checkpoint=_local_abspath(config.checkpoint),
         ledger=dataclasses.replace(config.ledger, path=_local_abspath(config.ledger.path)),
     )
+    _check_archive(config.source, config.source_archive)
+    return config
+
+
+def _check_archive(source: str, archive: str) -> None:
+    """The archive must be on the source's file system and outside it: the source lists every folder below it."""
+    if not archive:
+        return
+    if is_remote(source) != is_remote(archive) or (is_s3(source) and _bucket(source) != _bucket(archive)):
+        raise ConfigError(f"source_archive must be on the same file system (bucket) as source: {archive}")
+
+    def folder(uri: str) -> str:
+        return s3_spelling(uri).removeprefix("file://").removeprefix("file:").rstrip("/") + "/"
+
+    if folder(archive).startswith(folder(source)):
+        raise ConfigError(f"source_archive must not be inside source (it would be listed again): {archive}")
+
+
+def _bucket(uri: str) -> str:
+    return uri.split("://", 1)[1].split("/", 1)[0]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from streaming.batch import BatchDeps, BatchResult, Recovery, process_batch, recover
-from streaming.config import JobConfig, is_remote
+from streaming.config import JobConfig, is_remote, is_s3
 from streaming.failures import unwrap
 from streaming.hudi import HudiWriter
 from streaming.lease import WriterLease, writer_lease
@@ -74,7 +74,7 @@ def start_stream(
     """Start the file source -> foreachBatch query; each batch's result is appended to `on_batch`, then observed."""
     if not is_remote(config.source):
         Path(config.source).mkdir(parents=True, exist_ok=True)  # the file source refuses a missing folder
-    listing = (
+    reader = (
         spark.readStream.format("binaryFile")
         .schema(BINARY_FILE_SCHEMA)
         .option("recursiveFileLookup", "true")
@@ -83,9 +83,16 @@ def start_stream(
         # every file is listed; the cost is the source's in-memory seen-files map, which then only grows.
         .option("maxFileAge", MAX_FILE_AGE)
         .option("maxFilesPerTrigger", str(config.max_files_per_trigger))
-        .load(config.source)
-        .select("path", "length", "modificationTime")
     )
+    if config.source_archive:
+        # Spark moves a batch's files when it commits the batch: after process_batch returned, so after the ledger
+        # commit; a crash before that leaves them in place and the replayed batch finds them.
+        # Spelled with the source's scheme (s3 / s3a): Spark refuses an archive on another file system.
+        archive = config.source_archive
+        if is_s3(config.source):
+            archive = config.source.split("://", 1)[0] + "://" + archive.split("://", 1)[1]
+        reader = reader.option("cleanSource", "archive").option("sourceArchiveDir", archive)
+    listing = reader.load(config.source).select("path", "length", "modificationTime")
 
     batch_deps = dataclasses.replace(deps, source_files=source_log(spark, config.checkpoint_uri))
 

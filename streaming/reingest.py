@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from botocore.exceptions import ClientError
 from pyspark.sql import functions as F
 
-from streaming import aws
+from streaming import aws, storage
 from streaming.batch import BatchDeps, BatchResult, process_batch, recover
 from streaming.config import ConfigError, JobConfig, is_remote, is_s3
 from streaming.hudi import HudiWriter, quarantine_table
@@ -77,9 +77,29 @@ def landed_file(uri: str, *, missing_ok: bool = False) -> LandedFile:
         raise ConfigError(f"cannot reingest {uri}: {type(exc).__name__}") from exc
 
 
+def archived_uri(archive: str, uri: str) -> str:
+    """Where the stream's file source archived `uri`: the archive folder plus the file's path (its key on S3)."""
+    path = "/" + split_s3_uri(uri)[1] if is_s3(uri) else local_path(uri)
+    return archive.rstrip("/") + path
+
+
+def restore(config: JobConfig, uri: str) -> str:
+    """Move a file the stream archived (`source_archive`) back to where it landed, so it is taken under its URI.
+
+    Its rows, ledger entry and quarantine rows name the landed URI. Back in the prefix it stays: the stream lists
+    a path once, so it is neither ingested nor archived again by the stream.
+    """
+    if config.source_archive and not storage.exists(uri):
+        archived = archived_uri(config.source_archive, uri)
+        if storage.exists(archived):
+            storage.move(archived, uri)
+            log.info("restored from the archive: %s", uri)
+    return uri
+
+
 def reingest(config: JobConfig, uris: Sequence[str], *, spark: SparkSession | None = None) -> RunSummary:
     """Ingest the named files again (even if committed) in one exactly-once batch, newest version winning."""
-    files = [landed_file(as_listed(u, config.source)) for u in dict.fromkeys(uris)]
+    files = [landed_file(restore(config, as_listed(u, config.source))) for u in dict.fromkeys(uris)]
     summary, _ = _take(config, files, spark, "reingest")
     return summary
 
@@ -99,7 +119,7 @@ def replay_quarantine(
     uris = sorted(r.sourcename for r in chosen.select("sourcename").distinct().collect())
     if not uris:
         return ReplayResult((), 0, 0, RunSummary(new_run_id()))
-    files = [landed_file(u, missing_ok=True) for u in uris]
+    files = [landed_file(restore(config, u), missing_ok=True) for u in uris]
     summary, (fixed, remaining) = _take(config, files, spark, "replay")
     return ReplayResult(tuple(uris), fixed, remaining, summary)
 

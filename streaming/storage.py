@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from typing import IO
 
 from streaming import aws
@@ -75,3 +76,33 @@ def open_uri(uri: str) -> IO[bytes]:
             raise
         return io.BufferedReader(body, 1 << 20)
     return open(local_path(uri), "rb")
+
+
+def exists(uri: str) -> bool:
+    """Whether a landed file is there (S3: a HEAD of the object)."""
+    if is_s3(uri):
+        from botocore.exceptions import ClientError
+
+        bucket, key = split_s3_uri(uri)
+        try:
+            aws.client("s3").head_object(Bucket=bucket, Key=key)
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code", "")) in _MISSING:
+                return False
+            raise
+        return True
+    return os.path.isfile(local_path(uri))
+
+
+def move(source: str, target: str) -> None:
+    """Move one file within a file system (S3: copy, then delete the original; same bucket or not)."""
+    if is_s3(source):
+        bucket, key = split_s3_uri(source)
+        to_bucket, to_key = split_s3_uri(target)
+        s3 = aws.client("s3")
+        s3.copy_object(Bucket=to_bucket, Key=to_key, CopySource={"Bucket": bucket, "Key": key})
+        s3.delete_object(Bucket=bucket, Key=key)
+        return
+    destination = local_path(target)
+    os.makedirs(os.path.dirname(destination), exist_ok=True)
+    os.replace(local_path(source), destination)
