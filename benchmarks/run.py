@@ -227,7 +227,7 @@ def markdown(results: dict[str, Any]) -> str:
         )
         rows = [
             [
-                p["files"],
+                f"{p['files']:,}{' (archived)' if p.get('archive') else ''}",
                 p["restart_seconds"],
                 p["first_trigger_overhead_seconds"],
                 p["listing_seconds_p50"],
@@ -244,6 +244,9 @@ def markdown(results: dict[str, Any]) -> str:
         )  # fmt: skip
         out += [
             f"Added per trigger: {li['added_seconds_per_trigger']} s; to a restart: {li['added_restart_seconds']} s.",
+            f"With `source_archive` (the ingested files moved out): per trigger"
+            f" {li.get('added_seconds_per_trigger_archive')} s;"
+            f" to a restart: {li.get('added_restart_seconds_archive')} s.",
             "",
         ]
     if "soak" in s:
@@ -400,7 +403,7 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
     if "listing" in s:
         prefixes = list(s["listing"]["prefixes"].values())
         fig, ax = plt.subplots(figsize=(7, 4.5))
-        labels = [f"{p['files']:,} files" for p in prefixes]
+        labels = [f"{p['files']:,} files{' archived' if p.get('archive') else ''}" for p in prefixes]
         ax.bar(labels, [p["overhead_seconds_p50"] for p in prefixes], label="trigger overhead p50 s")
         ax.plot(labels, [p["restart_seconds"] for p in prefixes], "ko", label="restart s")
         ax.set_title("listing scaling")
