@@ -99,8 +99,7 @@ def restore(config: JobConfig, uri: str) -> str:
 
 def reingest(config: JobConfig, uris: Sequence[str], *, spark: SparkSession | None = None) -> RunSummary:
     """Ingest the named files again (even if committed) in one exactly-once batch, newest version winning."""
-    files = [landed_file(restore(config, as_listed(u, config.source))) for u in dict.fromkeys(uris)]
-    summary, _ = _take(config, files, spark, "reingest")
+    summary, _ = _take(config, [as_listed(u, config.source) for u in dict.fromkeys(uris)], spark, "reingest")
     return summary
 
 
@@ -119,15 +118,14 @@ def replay_quarantine(
     uris = sorted(r.sourcename for r in chosen.select("sourcename").distinct().collect())
     if not uris:
         return ReplayResult((), 0, 0, RunSummary(new_run_id()))
-    files = [landed_file(restore(config, u), missing_ok=True) for u in uris]
-    summary, (fixed, remaining) = _take(config, files, spark, "replay")
+    summary, (fixed, remaining) = _take(config, uris, spark, "replay", missing_ok=True)
     return ReplayResult(tuple(uris), fixed, remaining, summary)
 
 
 def _take(
-    config: JobConfig, files: Sequence[LandedFile], spark: SparkSession | None, purpose: str
+    config: JobConfig, uris: Sequence[str], spark: SparkSession | None, purpose: str, *, missing_ok: bool = False
 ) -> tuple[RunSummary, tuple[int, int]]:
-    """One batch over `files` under the writer lease, then the quarantine clean-up (see `_drop_stale_quarantine`)."""
+    """One batch over `uris` under the writer lease, then the quarantine clean-up (see `_drop_stale_quarantine`)."""
     from streaming.session import build_spark
 
     ledger = open_ledger(config)
@@ -135,6 +133,8 @@ def _take(
     summary = RunSummary(f"{purpose}-{new_run_id()}")
     try:
         with writer_lease(ledger, config, summary.run_id) as lease:
+            # Under the lease: a command refused because another instance writes moves no file back.
+            files = [landed_file(restore(config, uri), missing_ok=missing_ok) for uri in uris]
             spark = spark or build_spark(config.spark)
             deps = dataclasses.replace(
                 writer_deps(spark, config, ledger, summary.run_id, lease), retake=frozenset(f.uri for f in files)

@@ -4,8 +4,10 @@ changes: rows, ledger and ingest log name the landed URI, no file is taken twice
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,8 @@ from helpers import job_config, read_table
 from streaming import config as conf
 from streaming import job, reingest
 from streaming.job import open_ledger
+from streaming.lease import lease_name
+from streaming.ledger import LeaseHeld
 
 
 def _feed(path: Path, *ids: str) -> Path:
@@ -95,6 +99,18 @@ def test_ingested_files_move_to_the_archive_and_are_never_taken_twice(spark: Any
     ]
     log_rows = sorted(read_table(spark, config.table_uri(config.tables.ingest_log)), key=lambda r: r["started_at"])
     assert [(r["files"], r["rows_written"]) for r in log_rows] == [([uri["first"]], 2), ([uri["second"]], 1)]
+
+    # Refused while another instance holds the writer lease: the archived file stays where it is.
+    busy = dataclasses.replace(config, lease_wait_seconds=0)
+    ledger = open_ledger(config)
+    try:
+        ledger.acquire_lease(lease_name(config), "the-stream", timedelta(minutes=5))
+        with pytest.raises(LeaseHeld):
+            reingest.reingest(busy, [str(first)], spark=spark)
+        ledger.release_lease(lease_name(config), "the-stream")
+    finally:
+        ledger.close()
+    assert first_archived.exists() and not first.exists()
 
     # reingest names the file by where it landed: it is moved back and taken again under the same URI.
     summary = reingest.reingest(config, [str(first)], spark=spark)
