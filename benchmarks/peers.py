@@ -278,20 +278,16 @@ def run_merge(spark: SparkSession, kind: str, source: str, out: Path, max_files:
 
 
 def run_seed(spark: SparkSession, source: str, warehouse: str, settings: Path) -> int:
-    """Bulk-insert the files into `<warehouse>/bronze_encounter` with the job's table options; return the rows."""
-    from streaming.hudi import encounter_table
+    """Bulk-insert the files into `<warehouse>/bronze_encounter` with the job's write options; return the rows."""
+    from streaming.hudi import BULK_INSERT_OPTIONS, HudiWriter, encounter_table
 
     config = conf.load(settings, {"warehouse": warehouse, "source": source})
     spec = encounter_table(config)
     rows = bronze_rows(native_records(spark, source, stream=False), mapping="ours", deleted_flag=True)
-    options = {
-        **spec.write_options(),
-        "hoodie.datasource.write.operation": "bulk_insert",
-        # One writer task per hospital partition, files rolled over at Hudi's 120 MB: the layout the job's upserts
-        # (small-file packing) converge to, not one small file per input file and hospital.
-        "hoodie.bulkinsert.sort.mode": "PARTITION_PATH_REPARTITION",
-        "hoodie.bulkinsert.shuffle.parallelism": "8",
-    }
+    # The job's own first write (HudiWriter: also what it sizes to the cluster, such as the record index's file
+    # groups), one writer task per hospital partition, files rolled over at Hudi's 120 MB: the layout the job's
+    # upserts (small-file packing) converge to, not one small file per input file and hospital.
+    options = HudiWriter(spark).options(spec, {**BULK_INSERT_OPTIONS, "hoodie.bulkinsert.shuffle.parallelism": "8"})
     rows.write.format("hudi").options(**options).mode("append").save(spec.uri)
     event("written", warehouse=warehouse)
     return spark.read.format("hudi").load(spec.uri).count()
