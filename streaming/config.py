@@ -143,6 +143,13 @@ def s3_spelling(uri: str) -> str:
     return uri
 
 
+def spelled_like(uri: str, like: str) -> str:
+    """`uri` with the S3 scheme `like` uses (s3, s3a and s3n name one object); other URIs unchanged."""
+    if is_s3(uri) and is_s3(like):
+        return like.split("://", 1)[0] + "://" + uri.split("://", 1)[1]
+    return uri
+
+
 def canonical_uri(uri: str) -> str:
     """One spelling per object: `s3://bucket/key` for every S3 scheme, `file:/path` for a local file."""
     if is_s3(uri):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from streaming.batch import BatchDeps, BatchResult, Recovery, process_batch, recover
-from streaming.config import JobConfig, is_remote, is_s3
+from streaming.config import JobConfig, is_remote, spelled_like
 from streaming.failures import unwrap
 from streaming.hudi import HudiWriter
 from streaming.lease import WriterLease, writer_lease
@@ -88,9 +88,7 @@ def start_stream(
         # Spark moves a batch's files when it commits the batch: after process_batch returned, so after the ledger
         # commit; a crash before that leaves them in place and the replayed batch finds them.
         # Spelled with the source's scheme (s3 / s3a): Spark refuses an archive on another file system.
-        archive = config.source_archive
-        if is_s3(config.source):
-            archive = config.source.split("://", 1)[0] + "://" + archive.split("://", 1)[1]
+        archive = spelled_like(config.source_archive, config.source)
         reader = reader.option("cleanSource", "archive").option("sourceArchiveDir", archive)
     listing = reader.load(config.source).select("path", "length", "modificationTime")
 

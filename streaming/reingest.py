@@ -26,7 +26,7 @@ from pyspark.sql import functions as F
 
 from streaming import aws, storage
 from streaming.batch import BatchDeps, BatchResult, process_batch, recover
-from streaming.config import ConfigError, JobConfig, is_remote, is_s3
+from streaming.config import ConfigError, JobConfig, is_remote, is_s3, spelled_like
 from streaming.hudi import HudiWriter, quarantine_table
 from streaming.job import RunSummary, new_run_id, open_ledger, writer_deps
 from streaming.lease import writer_lease
@@ -54,9 +54,7 @@ class ReplayResult:
 def as_listed(uri: str, source: str) -> str:
     """Spell `uri` as the stream names files: `file:/abs/path` locally, the source's scheme on S3."""
     if is_s3(uri):
-        if is_s3(source):
-            return source.split("://", 1)[0] + "://" + uri.split("://", 1)[1]
-        return uri
+        return spelled_like(uri, source)
     if is_remote(uri):
         raise ConfigError(f"cannot reingest {uri}: only local files and s3:// objects are supported")
     return f"file:{Path(local_path(uri)).expanduser().resolve()}"
