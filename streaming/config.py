@@ -250,15 +250,14 @@ def _check_archive(source: str, archive: str) -> None:
     """The archive must be on the source's file system and outside it: the source lists every folder below it."""
     if not archive:
         return
-    if is_remote(source) != is_remote(archive) or (is_s3(source) and _bucket(source) != _bucket(archive)):
+    src, dst = (canonical_uri(u).rstrip("/") + "/" for u in (source, archive))
+    if _file_system(src) != _file_system(dst):
         raise ConfigError(f"source_archive must be on the same file system (bucket) as source: {archive}")
-
-    def folder(uri: str) -> str:
-        return s3_spelling(uri).removeprefix("file://").removeprefix("file:").rstrip("/") + "/"
-
-    if folder(archive).startswith(folder(source)):
+    if dst.startswith(src):
         raise ConfigError(f"source_archive must not be inside source (it would be listed again): {archive}")
 
 
-def _bucket(uri: str) -> str:
-    return uri.split("://", 1)[1].split("/", 1)[0]
+def _file_system(uri: str) -> str:
+    """The file system a canonical URI is on: `s3://bucket/`, `file:` (local disk), `<scheme>://<host>/`."""
+    scheme, remote, rest = uri.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}/" if remote else uri.split(":", 1)[0] + ":"
