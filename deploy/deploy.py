@@ -225,6 +225,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stack", default="bronze-encounter", help="stack name, also the Glue job's name")
     parser.add_argument("--landing-bucket", required=True)
+    parser.add_argument("--landing-prefix", default="fhir/encounter/", help="prefix the files land under, ending in /")
+    parser.add_argument(
+        "--archive-prefix",
+        default="",
+        help="move ingested files under this prefix of the landing bucket (ending in /, outside --landing-prefix) so "
+        "listing stays flat as files accumulate; default: files stay where they land",
+    )
     parser.add_argument("--lakehouse-bucket", required=True)
     parser.add_argument("--artifacts-bucket", required=True)
     parser.add_argument("--artifacts-prefix", default="bronze-encounter/")
@@ -252,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
             "JobName": job,
             "JobCommand": args.job_command,
             "LandingBucket": args.landing_bucket,
+            "LandingPrefix": args.landing_prefix,
+            "ArchivePrefix": args.archive_prefix,
             "LakehouseBucket": args.lakehouse_bucket,
             "ArtifactsBucket": args.artifacts_bucket,
             "ArtifactsPrefix": args.artifacts_prefix,

@@ -16,6 +16,7 @@ from streaming import config as conf
 # Flags that map onto a dotted settings key; anything else goes through --set.
 SETTING_FLAGS = (
     "source",
+    "source_archive",
     "warehouse",
     "checkpoint",
     "trigger_interval",
@@ -48,6 +49,14 @@ def settings_parent() -> argparse.ArgumentParser:
         metavar="URI",
         help="landing prefix the files arrive in: a folder or s3a://bucket/prefix (default: the settings file's "
         "`source`). e.g. --source s3a://landing/fhir/encounter/",
+    )
+    group.add_argument(
+        "--source-archive",
+        dest="source_archive",
+        metavar="URI",
+        help="move each ingested file here (under its full path) once its batch is committed, so the source lists "
+        "only files not yet ingested: same file system (bucket) as --source, outside it (default: the settings "
+        "file's `source_archive`; empty: files stay). e.g. --source-archive s3a://landing/fhir/archive/",
     )
     group.add_argument(
         "--warehouse",

@@ -16,6 +16,7 @@ import pytest
 from template_render import render
 
 from streaming import aws
+from streaming.config import ConfigError
 from streaming.glue_entry import load_config
 from streaming.session import HUDI_SPARK_CONF
 
@@ -77,6 +78,20 @@ def test_glue_arguments_parse_into_the_job_config(tmp_path: Path, monkeypatch: p
     assert (config.ledger.backend, config.ledger.table) == ("dynamodb", "ledger-t")
     assert config.trigger_interval == "60 seconds"  # from glue.toml, not a default
     assert config.catalog.backend == "glue"
+
+
+def test_the_archive_prefix_becomes_a_source_archive_the_job_accepts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    args = render(ArchivePrefix="fhir/archive/").props("StreamingJob")["DefaultArguments"]
+    config = load_config(["--source", args["--source"], "--source-archive", args["--source-archive"]])
+    assert (config.source, config.source_archive) == ("s3://landing-b/fhir/encounter/", "s3://landing-b/fhir/archive/")
+    # An archive inside the landing prefix would be listed again: the job refuses it at start.
+    inside = render(ArchivePrefix="fhir/encounter/archive/").props("StreamingJob")["DefaultArguments"]
+    with pytest.raises(ConfigError, match="must not be inside source"):
+        load_config(["--source", inside["--source"], "--source-archive", inside["--source-archive"]])
+    assert "--source-archive" not in render().props("StreamingJob")["DefaultArguments"]
 
 
 def test_the_job_registers_tables_in_the_database_the_stack_creates_and_grants() -> None:

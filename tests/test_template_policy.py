@@ -164,6 +164,39 @@ def test_the_role_reads_landing_writes_warehouse_and_checkpoint_reads_artifacts_
     assert not obj("GetObject", "s3://artifacts-b/other-team/secret.txt")
 
 
+def test_with_an_archive_prefix_the_role_may_move_landed_files_there_and_nothing_more() -> None:
+    off, on = render(), render(ArchivePrefix="fhir/archive/")
+    assert "--source-archive" not in off.props("StreamingJob")["DefaultArguments"]  # off by default
+    added = {s["Sid"] for s in on.statements()} - {s["Sid"] for s in off.statements()}
+    assert added == {"ListArchive", "WriteArchive", "ArchiveFolderMarkers", "MoveOutOfLanding", "LandingFolderMarkers"}
+    assert on.props("StreamingJob")["DefaultArguments"]["--source-archive"] == "s3://landing-b/fhir/archive/"
+    # Spark moves s3://landing-b/fhir/encounter/<key> to <archive>/fhir/encounter/<key>.
+    landed = "fhir/encounter/2026/11/26/bundle-1.ndjson"
+    moved = "fhir/archive/" + landed
+    for r, archived in ((off, False), (on, True)):
+        statements = r.statements()
+
+        def obj(action: str, key: str, statements: list[dict[str, Any]] = statements) -> bool:
+            return allowed(statements, f"s3:{action}", f"arn:aws:s3:::landing-b/{key}")
+
+        def lists(prefix: str, statements: list[dict[str, Any]] = statements) -> bool:
+            return allowed(statements, "s3:ListBucket", "arn:aws:s3:::landing-b", {"s3:prefix": prefix})
+
+        # The move: HEAD and copy to the archive, delete from landing, folder markers on both sides.
+        assert obj("DeleteObject", landed) is archived
+        assert obj("PutObject", moved) is archived and obj("GetObject", moved) is archived
+        assert lists("fhir/archive/fhir/encounter/2026/") is archived
+        assert obj("PutObject", "fhir/encounter/2026/11/26/") is archived  # an emptied folder's marker
+        assert obj("PutObject", "fhir/encounter/") is archived
+        assert obj("DeleteObject", "fhir/archive/fhir/encounter/") is archived  # a marker above a moved file
+        # Never: write a file into landing, delete an archived file, or reach outside the two prefixes.
+        assert not obj("PutObject", landed)
+        assert not obj("DeleteObject", moved)
+        for key in ("other/x.ndjson", "fhir/x.ndjson", "fhir/", "x"):
+            assert not obj("PutObject", key) and not obj("DeleteObject", key), key
+        assert not lists("fhir/") and not lists("")
+
+
 def _ledger_operations() -> set[str]:
     """The DynamoDB IAM actions streaming/ledger_dynamodb.py's DynamoDbLedger needs, read from its source."""
     tree = ast.parse((ROOT / "streaming" / "ledger_dynamodb.py").read_text())
