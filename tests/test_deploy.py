@@ -18,7 +18,7 @@ from template_render import render
 from streaming import aws
 from streaming.config import ConfigError
 from streaming.glue_entry import load_config
-from streaming.session import HUDI_SPARK_CONF
+from streaming.session import JOB_SPARK_CONF
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = json.loads((ROOT / "deploy" / "template.json").read_text())
@@ -57,7 +57,7 @@ def test_glue_job_is_a_streaming_job_on_glue_51_with_the_session_settings() -> N
     args = _job_args()
     assert args["--datalake-formats"] == "hudi"
     confs = dict(part.strip().split("=", 1) for part in args["--conf"].split("--conf"))
-    assert confs == HUDI_SPARK_CONF  # the same Hudi/UTC settings the local session factory uses
+    assert confs == JOB_SPARK_CONF  # the same Hudi/UTC/retention settings the local session factory uses
 
 
 def test_glue_arguments_parse_into_the_job_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
