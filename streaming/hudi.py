@@ -74,6 +74,11 @@ class TableSpec:
         }
 
 
+def _sized(config: JobConfig) -> dict[str, str]:
+    """File sizing every table shares: below this size a file takes a batch's new rows (by being rewritten)."""
+    return {"hoodie.parquet.small.file.limit": str(config.layout.small_file_mb * 2**20)}
+
+
 def encounter_table(config: JobConfig) -> TableSpec:
     """bronze_encounter: one row per Encounter id, newest version by precombine_ts, one partition per hospital."""
     return TableSpec(
@@ -96,6 +101,7 @@ def encounter_table(config: JobConfig) -> TableSpec:
             # ordering.newest_versions leaves one version per key, picked deterministically: Hudi's own
             # pre-combine (a shuffle that breaks ties in arrival order) has nothing left to do.
             "hoodie.combine.before.upsert": "false",
+            **_sized(config),
         },
     )
 
@@ -107,7 +113,7 @@ def ingest_log_table(config: JobConfig) -> TableSpec:
         uri=config.table_uri(config.tables.ingest_log),
         record_key="batch_key",
         precombine="ended_at",
-        options=SMALL_TABLE_OPTIONS,
+        options={**SMALL_TABLE_OPTIONS, **_sized(config)},
     )
 
 
@@ -118,7 +124,7 @@ def quarantine_table(config: JobConfig) -> TableSpec:
         uri=config.table_uri(config.tables.quarantine),
         record_key="quarantine_id",
         precombine="quarantined_at",
-        options=SMALL_TABLE_OPTIONS,
+        options={**SMALL_TABLE_OPTIONS, **_sized(config)},
     )
 
 

@@ -68,3 +68,14 @@ def test_shipped_environment_files_load() -> None:
     assert local.ledger.backend == "sqlite"
     assert glue.ledger.backend == "dynamodb"
     assert glue.warehouse.startswith("s3://")
+
+
+def test_the_small_file_limit_reaches_every_tables_write_options(tmp_path: Path) -> None:
+    from streaming.hudi import encounter_table, ingest_log_table, quarantine_table
+
+    config = conf.load(_write(tmp_path, "[layout]\nsmall_file_mb = 3\n"))
+    for spec in (encounter_table(config), ingest_log_table(config), quarantine_table(config)):
+        assert spec.write_options()["hoodie.parquet.small.file.limit"] == str(3 * 1024 * 1024), spec.name
+    assert conf.load(None, {"layout.small_file_mb": "0"}).layout.small_file_mb == 0  # 0: always new files
+    with pytest.raises(conf.ConfigError, match=r"layout\.small_file_mb must be >= 0"):
+        conf.load(None, {"layout.small_file_mb": "-1"})

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from helpers import HUDI_ESCAPED, PARTITION_NAMES, expected_partition, job_config, read_table
 
+from streaming.config import LayoutConfig
 from streaming.flatten import BRONZE_COLUMNS, UNKNOWN_HOSPITAL_PARTITION, flatten
 from streaming.hudi import HudiWriter, encounter_table
 from streaming.records import RECORD_SCHEMA
@@ -190,3 +191,29 @@ def test_a_table_of_the_previous_index_moves_rows_once_after_the_upgrade(spark: 
     }
     assert by_rs == moved
     assert len(_record_index_file_groups(spec.uri)) == spark.sparkContext.defaultParallelism
+
+
+def _file_groups(folder: Path) -> set[str]:
+    """File group ids of a partition folder: its data files are `<file id>_<write token>_<instant>.parquet`."""
+    return {p.name.split("_")[0] for p in folder.glob("*.parquet")}
+
+
+@pytest.mark.parametrize("small_file_mb", [LayoutConfig().small_file_mb, 0])
+def test_a_hospitals_newest_file_takes_new_rows_only_below_the_small_file_limit(
+    spark: Any, tmp_path: Path, small_file_mb: int
+) -> None:
+    """Copy-on-write rewrites the newest file to add rows; `layout.small_file_mb` bounds how large it may grow."""
+    config = job_config(tmp_path, tmp_path / "landing", **{"layout.small_file_mb": small_file_mb})
+    spec = encounter_table(config)
+    writer = HudiWriter(spark)
+    writer.upsert(spec, _bronze(spark, {"a": "A"}, "2024-01-01T00:00:00Z", "finished"), {})
+    first = _file_groups(tmp_path / "warehouse" / "bronze_encounter" / _folder("A"))
+    writer.upsert(spec, _bronze(spark, {"b": "A"}, "2024-01-01T00:00:00Z", "finished"), {})
+    groups = _file_groups(tmp_path / "warehouse" / "bronze_encounter" / _folder("A"))
+
+    # One file of a few hundred KiB: below the default limit it takes b (one file group, rewritten); at 0 every
+    # write starts a new file group.
+    assert len(first) == 1
+    assert groups == first if small_file_mb else (len(groups) == 2 and first < groups)
+    by_spark, by_rs = _read_back(spark, spec.uri)
+    assert set(by_spark) == set(by_rs) == {"a", "b"}
