@@ -90,7 +90,7 @@ class LayoutConfig:
     # rewrites (about one such file per hospital in the batch) however large the table grows. Hudi's default, 100,
     # lets the rewrite grow for months: measured, a batch took ~0.9 s more per MiB of those files (8 hospitals, 2
     # cores), and the ingest log's one-row commit rewrote the whole log. Larger: fewer, bigger files for readers,
-    # slower batches (README, Performance). 0: every batch writes new files (then compact them by clustering).
+    # slower batches (README, Performance). 0: every batch writes new files (the job does not compact them).
     small_file_mb: int = 1
 
 

@@ -214,6 +214,6 @@ def test_a_hospitals_newest_file_takes_new_rows_only_below_the_small_file_limit(
     # One file of a few hundred KiB: below the default limit it takes b (one file group, rewritten); at 0 every
     # write starts a new file group.
     assert len(first) == 1
-    assert groups == first if small_file_mb else (len(groups) == 2 and first < groups)
+    assert (groups == first) if small_file_mb else (len(groups) == 2 and first < groups)
     by_spark, by_rs = _read_back(spark, spec.uri)
     assert set(by_spark) == set(by_rs) == {"a", "b"}
