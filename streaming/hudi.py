@@ -27,6 +27,11 @@ COMMON_OPTIONS: dict[str, str] = {
     # Column statistics in the metadata table serve Spark data skipping, which the bronze readers (Athena,
     # hudi-rs) do not use; measured: each upsert ~15% faster without them.
     "hoodie.metadata.index.column.stats.enable": "false",
+    # Hudi tries to clean (delete file versions older than the 10 retained commits) after every commit. Copy-on-write
+    # leaves a replaced version behind nearly every batch, so every batch paid a clean: its plan, three timeline
+    # instants and a metadata-table commit. Every 10th commit keeps at most 20 commits' versions on disk instead of
+    # 11; measured, small upserts after 15 commits: p50 2.71 s -> 2.03 s (README, Performance).
+    "hoodie.clean.max.commits": "10",
     # No fixed hoodie.*.shuffle.parallelism: Hudi then takes the input's partition count, which follows the
     # cluster (spark.sql.shuffle.partitions after newest_versions' aggregation; AQE shrinks it for small batches).
 }
