@@ -6,7 +6,6 @@ import io
 import os
 from typing import IO
 
-from streaming import aws
 from streaming.config import is_s3
 
 
@@ -64,6 +63,8 @@ def open_uri(uri: str) -> IO[bytes]:
     if is_s3(uri):
         from botocore.exceptions import ClientError
 
+        from streaming import aws  # here, not at the top: a worker reading local files never imports boto3 (0.3 s)
+
         bucket, key = split_s3_uri(uri)
         try:
             body = aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"]
@@ -83,6 +84,8 @@ def exists(uri: str) -> bool:
     if is_s3(uri):
         from botocore.exceptions import ClientError
 
+        from streaming import aws
+
         bucket, key = split_s3_uri(uri)
         try:
             aws.client("s3").head_object(Bucket=bucket, Key=key)
@@ -97,6 +100,8 @@ def exists(uri: str) -> bool:
 def move(source: str, target: str) -> None:
     """Move one file within a file system (S3: copy, then delete the original; same bucket or not)."""
     if is_s3(source):
+        from streaming import aws
+
         bucket, key = split_s3_uri(source)
         to_bucket, to_key = split_s3_uri(target)
         s3 = aws.client("s3")
