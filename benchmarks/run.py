@@ -259,13 +259,14 @@ def markdown(results: dict[str, Any]) -> str:
             "(JVM live heap after a full GC, JVM and Python RSS).",
         )
         out += _table(
-            ["files", "rows", "heap first/last MB", "JVM RSS first/last MB", "heap change", "files/partition",
-             "avg file MB", "files on disk", "batch s first/last third", "p50/p95 s"],
+            ["files", "rows", "heap first/last MB", "JVM RSS first/last MB", "heap change (lowest / median)",
+             "files/partition", "avg file MB", "files on disk", "batch s first/last third", "p50/p95 s"],
             [[
                 so["files_landed"], so["rows"],
                 f"{mem[0]['heap_after_gc_mb']} / {mem[-1]['heap_after_gc_mb']}" if mem else "-",
                 f"{mem[0]['jvm_rss_mb']} / {mem[-1]['jvm_rss_mb']}" if mem else "-",
-                so["heap_growth"], lay["files_per_partition_avg"], lay["avg_file_mb"], lay["files_on_disk"],
+                f"{so['heap_growth']} / {so['heap_growth_median']}",
+                lay["files_per_partition_avg"], lay["avg_file_mb"], lay["files_on_disk"],
                 f"{_fmt(so['batch_seconds_first_third_p50'])} / {_fmt(so['batch_seconds_last_third_p50'])}",
                 f"{_fmt(so['latency_p50_seconds'])} / {_fmt(so['latency_p95_seconds'])}",
             ]],

@@ -6,6 +6,7 @@ import json
 import math
 import re
 import shlex
+import statistics
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 
 from benchmarks import peers, procs, run
-from benchmarks.scenarios import SCENARIOS, Bench, Sizes
+from benchmarks.scenarios import SCENARIOS, Bench, Sizes, _growth
 from streaming import config as conf
 from streaming import jars
 
@@ -106,7 +107,7 @@ def check_figures(results: dict[str, Any], out: Path) -> None:
     assert len(soak["memory"]) >= 2
     assert all(positive(m["heap_after_gc_mb"], m["jvm_rss_mb"], m["python_rss_mb"]) for m in soak["memory"])
     assert positive(soak["layout"]["files_per_partition_avg"], soak["layout"]["avg_file_mb"])
-    assert soak["heap_growth"] is not None and soak["layouts"]
+    assert soak["heap_growth"] is not None and soak["heap_growth_median"] is not None and soak["layouts"]
 
     assert scenarios["split"]["records"] == scenarios["split"]["baseline_records"] > 0
 
@@ -124,6 +125,21 @@ def check_figures(results: dict[str, Any], out: Path) -> None:
         assert header in markdown
     for png in ("latency.png", "soak.png", "upsert_scaling.png", "backfill.png", "listing.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+
+
+def test_the_soaks_heap_goal_follows_the_floor_not_the_batches_in_flight() -> None:
+    """Samples at t = 0..99: second quarter t 25-49, last quarter t 75-99; in-flight batches lift single samples."""
+
+    def run(second: list[float], last: list[float]) -> list[tuple[float, float]]:
+        early = [(25.0 + i, v) for i, v in enumerate(second)]
+        return [(0.0, 90.0), *early, *((75.0 + i, v) for i, v in enumerate(last))]
+
+    busy_early = run([100, 300, 300], [100, 110, 100])  # the floor holds; the median fell with fewer batches caught
+    assert _growth(busy_early) == 0.0
+    assert _growth(busy_early, statistics.median) == round(100 / 300 - 1, 4)
+    leaking = run([100, 300, 120], [150, 300, 160])  # the floor rose by half: a leak, whatever the batches did
+    assert _growth(leaking) == 0.5
+    assert _growth([(0.0, 100.0)]) is None
 
 
 @pytest.mark.parametrize("quick", [True, False])
