@@ -44,12 +44,8 @@ RETENTION_CONF: dict[str, str] = {
     "spark.ui.retainedTasks": "10000",
     "spark.sql.ui.retainedExecutions": "50",
 }
-# Every Python worker runs pyspark's `from distutils.version import LooseVersion` for mapInArrow; with setuptools
-# installed its shim serves that by importing all of setuptools (~0.4 s of CPU per worker start, py-spy). Python
-# 3.11 (pyproject, Glue 5.1) still has distutils in the standard library, which setuptools' documented switch selects.
-WORKER_ENV_CONF: dict[str, str] = {"spark.executorEnv.SETUPTOOLS_USE_DISTUTILS": "stdlib"}
 # What the job's session sets, locally and on Glue (deploy/template.json passes the same as `--conf`).
-JOB_SPARK_CONF: dict[str, str] = {**HUDI_SPARK_CONF, **RETENTION_CONF, **WORKER_ENV_CONF}
+JOB_SPARK_CONF: dict[str, str] = {**HUDI_SPARK_CONF, **RETENTION_CONF}
 
 
 def s3a_conf(environ: dict[str, str] | None = None) -> dict[str, str]:

@@ -42,23 +42,3 @@ def test_the_driver_keeps_a_bounded_history_of_finished_jobs_and_queries(spark: 
     assert 0 < len(jobs) <= jobs_cap
     store = spark._jsparkSession.sharedState().statusStore()
     assert 0 < store.executionsCount() <= queries_cap
-
-
-@pytest.mark.slow
-def test_a_python_worker_starts_without_importing_setuptools(spark: Any) -> None:
-    """pyspark's worker imports distutils for mapInArrow: the standard library's, not all of setuptools behind it."""
-
-    def worker_modules(batches: Any) -> Any:  # defined here: cloudpickle sends it by value, not as a test import
-        import sys
-
-        import pyarrow as pa
-
-        for _ in batches:
-            pass
-        heavy = [m for m in ("setuptools", "distutils") if m in sys.modules]
-        served_by = repr(sys.modules.get("distutils"))
-        yield pa.RecordBatch.from_pydict({"heavy": [",".join(heavy)], "distutils": [served_by]})
-
-    row = spark.range(1).mapInArrow(worker_modules, "heavy string, distutils string").first()
-    assert row.heavy == "distutils", row
-    assert "setuptools" not in row.distutils and "/lib/python3.11/distutils/" in row.distutils
