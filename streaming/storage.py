@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import os
-from typing import IO
+from typing import IO, Any
 
 from streaming.config import is_s3
 
@@ -25,6 +25,13 @@ def local_path(uri: str) -> str:
         if uri.startswith(prefix):
             return uri[len(prefix) :]
     return uri
+
+
+def _s3() -> Any:
+    """The S3 client; boto3 is imported here, on first use, so a worker reading local files never loads it (0.3 s)."""
+    from streaming import aws
+
+    return aws.client("s3")
 
 
 class FileReadError(RuntimeError):
@@ -63,11 +70,9 @@ def open_uri(uri: str) -> IO[bytes]:
     if is_s3(uri):
         from botocore.exceptions import ClientError
 
-        from streaming import aws  # here, not at the top: a worker reading local files never imports boto3 (0.3 s)
-
         bucket, key = split_s3_uri(uri)
         try:
-            body = aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"]
+            body = _s3().get_object(Bucket=bucket, Key=key)["Body"]
         except ClientError as exc:
             code = str(exc.response.get("Error", {}).get("Code", ""))
             if code in _MISSING:
@@ -84,11 +89,9 @@ def exists(uri: str) -> bool:
     if is_s3(uri):
         from botocore.exceptions import ClientError
 
-        from streaming import aws
-
         bucket, key = split_s3_uri(uri)
         try:
-            aws.client("s3").head_object(Bucket=bucket, Key=key)
+            _s3().head_object(Bucket=bucket, Key=key)
         except ClientError as exc:
             if str(exc.response.get("Error", {}).get("Code", "")) in _MISSING:
                 return False
@@ -100,11 +103,9 @@ def exists(uri: str) -> bool:
 def move(source: str, target: str) -> None:
     """Move one file within a file system (S3: copy, then delete the original; same bucket or not)."""
     if is_s3(source):
-        from streaming import aws
-
         bucket, key = split_s3_uri(source)
         to_bucket, to_key = split_s3_uri(target)
-        s3 = aws.client("s3")
+        s3 = _s3()
         s3.copy_object(Bucket=to_bucket, Key=to_key, CopySource={"Bucket": bucket, "Key": key})
         s3.delete_object(Bucket=bucket, Key=key)
         return

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from helpers import job_config, read_table
 
-from streaming.batch import INGEST_LOG_SCHEMA
+from streaming.batch import INGEST_LOG_SCHEMA, BatchStats
 from streaming.hudi import HudiWriter, ingest_log_table
 
 pytestmark = pytest.mark.slow
@@ -24,9 +24,7 @@ COMMITS = 13  # past the 10 retained: every 10th commit cleans once by now; Hudi
 def _log_row(spark: Any, n: int) -> Any:
     at = datetime(2024, 1, 1, tzinfo=UTC) + timedelta(minutes=n)
     row = {"batch_key": f"run-{n:06d}", "run_id": "run", "batch_id": n, "files": [f"f{n}"], "file_count": 1}
-    row.update(dict.fromkeys(("files_already_committed", "rows_in", "rows_written", "rows_deleted"), 0))
-    row.update(dict.fromkeys(("rows_rejected", "rows_skipped", "delete_requests"), 0))
-    row.update(started_at=at, ended_at=at, commit_instant=None)
+    row.update(files_already_committed=0, **BatchStats().__dict__, started_at=at, ended_at=at, commit_instant=None)
     return spark.createDataFrame([row], INGEST_LOG_SCHEMA)
 
 
