@@ -1,6 +1,6 @@
 """The benchmark suite: one command, every figure issue 9 asks for, as JSON, a Markdown table and PNG plots.
 
-    python -m benchmarks.run [--quick] [--only backfill,latency,upsert,listing,soak,split] [--scale N]
+    python -m benchmarks.run [--quick] [--only backfill,latency,upsert,listing,soak,split,read] [--scale N]
                              [--latency-seconds S] [--soak-seconds S]
                              [--out benchmarks/results] [--workdir work/bench] [--keep] [--parallel N]
 
@@ -278,6 +278,23 @@ def markdown(results: dict[str, Any]) -> str:
             ["records", "FileSplitter s", "json.loads s", "ratio"],
             [[sp["records"], sp["ours_seconds"], sp["baseline_seconds"], sp["ratio"]]],
         )
+    if "read" in s:
+        rd = s["read"]
+        out += ["## Read step profile", ""]
+        out += [
+            f"{rd['files']} files, {rd['records']:,} records, one process with the job's session. The batch's read"
+            " (split, flatten, cache, statistics) cold and warm; then over the split records held in memory, each"
+            " figure cumulative: the records alone, `from_json` alone, flatten built up one projection at a time,"
+            " flatten filling the cache.",
+            "",
+        ]
+        steps = ", ".join(f"{st['step']} ({st['columns']} columns) {_fmt(st['seconds'])}" for st in rd["flatten_steps"])
+        out += _table(
+            ["read cold s", "read warm s", "split alone s", "records s", "+ from_json s", "flatten by projection s",
+             "flatten + cache s"],
+            [[rd["read_cold_seconds"], rd["read_warm_seconds"], rd["split_seconds"], rd["records_scan_seconds"],
+              rd["from_json_seconds"], steps, rd["flatten_and_cache_seconds"]]],
+        )  # fmt: skip
     goals = [(name, g) for name, sc in s.items() for g in sc.get("goals", [])]
     out += ["## Goals", ""]
     out += _table(

@@ -7,7 +7,8 @@ Scenarios answer issue 9's questions; each returns plain data (the `results.json
 - upsert:   batches of updates (some moving hospital) into a small and a large table;
 - listing:  idle triggers over a prefix of many already-ingested files vs few;
 - soak:     steady arrival for a long time: driver memory, files per partition, file size, batch time;
-- split:    the Python reader alone vs a bare `json.loads` per line (no JVM).
+- split:    the Python reader alone vs a bare `json.loads` per line (no JVM);
+- read:     the read step's profile on the backfill's files: cold, warm, and each projection of flatten.
 """
 
 from __future__ import annotations
@@ -899,8 +900,27 @@ def split(bench: Bench) -> Figures:
     }
 
 
+def read(bench: Bench) -> Figures:
+    """Where the read step's time goes: the backfill's files, one process (benchmarks/readprofile.py)."""
+    root = bench.fresh("read")
+    landing = root / "landing"
+    generate(landing, files=bench.sizes.backfill_files, per_file=bench.sizes.backfill_per_file, seed=9)
+    config = bench.settings(root / "bench.toml")
+    done = bench.run(
+        procs.python("-m", "benchmarks.readprofile", "--source", str(landing), "--config", str(config)),
+        log=root / "readprofile.log",
+    )
+    _, figures = done.last("profile")
+    return {
+        **{k: v for k, v in figures.items() if k not in ("event", "at")},
+        "cpu_seconds": done.cpu_seconds,
+        "goals": [],
+    }
+
+
 SCENARIOS: dict[str, Callable[[Bench], Figures]] = {
     "split": split,
+    "read": read,
     "backfill": backfill,
     "latency": latency,
     "upsert": upsert,

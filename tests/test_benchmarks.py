@@ -111,6 +111,14 @@ def check_figures(results: dict[str, Any], out: Path) -> None:
 
     assert scenarios["split"]["records"] == scenarios["split"]["baseline_records"] > 0
 
+    read = scenarios["read"]
+    assert (read["files"], read["records"]) == (sizes.backfill_files, expected)  # the backfill's files, all read
+    assert positive(read["read_cold_seconds"], read["read_warm_seconds"], read["split_seconds"])
+    assert positive(read["records_scan_seconds"], read["from_json_seconds"], read["flatten_and_cache_seconds"])
+    steps = read["flatten_steps"]
+    assert len(steps) > 1 and [st["step"] for st in steps] == list(range(1, len(steps) + 1))  # each projection
+    assert positive(*(st["seconds"] for st in read["flatten_steps"]))
+
     goals = [g for s in scenarios.values() for g in s["goals"]]
     assert len(goals) == 9 and all(isinstance(g["met"], bool) for g in goals)
     markdown = (out / "results.md").read_text()
@@ -120,6 +128,7 @@ def check_figures(results: dict[str, Any], out: Path) -> None:
         "## Upsert scaling",
         "## Listing scaling",
         "## Soak",
+        "## Read step profile",
         "## Goals",
     ):
         assert header in markdown

@@ -1,0 +1,134 @@
+"""Where the read step's time goes, in one process with the job's own session and settings.
+
+    python -m benchmarks.readprofile --source DIR [--config FILE] [--repeat N]
+
+The batch's read (split in Python, `flatten`, the cache, the statistics) is timed cold (the first, as a backfill's
+one batch) and warm (the median of N more). Then, over the split records held in memory, so the Python split is
+not in them: the records alone, the records plus `from_json` alone, and `flatten` built up one projection at a
+time. Every figure forces every column it names (a hash over them), since Spark drops what nothing reads. Prints
+one JSON line (`event`: `profile`) on stdout. The README's "Where a backfill's read goes" comes from this.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from streaming import config as conf
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column, DataFrame
+
+
+def _timed(action: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def _median(action: Callable[[], object], repeat: int) -> float:
+    return round(statistics.median(_timed(action) for _ in range(repeat)), 3)
+
+
+def _forced(df: DataFrame) -> Callable[[], object]:
+    """An action that computes every column of `df`: a hash over all of them, summed (maps only pass through)."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import MapType
+
+    columns = [F.col(f"`{f.name}`") for f in df.schema.fields if not isinstance(f.dataType, MapType)]
+    return lambda: df.agg(F.sum(F.hash(*columns).cast("long"))).collect()
+
+
+def profile(source: Path, settings_file: Path, repeat: int) -> dict[str, Any]:
+    from pyspark import SparkContext
+    from pyspark.sql import functions as F
+
+    from streaming.batch import _aggregate
+    from streaming.flatten import _JSON_OPTIONS, _UNPARSED, _projections, flatten
+    from streaming.mapping import READ_SCHEMA
+    from streaming.records import LandedFile, read_records
+    from streaming.session import build_spark
+
+    config = conf.load(settings_file)
+    spark = build_spark(config.spark, app_name="bench-readprofile")
+    fhir = config.fhir
+    paths = sorted(p for p in source.rglob("*") if p.is_file())
+    stats = [(p.resolve().as_uri(), p.stat()) for p in paths]
+    files = [LandedFile(uri, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC)) for uri, st in stats]
+
+    def batch_read() -> int:  # as batch._read and the statistics do it
+        rows = flatten(
+            read_records(spark, files, fhir),
+            ingested_at=datetime.now(UTC),
+            keep_resource_json=fhir.keep_resource_json,
+            raw_slice_chars=fhir.raw_slice_chars,
+        ).persist()
+        try:
+            return _aggregate(rows).rows_in
+        finally:
+            rows.unpersist()
+
+    cold = _timed(batch_read)
+    warm = _median(batch_read, repeat)
+    split = read_records(spark, files, fhir)
+    split_seconds = _median(lambda: split.agg(F.sum(F.length("resource_json"))).collect(), repeat)
+
+    records = split.persist()
+    rows = records.count()
+    scan = _median(_forced(records), repeat)
+    parsed: Column = F.from_json("resource_json", f"{READ_SCHEMA}, {_UNPARSED} string", _JSON_OPTIONS)
+    from_json = _median(_forced(records.select(parsed.alias("r"))), repeat)
+    steps = []
+    out = records
+    projections = _projections(SparkContext._active_spark_context, fhir.keep_resource_json, fhir.raw_slice_chars)
+    for number, step in enumerate(projections, 1):
+        out = out.select(*step)
+        steps.append({"step": number, "columns": len(step), "seconds": _median(_forced(out), repeat)})
+    cached = flatten(
+        records,
+        ingested_at=datetime.now(UTC),
+        keep_resource_json=fhir.keep_resource_json,
+        raw_slice_chars=fhir.raw_slice_chars,
+    )
+
+    def fill_cache() -> None:
+        kept = cached.persist()
+        kept.count()
+        kept.unpersist()
+
+    fill = _median(fill_cache, repeat)
+    records.unpersist()
+    spark.stop()
+    return {
+        "files": len(files),
+        "records": rows,
+        "read_cold_seconds": round(cold, 3),
+        "read_warm_seconds": warm,
+        "split_seconds": split_seconds,
+        "records_scan_seconds": scan,
+        "from_json_seconds": from_json,
+        "flatten_steps": steps,  # cumulative: step N's seconds include steps 1..N and the scan
+        "flatten_and_cache_seconds": fill,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", type=Path, required=True, help="folder of files to read (e.g. generated ones)")
+    parser.add_argument("--config", type=Path, help="settings file (default: checkpoints_conf/local.toml)")
+    parser.add_argument("--repeat", type=int, default=3, help="warm timings per figure; the median is kept")
+    args = parser.parse_args(argv)
+    settings_file = (args.config or conf.env_file("local")).resolve()
+    figures = profile(args.source.resolve(), settings_file, max(1, args.repeat))
+    print(json.dumps({"event": "profile", "at": time.time(), **figures}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
