@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from streaming import config as conf
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame
+    from pyspark.sql import DataFrame
 
 
 def _timed(action: Callable[[], object]) -> float:
@@ -50,17 +50,15 @@ def profile(source: Path, settings_file: Path, repeat: int) -> dict[str, Any]:
     from pyspark.sql import functions as F
 
     from streaming.batch import _aggregate
-    from streaming.flatten import _JSON_OPTIONS, _UNPARSED, _projections, flatten
-    from streaming.mapping import READ_SCHEMA
-    from streaming.records import LandedFile, read_records
+    from streaming.flatten import _projections, flatten, parse_resource
+    from streaming.records import read_records
+    from streaming.reingest import landed_file
     from streaming.session import build_spark
 
     config = conf.load(settings_file)
     spark = build_spark(config.spark, app_name="bench-readprofile")
     fhir = config.fhir
-    paths = sorted(p for p in source.rglob("*") if p.is_file())
-    stats = [(p.resolve().as_uri(), p.stat()) for p in paths]
-    files = [LandedFile(uri, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC)) for uri, st in stats]
+    files = [landed_file(f"file:{p}") for p in sorted(source.rglob("*")) if p.is_file()]  # as the stream lists them
 
     def batch_read() -> int:  # as batch._read and the statistics do it
         rows = flatten(
@@ -82,15 +80,14 @@ def profile(source: Path, settings_file: Path, repeat: int) -> dict[str, Any]:
     records = split.persist()
     rows = records.count()
     scan = _median(_forced(records), repeat)
-    parsed: Column = F.from_json("resource_json", f"{READ_SCHEMA}, {_UNPARSED} string", _JSON_OPTIONS)
-    from_json = _median(_forced(records.select(parsed.alias("r"))), repeat)
+    from_json = _median(_forced(records.select(parse_resource().alias("r"))), repeat)
     steps = []
     out = records
     projections = _projections(SparkContext._active_spark_context, fhir.keep_resource_json, fhir.raw_slice_chars)
     for number, step in enumerate(projections, 1):
         out = out.select(*step)
         steps.append({"step": number, "columns": len(step), "seconds": _median(_forced(out), repeat)})
-    cached = flatten(
+    flattened = flatten(
         records,
         ingested_at=datetime.now(UTC),
         keep_resource_json=fhir.keep_resource_json,
@@ -98,7 +95,7 @@ def profile(source: Path, settings_file: Path, repeat: int) -> dict[str, Any]:
     )
 
     def fill_cache() -> None:
-        kept = cached.persist()
+        kept = flattened.persist()
         kept.count()
         kept.unpersist()
 

@@ -135,6 +135,11 @@ def _wrong_types() -> Column:
     return F.when(names != "", names)
 
 
+def parse_resource() -> Column:
+    """`resource_json` parsed into the elements the mapping reads (READ_SCHEMA), plus the corrupt-record column."""
+    return F.from_json("resource_json", f"{READ_SCHEMA}, {_UNPARSED} string", _JSON_OPTIONS)
+
+
 def hospital_partition(name: Column) -> Column:
     """The partition value for a hospital name: always one safe folder directly inside the table.
 
@@ -215,7 +220,7 @@ def _projections(context: object, keep_resource_json: bool, raw_slice_chars: int
             F.col("reason").alias("read_reason"),
             F.col("message").alias("read_message"),
             F.col("raw_slice").alias("read_raw_slice"),
-            F.from_json("resource_json", f"{READ_SCHEMA}, {_UNPARSED} string", _JSON_OPTIONS).alias("_r"),
+            parse_resource().alias("_r"),
         )
     )
     steps.append((F.col("*"), F.col("_r.*")))

@@ -117,7 +117,7 @@ def check_figures(results: dict[str, Any], out: Path) -> None:
     assert positive(read["records_scan_seconds"], read["from_json_seconds"], read["flatten_and_cache_seconds"])
     steps = read["flatten_steps"]
     assert len(steps) > 1 and [st["step"] for st in steps] == list(range(1, len(steps) + 1))  # each projection
-    assert positive(*(st["seconds"] for st in read["flatten_steps"]))
+    assert positive(*(st["seconds"] for st in steps))
 
     goals = [g for s in scenarios.values() for g in s["goals"]]
     assert len(goals) == 9 and all(isinstance(g["met"], bool) for g in goals)
