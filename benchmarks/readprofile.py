@@ -60,13 +60,16 @@ def profile(source: Path, settings_file: Path, repeat: int) -> dict[str, Any]:
     fhir = config.fhir
     files = [landed_file(f"file:{p}") for p in sorted(source.rglob("*")) if p.is_file()]  # as the stream lists them
 
-    def batch_read() -> int:  # as batch._read and the statistics do it
-        rows = flatten(
-            read_records(spark, files, fhir),
+    def flat(records: DataFrame) -> DataFrame:  # with the job's fhir settings, as batch._read calls it
+        return flatten(
+            records,
             ingested_at=datetime.now(UTC),
             keep_resource_json=fhir.keep_resource_json,
             raw_slice_chars=fhir.raw_slice_chars,
-        ).persist()
+        )
+
+    def batch_read() -> int:  # as batch._read and the statistics do it
+        rows = flat(read_records(spark, files, fhir)).persist()
         try:
             return _aggregate(rows).rows_in
         finally:
@@ -87,12 +90,7 @@ def profile(source: Path, settings_file: Path, repeat: int) -> dict[str, Any]:
     for number, step in enumerate(projections, 1):
         out = out.select(*step)
         steps.append({"step": number, "columns": len(step), "seconds": _median(_forced(out), repeat)})
-    flattened = flatten(
-        records,
-        ingested_at=datetime.now(UTC),
-        keep_resource_json=fhir.keep_resource_json,
-        raw_slice_chars=fhir.raw_slice_chars,
-    )
+    flattened = flat(records)
 
     def fill_cache() -> None:
         kept = flattened.persist()
