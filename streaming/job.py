@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from streaming.batch import BatchDeps, BatchResult, Recovery, process_batch, recover
+from streaming.batch import BatchDeps, BatchResult, Recovery, recover, write_batch
+from streaming.bookkeeping import Bookkeeping
 from streaming.config import JobConfig, is_remote, spelled_like
 from streaming.failures import unwrap
 from streaming.hudi import HudiWriter
@@ -70,8 +71,12 @@ def start_stream(
     once: bool,
     on_batch: list[BatchResult],
     observers: Sequence[Callable[[BatchResult], None]] = (),
+    bookkeeping: Bookkeeping | None = None,
 ) -> StreamingQuery:
-    """Start the file source -> foreachBatch query; each batch's result is appended to `on_batch`, then observed."""
+    """Start the file source -> foreachBatch query; each batch's result is appended to `on_batch`, then observed.
+
+    `bookkeeping` finishes each written batch (inline by default); the caller closes it once the query ends.
+    """
     if not is_remote(config.source):
         Path(config.source).mkdir(parents=True, exist_ok=True)  # the file source refuses a missing folder
     reader = (
@@ -85,8 +90,9 @@ def start_stream(
         .option("maxFilesPerTrigger", str(config.max_files_per_trigger))
     )
     if config.source_archive:
-        # Spark moves a batch's files when it commits the batch: after process_batch returned, so after the ledger
-        # commit; a crash before that leaves them in place and the replayed batch finds them.
+        # Spark moves a batch's files when it commits the batch: after foreachBatch returned, so after the bronze
+        # commit (and, unless the bookkeeping overlaps, the ledger commit); a crash before that leaves them in place
+        # and the replayed batch finds them, a crash after it is finished by recovery from the bronze commit.
         # Spelled with the source's scheme (s3 / s3a): Spark refuses an archive on another file system.
         archive = spelled_like(config.source_archive, config.source)
         reader = reader.option("cleanSource", "archive").option("sourceArchiveDir", archive)
@@ -94,8 +100,14 @@ def start_stream(
 
     batch_deps = dataclasses.replace(deps, source_files=source_log(spark, config.checkpoint_uri))
 
+    finisher = bookkeeping or Bookkeeping(overlap=False)
+
     def each_batch(df: DataFrame, batch_id: int) -> None:
-        result = process_batch(df, batch_id, batch_deps)
+        finisher.finish(write_batch(df, batch_id, batch_deps), finished)
+        batch_deps.hook("before_checkpoint_commit")
+
+    def finished(result: BatchResult) -> None:
+        batch_id = result.batch_id
         on_batch.append(result)
         for observe in observers:
             try:
@@ -182,8 +194,22 @@ def run(
                     if restarted:
                         lease.hold()  # an outage longer than the TTL may have let it expire
                     summary.recovery = recover(deps)
-                    query = start_stream(spark, config, deps, once=once, on_batch=summary.batches, observers=observers)
-                    _await(query, lease, stop)
+                    bookkeeping = Bookkeeping(overlap=config.overlap_bookkeeping and not once)
+                    try:
+                        query = start_stream(
+                            spark,
+                            config,
+                            deps,
+                            once=once,
+                            on_batch=summary.batches,
+                            observers=observers,
+                            bookkeeping=bookkeeping,
+                        )
+                        _await(query, lease, stop, bookkeeping)
+                    except BaseException:
+                        bookkeeping.close(quiet=True)  # drained before recovery: never two writers of one log row
+                        raise
+                    bookkeeping.close()  # the last batch's log row and ledger commit, before the run ends
                     break
                 except Exception as exc:
                     error = unwrap(exc)
@@ -234,9 +260,13 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _await(query: StreamingQuery, lease: WriterLease, stop: threading.Event) -> None:
-    """Wait for the query; on a stop request, stop it between batches; on a lost lease, at once."""
+def _await(query: StreamingQuery, lease: WriterLease, stop: threading.Event, bookkeeping: Bookkeeping) -> None:
+    """Wait for the query; on a stop request, stop it between batches; on a lost lease or a failed bookkeeping,
+    at once (the batches after it must not go on without it: recovery finishes it first)."""
     while query.isActive:
+        if (error := bookkeeping.error()) is not None:
+            query.stop()
+            raise error
         if lease.lost.is_set():
             # Nothing more may be written: the batch in flight fails at its next fence check anyway.
             query.stop()
