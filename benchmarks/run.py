@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import peers, scenarios
+from streaming import config as conf
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "benchmarks" / "results"
@@ -139,6 +140,9 @@ def markdown(results: dict[str, Any]) -> str:
         "Wall seconds depend on what else runs on the machine; CPU seconds (the whole process tree) much less.",
         "",
     ]
+    if results.get("job_settings"):
+        changed = ", ".join(f"`{k} = {v}`" for k, v in results["job_settings"].items())
+        out += [f"Job settings changed for this run (`--set`): {changed}.", ""]
     s = {name: sc for name, sc in results["scenarios"].items() if "error" not in sc}
     if "backfill" in s:
         b = s["backfill"]
@@ -478,6 +482,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORK, help="scratch folder (default: work/bench)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (tables, logs, event logs)")
     parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a job setting for every process of the run, e.g. overlap_bookkeeping=false (repeatable; A/B runs)",
+    )
+    parser.add_argument(
         "--parallel",
         type=int,
         default=1,
@@ -492,7 +503,14 @@ def main(argv: list[str] | None = None) -> int:
     sizes = (scenarios.Sizes.quick() if args.quick else scenarios.Sizes()).scaled(args.scale)
     durations = {"latency_seconds": args.latency_seconds, "soak_seconds": args.soak_seconds}
     sizes = replace(sizes, **{name: value for name, value in durations.items() if value is not None})
-    bench = scenarios.Bench(work=args.workdir.resolve(), sizes=sizes, quick=args.quick)
+    job_settings = dict(item.split("=", 1) for item in args.set if "=" in item)
+    if len(job_settings) != len(args.set):
+        parser.error("--set takes KEY=VALUE")
+    try:
+        conf.load(conf.env_file("local"), job_settings)  # an unknown key or a bad value fails here, not in each job
+    except conf.ConfigError as exc:
+        parser.error(f"--set: {exc}")
+    bench = scenarios.Bench(work=args.workdir.resolve(), sizes=sizes, quick=args.quick, job_settings=job_settings)
     args.out.mkdir(parents=True, exist_ok=True)
     for kind in peers.BENCH_JARS:
         peers.fetch_jars(kind)  # before anything is timed
@@ -503,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "sizes": sizes.__dict__,
+        "job_settings": job_settings,
         "parallel": args.parallel,
         "scenarios": {},
     }

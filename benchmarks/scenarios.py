@@ -104,6 +104,8 @@ class Bench:
     work: Path
     sizes: Sizes
     quick: bool = False
+    # Job settings every process of the run gets (`--set key=value`, dotted as the job's own `--set`): A/B runs.
+    job_settings: Mapping[str, str] = field(default_factory=dict)
     _shared: dict[Any, Future[Any]] = field(default_factory=dict, init=False, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
@@ -129,7 +131,8 @@ class Bench:
 
     def settings(self, path: Path, *, trigger: int | None = None, spark_conf: Mapping[str, str] | None = None) -> Path:
         """A settings file for one process of the run (write_config with the run's Spark settings)."""
-        return write_config(path, trigger=trigger, spark_conf={**self.spark_conf(), **(spark_conf or {})})
+        spark = {**self.spark_conf(), **(spark_conf or {})}
+        return write_config(path, trigger=trigger, spark_conf=spark, overrides=self.job_settings)
 
     def start(self, argv: list[str], *, log: Path) -> procs.Watched:
         """Start a process under measurement, its Python temporary files in the workdir."""
@@ -176,10 +179,23 @@ def percentile(values: Iterable[float], q: float) -> float | None:
 # -- shared helpers --------------------------------------------------------------------------------------------
 
 
-def write_config(path: Path, *, trigger: int | None = None, spark_conf: Mapping[str, str] | None = None) -> Path:
-    """A settings file for the job: checkpoints_conf/local.toml with the bench's trigger and Spark settings."""
+def write_config(
+    path: Path,
+    *,
+    trigger: int | None = None,
+    spark_conf: Mapping[str, str] | None = None,
+    overrides: Mapping[str, str] | None = None,
+) -> Path:
+    """A settings file for the job: checkpoints_conf/local.toml with the bench's trigger, Spark settings and
+    `overrides` ({"layout.small_file_mb": "0"}: text, converted to each setting's type when the job loads it)."""
     with conf.env_file("local").open("rb") as fh:
         settings = tomllib.load(fh)
+    for dotted, value in (overrides or {}).items():
+        *parents, leaf = dotted.split(".")
+        node = settings
+        for name in parents:
+            node = node.setdefault(name, {})
+        node[leaf] = value
     if trigger is not None:
         settings["trigger_interval"] = f"{trigger} seconds"
     if spark_conf:
