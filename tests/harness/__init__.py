@@ -46,6 +46,7 @@ from .recovery import (
     crashed_batch,
     fate,
     open_batch,
+    open_batches,
     replay_found_committed,
 )
 from .rows import BUSINESS_COLUMNS, business_rows, compare_business_rows
@@ -82,6 +83,7 @@ __all__ = [
     "file_uri",
     "left_inflight",
     "open_batch",
+    "open_batches",
     "read_rows",
     "replay_found_committed",
     "scan",
