@@ -153,8 +153,10 @@ def batch_key(run_id: str, batch_id: int) -> str:
 
 def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchResult:
     """foreachBatch body: ingest the files of one micro-batch exactly once (see module docstring)."""
-    result = write_batch(listing, batch_id, deps).finish()
-    deps.hook("before_checkpoint_commit")
+    written = write_batch(listing, batch_id, deps)
+    result = written.finish()
+    if written.intent is not None:  # a batch of committed files wrote nothing: no step to crash between
+        deps.hook("before_checkpoint_commit")
     return result
 
 

@@ -38,10 +38,10 @@ class Bookkeeping:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="bookkeeping")
         self._pending = self._pool.submit(lambda: then(batch.finish()))
 
-    def error(self) -> BaseException | None:
-        """The background bookkeeping's error, once it has failed (the stream must stop and recover)."""
+    def failed(self) -> bool:
+        """Whether the background bookkeeping has failed (the stream must stop; `wait` raises the error)."""
         pending = self._pending
-        return pending.exception() if pending is not None and pending.done() else None
+        return pending is not None and pending.done() and pending.exception() is not None
 
     def wait(self) -> None:
         """Wait for the batch in flight, if any; raise its error."""

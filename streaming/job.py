@@ -103,8 +103,10 @@ def start_stream(
     finisher = bookkeeping or Bookkeeping(overlap=False)
 
     def each_batch(df: DataFrame, batch_id: int) -> None:
-        finisher.finish(write_batch(df, batch_id, batch_deps), finished)
-        batch_deps.hook("before_checkpoint_commit")
+        written = write_batch(df, batch_id, batch_deps)
+        finisher.finish(written, finished)
+        if written.intent is not None:
+            batch_deps.hook("before_checkpoint_commit")
 
     def finished(result: BatchResult) -> None:
         batch_id = result.batch_id
@@ -264,9 +266,9 @@ def _await(query: StreamingQuery, lease: WriterLease, stop: threading.Event, boo
     """Wait for the query; on a stop request, stop it between batches; on a lost lease or a failed bookkeeping,
     at once (the batches after it must not go on without it: recovery finishes it first)."""
     while query.isActive:
-        if (error := bookkeeping.error()) is not None:
+        if bookkeeping.failed():
             query.stop()
-            raise error
+            bookkeeping.wait()  # raises its error
         if lease.lost.is_set():
             # Nothing more may be written: the batch in flight fails at its next fence check anyway.
             query.stop()
