@@ -12,10 +12,6 @@ Order of operations for a batch (README, "Exactly once"):
 7. ledger commit: files committed, intent closed;
 8. return: Spark then commits the checkpoint.
 
-`process_batch` runs all of it in order. A continuous stream (job.Bookkeeping) returns after step 5 once the bronze
-commit carries the batch key, and runs 6-7 on a background thread while the next batch is read and written: a
-crash before 7 is then finished by `recover` from that commit, like any crash between 5 and 7.
-
 After a crash, `recover` looks at every open intent: ingest-log row present -> only the ledger commit is missing;
 bronze commit present -> write the log row from the commit's statistics, then commit; neither -> nothing of the
 batch counts: abandon the intent and let the replay (or a re-listing) ingest the files again.
@@ -153,99 +149,8 @@ def batch_key(run_id: str, batch_id: int) -> str:
 
 def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchResult:
     """foreachBatch body: ingest the files of one micro-batch exactly once (see module docstring)."""
-    written = write_batch(listing, batch_id, deps)
-    result = written.finish()
-    if written.intent is not None:  # a batch of committed files wrote nothing: no step to crash between
-        deps.hook("before_checkpoint_commit")
-    return result
-
-
-class Laps:
-    """Wall time of each step of a batch, each from the end of the one before (whichever thread runs it)."""
-
-    def __init__(self) -> None:
-        self.began = time.monotonic()
-        self._mark = self.began
-        self.timings: dict[str, float] = {}
-
-    def __call__(self, step: str) -> None:
-        now = time.monotonic()
-        self.timings[step] = round(now - self._mark, 2)
-        self._mark = now
-
-
-@dataclass
-class WrittenBatch:
-    """A batch whose data is written (steps 1-5): `finish` records it in the ingest log and the ledger (6-7).
-
-    `durable` says the bronze commit carries the batch key: from then on a crash loses nothing, because `recover`
-    finishes the batch from that commit. Only then may the stream go on before `finish` has run (job.Bookkeeping).
-    """
-
-    deps: BatchDeps
-    batch_id: int
-    listed: int
-    done: int
-    laps: Laps
-    intent: BatchIntent | None = None  # None: every file was already committed; nothing to record
-    new: tuple[LandedFile, ...] = ()
-    stats: BatchStats = field(default_factory=BatchStats)
-    instant: str | None = None
-
-    @property
-    def durable(self) -> bool:
-        return self.intent is not None and self.instant is not None
-
-    def finish(self) -> BatchResult:
-        deps, intent, stats = self.deps, self.intent, self.stats
-        if intent is None:
-            log.info("batch %s: %d files, all already committed; nothing to do", self.batch_id, self.listed)
-            seconds = time.monotonic() - self.laps.began
-            return BatchResult(
-                None, (), self.done, stats, batch_id=self.batch_id, seconds=seconds, ended_at=deps.clock()
-            )
-        _write_log(deps, intent, self.done, stats, self.instant)
-        self.laps("ingest_log")
-        deps.hook("after_ingest_log")
-        deps.ledger.commit(
-            intent.batch_key, intent.files, deps.clock(), deps.fence(), {f.uri: file_version(f) for f in self.new}
-        )
-        self.laps("ledger")
-        deps.hook("after_ledger_commit")
-        log.info(
-            "batch %s (%s): files=%d already_committed=%d rows_in=%d written=%d deleted=%d (of %d delete requests)"
-            " rejected=%d skipped=%d seconds=%s",
-            self.batch_id,
-            intent.batch_key,
-            len(intent.files),
-            self.done,
-            stats.rows_in,
-            stats.rows_written,
-            stats.rows_deleted,
-            stats.delete_requests,
-            stats.rows_rejected,
-            stats.rows_skipped,
-            self.laps.timings,
-        )
-        # Spark hands naive local times, the source log aware UTC ones: astimezone makes both comparable.
-        oldest = min(f.modified.astimezone(UTC) for f in self.new)
-        seconds = time.monotonic() - self.laps.began
-        return BatchResult(
-            intent.batch_key,
-            intent.files,
-            self.done,
-            stats,
-            self.batch_id,
-            seconds,
-            oldest_modified=oldest,
-            ended_at=deps.clock(),
-        )
-
-
-def write_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> WrittenBatch:
-    """Steps 1-5 of a batch: skip committed files, record the intent, read, write quarantine and bronze."""
     started = deps.clock()
-    laps = Laps()
+    began = time.monotonic()
     listed = [LandedFile(r.path, r.length, r.modificationTime) for r in listing.collect()]
     if deps.source_files is not None:  # zero-byte files never reach the DataFrame; they must not vanish
         seen = {f.uri for f in listed}
@@ -253,11 +158,23 @@ def write_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> WrittenBa
     done = deps.ledger.committed(f.uri for f in listed) - deps.retake
     new = sorted((f for f in listed if f.uri not in done), key=lambda f: f.uri)
     if not new:
-        return WrittenBatch(deps, batch_id, len(listed), len(done), laps)
+        log.info("batch %s: %d files, all already committed; nothing to do", batch_id, len(listed))
+        seconds = time.monotonic() - began
+        return BatchResult(None, (), len(done), BatchStats(), batch_id=batch_id, seconds=seconds, ended_at=deps.clock())
 
     key = batch_key(deps.run_id, batch_id)
-    intent = BatchIntent(key, deps.run_id, batch_id, tuple(f.uri for f in new), started)
+    uris = tuple(f.uri for f in new)
+    intent = BatchIntent(key, deps.run_id, batch_id, uris, started)
     deps.ledger.begin(intent, deps.fence())
+
+    timings: dict[str, float] = {}
+    mark = time.monotonic()
+
+    def lap(step: str) -> None:
+        nonlocal mark
+        now = time.monotonic()
+        timings[step] = round(now - mark, 2)
+        mark = now
 
     rows = _read(deps, new, started)
     try:
@@ -269,7 +186,7 @@ def write_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> WrittenBa
             rows.unpersist()
             rows = _read(deps, new, started, poison=files_that_kill_workers(deps.spark, new, deps.config.fhir, exc))
             stats = _aggregate(rows)
-        laps("read")
+        lap("read")
         deps.hook("after_flatten")
         meta = {BATCH_KEY: key}
         if stats.rows_rejected:
@@ -277,7 +194,7 @@ def write_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> WrittenBa
             deps.fence()  # Hudi has no lock of its own: a writer that lost its lease must not start a write
             deps.writer.upsert(deps.quarantine, rejected, meta)
             _register(deps, table_def(deps.quarantine, rejected.schema))
-        laps("quarantine")
+        lap("quarantine")
         deps.hook("after_quarantine")
         instant = None
         if stats.rows_written or stats.delete_requests:
@@ -303,11 +220,37 @@ def write_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> WrittenBa
             instant = commit.instant if commit else None
             # New hospitals become catalog partitions; a crash before this line heals at the next start (ensure).
             _register(deps, table_def(deps.encounter, written.schema), commit.partitions if commit else ())
-        laps("bronze")
+        lap("bronze")
         deps.hook("after_hudi_commit")
     finally:
         rows.unpersist()
-    return WrittenBatch(deps, batch_id, len(listed), len(done), laps, intent, tuple(new), stats, instant)
+
+    _write_log(deps, intent, len(done), stats, instant)
+    lap("ingest_log")
+    deps.hook("after_ingest_log")
+    deps.ledger.commit(key, uris, deps.clock(), deps.fence(), {f.uri: file_version(f) for f in new})
+    lap("ledger")
+    deps.hook("after_ledger_commit")
+    log.info(
+        "batch %s (%s): files=%d already_committed=%d rows_in=%d written=%d deleted=%d (of %d delete requests)"
+        " rejected=%d skipped=%d seconds=%s",
+        batch_id,
+        key,
+        len(uris),
+        len(done),
+        stats.rows_in,
+        stats.rows_written,
+        stats.rows_deleted,
+        stats.delete_requests,
+        stats.rows_rejected,
+        stats.rows_skipped,
+        timings,
+    )
+    deps.hook("before_checkpoint_commit")
+    # Spark hands naive local times, the source log aware UTC ones: astimezone makes both comparable.
+    oldest = min(f.modified.astimezone(UTC) for f in new)
+    seconds = time.monotonic() - began
+    return BatchResult(key, uris, len(done), stats, batch_id, seconds, oldest_modified=oldest, ended_at=deps.clock())
 
 
 def bronze_rows(candidates: DataFrame) -> DataFrame:

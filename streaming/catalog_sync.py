@@ -9,7 +9,6 @@ and adds the missing ones, so a crash between a Hudi commit and the catalog call
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -63,8 +62,6 @@ class KeptCatalog(Catalog):
         self.database = database
         self.spark_version = spark.version
         self._known: dict[str, _Known] = {}
-        # A continuous stream registers the ingest log from its bookkeeping thread while a batch registers bronze.
-        self._lock = threading.RLock()
 
     # The store: implemented by each backend.
     def _create_database(self) -> None:
@@ -91,10 +88,6 @@ class KeptCatalog(Catalog):
                 self.sync(table, list_partition_paths(self.spark, table.location, len(table.partition_keys)))
 
     def sync(self, table: TableDef, partitions: Iterable[str] = ()) -> None:
-        with self._lock:
-            self._sync(table, partitions)
-
-    def _sync(self, table: TableDef, partitions: Iterable[str]) -> None:
         known = self._known.get(table.name) or self._load(table)
         desired = table_input(table, self.spark_version)
         if definition_differs(known.table_in, desired):

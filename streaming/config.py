@@ -108,10 +108,6 @@ class JobConfig:
     source_archive: str = ""
     trigger_interval: str = "30 seconds"  # processing-time trigger of the continuous stream
     max_files_per_trigger: int = 500  # bounds one micro-batch (and the ledger's batch intent item)
-    # A continuous stream starts the next batch once the bronze commit is made, and writes the batch's ingest-log
-    # row and ledger commit in the background meanwhile (~0.7 s less per batch; streaming/bookkeeping.py). False:
-    # every step in order, as `--once` always runs. Exactly once either way (README, "Exactly once").
-    overlap_bookkeeping: bool = True
     lease_ttl_seconds: int = 60  # single-writer lease; renewed every third of it, a dead job's expires after it
     lease_wait_seconds: int = 75  # how long a starting job waits for another holder's lease to expire
     tables: Tables = field(default_factory=Tables)

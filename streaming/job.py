@@ -15,8 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from streaming.batch import BatchDeps, BatchResult, Recovery, recover, write_batch
-from streaming.bookkeeping import Bookkeeping
+from streaming.batch import BatchDeps, BatchResult, Recovery, process_batch, recover
 from streaming.config import JobConfig, is_remote, spelled_like
 from streaming.failures import unwrap
 from streaming.hudi import HudiWriter
@@ -71,12 +70,8 @@ def start_stream(
     once: bool,
     on_batch: list[BatchResult],
     observers: Sequence[Callable[[BatchResult], None]] = (),
-    bookkeeping: Bookkeeping | None = None,
 ) -> StreamingQuery:
-    """Start the file source -> foreachBatch query; each batch's result is appended to `on_batch`, then observed.
-
-    `bookkeeping` finishes each written batch (inline by default); the caller closes it once the query ends.
-    """
+    """Start the file source -> foreachBatch query; each batch's result is appended to `on_batch`, then observed."""
     if not is_remote(config.source):
         Path(config.source).mkdir(parents=True, exist_ok=True)  # the file source refuses a missing folder
     reader = (
@@ -90,9 +85,8 @@ def start_stream(
         .option("maxFilesPerTrigger", str(config.max_files_per_trigger))
     )
     if config.source_archive:
-        # Spark moves a batch's files when it commits the batch: after foreachBatch returned, so after the bronze
-        # commit (and, unless the bookkeeping overlaps, the ledger commit); a crash before that leaves them in place
-        # and the replayed batch finds them, a crash after it is finished by recovery from the bronze commit.
+        # Spark moves a batch's files when it commits the batch: after process_batch returned, so after the ledger
+        # commit; a crash before that leaves them in place and the replayed batch finds them.
         # Spelled with the source's scheme (s3 / s3a): Spark refuses an archive on another file system.
         archive = spelled_like(config.source_archive, config.source)
         reader = reader.option("cleanSource", "archive").option("sourceArchiveDir", archive)
@@ -100,16 +94,8 @@ def start_stream(
 
     batch_deps = dataclasses.replace(deps, source_files=source_log(spark, config.checkpoint_uri))
 
-    finisher = bookkeeping or Bookkeeping(overlap=False)
-
     def each_batch(df: DataFrame, batch_id: int) -> None:
-        written = write_batch(df, batch_id, batch_deps)
-        finisher.finish(written, finished)
-        if written.intent is not None:
-            batch_deps.hook("before_checkpoint_commit")
-
-    def finished(result: BatchResult) -> None:
-        batch_id = result.batch_id
+        result = process_batch(df, batch_id, batch_deps)
         on_batch.append(result)
         for observe in observers:
             try:
@@ -196,22 +182,8 @@ def run(
                     if restarted:
                         lease.hold()  # an outage longer than the TTL may have let it expire
                     summary.recovery = recover(deps)
-                    bookkeeping = Bookkeeping(overlap=config.overlap_bookkeeping and not once)
-                    try:
-                        query = start_stream(
-                            spark,
-                            config,
-                            deps,
-                            once=once,
-                            on_batch=summary.batches,
-                            observers=observers,
-                            bookkeeping=bookkeeping,
-                        )
-                        _await(query, lease, stop, bookkeeping)
-                    except BaseException:
-                        bookkeeping.close(quiet=True)  # drained before recovery: never two writers of one log row
-                        raise
-                    bookkeeping.close()  # the last batch's log row and ledger commit, before the run ends
+                    query = start_stream(spark, config, deps, once=once, on_batch=summary.batches, observers=observers)
+                    _await(query, lease, stop)
                     break
                 except Exception as exc:
                     error = unwrap(exc)
@@ -262,13 +234,9 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def _await(query: StreamingQuery, lease: WriterLease, stop: threading.Event, bookkeeping: Bookkeeping) -> None:
-    """Wait for the query; on a stop request, stop it between batches; on a lost lease or a failed bookkeeping,
-    at once (the batches after it must not go on without it: recovery finishes it first)."""
+def _await(query: StreamingQuery, lease: WriterLease, stop: threading.Event) -> None:
+    """Wait for the query; on a stop request, stop it between batches; on a lost lease, at once."""
     while query.isActive:
-        if bookkeeping.failed():
-            query.stop()
-            bookkeeping.wait()  # raises its error
         if lease.lost.is_set():
             # Nothing more may be written: the batch in flight fails at its next fence check anyway.
             query.stop()

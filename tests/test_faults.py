@@ -7,7 +7,6 @@ wording of its log:
 
 - every named kill point (streaming.batch.STEPS; tests/harness/faults.py is the job's hook there), chained in
   one warehouse, then a deleted checkpoint;
-- a SIGKILL in a batch's background bookkeeping once the next batch has begun (streaming/bookkeeping.py);
 - SIGKILLs at seeded random moments of a continuous run over >= 50 files, converging to the same table as one
   uninterrupted `--once` run (BRONZE_FAULT_SEED=<n> replays the delays of a failed run);
 - one continuous job on the DynamoDB ledger (through a TCP proxy in front of moto): a second writer refused by
@@ -52,7 +51,6 @@ from harness import (
     file_uri,
     left_inflight,
     open_batch,
-    open_batches,
     read_rows,
     replay_found_committed,
     tables,
@@ -251,36 +249,6 @@ def _batches_run(proc: JobProcess) -> str:
     return f"{proc.label}: {took} batches took files, {skipped} replays found them committed"
 
 
-def test_a_kill_while_a_batchs_bookkeeping_overlaps_the_next_batch_loses_and_doubles_nothing(
-    spark: Any, tmp_path: Path
-) -> None:
-    """Continuous: killed in batch N's background bookkeeping (log row written, ledger commit not) once batch N+1
-    has begun. The restart finishes N from its bronze commit; N+1 is abandoned or finished; every file counts once."""
-    clock = Stopwatch()
-    landing = Landing(tmp_path / "landing")
-    warehouse = tmp_path / "warehouse"
-    ledger = sqlite_ledger(warehouse)
-    landing.generated("a", files=12, per_file=3, seed=601)  # 5 files per trigger: three batches
-    with Job(tmp_path, landing.root, warehouse, settings=CONTINUOUS_SETTINGS) as job:
-        killed = job.start(
-            "overlapped", once=False, kill_at="after_ingest_log", kill_flag=tmp_path / "killed", kill_when_open=2
-        )
-        assert killed.wait(WAIT) == KILLED, killed.tail()
-        clock.mark("killed in an overlapped bookkeeping")
-        cut = open_batches(ledger)
-        assert len(cut) == 2, f"the kill did not land while the next batch ran: {[b.key for b in cut]}"
-        final = job.start("final", once=False)
-        wait_all_committed("every file committed", final, ledger, landing.expected().files, WAIT)
-        clock.mark("converged")
-        final.terminate()
-        assert final.wait(WAIT) == 0, final.tail()
-    check_invariants(spark, warehouse, landing, ledger, f"overlapped bookkeeping killed ({clock})")
-    older, newer = cut
-    assert fate(spark, warehouse, ledger, older) == FINISHED
-    assert fate(spark, warehouse, ledger, newer) in {ABANDONED, FINISHED}
-    print(f"overlapped bookkeeping killed: {clock}")
-
-
 def test_random_kills_converge_to_one_uninterrupted_run(spark: Any, tmp_path: Path) -> None:
     seed = int(os.environ.get("BRONZE_FAULT_SEED") or random.SystemRandom().randrange(2**31))
     rng = random.Random(seed)
@@ -310,7 +278,6 @@ def test_random_kills_converge_to_one_uninterrupted_run(spark: Any, tmp_path: Pa
     kills: list[str] = []
     interrupted: list[CrashedBatch] = []  # batches left open by a kill (one may fall between batches, or stay open
     # through a second kill that lands before the next start recovered it)
-    overlapped: list[CrashedBatch] = []  # open with a newer one: killed while its bookkeeping overlapped that one
     seen: set[str] = set()
     with (
         Job(tmp_path, landing.root, warehouse, settings=CONTINUOUS_SETTINGS) as job,
@@ -343,10 +310,9 @@ def test_random_kills_converge_to_one_uninterrupted_run(spark: Any, tmp_path: Pa
             assert proc.alive(), f"{replay}: the continuous job ended by itself\n{proc.tail()}"
             code = proc.kill()
             done = len(ledger.all_committed())
-            cut = open_batches(ledger)
-            interrupted += cut
-            overlapped += cut[:-1]
-            inside = f"batches {[b.key for b in cut]} open" if cut else "no batch open"
+            if (cut := open_batch(ledger)) is not None:
+                interrupted.append(cut)
+            inside = f"batch {cut.key} open" if cut else "no batch open"
             kills.append(
                 f"{where}, {inside} ({done}/{len(landing.files)} files committed, inflight: {left_inflight(warehouse)})"
             )
@@ -372,8 +338,6 @@ def test_random_kills_converge_to_one_uninterrupted_run(spark: Any, tmp_path: Pa
     # Every batch a kill interrupted was abandoned or finished by the next start, never half counted.
     fates = {b.key: fate(spark, warehouse, ledger, b, context) for b in interrupted}
     context += f", fates: {fates}"
-    # A batch whose bookkeeping was overlapping the next one had its bronze commit: recovery finished it.
-    assert {fates[b.key] for b in overlapped} <= {FINISHED}, context
     check_invariants(spark, reference, landing, sqlite_ledger(reference), "uninterrupted reference run")
     problems = compare_business_rows(business_rows(spark, warehouse), business_rows(spark, reference))
     assert not problems, f"{context}: killed run differs from the uninterrupted one: {problems}"

@@ -46,7 +46,6 @@ from .recovery import (
     crashed_batch,
     fate,
     open_batch,
-    open_batches,
     replay_found_committed,
 )
 from .rows import BUSINESS_COLUMNS, business_rows, compare_business_rows
@@ -83,7 +82,6 @@ __all__ = [
     "file_uri",
     "left_inflight",
     "open_batch",
-    "open_batches",
     "read_rows",
     "replay_found_committed",
     "scan",

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
-import time
 
 from streaming.batch import STEPS
 
@@ -31,24 +29,7 @@ def point(name: str) -> None:
         except FileExistsError:
             return
         os.close(fd)
-    if wanted := int(os.environ.get("BRONZE_KILL_WHEN_OPEN") or 0):
-        _wait_for_open_intents(os.environ["BRONZE_KILL_LEDGER"], wanted)
     if os.environ.get("BRONZE_KILL_SIGNAL") == "STOP":
         os.killpg(os.getpgid(0), signal.SIGSTOP)
         return
     os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _wait_for_open_intents(ledger: str, wanted: int, timeout: float = 120.0) -> None:
-    """Hold this thread until the SQLite ledger has `wanted` open intents (the next batch has begun while this
-    one's bookkeeping runs), or `timeout` passed: the harness then finds fewer open and says so."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        db = sqlite3.connect(f"file:{ledger}?mode=ro", uri=True, timeout=30)
-        try:
-            (open_now,) = db.execute("SELECT count(*) FROM intents").fetchone()
-        finally:
-            db.close()
-        if open_now >= wanted:
-            return
-        time.sleep(0.05)

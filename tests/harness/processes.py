@@ -177,7 +177,6 @@ class Job:
         kill_flag: Path | None = None,
         freeze: bool = False,
         settings: Mapping[str, str] | None = None,
-        kill_when_open: int = 0,
     ) -> JobProcess:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BRONZE_KILL_")}
         env.update(self.env)
@@ -187,9 +186,6 @@ class Job:
             env["BRONZE_KILL_SIGNAL"] = "STOP"
         if kill_flag:
             env["BRONZE_KILL_FLAG"] = str(kill_flag)
-        if kill_when_open:  # at kill_at, first wait until the ledger holds this many open intents (SQLite only)
-            env["BRONZE_KILL_WHEN_OPEN"] = str(kill_when_open)
-            env["BRONZE_KILL_LEDGER"] = str(self.warehouse / "_ledger" / "ledger.sqlite3")
         n = len(self.processes)
         out, err = self.logs / f"{n:02d}-{label}.out", self.logs / f"{n:02d}-{label}.err"
         with out.open("wb") as fout, err.open("wb") as ferr:

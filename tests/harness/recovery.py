@@ -1,8 +1,6 @@
 """What became of a batch a crash interrupted, read from what the job recorded, never from its log wording.
 
-A kill leaves at most one batch half done, or two in a continuous run: the newest and, when its bookkeeping was
-still overlapping it (streaming/bookkeeping.py), the one before, already in bronze. A batch's fate is one of three,
-each a fixed shape of recorded state:
+A kill leaves at most one batch half done. Its fate is one of three, each a fixed shape of recorded state:
 
 - ABANDONED: nothing of it counts. Its intent is closed, no ingest-log row and no bronze commit carry its key, and
   every one of its files was committed by another batch (the replay, or a re-listing, ingested them again).
@@ -45,25 +43,11 @@ class CrashedBatch:
         return int(self.key.rsplit("-", 1)[1])
 
 
-def open_batches(ledger: SqliteLedgerView) -> list[CrashedBatch]:
-    """The batches a kill left open (their intents), oldest first: one, or two consecutive batches of one run when
-    the older one's bookkeeping overlapped the newer one (recovery must then finish the older one)."""
-    intents = ledger.intents()
-    batches = sorted((CrashedBatch(key, files, committed=False) for key, files in intents.items()), key=lambda b: b.key)
-    assert len(batches) <= 2, f"one writer leaves at most two batches open, found {few(intents)}"
-    if len(batches) == 2:
-        older, newer = batches
-        same_run = older.key.rsplit("-", 1)[0] == newer.key.rsplit("-", 1)[0]
-        assert same_run and newer.batch_id == older.batch_id + 1, f"open batches not in sequence: {few(intents)}"
-    return batches
-
-
 def open_batch(ledger: SqliteLedgerView) -> CrashedBatch | None:
-    """The batch a kill left open (its intent), if the kill landed inside one, where only one can be: a `--once`
-    run (its steps in order) or the first batch of a run."""
-    batches = open_batches(ledger)
-    assert len(batches) <= 1, f"one batch open expected here, found {few([b.key for b in batches])}"
-    return batches[0] if batches else None
+    """The batch a kill left open (its intent), if the kill landed inside one."""
+    intents = ledger.intents()
+    assert len(intents) <= 1, f"one writer leaves at most one batch open, found {few(intents)}"
+    return next((CrashedBatch(key, files, committed=False) for key, files in intents.items()), None)
 
 
 def crashed_batch(ledger: SqliteLedgerView) -> CrashedBatch:
