@@ -486,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a job setting for every process of the run, e.g. overlap_bookkeeping=false (repeatable; A/B runs)",
+        help="a job setting for every process of the run, e.g. layout.small_file_mb=0 (repeatable; A/B runs)",
     )
     parser.add_argument(
         "--parallel",

@@ -167,12 +167,12 @@ def test_every_process_keeps_its_scratch_in_the_workdir(tmp_path: Path, quick: b
 
 
 def test_set_changes_a_job_setting_in_every_process_and_refuses_an_unknown_one(tmp_path: Path) -> None:
-    wanted = {"overlap_bookkeeping": "false", "layout.small_file_mb": "0"}
+    wanted = {"max_files_per_trigger": "7", "layout.small_file_mb": "0"}
     bench = Bench(work=tmp_path / "work", sizes=Sizes.quick(), job_settings=wanted)
     settings = conf.load(bench.settings(tmp_path / "bench.toml", trigger=2))
     local = conf.load(conf.env_file("local"))
-    assert (local.overlap_bookkeeping, local.layout.small_file_mb) == (True, 1)
-    assert (settings.overlap_bookkeeping, settings.layout.small_file_mb) == (False, 0)
+    assert (local.max_files_per_trigger, local.layout.small_file_mb) == (500, 1)
+    assert (settings.max_files_per_trigger, settings.layout.small_file_mb) == (7, 0)
     assert (settings.trigger_interval, settings.tables) == ("2 seconds", local.tables)  # nothing else moved
     with pytest.raises(SystemExit):
         run.main(["--only", "latency", "--set", "layout.no_such_key=1", "--out", str(tmp_path / "out")])
