@@ -105,7 +105,7 @@ class Bench:
     sizes: Sizes
     quick: bool = False
     # Job settings every process of the run gets (`--set key=value`, dotted as the job's own `--set`): A/B runs.
-    job_settings: Mapping[str, str] = field(default_factory=dict)
+    job_settings: Mapping[str, str] = field(default_factory=dict, hash=False)  # a dict: the Bench stays hashable
     _shared: dict[Any, Future[Any]] = field(default_factory=dict, init=False, repr=False, compare=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
