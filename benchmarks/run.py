@@ -42,6 +42,7 @@ from typing import Any
 
 from benchmarks import peers, scenarios
 from streaming import config as conf
+from streaming.cli_settings import parse_set
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "benchmarks" / "results"
@@ -503,10 +504,8 @@ def main(argv: list[str] | None = None) -> int:
     sizes = (scenarios.Sizes.quick() if args.quick else scenarios.Sizes()).scaled(args.scale)
     durations = {"latency_seconds": args.latency_seconds, "soak_seconds": args.soak_seconds}
     sizes = replace(sizes, **{name: value for name, value in durations.items() if value is not None})
-    job_settings = dict(item.split("=", 1) for item in args.set if "=" in item)
-    if len(job_settings) != len(args.set):
-        parser.error("--set takes KEY=VALUE")
     try:
+        job_settings = parse_set(args.set)  # the job's own --set spelling
         conf.load(conf.env_file("local"), job_settings)  # an unknown key or a bad value fails here, not in each job
     except conf.ConfigError as exc:
         parser.error(f"--set: {exc}")

@@ -189,13 +189,7 @@ def write_config(
     """A settings file for the job: checkpoints_conf/local.toml with the bench's trigger, Spark settings and
     `overrides` ({"layout.small_file_mb": "0"}: text, converted to each setting's type when the job loads it)."""
     with conf.env_file("local").open("rb") as fh:
-        settings = tomllib.load(fh)
-    for dotted, value in (overrides or {}).items():
-        *parents, leaf = dotted.split(".")
-        node = settings
-        for name in parents:
-            node = node.setdefault(name, {})
-        node[leaf] = value
+        settings = conf.nest(overrides or {}, into=tomllib.load(fh))
     if trigger is not None:
         settings["trigger_interval"] = f"{trigger} seconds"
     if spark_conf:

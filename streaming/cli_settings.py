@@ -108,13 +108,19 @@ def load_config(args: argparse.Namespace) -> conf.JobConfig:
     if file is None and conf.env_file(args.env).exists():
         file = conf.env_file(args.env)
     flags: dict[str, Any] = {key: getattr(args, key, None) for key in SETTING_FLAGS}
-    for item in args.set:
+    config = conf.load(file, {**flags, **parse_set(args.set)})
+    return verbose(config) if getattr(args, "verbose", False) else config
+
+
+def parse_set(items: list[str]) -> dict[str, str]:
+    """`--set KEY=VALUE` flags as dotted settings keys (a later one wins)."""
+    settings: dict[str, str] = {}
+    for item in items:
         key, sep, value = item.partition("=")
         if not sep:
             raise conf.ConfigError(f"--set expects KEY=VALUE, got {item!r}")
-        flags[key.strip()] = value
-    config = conf.load(file, flags)
-    return verbose(config) if getattr(args, "verbose", False) else config
+        settings[key.strip()] = value
+    return settings
 
 
 # Spark log levels from the quietest; --verbose lowers a quieter one to WARN, a louder one (INFO, DEBUG) stays.

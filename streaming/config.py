@@ -221,9 +221,10 @@ def _merge(obj: Any, values: Mapping[str, Any], prefix: str) -> Any:
     return dataclasses.replace(obj, **changes)
 
 
-def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
-    """Turn {"ledger.backend": "x"} into {"ledger": {"backend": "x"}}; None values are 'not given'."""
-    nested: dict[str, Any] = {}
+def nest(flat: Mapping[str, Any], into: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Turn {"ledger.backend": "x"} into {"ledger": {"backend": "x"}}, inside `into` (settings read from a file) if
+    given; None values are 'not given'."""
+    nested: dict[str, Any] = {} if into is None else into
     for dotted, value in flat.items():
         if value is None:
             continue
@@ -247,7 +248,7 @@ def load(file: str | Path | None = None, overrides: Mapping[str, Any] | None = N
         with Path(file).open("rb") as fh:
             config = _merge(config, tomllib.load(fh), "")
     if overrides:
-        config = _merge(config, _nest(overrides), "")
+        config = _merge(config, nest(overrides), "")
     config = dataclasses.replace(
         config,
         source=_local_abspath(config.source),
