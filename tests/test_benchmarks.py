@@ -174,8 +174,9 @@ def test_set_changes_a_job_setting_in_every_process_and_refuses_an_unknown_one(t
     assert (local.max_files_per_trigger, local.layout.small_file_mb) == (500, 1)
     assert (settings.max_files_per_trigger, settings.layout.small_file_mb) == (7, 0)
     assert (settings.trigger_interval, settings.tables) == ("2 seconds", local.tables)  # nothing else moved
-    with pytest.raises(SystemExit):
-        run.main(["--only", "latency", "--set", "layout.no_such_key=1", "--out", str(tmp_path / "out")])
+    for bad in ("layout.no_such_key=1", "max_files_per_trigger"):  # unknown; no value
+        with pytest.raises(SystemExit):
+            run.main(["--only", "latency", "--set", bad, "--out", str(tmp_path / "out")])
 
 
 def test_a_quick_run_measures_a_scenarios_processes_together(tmp_path: Path) -> None:
