@@ -355,10 +355,17 @@ class Recovery:
 
     finished: tuple[str, ...] = ()  # log row and/or ledger commit completed from what Hudi had
     abandoned: tuple[str, ...] = ()  # nothing committed: files will be ingested again
+    clustered: tuple[str, ...] = ()  # bronze clustering plans a crash left pending, run to completion
 
 
 def recover(deps: BatchDeps) -> Recovery:
     """Finish or abandon every batch a crash left half done; run before the stream starts."""
+    # A clustering plan left pending would make Hudi refuse the next upserts into its files (see finish_clustering).
+    clustered = deps.writer.pending_clustering(deps.encounter)
+    if clustered:
+        deps.fence()
+        deps.writer.finish_clustering(deps.encounter)
+        log.warning("recovery: finished %d bronze clustering plan(s) a crash left pending", len(clustered))
     finished, abandoned = [], []
     for intent in deps.ledger.open_intents():
         logged = deps.writer.find_commit(deps.ingest_log, intent.batch_key)
@@ -380,4 +387,4 @@ def recover(deps: BatchDeps) -> Recovery:
         log.warning(
             "recovery: batch %s was written; bookkeeping finished for %d files", intent.batch_key, len(intent.files)
         )
-    return Recovery(tuple(finished), tuple(abandoned))
+    return Recovery(tuple(finished), tuple(abandoned), tuple(clustered))

@@ -49,6 +49,7 @@ BULK_INSERT_OPTIONS: dict[str, str] = {
 }
 
 _COMPLETED = (".commit", ".deltacommit", ".replacecommit")
+_PENDING_CLUSTERING = (".replacecommit.requested", ".replacecommit.inflight")
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,23 @@ def _sized(config: JobConfig) -> dict[str, str]:
     return {"hoodie.parquet.small.file.limit": str(config.layout.small_file_mb * 2**20)}
 
 
+def _clustered(config: JobConfig) -> dict[str, str]:
+    """Inline clustering of bronze every `layout.cluster_every_commits` commits (see LayoutConfig)."""
+    every, limit = config.layout.cluster_every_commits, str(config.layout.cluster_file_mb * 2**20)
+    if not every:
+        return {}
+    return {
+        "hoodie.clustering.inline": "true",
+        "hoodie.clustering.inline.max.commits": str(every),
+        # Candidates and output share one size: a file that reached it is done, so each row is rewritten by
+        # clustering only while its hospital's files are still small.
+        "hoodie.clustering.plan.strategy.small.file.limit": limit,
+        "hoodie.clustering.plan.strategy.target.file.max.bytes": limit,
+        # Every hospital in each clustering (Hudi's default, 30 groups, would leave the rest for later runs).
+        "hoodie.clustering.plan.strategy.max.num.groups": "100000",
+    }
+
+
 def encounter_table(config: JobConfig) -> TableSpec:
     """bronze_encounter: one row per Encounter id, newest version by precombine_ts, one partition per hospital."""
     return TableSpec(
@@ -107,6 +125,7 @@ def encounter_table(config: JobConfig) -> TableSpec:
             # pre-combine (a shuffle that breaks ties in arrival order) has nothing left to do.
             "hoodie.combine.before.upsert": "false",
             **_sized(config),
+            **_clustered(config),
         },
     )
 
@@ -247,6 +266,26 @@ class HudiWriter:
     def find_commit(self, spec: TableSpec, batch_key: str, newest: int = 50) -> Commit | None:
         """The completed commit a batch made, if any: how a restart tells 'written' from 'not written'."""
         return next((c for c in self.commits(spec, newest) if c.batch_key == batch_key), None)
+
+    def pending_clustering(self, spec: TableSpec) -> list[str]:
+        """Clustering plans (`replacecommit`s; the job writes no other kind) requested or inflight, not completed."""
+        _, _, names = self._timeline(spec)
+        done = {n.split(".")[0] for n in names if n.endswith(".replacecommit")}
+        pending = {n.split(".")[0] for n in names if n.endswith(_PENDING_CLUSTERING)}
+        return sorted(pending - done)
+
+    def finish_clustering(self, spec: TableSpec) -> None:
+        """Run the clustering plans a crash left pending, with the table's own write options.
+
+        Inline clustering runs after the batch's commit, in the same write; a job killed during it leaves its plan
+        pending, and Hudi refuses every later upsert into a file group that plan holds. Run before the stream starts.
+        The options matter: a metadata index the writer's options do not enable is dropped by Hudi's metadata writer.
+        """
+        options = {k: v for k, v in self.options(spec).items() if k != "hoodie.clustering.inline"}
+        if any("," in v or "'" in v for v in options.values()):
+            raise ValueError("a write option holds ',' or a quote: it cannot be passed to run_clustering")
+        listed = ",".join(f"{k}={v}" for k, v in options.items())
+        self.spark.sql(f"CALL run_clustering(path => '{spec.uri}', op => 'execute', options => '{listed}')").collect()
 
     def inflight(self, spec: TableSpec) -> list[str]:
         """Instants requested or inflight but not completed (a crashed write leaves one)."""

@@ -1,0 +1,123 @@
+"""Clustering on a long stream: small files merged every N bronze commits, and a job killed mid-clustering recovers.
+
+Inline clustering runs inside the write that reaches `layout.cluster_every_commits`, after that batch's commit. A job
+killed during it leaves the plan pending, and Hudi then refuses every upsert into a file group the plan holds: the
+stream would fail on the first update of an encounter in those files, after every restart. Recovery finishes the plan
+before the stream starts (README, Performance).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from harness import KILLED, Job, Landing, SqliteLedgerView, check_invariants, tables, wait_until
+from helpers import job_config
+
+from streaming.config import ConfigError
+from streaming.hudi import HudiWriter, encounter_table, ingest_log_table, quarantine_table
+
+WAIT = 420  # seconds a job process may take on a loaded 2-core runner
+EVERY = 3
+# Every batch writes new files (no small-file growth), so each batch adds a file to every hospital it touches.
+CLUSTERED = {
+    "layout.cluster_every_commits": str(EVERY),
+    "layout.small_file_mb": "0",
+    "max_files_per_trigger": "1",
+}
+
+
+def test_only_bronze_clusters_and_only_when_asked(tmp_path: Path) -> None:
+    config = job_config(tmp_path, tmp_path / "landing", **{"layout.cluster_every_commits": 7})
+    bronze = encounter_table(config).write_options()
+    assert bronze["hoodie.clustering.inline"] == "true"
+    assert bronze["hoodie.clustering.inline.max.commits"] == "7"
+    assert bronze["hoodie.clustering.plan.strategy.small.file.limit"] == str(16 * 2**20)
+    assert bronze["hoodie.clustering.plan.strategy.target.file.max.bytes"] == str(16 * 2**20)
+    for small in (ingest_log_table(config), quarantine_table(config)):
+        assert not [k for k in small.write_options() if k.startswith("hoodie.clustering")], small.name
+    off = job_config(tmp_path, tmp_path / "landing", **{"layout.cluster_every_commits": 0})
+    assert not [k for k in encounter_table(off).write_options() if k.startswith("hoodie.clustering")]
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"layout.cluster_every_commits": -1}, "layout.cluster_every_commits"),
+        ({"layout.cluster_file_mb": 1, "layout.small_file_mb": 1}, "layout.cluster_file_mb"),
+    ],
+)
+def test_a_clustering_setting_that_cannot_work_is_refused(tmp_path: Path, settings: dict[str, Any], named: str) -> None:
+    with pytest.raises(ConfigError, match=named):
+        job_config(tmp_path, tmp_path / "landing", **settings)
+    # Off, the file size is not checked: nothing clusters.
+    off = {**settings, "layout.cluster_every_commits": 0}
+    assert job_config(tmp_path, tmp_path / "landing", **off).layout.cluster_every_commits == 0
+
+
+def _timeline(uri: str) -> list[str]:
+    return sorted(p.name for p in (Path(uri) / ".hoodie").iterdir())
+
+
+@pytest.mark.slow
+def test_a_job_killed_while_clustering_finishes_the_plan_and_takes_updates_into_its_files(
+    spark: Any, tmp_path: Path
+) -> None:
+    landing = Landing(tmp_path / "landing")
+    warehouse = tmp_path / "warehouse"
+    bronze = tables(warehouse)["bronze"]
+    writer = HudiWriter(spark)
+    first = landing.generated("w0", files=EVERY, per_file=30, seed=301)  # the last batch's commit starts clustering
+
+    with Job(tmp_path, landing.root, warehouse, settings=CLUSTERED) as job:
+        # 1. Kill the job as soon as the first clustering is under way (its plan inflight, not completed).
+        proc = job.start("killed-while-clustering", once=True)
+
+        def clustering_inflight() -> str | None:
+            names = _timeline(bronze.uri) if (Path(bronze.uri) / ".hoodie").exists() else []
+            found = next((n for n in names if n.endswith(".replacecommit.inflight")), None)
+            assert found or proc.alive(), f"the job ended without clustering:\n{proc.tail()}"
+            return found
+
+        inflight = wait_until("a clustering under way", clustering_inflight, WAIT, every=0.02, detail=proc.tail)
+        assert proc.kill() == KILLED, proc.tail()
+        plan = inflight.split(".")[0]
+        assert writer.pending_clustering(bronze) == [plan], _timeline(bronze.uri)
+
+        # 2. Newer versions of every first-wave encounter (half of them moving hospital), the restart's first batch:
+        # updates into the files the pending plan holds. Without recovery Hudi refuses them (SparkRejectUpdateStrategy)
+        # on every restart; a later write's inline clustering would run the plan, but no write gets that far.
+        landing.versions("w1/newer.ndjson", landing.encounters(first), shift=timedelta(days=1), status="finished")
+        landing.generated("w1", files=EVERY, per_file=30, seed=302)
+        final = job.run("restart", timeout=WAIT)
+        assert final.returncode == 0, final.tail()
+
+    # The killed plan was run to completion (not only rolled back), and nothing is left pending.
+    assert f"{plan}.replacecommit" in _timeline(bronze.uri)
+    assert writer.pending_clustering(bronze) == []
+    # Every encounter once, at its newest version and hospital; every file once; nothing inflight (harness).
+    ledger = SqliteLedgerView(warehouse / "_ledger" / "ledger.sqlite3")
+    check_invariants(spark, warehouse, landing, ledger, "after a kill mid-clustering")
+
+    # Files were merged: every batch added a file per hospital it touched, and no hospital keeps more than the files
+    # of the batches since the last clustering plus the clustered one.
+    snapshot = spark.read.format("hudi").load(bronze.uri)
+    files = Counter(r[0] for r in snapshot.select("hospital_partition", "_hoodie_file_name").distinct().collect())
+    batches = len(landing.files)  # one file per batch
+    assert max(files.values()) <= EVERY, f"latest files per hospital after {batches} batches: {dict(files)}"
+    clusterings = [c for c in writer.commits(bronze, newest=10_000) if c.operation == "cluster"]
+    assert len(clusterings) >= 2, [c.instant for c in clusterings]
+
+    # The JVM-free reader (hudi-rs, behind `query` and `status`) sees the same rows after the replacecommits.
+    from hudi import HudiTableBuilder
+
+    arrow = HudiTableBuilder.from_base_uri(bronze.uri).build().read()
+    rs_rows = sorted((r["encounter_id"], r["status"], r["hospital_partition"]) for b in arrow for r in b.to_pylist())
+    spark_rows = sorted(
+        (r.encounter_id, r.status, r.hospital_partition)
+        for r in snapshot.select("encounter_id", "status", "hospital_partition").collect()
+    )
+    assert rs_rows == spark_rows
