@@ -33,7 +33,15 @@ from streaming.catalog import Catalog, NoCatalog, TableDef, table_def
 from streaming.config import JobConfig
 from streaming.failures import worker_died
 from streaming.flatten import BRONZE_COLUMNS, flatten
-from streaming.hudi import BATCH_KEY, BATCH_STATS, HudiWriter, TableSpec, encounter_table, ingest_log_table
+from streaming.hudi import (
+    BATCH_KEY,
+    BATCH_STATS,
+    HudiWriter,
+    TableSpec,
+    clustering_options,
+    encounter_table,
+    ingest_log_table,
+)
 from streaming.hudi import quarantine_table as quarantine_spec
 from streaming.ledger import BatchIntent, Fence, Ledger
 from streaming.ordering import newest_versions, rows_deleted, settle_timeless_deletes
@@ -231,6 +239,13 @@ def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchRe
     deps.ledger.commit(key, uris, deps.clock(), deps.fence(), {f.uri: file_version(f) for f in new})
     lap("ledger")
     deps.hook("after_ledger_commit")
+    # Table upkeep, after the batch is committed: a crash here loses nothing, and recovery finishes the plan.
+    every = deps.config.layout.cluster_every_seconds
+    if every and deps.writer.clustering_due(deps.encounter, every):
+        deps.fence()
+        clustered = deps.writer.cluster(deps.encounter, clustering_options(deps.config), schedule=True)
+        log.info("batch %s: bronze clustered (%d plan(s))", key, len(clustered))
+    lap("cluster")
     log.info(
         "batch %s (%s): files=%d already_committed=%d rows_in=%d written=%d deleted=%d (of %d delete requests)"
         " rejected=%d skipped=%d seconds=%s",
@@ -364,7 +379,7 @@ def recover(deps: BatchDeps) -> Recovery:
     clustered = deps.writer.pending_clustering(deps.encounter)
     if clustered:
         deps.fence()
-        deps.writer.finish_clustering(deps.encounter)
+        deps.writer.cluster(deps.encounter, clustering_options(deps.config), schedule=False)
         log.warning("recovery: finished %d bronze clustering plan(s) a crash left pending", len(clustered))
     finished, abandoned = [], []
     for intent in deps.ledger.open_intents():

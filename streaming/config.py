@@ -92,12 +92,13 @@ class LayoutConfig:
     # cores), and the ingest log's one-row commit rewrote the whole log. Larger: fewer, bigger files for readers,
     # slower batches (README, Performance). 0: every batch writes new files (the job does not compact them).
     small_file_mb: int = 1
-    # Every this many bronze commits, the write that reaches the count also clusters bronze (Hudi's inline
-    # clustering, a `replacecommit`): in each hospital with more than one file below `cluster_file_mb`, those files
-    # are rewritten into as few files of up to `cluster_file_mb`. The stream's 1 MiB files then do not pile up for
-    # readers (Athena pays per file). A file that reached `cluster_file_mb` is never clustered again; an update to
-    # it rewrites all of it (copy-on-write), which is why the size stays moderate (README, Performance). 0: never.
-    cluster_every_commits: int = 100
+    # At most every this many seconds, after a batch that wrote (its files committed), the job clusters bronze
+    # (Hudi's clustering, a `replacecommit`): in each hospital with more than one file below `cluster_file_mb`,
+    # those files are rewritten into as few files of up to `cluster_file_mb`. The stream's 1 MiB files then do not
+    # pile up for readers (Athena pays per file). A file that reached `cluster_file_mb` is not clustered again; an
+    # update to it rewrites all of it (copy-on-write), which is why the size stays moderate (README, Performance).
+    # 0: never.
+    cluster_every_seconds: int = 3600
     cluster_file_mb: int = 16
 
 
@@ -272,13 +273,13 @@ def load(file: str | Path | None = None, overrides: Mapping[str, Any] | None = N
 def _check_layout(layout: LayoutConfig) -> None:
     if layout.small_file_mb < 0:
         raise ConfigError(f"layout.small_file_mb must be >= 0, got {layout.small_file_mb}")
-    if layout.cluster_every_commits < 0:
-        raise ConfigError(f"layout.cluster_every_commits must be >= 0, got {layout.cluster_every_commits}")
-    if layout.cluster_every_commits and layout.cluster_file_mb <= layout.small_file_mb:
+    if layout.cluster_every_seconds < 0:
+        raise ConfigError(f"layout.cluster_every_seconds must be >= 0, got {layout.cluster_every_seconds}")
+    if layout.cluster_every_seconds and layout.cluster_file_mb <= layout.small_file_mb:
         # Clustering files into files no larger than the stream's own would only rewrite them.
         raise ConfigError(
             f"layout.cluster_file_mb ({layout.cluster_file_mb}) must be larger than layout.small_file_mb"
-            f" ({layout.small_file_mb}) while layout.cluster_every_commits is set"
+            f" ({layout.small_file_mb}) while layout.cluster_every_seconds is set"
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -85,16 +86,12 @@ def _sized(config: JobConfig) -> dict[str, str]:
     return {"hoodie.parquet.small.file.limit": str(config.layout.small_file_mb * 2**20)}
 
 
-def _clustered(config: JobConfig) -> dict[str, str]:
-    """Inline clustering of bronze every `layout.cluster_every_commits` commits (see LayoutConfig)."""
-    every, limit = config.layout.cluster_every_commits, str(config.layout.cluster_file_mb * 2**20)
-    if not every:
-        return {}
+def clustering_options(config: JobConfig) -> dict[str, str]:
+    """How a bronze clustering plan picks and sizes files (see LayoutConfig.cluster_every_seconds)."""
+    limit = str(config.layout.cluster_file_mb * 2**20)
     return {
-        "hoodie.clustering.inline": "true",
-        "hoodie.clustering.inline.max.commits": str(every),
-        # Candidates and output share one size: a file that reached it is done, so each row is rewritten by
-        # clustering only while its hospital's files are still small.
+        # Candidates and output share one size: a file that reached it is done, so a row is rewritten by clustering
+        # only while its hospital's files are still small.
         "hoodie.clustering.plan.strategy.small.file.limit": limit,
         "hoodie.clustering.plan.strategy.target.file.max.bytes": limit,
         # Every hospital in each clustering (Hudi's default, 30 groups, would leave the rest for later runs).
@@ -125,7 +122,6 @@ def encounter_table(config: JobConfig) -> TableSpec:
             # pre-combine (a shuffle that breaks ties in arrival order) has nothing left to do.
             "hoodie.combine.before.upsert": "false",
             **_sized(config),
-            **_clustered(config),
         },
     )
 
@@ -180,6 +176,7 @@ class HudiWriter:
         # `.hoodie` (and read a commit) again to learn it. Stale only if the table is deleted under a running job,
         # and then the batch upserts, which is correct, only slower.
         self._committed: set[str] = set()
+        self._clustered_at: dict[str, float] = {}  # table uri -> wall time of its last clustering (see clustering_due)
 
     def upsert(self, spec: TableSpec, df: DataFrame, commit_meta: Mapping[str, str]) -> None:
         """Upsert `df`; each `commit_meta` key must start with '_' so Hudi copies it into the commit."""
@@ -274,18 +271,34 @@ class HudiWriter:
         pending = {n.split(".")[0] for n in names if n.endswith(_PENDING_CLUSTERING)}
         return sorted(pending - done)
 
-    def finish_clustering(self, spec: TableSpec) -> None:
-        """Run the clustering plans a crash left pending, with the table's own write options.
+    def cluster(self, spec: TableSpec, plan: Mapping[str, str], *, schedule: bool) -> list[str]:
+        """Run the table's pending clustering plans, after planning one more if `schedule`; the instants completed.
 
-        Inline clustering runs after the batch's commit, in the same write; a job killed during it leaves its plan
-        pending, and Hudi refuses every later upsert into a file group that plan holds. Run before the stream starts.
-        The options matter: a metadata index the writer's options do not enable is dropped by Hudi's metadata writer.
+        A job killed while clustering leaves its plan pending, and Hudi then refuses every upsert into a file group
+        the plan holds: recovery runs such plans (`schedule=False`) before the stream starts. Hudi's procedure runs
+        with the table's own write options, so its metadata writer keeps the record index up to date.
         """
-        options = {k: v for k, v in self.options(spec).items() if k != "hoodie.clustering.inline"}
-        if any("," in v or "'" in v for v in options.values()):
-            raise ValueError("a write option holds ',' or a quote: it cannot be passed to run_clustering")
+        options = {**self.options(spec), **plan}
+        if "'" in spec.uri or any("," in v or "'" in v for v in options.values()):
+            raise ValueError(f"{spec.name}: a quote or ',' in its location or write options: not for run_clustering")
         listed = ",".join(f"{k}={v}" for k, v in options.items())
-        self.spark.sql(f"CALL run_clustering(path => '{spec.uri}', op => 'execute', options => '{listed}')").collect()
+        op = "scheduleAndExecute" if schedule else "execute"
+        rows = self.spark.sql(f"CALL run_clustering(path => '{spec.uri}', op => '{op}', options => '{listed}')")
+        self._clustered_at[spec.uri] = time.time()
+        return [str(r["timestamp"]) for r in rows.collect()]
+
+    def clustering_due(self, spec: TableSpec, every_seconds: float) -> bool:
+        """Whether `every_seconds` have passed since the table's last clustering (first asked: from its timeline).
+
+        A clustering archived from the timeline counts as none: a restarted job may then cluster once early.
+        """
+        if not self.has_commits(spec):  # nothing to cluster (a first batch that only quarantined, say)
+            return False
+        if spec.uri not in self._clustered_at:
+            fs, timeline = self._fs(f"{spec.uri.rstrip('/')}/.hoodie")
+            done = [s for s in fs.listStatus(timeline) if s.getPath().getName().endswith(".replacecommit")]
+            self._clustered_at[spec.uri] = max((s.getModificationTime() / 1000 for s in done), default=0.0)
+        return time.time() - self._clustered_at[spec.uri] >= every_seconds
 
     def inflight(self, spec: TableSpec) -> list[str]:
         """Instants requested or inflight but not completed (a crashed write leaves one)."""

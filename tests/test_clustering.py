@@ -1,9 +1,9 @@
-"""Clustering on a long stream: small files merged every N bronze commits, and a job killed mid-clustering recovers.
+"""Clustering on a long stream: small files merged on a schedule, and a job killed mid-clustering recovers.
 
-Inline clustering runs inside the write that reaches `layout.cluster_every_commits`, after that batch's commit. A job
-killed during it leaves the plan pending, and Hudi then refuses every upsert into a file group the plan holds: the
-stream would fail on the first update of an encounter in those files, after every restart. Recovery finishes the plan
-before the stream starts (README, Performance).
+After a batch that wrote, at most every `layout.cluster_every_seconds`, the job clusters bronze. A job killed
+during it leaves the plan pending, and Hudi then refuses every upsert into a file group the plan holds: the stream
+would fail on the first update of an encounter in those files, after every restart. Recovery finishes the plan
+before the stream starts (README, Exactly once).
 """
 
 from __future__ import annotations
@@ -18,35 +18,30 @@ from harness import KILLED, Job, Landing, SqliteLedgerView, check_invariants, ta
 from helpers import job_config
 
 from streaming.config import ConfigError
-from streaming.hudi import HudiWriter, encounter_table, ingest_log_table, quarantine_table
+from streaming.hudi import HudiWriter, clustering_options
 
 WAIT = 420  # seconds a job process may take on a loaded 2-core runner
-EVERY = 3
-# Every batch writes new files (no small-file growth), so each batch adds a file to every hospital it touches.
+# After every batch (each takes longer than a second), and every batch writes new files (no small-file growth),
+# so each batch adds a file to every hospital it touches until the clustering after it merges them.
 CLUSTERED = {
-    "layout.cluster_every_commits": str(EVERY),
+    "layout.cluster_every_seconds": "1",
     "layout.small_file_mb": "0",
     "max_files_per_trigger": "1",
 }
 
 
-def test_only_bronze_clusters_and_only_when_asked(tmp_path: Path) -> None:
-    config = job_config(tmp_path, tmp_path / "landing", **{"layout.cluster_every_commits": 7})
-    bronze = encounter_table(config).write_options()
-    assert bronze["hoodie.clustering.inline"] == "true"
-    assert bronze["hoodie.clustering.inline.max.commits"] == "7"
-    assert bronze["hoodie.clustering.plan.strategy.small.file.limit"] == str(16 * 2**20)
-    assert bronze["hoodie.clustering.plan.strategy.target.file.max.bytes"] == str(16 * 2**20)
-    for small in (ingest_log_table(config), quarantine_table(config)):
-        assert not [k for k in small.write_options() if k.startswith("hoodie.clustering")], small.name
-    off = job_config(tmp_path, tmp_path / "landing", **{"layout.cluster_every_commits": 0})
-    assert not [k for k in encounter_table(off).write_options() if k.startswith("hoodie.clustering")]
+def test_a_plan_takes_files_below_the_clustering_size_and_writes_files_of_it(tmp_path: Path) -> None:
+    config = job_config(tmp_path, tmp_path / "landing", **{"layout.cluster_file_mb": 24})
+    plan = clustering_options(config)
+    assert plan["hoodie.clustering.plan.strategy.small.file.limit"] == str(24 * 2**20)
+    assert plan["hoodie.clustering.plan.strategy.target.file.max.bytes"] == str(24 * 2**20)
+    assert int(plan["hoodie.clustering.plan.strategy.max.num.groups"]) >= 10_000  # every hospital, not Hudi's 30
 
 
 @pytest.mark.parametrize(
     ("settings", "named"),
     [
-        ({"layout.cluster_every_commits": -1}, "layout.cluster_every_commits"),
+        ({"layout.cluster_every_seconds": -1}, "layout.cluster_every_seconds"),
         ({"layout.cluster_file_mb": 1, "layout.small_file_mb": 1}, "layout.cluster_file_mb"),
     ],
 )
@@ -54,8 +49,8 @@ def test_a_clustering_setting_that_cannot_work_is_refused(tmp_path: Path, settin
     with pytest.raises(ConfigError, match=named):
         job_config(tmp_path, tmp_path / "landing", **settings)
     # Off, the file size is not checked: nothing clusters.
-    off = {**settings, "layout.cluster_every_commits": 0}
-    assert job_config(tmp_path, tmp_path / "landing", **off).layout.cluster_every_commits == 0
+    off = {**settings, "layout.cluster_every_seconds": 0}
+    assert job_config(tmp_path, tmp_path / "landing", **off).layout.cluster_every_seconds == 0
 
 
 def _timeline(uri: str) -> list[str]:
@@ -70,10 +65,11 @@ def test_a_job_killed_while_clustering_finishes_the_plan_and_takes_updates_into_
     warehouse = tmp_path / "warehouse"
     bronze = tables(warehouse)["bronze"]
     writer = HudiWriter(spark)
-    first = landing.generated("w0", files=EVERY, per_file=30, seed=301)  # the last batch's commit starts clustering
+    first = landing.generated("w0", files=3, per_file=30, seed=301)
 
     with Job(tmp_path, landing.root, warehouse, settings=CLUSTERED) as job:
-        # 1. Kill the job as soon as the first clustering is under way (its plan inflight, not completed).
+        # 1. Kill the job as soon as the first clustering is under way (its plan inflight, not completed): after the
+        # second batch (after the first, each hospital has one file and nothing is planned).
         proc = job.start("killed-while-clustering", once=True)
 
         def clustering_inflight() -> str | None:
@@ -91,7 +87,7 @@ def test_a_job_killed_while_clustering_finishes_the_plan_and_takes_updates_into_
         # updates into the files the pending plan holds. Without recovery Hudi refuses them (SparkRejectUpdateStrategy)
         # on every restart; a later write's inline clustering would run the plan, but no write gets that far.
         landing.versions("w1/newer.ndjson", landing.encounters(first), shift=timedelta(days=1), status="finished")
-        landing.generated("w1", files=EVERY, per_file=30, seed=302)
+        landing.generated("w1", files=3, per_file=30, seed=302)
         final = job.run("restart", timeout=WAIT)
         assert final.returncode == 0, final.tail()
 
@@ -102,14 +98,13 @@ def test_a_job_killed_while_clustering_finishes_the_plan_and_takes_updates_into_
     ledger = SqliteLedgerView(warehouse / "_ledger" / "ledger.sqlite3")
     check_invariants(spark, warehouse, landing, ledger, "after a kill mid-clustering")
 
-    # Files were merged: every batch added a file per hospital it touched, and no hospital keeps more than the files
-    # of the batches since the last clustering plus the clustered one.
+    # Files were merged: every batch added a file to each hospital it touched, and the clustering after it merged
+    # them, so each hospital ends with one; the clustering after the first batch found nothing to plan.
     snapshot = spark.read.format("hudi").load(bronze.uri)
     files = Counter(r[0] for r in snapshot.select("hospital_partition", "_hoodie_file_name").distinct().collect())
-    batches = len(landing.files)  # one file per batch
-    assert max(files.values()) <= EVERY, f"latest files per hospital after {batches} batches: {dict(files)}"
+    assert set(files.values()) == {1}, f"latest files per hospital after {len(landing.files)} batches: {dict(files)}"
     clusterings = [c for c in writer.commits(bronze, newest=10_000) if c.operation == "cluster"]
-    assert len(clusterings) >= 2, [c.instant for c in clusterings]
+    assert len(clusterings) >= 3, [c.instant for c in clusterings]
 
     # The JVM-free reader (hudi-rs, behind `query` and `status`) sees the same rows after the replacecommits.
     from hudi import HudiTableBuilder
