@@ -238,23 +238,22 @@ def parquet_codec(table_dir: Path) -> str:
 
 
 def layout(table_dir: Path) -> Figures:
-    """Files per partition and file sizes of a Hudi table: latest file slices (what a reader reads) and all files."""
-    latest: dict[tuple[str, str], tuple[str, int]] = {}
-    on_disk = 0
-    for path in table_dir.glob("hospital_partition=*/*.parquet"):
-        file_id, _, rest = path.name.partition("_")
-        instant = rest.rsplit("_", 1)[-1].removesuffix(".parquet")
-        on_disk += 1
-        key = (path.parent.name, file_id)
-        if key not in latest or instant > latest[key][0]:
-            latest[key] = (instant, path.stat().st_size)
-    per_partition = Counter(partition for partition, _ in latest)
-    sizes = [size for _, size in latest.values()]
+    """Files per partition and file sizes of a Hudi table: latest file slices (what a reader reads) and all files.
+
+    The latest slices come from hudi-rs, which reads the timeline: a file group a clustering replaced stays on disk
+    until a clean, but no reader reads it.
+    """
+    from hudi import HudiTableBuilder
+
+    on_disk = sum(1 for _ in table_dir.glob("hospital_partition=*/*.parquet"))
+    slices = HudiTableBuilder.from_base_uri(str(table_dir)).build().get_file_slices() if on_disk else []
+    per_partition = Counter(s.partition_path for s in slices)
+    sizes = [s.base_file_size for s in slices]
     return {
         "partitions": len(per_partition),
-        "files": len(latest),
+        "files": len(slices),
         "files_on_disk": on_disk,
-        "files_per_partition_avg": round(len(latest) / len(per_partition), 2) if per_partition else 0.0,
+        "files_per_partition_avg": round(len(slices) / len(per_partition), 2) if per_partition else 0.0,
         "files_per_partition_max": max(per_partition.values(), default=0),
         "avg_file_mb": round(statistics.fmean(sizes) / 2**20, 3) if sizes else 0.0,
     }

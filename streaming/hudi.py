@@ -290,14 +290,18 @@ class HudiWriter:
     def clustering_due(self, spec: TableSpec, every_seconds: float) -> bool:
         """Whether `every_seconds` have passed since the table's last clustering (first asked: from its timeline).
 
-        A clustering archived from the timeline counts as none: a restarted job may then cluster once early.
+        With no clustering on the active timeline (none yet, or archived), the oldest commit there stands in for
+        it: a new table is first clustered `every_seconds` after its first commit, and a job restarted often does
+        not cluster on every start.
         """
         if not self.has_commits(spec):  # nothing to cluster (a first batch that only quarantined, say)
             return False
         if spec.uri not in self._clustered_at:
             fs, timeline = self._fs(f"{spec.uri.rstrip('/')}/.hoodie")
-            done = [s for s in fs.listStatus(timeline) if s.getPath().getName().endswith(".replacecommit")]
-            self._clustered_at[spec.uri] = max((s.getModificationTime() / 1000 for s in done), default=0.0)
+            done = {s.getPath().getName(): s.getModificationTime() / 1000 for s in fs.listStatus(timeline)}
+            clustered = [t for name, t in done.items() if name.endswith(".replacecommit")]
+            committed = [t for name, t in done.items() if name.endswith(_COMPLETED)]
+            self._clustered_at[spec.uri] = max(clustered) if clustered else min(committed, default=time.time())
         return time.time() - self._clustered_at[spec.uri] >= every_seconds
 
     def inflight(self, spec: TableSpec) -> list[str]:

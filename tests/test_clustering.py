@@ -116,3 +116,32 @@ def test_a_job_killed_while_clustering_finishes_the_plan_and_takes_updates_into_
         for r in snapshot.select("encounter_id", "status", "hospital_partition").collect()
     )
     assert rs_rows == spark_rows
+
+
+@pytest.mark.slow
+def test_a_young_table_is_not_clustered_and_a_restart_counts_from_the_last_clustering(
+    spark: Any, tmp_path: Path
+) -> None:
+    """Due `every` seconds after the last clustering; with none yet, after the table's first commit."""
+    import time
+
+    from streaming.hudi import encounter_table
+
+    config = job_config(tmp_path, tmp_path / "landing", **{"layout.small_file_mb": 0})
+    spec = encounter_table(config)
+    rows = "encounter_id string, precombine_ts timestamp, hospital_partition string"
+    assert not HudiWriter(spark).clustering_due(spec, 0)  # no table yet: nothing to cluster
+    for n in range(2):  # two files in one hospital: something to cluster
+        df = spark.createDataFrame([(f"e{n}", None, "h")], rows).selectExpr("*", "current_timestamp() AS ts")
+        HudiWriter(spark).upsert(spec, df.drop("precombine_ts").withColumnRenamed("ts", "precombine_ts"), {})
+    first_commit = min(p.stat().st_mtime for p in (Path(spec.uri) / ".hoodie").glob("*.commit"))
+    age = time.time() - first_commit
+    assert not HudiWriter(spark).clustering_due(spec, age + 3600)  # a restart of a young table does not cluster
+    assert HudiWriter(spark).clustering_due(spec, age)
+
+    writer = HudiWriter(spark)
+    assert writer.cluster(spec, clustering_options(config), schedule=True)  # one plan, run
+    assert not writer.clustering_due(spec, 60)  # counted from the clustering just run...
+    assert not HudiWriter(spark).clustering_due(spec, age)  # ...and, after a restart, from its replacecommit
+    time.sleep(1.1)
+    assert HudiWriter(spark).clustering_due(spec, 1)
