@@ -375,7 +375,7 @@ class Recovery:
 
 def recover(deps: BatchDeps) -> Recovery:
     """Finish or abandon every batch a crash left half done; run before the stream starts."""
-    # A clustering plan left pending would make Hudi refuse the next upserts into its files (see finish_clustering).
+    # A clustering plan left pending would make Hudi refuse the next upserts into its files (see HudiWriter.cluster).
     clustered = deps.writer.pending_clustering(deps.encounter)
     if clustered:
         deps.fence()

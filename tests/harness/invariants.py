@@ -63,7 +63,7 @@ def check_invariants(spark: Any, warehouse: Path, landing: Landing, ledger: Ledg
     # bronze timeline: each completed commit belongs to one logged batch, and no batch wrote twice (a batch that
     # wrote but was taken for "wrote nothing" would be written again by its replay: same rows, a second commit).
     logged_instant = {r["batch_key"]: r["commit_instant"] for r in log}
-    # Clustering commits (a table service, layout.cluster_every_commits) rewrite files and belong to no batch.
+    # Clustering commits (a table service, layout.cluster_every_seconds) rewrite files and belong to no batch.
     commits = [c for c in HudiWriter(spark).commits(specs["bronze"], newest=10_000) if c.operation != "cluster"]
     keys = Counter(c.batch_key for c in commits)
     if twice := [k for k, c in keys.items() if c > 1]:
