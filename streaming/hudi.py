@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -238,14 +238,15 @@ class HudiWriter:
             self._committed.add(spec.uri)
         return spec.uri in self._committed
 
-    def _timeline(self, spec: TableSpec) -> tuple[Any, Any, list[str]]:
-        """The file system, the `.hoodie` folder and its file names, newest instant first (none: no table yet).
+    def _timeline(self, spec: TableSpec) -> tuple[Any, Any, dict[str, float]]:
+        """The file system, the `.hoodie` folder and its files' modification times (epoch s) by name, newest first.
 
-        Table version 6 keeps its active timeline as `.hoodie/<instant>.<action>` files.
+        Table version 6 keeps its active timeline as `.hoodie/<instant>.<action>` files; none: no table yet.
         """
         fs, timeline = self._fs(f"{spec.uri.rstrip('/')}/.hoodie")
-        names = [status.getPath().getName() for status in fs.listStatus(timeline)] if fs.exists(timeline) else []
-        return fs, timeline, sorted(names, reverse=True)
+        statuses = fs.listStatus(timeline) if fs.exists(timeline) else []
+        files = {s.getPath().getName(): s.getModificationTime() / 1000 for s in statuses}
+        return fs, timeline, dict(sorted(files.items(), reverse=True))
 
     def commits(self, spec: TableSpec, newest: int = 50) -> Iterator[Commit]:
         """The newest completed commits of a table, newest first, read lazily."""
@@ -267,9 +268,7 @@ class HudiWriter:
     def pending_clustering(self, spec: TableSpec) -> list[str]:
         """Clustering plans (`replacecommit`s; the job writes no other kind) requested or inflight, not completed."""
         _, _, names = self._timeline(spec)
-        done = {n.split(".")[0] for n in names if n.endswith(".replacecommit")}
-        pending = {n.split(".")[0] for n in names if n.endswith(_PENDING_CLUSTERING)}
-        return sorted(pending - done)
+        return [i for i in self._pending(names) if any(f"{i}{suffix}" in names for suffix in _PENDING_CLUSTERING)]
 
     def cluster(self, spec: TableSpec, plan: Mapping[str, str], *, schedule: bool) -> list[str]:
         """Run the table's pending clustering plans, after planning one more if `schedule`; the instants completed.
@@ -297,16 +296,21 @@ class HudiWriter:
         if not self.has_commits(spec):  # nothing to cluster (a first batch that only quarantined, say)
             return False
         if spec.uri not in self._clustered_at:
-            fs, timeline = self._fs(f"{spec.uri.rstrip('/')}/.hoodie")
-            done = {s.getPath().getName(): s.getModificationTime() / 1000 for s in fs.listStatus(timeline)}
-            clustered = [t for name, t in done.items() if name.endswith(".replacecommit")]
-            committed = [t for name, t in done.items() if name.endswith(_COMPLETED)]
+            _, _, files = self._timeline(spec)
+            clustered = [t for name, t in files.items() if name.endswith(".replacecommit")]
+            committed = [t for name, t in files.items() if name.endswith(_COMPLETED)]
             self._clustered_at[spec.uri] = max(clustered) if clustered else min(committed, default=time.time())
         return time.time() - self._clustered_at[spec.uri] >= every_seconds
 
     def inflight(self, spec: TableSpec) -> list[str]:
         """Instants requested or inflight but not completed (a crashed write leaves one)."""
         _, _, names = self._timeline(spec)
+        return self._pending(names)
+
+    @staticmethod
+    def _pending(names: Iterable[str]) -> list[str]:
+        """The instants among timeline file names that were requested or inflight and never ended."""
+        names = list(names)
         done = {n.split(".")[0] for n in names if n.endswith((*_COMPLETED, ".rollback", ".clean"))}
         pending = {n.split(".")[0] for n in names if n.endswith((".inflight", ".requested")) and n[0].isdigit()}
         return sorted(pending - done)

@@ -9,7 +9,7 @@ before the stream starts (README, Exactly once).
 from __future__ import annotations
 
 from collections import Counter
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +85,7 @@ def test_a_job_killed_while_clustering_finishes_the_plan_and_takes_updates_into_
 
         # 2. Newer versions of every first-wave encounter (half of them moving hospital), the restart's first batch:
         # updates into the files the pending plan holds. Without recovery Hudi refuses them (SparkRejectUpdateStrategy)
-        # on every restart; a later write's inline clustering would run the plan, but no write gets that far.
+        # on every restart; the next scheduled clustering would run the plan, but no batch gets that far.
         landing.versions("w1/newer.ndjson", landing.encounters(first), shift=timedelta(days=1), status="finished")
         landing.generated("w1", files=3, per_file=30, seed=302)
         final = job.run("restart", timeout=WAIT)
@@ -132,8 +132,7 @@ def test_a_young_table_is_not_clustered_and_a_restart_counts_from_the_last_clust
     rows = "encounter_id string, precombine_ts timestamp, hospital_partition string"
     assert not HudiWriter(spark).clustering_due(spec, 0)  # no table yet: nothing to cluster
     for n in range(2):  # two files in one hospital: something to cluster
-        df = spark.createDataFrame([(f"e{n}", None, "h")], rows).selectExpr("*", "current_timestamp() AS ts")
-        HudiWriter(spark).upsert(spec, df.drop("precombine_ts").withColumnRenamed("ts", "precombine_ts"), {})
+        HudiWriter(spark).upsert(spec, spark.createDataFrame([(f"e{n}", datetime(2024, 1, 1), "h")], rows), {})
     first_commit = min(p.stat().st_mtime for p in (Path(spec.uri) / ".hoodie").glob("*.commit"))
     age = time.time() - first_commit
     assert not HudiWriter(spark).clustering_due(spec, age + 3600)  # a restart of a young table does not cluster
