@@ -53,9 +53,11 @@ class TableFigures:
     partitions: int = 0  # partition folders holding data; 0 for an unpartitioned table
     data_files: int = 0
     bytes: int = 0
-    commits: int = 0  # completed commits on the active timeline (archived ones are not counted)
-    last_commit: str | None = None
+    commits: int = 0  # completed data commits on the active timeline (archived ones are not counted)
+    last_commit: str | None = None  # the newest data commit: a clustering rewrites files, it brings no new data
     last_commit_at: datetime | None = None
+    clusterings: int = 0  # completed clusterings (`replacecommit`s: the job makes no other) on the active timeline
+    last_clustering_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,14 @@ class Status:
                 for b in self.batches
             ],
             "quarantine": dict(self.quarantine),
-            "tables": [{**dataclasses.asdict(t), "last_commit_at": _iso(t.last_commit_at)} for t in self.tables],
+            "tables": [
+                {
+                    **dataclasses.asdict(t),
+                    "last_commit_at": _iso(t.last_commit_at),
+                    "last_clustering_at": _iso(t.last_clustering_at),
+                }
+                for t in self.tables
+            ],
         }
 
 
@@ -208,7 +217,7 @@ def quarantine_counts(config: JobConfig) -> dict[str, int]:
 
 
 def table_figures(name: str, uri: str) -> TableFigures:
-    """Rows, partitions, data files, bytes and commits of one table, from hudi-rs (file slices, timeline)."""
+    """Rows, partitions, data files, bytes, commits and clusterings of one table, from hudi-rs (slices, timeline)."""
     from hudi import HudiReadOptions
 
     table = q.open_table(name, uri)
@@ -218,14 +227,8 @@ def table_figures(name: str, uri: str) -> TableFigures:
     # File slices carry only an estimate of their rows; reading one small column counts them exactly.
     rows = sum(b.num_rows for b in table.read(HudiReadOptions(projection=[q.ROW_COUNT_COLUMN])))
     timeline = table.get_timeline()
-    commits = sorted(
-        [
-            *timeline.get_completed_commits(),
-            *timeline.get_completed_deltacommits(),
-            *timeline.get_completed_replacecommits(),
-        ],
-        key=lambda i: i.timestamp,
-    )
+    commits = sorted([*timeline.get_completed_commits(), *timeline.get_completed_deltacommits()], key=_instant_time)
+    clusterings = sorted(timeline.get_completed_replacecommits(), key=_instant_time)
     last = commits[-1] if commits else None
     return TableFigures(
         name,
@@ -237,8 +240,18 @@ def table_figures(name: str, uri: str) -> TableFigures:
         bytes=sum(s.total_size_bytes() for s in slices),
         commits=len(commits),
         last_commit=last.timestamp if last else None,
-        last_commit_at=datetime.fromtimestamp(last.epoch_mills / 1000, UTC) if last else None,
+        last_commit_at=_instant_at(last) if last else None,
+        clusterings=len(clusterings),
+        last_clustering_at=_instant_at(clusterings[-1]) if clusterings else None,
     )
+
+
+def _instant_time(instant: Any) -> str:
+    return str(instant.timestamp)
+
+
+def _instant_at(instant: Any) -> datetime:
+    return datetime.fromtimestamp(instant.epoch_mills / 1000, UTC)
 
 
 def collect(config: JobConfig, *, now: datetime | None = None, last: int = 10) -> Status:
@@ -293,7 +306,7 @@ def render_text(status: Status, *, files_shown: int = 10) -> str:
     lines += [f"  {reason:<24} {n:>8}" for reason, n in status.quarantine.items()]
 
     lines += ["", "tables:"]
-    header = ("table", "rows", "partitions", "files", "size", "commits", "last commit")
+    header = ("table", "rows", "partitions", "files", "size", "commits", "last commit", "last clustering")
     cells = [
         (
             t.name,
@@ -303,9 +316,10 @@ def render_text(status: Status, *, files_shown: int = 10) -> str:
             _size(t.bytes),
             str(t.commits),
             f"{t.last_commit_at:%Y-%m-%d %H:%M:%S}Z" if t.last_commit_at else "-",
+            f"{t.last_clustering_at:%Y-%m-%d %H:%M:%S}Z" if t.last_clustering_at else "-",
         )
         if t.exists
-        else (t.name, "-", "-", "-", "-", "-", "not written yet")
+        else (t.name, "-", "-", "-", "-", "-", "not written yet", "-")
         for t in status.tables
     ]
     lines += _columns(header, cells)

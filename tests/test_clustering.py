@@ -126,6 +126,7 @@ def test_a_young_table_is_not_clustered_and_a_restart_counts_from_the_last_clust
     import time
 
     from streaming.hudi import encounter_table
+    from streaming.status import table_figures
 
     config = job_config(tmp_path, tmp_path / "landing", **{"layout.small_file_mb": 0})
     spec = encounter_table(config)
@@ -139,7 +140,16 @@ def test_a_young_table_is_not_clustered_and_a_restart_counts_from_the_last_clust
     assert HudiWriter(spark).clustering_due(spec, age)
 
     writer = HudiWriter(spark)
+    began = time.time()
     assert writer.cluster(spec, clustering_options(config), schedule=True)  # one plan, run
+    ended = time.time()
+    # `status` counts the clustering apart: the last commit is still the last data written.
+    figures = table_figures(spec.name, spec.uri)
+    data_commits = sorted(p.name.split(".")[0] for p in (Path(spec.uri) / ".hoodie").glob("*.commit"))
+    assert (figures.commits, figures.last_commit, figures.clusterings) == (2, data_commits[-1], 1)
+    assert figures.last_clustering_at is not None and figures.last_commit_at is not None
+    assert began - 1 <= figures.last_clustering_at.timestamp() <= ended  # instants have milliseconds
+    assert figures.last_commit_at.timestamp() < began
     assert not writer.clustering_due(spec, 60)  # counted from the clustering just run...
     assert not HudiWriter(spark).clustering_due(spec, age)  # ...and, after a restart, from its replacecommit
     time.sleep(1.1)

@@ -217,6 +217,7 @@ def test_collect_equals_what_the_tables_hold(landed: Landed, spark: Any) -> None
     assert b.data_files == len(files)
     assert b.bytes == sum((bronze_uri / partition / name).stat().st_size for partition, name in files)
     assert (b.commits, b.last_commit) == (len(commits), commits[-1])
+    assert (b.clusterings, b.last_clustering_at) == (0, None)  # the hourly default: not yet
     for name, rows in ((config.tables.ingest_log, 1), (config.tables.quarantine, 2)):
         assert (figures[name].rows, figures[name].partitions, figures[name].data_files) == (rows, 0, 1)
 
