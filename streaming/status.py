@@ -10,6 +10,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -227,8 +228,9 @@ def table_figures(name: str, uri: str) -> TableFigures:
     # File slices carry only an estimate of their rows; reading one small column counts them exactly.
     rows = sum(b.num_rows for b in table.read(HudiReadOptions(projection=[q.ROW_COUNT_COLUMN])))
     timeline = table.get_timeline()
-    commits = sorted([*timeline.get_completed_commits(), *timeline.get_completed_deltacommits()], key=_instant_time)
-    clusterings = sorted(timeline.get_completed_replacecommits(), key=_instant_time)
+    by_time = attrgetter("timestamp")
+    commits = sorted([*timeline.get_completed_commits(), *timeline.get_completed_deltacommits()], key=by_time)
+    clusterings = sorted(timeline.get_completed_replacecommits(), key=by_time)
     last = commits[-1] if commits else None
     return TableFigures(
         name,
@@ -244,10 +246,6 @@ def table_figures(name: str, uri: str) -> TableFigures:
         clusterings=len(clusterings),
         last_clustering_at=_instant_at(clusterings[-1]) if clusterings else None,
     )
-
-
-def _instant_time(instant: Any) -> str:
-    return str(instant.timestamp)
 
 
 def _instant_at(instant: Any) -> datetime:
