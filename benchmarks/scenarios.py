@@ -371,7 +371,49 @@ def _land(path: Path, landing: Path) -> tuple[str, float]:
 
 def _commit_times(table: Path) -> dict[str, float]:
     """Completion time of each Hudi commit: the modification time of `.hoodie/<instant>.commit` (table version 6)."""
-    return {p.name.split(".")[0]: p.stat().st_mtime for p in (table / ".hoodie").glob("*.commit")}
+    times = {}
+    for path in (table / ".hoodie").glob("*.commit"):
+        try:
+            times[path.name.split(".")[0]] = path.stat().st_mtime
+        except FileNotFoundError:  # archived between the listing and the stat
+            continue
+    return times
+
+
+class CommitWatch:
+    """Completion times of a table's commits, polled while a run lasts.
+
+    Hudi archives all but the newest ~30 commits off the active timeline, so a long run's early commits are gone by
+    its end; polled every `every` seconds (a listing of `.hoodie`), none is missed: each stays for dozens of batches.
+    """
+
+    def __init__(self, table: Path, every: float = 1.0):
+        self.table = table
+        self.every = every
+        self.seen: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def poll(self) -> dict[str, float]:
+        """Add the commits on the timeline now; all seen so far."""
+        for instant, at in _commit_times(self.table).items():
+            self.seen.setdefault(instant, at)
+        return self.seen
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self.poll()
+
+    def start(self) -> CommitWatch:
+        self._thread.start()
+        return self
+
+    def stop(self) -> dict[str, float]:
+        """Stop polling; all commits seen, the timeline's last state included."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        return self.poll()
 
 
 def steady(
@@ -397,11 +439,13 @@ def steady(
     )
     layouts: list[Figures] = []
     stop_sampling = threading.Event()
+    table = warehouse / "bronze_encounter"
+    watch = CommitWatch(table).start()
 
     def sample() -> None:  # its own thread: a full GC and two jcmd calls must not delay the arrivals
         while not stop_sampling.wait(sample_every):
             job.sample_memory()
-            layouts.append({"t": round(time.monotonic() - began, 1), **layout(warehouse / "bronze_encounter")})
+            layouts.append({"t": round(time.monotonic() - began, 1), **layout(table)})
 
     sampler = threading.Thread(target=sample, daemon=True)
     try:
@@ -430,18 +474,17 @@ def steady(
         if sample_every:
             sampler.join()
             job.sample_memory()
-            layouts.append({"t": round(time.monotonic() - began, 1), **layout(warehouse / "bronze_encounter")})
+            layouts.append({"t": round(time.monotonic() - began, 1), **layout(table)})
     finally:
         stop_sampling.set()
         job.stop()
-    done = job.wait(300)
-
-    table = warehouse / "bronze_encounter"
-    commits = _commit_times(table)
+    try:
+        done = job.wait(300)
+    finally:
+        commits = watch.stop()  # after the job's end: its last commits too
     logged = count_rows(
         warehouse, "SELECT batch_id, files, commit_instant, rows_written FROM bronze_encounter_ingest_log"
     )
-    # A long run's oldest commits leave the active timeline (Hudi archives beyond 30): their files get no latency.
     visible_at = {
         Path(uri).name: commits[r["commit_instant"]]
         for r in logged

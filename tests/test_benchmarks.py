@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from benchmarks import peers, procs, run
-from benchmarks.scenarios import SCENARIOS, Bench, Sizes, _growth
+from benchmarks.scenarios import SCENARIOS, Bench, CommitWatch, Sizes, _growth
 from streaming import config as conf
 from streaming import jars
 
@@ -102,7 +102,7 @@ def check_figures(results: dict[str, Any], out: Path) -> None:
 
     soak = scenarios["soak"]
     soaked = round(sizes.soak_seconds * sizes.arrival_per_second)
-    assert soak["files_landed"] == soaked
+    assert soak["files_landed"] == soak["files_visible"] == soaked
     assert soak["rows"] == soak["keys"] == encounters(soaked + 1, sizes.arrival_per_file)
     assert len(soak["memory"]) >= 2
     assert all(positive(m["heap_after_gc_mb"], m["jvm_rss_mb"], m["python_rss_mb"]) for m in soak["memory"])
@@ -134,6 +134,27 @@ def check_figures(results: dict[str, Any], out: Path) -> None:
         assert header in markdown
     for png in ("latency.png", "soak.png", "upsert_scaling.png", "backfill.png", "listing.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
+
+
+def test_the_commit_watch_keeps_commits_hudi_archived_during_the_run(tmp_path: Path) -> None:
+    """A long soak outlives the active timeline: a commit archived mid-run still dates its files' visibility."""
+    timeline = tmp_path / "bronze" / ".hoodie"
+    timeline.mkdir(parents=True)
+    watch = CommitWatch(tmp_path / "bronze", every=0.01).start()
+    try:
+        (timeline / "001.commit").write_text("{}")
+        (timeline / "001.commit.requested").write_text("")  # not a completion
+        (timeline / "002.replacecommit").write_text("{}")  # a clustering, not a batch's write
+        first = (timeline / "001.commit").stat().st_mtime
+        deadline = time.monotonic() + 10
+        while "001" not in watch.seen and time.monotonic() < deadline:
+            time.sleep(0.01)
+        (timeline / "001.commit").unlink()  # archived
+        (timeline / "003.commit").write_text("{}")
+        last = (timeline / "003.commit").stat().st_mtime
+    finally:
+        seen = watch.stop()
+    assert seen == {"001": first, "003": last}
 
 
 def test_the_soaks_heap_goal_follows_the_floor_not_the_batches_in_flight() -> None:
