@@ -84,20 +84,15 @@ class Status:
                 "oldest_age_seconds": self.waiting.oldest_age_seconds,
                 "files": [{"uri": uri, "modified": _iso(mtime)} for uri, mtime in self.waiting.files],
             },
-            "batches": [
-                {**dataclasses.asdict(b), "started_at": _iso(b.started_at), "ended_at": _iso(b.ended_at)}
-                for b in self.batches
-            ],
+            "batches": [_fields(b) for b in self.batches],
             "quarantine": dict(self.quarantine),
-            "tables": [
-                {
-                    **dataclasses.asdict(t),
-                    "last_commit_at": _iso(t.last_commit_at),
-                    "last_clustering_at": _iso(t.last_clustering_at),
-                }
-                for t in self.tables
-            ],
+            "tables": [_fields(t) for t in self.tables],
         }
+
+
+def _fields(record: Batch | TableFigures) -> dict[str, Any]:
+    """A record's fields, its times as ISO 8601 text."""
+    return {k: _iso(v) if isinstance(v, datetime) else v for k, v in dataclasses.asdict(record).items()}
 
 
 def _iso(value: datetime | None) -> str | None:
