@@ -243,10 +243,8 @@ def layout(table_dir: Path) -> Figures:
     The latest slices come from hudi-rs, which reads the timeline: a file group a clustering replaced stays on disk
     until a clean, but no reader reads it.
     """
-    from hudi import HudiTableBuilder
-
     on_disk = sum(1 for _ in table_dir.glob("hospital_partition=*/*.parquet"))
-    slices = HudiTableBuilder.from_base_uri(str(table_dir)).build().get_file_slices() if on_disk else []
+    slices = _latest_slices(table_dir) if on_disk else []
     per_partition = Counter(s.partition_path for s in slices)
     sizes = [s.base_file_size for s in slices]
     return {
@@ -257,6 +255,24 @@ def layout(table_dir: Path) -> Figures:
         "files_per_partition_max": max(per_partition.values(), default=0),
         "avg_file_mb": round(statistics.fmean(sizes) / 2**20, 3) if sizes else 0.0,
     }
+
+
+def _latest_slices(table_dir: Path, tries: int = 20, pause: float = 0.1) -> list[Any]:
+    """hudi-rs's latest file slices of a table a job may be committing to right now.
+
+    On a local disk Hudi creates a completed-commit file, then writes it: a read in between fails on the empty
+    file ("EOF while parsing"). It is written within milliseconds, so read again.
+    """
+    from hudi import HudiTableBuilder
+
+    for attempt in range(tries):
+        try:
+            return list(HudiTableBuilder.from_base_uri(str(table_dir)).build().get_file_slices())
+        except Exception:  # hudi-rs raises one HudiCoreError for everything and does not export its class
+            if attempt == tries - 1:
+                raise
+            time.sleep(pause)
+    raise AssertionError("unreachable")
 
 
 def encounters_in(files: Iterable[Path]) -> int:

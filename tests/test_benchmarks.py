@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from benchmarks import peers, procs, run
-from benchmarks.scenarios import SCENARIOS, Bench, CommitWatch, Sizes, _growth
+from benchmarks.scenarios import SCENARIOS, Bench, CommitWatch, Sizes, _growth, layout
 from streaming import config as conf
 from streaming import jars
 
@@ -155,6 +155,36 @@ def test_the_commit_watch_keeps_commits_hudi_archived_during_the_run(tmp_path: P
     finally:
         seen = watch.stop()
     assert seen == {"001": first, "003": last}
+
+
+def test_layout_reads_again_past_a_commit_file_still_being_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The soak samples the layout while the job commits: a read that meets an empty commit file is retried."""
+    import hudi
+
+    (tmp_path / "hospital_partition=h").mkdir()
+    (tmp_path / "hospital_partition=h" / "f1.parquet").write_bytes(b"")
+    slice_ = type("Slice", (), {"partition_path": "hospital_partition=h", "base_file_size": 2**20})()
+    built = type("Table", (), {"get_file_slices": lambda self: [slice_]})()
+    failures = [2]  # reads that meet the commit file before it is written
+
+    class Builder:
+        @classmethod
+        def from_base_uri(cls, uri: str) -> Builder:
+            if failures[0]:  # what hudi-rs raises on a commit file created but not yet written
+                failures[0] -= 1
+                raise RuntimeError("Timeline error: Failed to parse JSON commit metadata: EOF while parsing a value")
+            return cls()
+
+        def build(self) -> Any:
+            return built
+
+    monkeypatch.setattr(hudi, "HudiTableBuilder", Builder)
+    assert layout(tmp_path)["files"] == 1 and failures == [0]
+    failures[0] = 10**6
+    with pytest.raises(RuntimeError, match="EOF"):  # a table that stays unreadable still fails
+        layout(tmp_path)
 
 
 def test_the_soaks_heap_goal_follows_the_floor_not_the_batches_in_flight() -> None:
