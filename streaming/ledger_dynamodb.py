@@ -25,7 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from streaming import aws
 from streaming.ledger import BatchIntent, Fence, LeaseHeld, LeaseLost, LedgerUnavailable, utc_iso
-from streaming.ledger_dynamodb_retry import error_code, guard, lease_config, ledger_error
+from streaming.ledger_dynamodb_retry import cancellation_error, error_code, guard, lease_config, ledger_error
 
 INDEX = "open_intents"
 _OPEN = "open"  # the one value of the sparse GSI key: every open intent sits in one GSI partition
@@ -145,17 +145,11 @@ class DynamoDbLedger:
         try:
             self._client.transact_write_items(TransactItems=[check, *actions])
         except ClientError as exc:
-            reasons = exc.response.get("CancellationReasons") or []
-            if (
-                error_code(exc) == "TransactionCanceledException"
-                and reasons[:1]
-                and reasons[0].get("Code") == ("ConditionalCheckFailed")
-            ):
-                raise LeaseLost(
-                    f"DynamoDB ledger {self.table}: {operation} refused: lease {fence.name!r} is no longer held by"
-                    f" {fence.owner} at epoch {fence.epoch}"
-                ) from None
-            raise ledger_error(operation, self.table, exc) from exc
+            if error_code(exc) != "TransactionCanceledException":
+                raise ledger_error(operation, self.table, exc) from exc
+            lease = f"lease {fence.name!r} is no longer held by {fence.owner} at epoch {fence.epoch}"
+            error = cancellation_error(operation, self.table, exc, lease=lease)
+            raise error from (None if isinstance(error, LeaseLost) else exc)
         except BotoCoreError as exc:
             raise ledger_error(operation, self.table, exc) from exc
 

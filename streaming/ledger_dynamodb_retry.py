@@ -21,7 +21,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
-from streaming.ledger import LedgerMisconfigured, LedgerUnavailable
+from streaming.ledger import LeaseLost, LedgerMisconfigured, LedgerUnavailable
 
 
 def error_code(exc: ClientError) -> str:
@@ -65,6 +65,34 @@ def ledger_error(operation: str, table: str, exc: Exception) -> Exception:
             f"DynamoDB ledger {table}: {type(exc).__name__}: set ledger.region (or AWS_REGION) and AWS credentials"
         )
     return LedgerUnavailable(f"DynamoDB ledger {table}: {operation} failed ({type(exc).__name__})")
+
+
+# TransactionCanceledException carries one reason per action (DynamoDB's TransactWriteItems reference). Of these,
+# a later attempt can get past throttling and a conflict with another transaction on the same item.
+_RETRYABLE_REASONS = frozenset(
+    {"ThrottlingError", "ProvisionedThroughputExceeded", "TransactionConflict", "RequestLimitExceeded"}
+)
+_NO_REASON = "None"  # the code of an action that did not fail
+
+
+def cancellation_error(operation: str, table: str, exc: ClientError, *, lease: str | None) -> Exception:
+    """The ledger's error for a cancelled transaction, decided by its reasons, not by the cancellation itself.
+
+    With `lease` (the fence, described for the message), the first action is the lease check: only its
+    `ConditionalCheckFailed` means the lease is lost. Throttling and conflicts are outages; anything else (a
+    validation reason, a failed condition the job never sets) fails the same way every time.
+    """
+    codes = [str(r.get("Code") or _NO_REASON) for r in exc.response.get("CancellationReasons") or []]
+    failed = [c for c in codes if c != _NO_REASON]
+    named = ", ".join(dict.fromkeys(failed)) or "no reason given"
+    if lease is not None and codes[:1] == ["ConditionalCheckFailed"]:
+        return LeaseLost(f"DynamoDB ledger {table}: {operation} refused: {lease}")
+    if not failed or any(c in _RETRYABLE_REASONS for c in failed):
+        return LedgerUnavailable(f"DynamoDB ledger {table}: {operation} cancelled ({named})")
+    return LedgerMisconfigured(
+        f"DynamoDB ledger {table}: {operation} cancelled ({named}); retrying cannot fix this: check the ledger table"
+        " (deploy/template.json defines it) and the job role's DynamoDB permissions"
+    )
 
 
 @contextmanager
