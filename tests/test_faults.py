@@ -353,14 +353,36 @@ def _checkpoint_settled(warehouse: Path) -> bool:
 
 
 def _state(warehouse: Path, ledger: LedgerView, files: frozenset[str]) -> dict[str, Any]:
-    """What a writer could change: the three timelines, the ledger's files and intents, the checkpoint."""
+    """What a writer could change: the three timelines, the ledger's files and intents, the checkpoint.
+
+    The checkpoint's temporary files (`.0.<uuid>.tmp`, `..0.<uuid>.tmp.crc`) are left out: a running writer creates
+    and renames them on its own, so they say nothing about who wrote what.
+    """
     root = warehouse / "_checkpoints" / "bronze_encounter"
     return {
         **{name: timeline(spec) for name, spec in tables(warehouse).items()},
         "ledger": sorted(ledger.committed(files)),
         "intents": sorted(ledger.open_intents()),
-        "checkpoint": sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()),
+        "checkpoint": sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and ".tmp" not in p.name),
     }
+
+
+def _idle_state(proc: JobProcess, warehouse: Path, ledger: LedgerView, files: frozenset[str]) -> dict[str, Any]:
+    """The state once the running job `proc` is idle: every file committed in the ledger and the checkpoint, no
+    intent open, and nothing changed over two trigger intervals. Only then can a later change be blamed on another
+    process."""
+    previous: dict[str, Any] = {}
+
+    def settled() -> dict[str, Any] | None:
+        nonlocal previous
+        if not (proc.alive() and ledger.committed(files) == files and _checkpoint_settled(warehouse)):
+            return None
+        state = _state(warehouse, ledger, files)
+        stable = not state["intents"] and state == previous
+        previous = state
+        return state if stable else None
+
+    return wait_until(f"{proc.label} idle", settled, WAIT, every=2.5, detail=proc.tail)
 
 
 def test_second_writer_ledger_outage_and_sigterm(spark: Any, tmp_path: Path, aws_env: str, unique_name: str) -> None:
@@ -385,18 +407,11 @@ def test_second_writer_ledger_outage_and_sigterm(spark: Any, tmp_path: Path, aws
         with Job(tmp_path, landing.root, warehouse, settings=settings, args=args, env=env) as job:
             proc = job.start("continuous", once=False)
             files = landing.expected().files
-            wait_until(
-                "the first batches",
-                lambda: proc.alive() and ledger.committed(files) == files and _checkpoint_settled(warehouse),
-                WAIT,
-                every=0.5,
-                detail=proc.tail,
-            )
+            before = _idle_state(proc, warehouse, ledger, files)
             clock.mark("first files ingested")
 
             # A second writer on the same warehouse: refused with exit code 3 (another instance holds the lease),
             # nothing changed.
-            before = _state(warehouse, ledger, files)
             second = job.run("second-writer", settings={"lease_wait_seconds": "2"}, timeout=WAIT)
             clock.mark("second writer refused")
             assert second.returncode == EXIT_LEASE, second.tail()
@@ -473,7 +488,9 @@ def test_a_writer_frozen_past_its_lease_writes_nothing_after_another_took_over(s
         wait_all_committed("B ingests every file", taker, ledger, files, WAIT)
         clock.mark(f"B took over and caught up; {_batches_run(taker)}")
         assert fate(spark, warehouse, ledger, frozen) == ABANDONED, f"B did not abandon A's open batch\n{taker.tail()}"
-        before = _state(warehouse, ledger, files)
+        # B keeps running (it holds the lease while A resumes), idle: nothing new lands, so from here on a change
+        # can only be A's.
+        before = _idle_state(taker, warehouse, ledger, files)
 
         stalled.resume()
         code = stalled.wait(WAIT)
