@@ -56,6 +56,7 @@ class Sizes:
     upsert_moving: float = 0.10  # share of each update batch that moves to another hospital
     listing_files: tuple[int, ...] = (1_000, 100_000)
     listing_triggers: int = 10  # idle triggers observed per prefix
+    sourcelog_entries: int = 100_000  # files a stream has logged when its source log compacts (benchmarks/sourcelog)
     soak_seconds: float = 1800.0
     soak_trigger: int = 10
     soak_sample_seconds: float = 30.0
@@ -72,6 +73,7 @@ class Sizes:
             upsert_batches=1,
             listing_files=(10, 40),
             listing_triggers=2,
+            sourcelog_entries=2_000,
             soak_seconds=1.0,  # the latency run at trigger 2 s serves as the soak (memory: start, every 8 s, end)
             soak_trigger=2,
             soak_sample_seconds=8.0,
@@ -89,6 +91,7 @@ class Sizes:
             upsert_tables=tuple(n(v) for v in self.upsert_tables),
             upsert_batch=n(self.upsert_batch),
             listing_files=tuple(n(v) for v in self.listing_files),
+            sourcelog_entries=n(self.sourcelog_entries),
         )
 
 
@@ -986,6 +989,22 @@ def read(bench: Bench) -> Figures:
     }
 
 
+def sourcelog(bench: Bench) -> Figures:
+    """A compaction batch's source-log read at `sourcelog_entries` logged files, one process (benchmarks/sourcelog)."""
+    root = bench.fresh("sourcelog")
+    entries = bench.sizes.sourcelog_entries
+    done = bench.run(
+        procs.python("-m", "benchmarks.sourcelog", "--entries", str(entries), "--workdir", str(root)),
+        log=root / "sourcelog.log",
+    )
+    _, figures = done.last("sourcelog")
+    return {
+        **{k: v for k, v in figures.items() if k not in ("event", "at")},
+        "cpu_seconds": done.cpu_seconds,
+        "goals": [],
+    }
+
+
 SCENARIOS: dict[str, Callable[[Bench], Figures]] = {
     "split": split,
     "read": read,
@@ -994,4 +1013,5 @@ SCENARIOS: dict[str, Callable[[Bench], Figures]] = {
     "upsert": upsert,
     "listing": listing,
     "soak": soak,
+    "sourcelog": sourcelog,
 }

@@ -26,18 +26,28 @@ def source_log(spark: SparkSession, checkpoint_uri: str) -> Callable[[int], list
             opened.append(
                 jvm.org.apache.spark.sql.execution.streaming.FileStreamSourceLog(1, spark._jsparkSession, log_path)
             )
-        entries = opened[0].get(batch_id)
-        if not entries.isDefined():
-            return []
         # The log keeps URI-encoded paths; the batch DataFrame (and the ledger) use Hadoop Path strings.
         return [
             (
                 jvm.org.apache.hadoop.fs.Path(jvm.java.net.URI(entry.path())).toString(),
                 datetime.fromtimestamp(entry.timestamp() / 1000, UTC),
             )
-            for entry in entries.get()
-            # A compaction batch (every 10th) returns the whole compacted history: keep this batch's entries only.
-            if entry.batchId() == batch_id
+            for entry in batch_entries(opened[0], batch_id)
         ]
 
     return files
+
+
+def batch_entries(log: Any, batch_id: int) -> list[Any]:
+    """The `FileEntry`s of one batch, filtered in the JVM as Spark's own `getBatch` does.
+
+    The single-id `get(batch_id)` of a compaction batch (every 10th) returns the whole compacted history, which
+    would then cross Py4J entry by entry. The range form `get(Some(id), Some(id))` keeps only the batch's entries;
+    its `Option[Long]` bounds cannot be built from Python (Py4J hands an int over as an Integer), so the log's own
+    `getLatestBatchId()` serves: the batch being processed is the newest the source has logged.
+    """
+    latest = log.getLatestBatchId()
+    if latest.isDefined() and latest.get() == batch_id:
+        return [entry for batch in log.get(latest, latest) for entry in batch._2()]
+    found = log.get(batch_id)  # an older batch (never the stream's case): the whole file, filtered here
+    return [e for e in found.get() if e.batchId() == batch_id] if found.isDefined() else []

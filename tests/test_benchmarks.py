@@ -111,6 +111,12 @@ def check_figures(results: dict[str, Any], out: Path) -> None:
 
     assert scenarios["split"]["records"] == scenarios["split"]["baseline_records"] > 0
 
+    source_log = scenarios["sourcelog"]
+    assert source_log["entries_logged"] == sizes.sourcelog_entries
+    # The compaction batch's own files only, whichever way it was read.
+    assert source_log["batch_entries"] == source_log["whole_history_entries"] > 0
+    assert positive(source_log["whole_history_seconds"], source_log["range_seconds"])
+
     read = scenarios["read"]
     assert (read["files"], read["records"]) == (sizes.backfill_files, expected)  # the backfill's files, all read
     assert positive(read["read_cold_seconds"], read["read_warm_seconds"], read["split_seconds"])

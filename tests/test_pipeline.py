@@ -156,3 +156,18 @@ def test_each_batch_sees_only_its_own_files_across_source_log_compaction(spark: 
         (i, 1, 0) for i in range(12)
     ]
     assert sorted(f for r in log_rows for f in r["files"]) == sorted(_file_uri(p) for p in generated.files)
+
+
+def test_a_compaction_batch_reads_only_its_own_entries_from_the_source_log(spark: Any, tmp_path: Path) -> None:
+    """Batch 9's entries come from the compacted log without the history (and an older batch's still can)."""
+    from benchmarks.sourcelog import write_log
+    from streaming.source_log import batch_entries
+
+    log_dir = write_log(tmp_path, entries=90, per_last_batch=3)
+    log = spark._jvm.org.apache.spark.sql.execution.streaming.FileStreamSourceLog(1, spark._jsparkSession, str(log_dir))
+
+    def paths(batch_id: int) -> list[str]:
+        return sorted(e.path() for e in batch_entries(log, batch_id))
+
+    assert paths(9) == [f"file:///landing/b9/f{i:07d}.ndjson" for i in range(3)]
+    assert paths(4) == [f"file:///landing/b4/f{i:07d}.ndjson" for i in range(10)]
