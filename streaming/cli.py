@@ -237,7 +237,96 @@ def parser() -> argparse.ArgumentParser:
         metavar="REASON",
         help="only rows with this quarantine reason (default: every row). e.g. --reason bad_datetime",
     )
+
+    views = command(
+        "views",
+        "Run SQL on FHIR v2 ViewDefinitions on local Spark without writing a table: one view, or the test suite",
+        "examples:\n  bronze-encounter views run --view patient.json --source landing/ --format csv\n"
+        "  bronze-encounter views test --suite ../shared/sql-on-fhir-v2 --report test_report.json",
+        [],
+    )
+    _views_parser(views, output)
     return top
+
+
+def _views_parser(group: argparse.ArgumentParser, output: argparse.ArgumentParser) -> None:
+    """`views run` and `views test`, the ViewDefinition compiler (streaming/views) from the command line."""
+    sub = group.add_subparsers(
+        dest="views_command", required=True, metavar="COMMAND", help="run (one view over files) or test (the suite)"
+    )
+
+    def command(name: str, summary: str, details: str) -> Any:
+        return sub.add_parser(
+            name,
+            help=summary,
+            description=f"{summary}.\n\n{details}",
+            parents=[output],
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            allow_abbrev=False,
+        )
+
+    run = command(
+        "run",
+        "Run one ViewDefinition over FHIR files and print its rows",
+        "Files are read as the job reads them (single resources, Bundles, NDJSON, gzip); resources of other types\n"
+        "give no rows.\n\nexample:\n  bronze-encounter views run --view patient.json "
+        "--source ../shared/fhir-samples/bulk-10-patients --format json",
+    )
+    run.add_argument(
+        "--view",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="the ViewDefinition, a JSON file (required). e.g. --view views/patient.json",
+    )
+    run.add_argument(
+        "--source",
+        required=True,
+        metavar="PATH",
+        help="a FHIR file, or a local folder of them read recursively (required). e.g. --source landing/",
+    )
+    run.add_argument(
+        "--format",
+        choices=["table", "csv", "json"],
+        default="table",
+        help="how to print the rows: aligned table, CSV or JSON (default: %(default)s)",
+    )
+    run.add_argument(
+        "--fhir-version",
+        dest="fhir_version",
+        choices=["R4", "R5"],
+        default="R4",
+        help="FHIR version of the files: the type model the view is compiled with (default: %(default)s)",
+    )
+    test = command(
+        "test",
+        "Run the SQL on FHIR v2 conformance suite and write its report",
+        "Every case runs on local Spark; rows compare regardless of order. Exits 1 when a shareable case fails.\n\n"
+        "example:\n  bronze-encounter views test --suite ../shared/sql-on-fhir-v2 --report out/test_report.json "
+        "--actual out/actual",
+    )
+    test.add_argument(
+        "--suite",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="the suite's folder, which holds tests/*.json (required). e.g. --suite ../shared/sql-on-fhir-v2",
+    )
+    test.add_argument(
+        "--report",
+        type=Path,
+        default=Path("test_report.json"),
+        metavar="FILE",
+        help="the report, in the suite's test-report.schema.json shape (default: %(default)s). "
+        "e.g. --report out/test_report.json",
+    )
+    test.add_argument(
+        "--actual",
+        type=Path,
+        metavar="DIR",
+        help="also write each case's rows as DIR/<file stem>/<case index>.json (default: not written). "
+        "e.g. --actual out/actual",
+    )
 
 
 def _version() -> str:
@@ -325,6 +414,25 @@ def _replay_quarantine(args: argparse.Namespace) -> int:
     return 0
 
 
+def _views(args: argparse.Namespace) -> int:
+    from streaming.session import build_spark
+    from streaming.views import commands, source
+
+    spark = conf.SparkConfig(log_level="WARN" if args.verbose else "OFF", quiet=not args.verbose)
+    if args.views_command == "run":
+        view = commands.load_view(args.view, args.fhir_version)
+        files = source.list_files(args.source)
+        text, skipped = commands.run_view(build_spark(spark), view, files, args.format)
+        print(text, end="" if text.endswith("\n") else "\n")
+        if skipped:
+            print(f"bronze-encounter: {commands.skipped_line(skipped)}", file=sys.stderr)
+        return 0
+    commands.check_suite(args.suite)
+    results = commands.run_suite(build_spark(spark), args.suite, args.report, args.actual)
+    print(commands.suite_text(results))
+    return 0 if all(r.passed for r in results if "shareable" in r.tags) else 1
+
+
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "run": _run,
     "demo": _demo,
@@ -333,6 +441,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "status": _status,
     "reingest": _reingest,
     "replay-quarantine": _replay_quarantine,
+    "views": _views,
 }
 
 
