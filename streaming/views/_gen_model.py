@@ -6,7 +6,8 @@ is committed):
 
     python -m streaming.views._gen_model --r4 /tmp/r4/package --r5 /tmp/r5/package
 
-The model keeps, per version, the resource types in RESOURCES and every type their elements reach. Each type maps
+The model keeps, per version, the names of every primitive and resource type, and the elements of the resource
+types in RESOURCES and of every type their elements reach. Each type maps
 element names to a type spec: `Type`, `Type*` (a list), `a|b` for several types; a choice element is named
 `value[x]`. Backbone elements are types named by their path (`Patient.contact`); a `contentReference` points at
 one (`QuestionnaireResponse.item.item` is `QuestionnaireResponse.item*`).
@@ -79,13 +80,15 @@ def _elements(sd: dict[str, Any]) -> dict[str, dict[str, str]]:
 
 
 def build(folder: Path) -> dict[str, Any]:
-    """The model of one FHIR version: primitive type names and the types RESOURCES reach."""
+    """The model of one FHIR version: primitive and resource type names, and the types RESOURCES reach."""
     primitives: list[str] = []
+    resources: list[str] = []
     all_types: dict[str, dict[str, str]] = {}
     for sd in _definitions(folder):
         if sd["kind"] == "primitive-type":
             primitives.append(sd["type"])
         else:
+            resources += [sd["type"]] if sd["kind"] == "resource" else []
             all_types.update(_elements(sd))
     wanted: dict[str, dict[str, str]] = {}
     todo = list(RESOURCES)
@@ -99,7 +102,7 @@ def build(folder: Path) -> dict[str, Any]:
     missing = [name for name in RESOURCES if name not in wanted]
     if missing:
         raise SystemExit(f"{folder}: no StructureDefinition for {', '.join(missing)}")
-    return {"primitives": sorted(primitives), "types": dict(sorted(wanted.items()))}
+    return {"primitives": sorted(primitives), "resources": sorted(resources), "types": dict(sorted(wanted.items()))}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -113,7 +116,8 @@ def main(argv: list[str] | None = None) -> None:
     versions = []
     for version, part in model.items():
         types = ",\n".join(f"{json.dumps(t)}: {json.dumps(e, separators=(',', ':'))}" for t, e in part["types"].items())
-        versions.append(f'"{version}": {{"primitives": {json.dumps(part["primitives"])}, "types": {{\n{types}\n}}}}')
+        names = f'"primitives": {json.dumps(part["primitives"])},\n"resources": {json.dumps(part["resources"])}'
+        versions.append(f'"{version}": {{{names},\n"types": {{\n{types}\n}}}}')
     text = "{\n" + ",\n".join(versions) + "\n}\n"
     args.out.write_text(text, encoding="utf-8")
     counts = ", ".join(f"{v} {len(m['types'])} types" for v, m in model.items())

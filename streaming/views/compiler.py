@@ -44,7 +44,8 @@ RESOURCE = "_r"
 REF_MAP = "ref_map"
 
 _COLUMN_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
-_SELECT_KEYS = {"column", "select", "unionAll", "forEach", "forEachOrNull", "repeat"}
+# What a select may hold (ViewDefinition.select): anything else is a typo the spec does not allow.
+_SELECT_KEYS = {"column", "select", "unionAll", "forEach", "forEachOrNull", "repeat", "id", "extension"}
 # `Type/id`, relative or absolute, optionally with a version: group 1 the type, group 2 the id.
 _REFERENCE = r"^(?:.*/)?([A-Za-z]+)/([A-Za-z0-9.-]{1,64})(?:/_history/[A-Za-z0-9.-]{1,64})?$"
 _SYSTEM_TYPES = {
@@ -178,6 +179,43 @@ class _Rows:
         if self.row is None:
             return self.sql
         return f"array({_struct(self.columns, self.row)})"
+
+
+def _each(items: str, item: str, position: str, rows: _Rows) -> str:
+    """`rows` (over `item`, `position`) for every item, concatenated."""
+    if rows.row is not None:  # one row per item: no arrays to flatten
+        return f"transform({items}, ({item}, {position}) -> {_struct(rows.columns, rows.row)})"
+    return f"flatten(transform({items}, ({item}, {position}) -> {rows.sql}))"
+
+
+def _part(sql: str, pattern: str, default: str) -> str:
+    """The first group of `pattern` in `sql`, or `default` when it is not there."""
+    return f"coalesce(nullif(regexp_extract({sql}, {_text(pattern)}, 1), ''), {_text(default)})"
+
+
+def _time_boundary(time: str, high: bool) -> str:
+    """hh[:mm[:ss[.fff]]] filled to milliseconds with the lowest (or highest) values."""
+    hour = _part(time, "^([0-9]{2})", "23" if high else "00")
+    minute = _part(time, "^[0-9]{2}:([0-9]{2})", "59" if high else "00")
+    second = _part(time, "^[0-9]{2}:[0-9]{2}:([0-9]{2})", "59" if high else "00")
+    fraction = f"rpad(regexp_extract({time}, {_text('[.]([0-9]+)')}, 1), 3, {_text('9' if high else '0')})"
+    return f"concat({hour}, ':', {minute}, ':', {second}, '.', {fraction})"
+
+
+def _date_boundary(value: str, high: bool, *, with_time: bool) -> str:
+    """A partial date (or date-time) filled with the lowest (or highest) month, day, time and time zone."""
+    year = f"regexp_extract({value}, {_text('^([0-9]{4})')}, 1)"
+    month = _part(value, "^[0-9]{4}-([0-9]{2})", "12" if high else "01")
+    day = _part(value, "^[0-9]{4}-[0-9]{2}-([0-9]{2})", "01")
+    if high:
+        last = f"lpad(day(last_day(make_date(int({year}), int({month}), 1))), 2, '0')"
+        day = f"coalesce(nullif(regexp_extract({value}, {_text('^[0-9]{4}-[0-9]{2}-([0-9]{2})')}, 1), ''), {last})"
+    date = f"concat({year}, '-', {month}, '-', {day})"
+    if with_time:
+        time = _time_boundary(f"regexp_extract({value}, {_text('T([0-9:.]+)')}, 1)", high)
+        zone = _part(value, "(Z|[+-][0-9]{2}:[0-9]{2})$", "-12:00" if high else "+14:00")
+        date = f"concat({date}, 'T', {time}, {zone})"
+    return f"CASE WHEN {year} <> '' THEN {date} END"
 
 
 def _struct(columns: Sequence[ViewColumn], values: Sequence[str]) -> str:
@@ -347,7 +385,7 @@ class _Compiler:
             raise NotBoolean(f"{what} is {value.type}, not boolean")
         return self.single(value, what).sql
 
-    def type_name(self, node: fp.Node) -> str:
+    def type_name(self, node: fp.Node, *, resource: bool = False) -> str:
         """The FHIR type a type-specifier argument names (`Quantity`, `FHIR.string`, `System.String`)."""
         if isinstance(node, fp.TypeName):
             name = node.name
@@ -362,6 +400,10 @@ class _Compiler:
                 raise FhirTypeError("a type name is needed here")
             name = ".".join(parts)
         name = _SYSTEM_TYPES.get(name, name.removeprefix("FHIR."))
+        if resource:
+            if name not in self.model.resources:
+                raise FhirTypeError(f"{name!r} is not a {self.model.version} resource type")
+            return name
         if name not in self.model.primitives and not self.model.has_type(name):
             raise FhirTypeError(f"{name!r} is not a FHIR type")
         return name
@@ -370,7 +412,8 @@ class _Compiler:
         name, args = node.name, node.args
         arity = {"where": (1, 1), "exists": (0, 1), "empty": (0, 0), "first": (0, 0), "last": (0, 0),
                  "count": (0, 0), "not": (0, 0), "ofType": (1, 1), "extension": (1, 1), "join": (0, 1),
-                 "getResourceKey": (0, 0), "getReferenceKey": (0, 1)}  # fmt: skip
+                 "getResourceKey": (0, 0), "getReferenceKey": (0, 1), "lowBoundary": (0, 0),
+                 "highBoundary": (0, 0)}  # fmt: skip
         if name not in arity:
             raise Unsupported(f"function {name}() is not supported")
         low, high = arity[name]
@@ -405,11 +448,14 @@ class _Compiler:
             return self.filter(extensions, url, scope)
         if name == "join":
             return self.join(value, args, scope)
+        if name in ("lowBoundary", "highBoundary"):
+            return self.boundary(value, high=name == "highBoundary")
         if name == "getResourceKey":
             if value.sql != RESOURCE:
                 raise FhirTypeError("getResourceKey() applies to the view's resource")
             return self.read(value, "id", "id", False)
-        return self.reference_key(value, self.type_name(args[0]) if args else None)
+        target = self.type_name(args[0], resource=True) if args else None
+        return self.reference_key(value, target)
 
     def of_type(self, base: _Value | _Choice, fhir_type: str) -> _Value:
         if isinstance(base, _Choice):
@@ -463,6 +509,17 @@ class _Compiler:
             value if model.spark_type(value.type) == "string" else self.each(value, lambda x: f"CAST({x} AS STRING)")
         )
         return _Value(f"coalesce(array_join({self.as_array(items)}, {separator}), '')", "string", False)
+
+    def boundary(self, value: _Value, *, high: bool) -> _Value:
+        """lowBoundary()/highBoundary() of dates, times and date-times: the earliest/latest value they may mean."""
+        if not value.type:
+            return _EMPTY
+        if model.family(value.type) not in ("date", "time"):
+            # The precision of a decimal is its JSON text's, which from_json does not keep (it reads the value).
+            raise Unsupported(f"{'highBoundary' if high else 'lowBoundary'}() of {value.type} is not supported")
+        if value.type == "time":
+            return self.each(value, lambda x: _time_boundary(x, high))
+        return self.each(value, lambda x: _date_boundary(x, high, with_time=value.type != "date"))
 
     def reference_key(self, value: _Value, target: str | None) -> _Value:
         if not value.type:
@@ -621,7 +678,9 @@ class _Compiler:
         if declared is not None and not isinstance(declared, str):
             raise InvalidView(self.where(f"{what} type must be text"))
         fhir_type = declared or value.type or "string"
-        collection = spec.get("collection") is True
+        collection = spec.get("collection", False)
+        if not isinstance(collection, bool):
+            raise InvalidView(self.where(f"{what} collection must be true or false"))
         spark = model.spark_type(fhir_type)
         if not value.type:
             sql = f"CAST(array() AS array<{spark}>)" if collection else f"CAST(NULL AS {spark})"
@@ -640,6 +699,9 @@ class _Compiler:
         """A select's rows in `scope`: its forEach / forEachOrNull / repeat over its columns, selects, unionAll."""
         if not isinstance(spec, Mapping):
             raise InvalidView(self.where("a select must be an object"))
+        unknown = sorted(set(spec) - _SELECT_KEYS)
+        if unknown:
+            raise InvalidView(self.where(f"a select has unknown keys {unknown}"))
         loops = [key for key in ("forEach", "forEachOrNull", "repeat") if key in spec]
         if len(loops) > 1:
             raise InvalidView(self.where(f"a select has both {loops[0]} and {loops[1]}"))
@@ -656,7 +718,7 @@ class _Compiler:
         rows = self.body(spec, _Scope(_Value(item, over.type, False, over.node), position))
 
         def each(items: str) -> str:
-            return f"flatten(transform({items}, ({item}, {position}) -> {rows.array_sql()}))"
+            return _each(items, item, position, rows)
 
         items = self.as_array(over)
         if or_null:  # no item: the body once over an empty (typed) item, so its columns are null
@@ -700,7 +762,9 @@ class _Compiler:
                         raise FhirTypeError(self.where(f"repeat path {'.'.join(chain)!r} leaves {node_type}"))
                     child.node.loop = template  # type: ignore[union-attr]
                     found.append(self.as_array(child))
-            return self.non_null(f"concat({', '.join(found)})") if found else ""
+            if not found:
+                return ""
+            return self.non_null(f"concat({', '.join(found)})" if len(found) > 1 else found[0])
 
         too_deep = _text(self.where(f"repeat {paths} nests deeper than {self.max_depth} levels"))
 
@@ -716,9 +780,11 @@ class _Compiler:
             return f"concat({own}, flatten(transform({below}, {child} -> {visit(child, left - 1)})))"
 
         start = self.var()
-        roots = self.non_null(f"concat({', '.join(self.as_array(v) for v in reached)})")
+        roots = self.non_null(
+            f"concat({', '.join(self.as_array(v) for v in reached)})" if len(reached) > 1 else self.as_array(reached[0])
+        )
         nodes = f"flatten(transform({roots}, {start} -> {visit(start, self.max_depth)}))"
-        return _Rows(rows.columns, f"flatten(transform({nodes}, ({item}, {position}) -> {rows.array_sql()}))")
+        return _Rows(rows.columns, _each(nodes, item, position, rows))
 
     def chain(self, path: str) -> list[str]:
         """A repeat path as element names; repeat follows plain element paths only."""

@@ -55,17 +55,20 @@ class Element:
 class TypeModel:
     """The elements of every type the model covers, for one FHIR version."""
 
-    def __init__(self, version: str, primitives: list[str], types: dict[str, dict[str, str]]) -> None:
+    def __init__(
+        self, version: str, primitives: list[str], resources: list[str], types: dict[str, dict[str, str]]
+    ) -> None:
         self.version = version
         self.primitives = frozenset(primitives)
+        self.resources = frozenset(resources)  # every resource type of the version, modelled or not
         self._types = types
 
     def has_type(self, name: str) -> bool:
         return name in self._types
 
     def is_resource(self, name: str) -> bool:
-        """A resource type the model covers (a type name without a dot that has a `meta` element)."""
-        return "." not in name and "meta" in self._types.get(name, {})
+        """A resource type whose elements the model holds (a view may read it)."""
+        return name in self.resources and name in self._types
 
     def element(self, type_name: str, name: str) -> Element | None:
         """The element `name` of `type_name`; None when the type has no such element or is not modelled."""
@@ -103,4 +106,4 @@ def load(version: str) -> TypeModel:
     if version not in VERSIONS:
         raise InvalidView(f"unknown FHIR version {version!r} (one of {', '.join(VERSIONS)})")
     data = json.loads(MODEL_FILE.read_text(encoding="utf-8"))[version]
-    return TypeModel(version, data["primitives"], data["types"])
+    return TypeModel(version, data["primitives"], data["resources"], data["types"])
