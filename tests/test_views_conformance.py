@@ -4,21 +4,14 @@ Bundle references, R5 resources, the run-time checks, the columns a caller keeps
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
+from views_suite import CANDIDATES, SUITE
 
 from streaming.views import compile_view, runner
 
-# The suite sits beside the repo (../shared, never copied in); BRONZE_SOF_SUITE points elsewhere.
-_CANDIDATES = [
-    os.environ.get("BRONZE_SOF_SUITE", ""),
-    str(Path(__file__).resolve().parents[2] / "shared" / "sql-on-fhir-v2"),
-    "/work/shared/sql-on-fhir-v2",
-]
-SUITE = next((Path(c) for c in _CANDIDATES if c and (Path(c) / "tests").is_dir()), None)
 FILES = {f.name: f for f in runner.load_suite(SUITE)} if SUITE else {}
 # Experimental cases not translated, and why (the shareable ones must all pass).
 NOT_SUPPORTED = {
@@ -43,7 +36,7 @@ def _cases() -> list[Any]:
 @pytest.mark.parametrize(("file_name", "index"), _cases())
 def test_suite_case(spark: Any, file_name: str | None, index: int | None) -> None:
     if file_name is None or index is None:
-        pytest.fail(f"SQL on FHIR suite not found in {[c for c in _CANDIDATES if c]}; set BRONZE_SOF_SUITE")
+        pytest.fail(f"SQL on FHIR suite not found in {[c for c in CANDIDATES if c]}; set BRONZE_SOF_SUITE")
     file = FILES[file_name]
     result = runner.run_case(spark, file, index)
     case = file.tests[index]

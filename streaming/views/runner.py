@@ -210,7 +210,8 @@ def summary(results: list[CaseResult]) -> str:
             totals[tag] += len(tagged)
             cells.append(f"{passed}/{len(tagged)}" if tagged else "-")
         lines.append(f"{name:<24} {cells[0]:>11} {cells[1]:>13}")
-    share = f"{totals['shareable passed']}/{totals['shareable']}"
-    experimental = f"{totals['experimental passed']}/{totals['experimental']}"
+    share, experimental = (
+        f"{totals[f'{t} passed']}/{totals[t]}" if totals[t] else "-" for t in ("shareable", "experimental")
+    )
     lines.append(f"{'total':<24} {share:>11} {experimental:>13}")
     return "\n".join(lines)
