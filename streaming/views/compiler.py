@@ -854,24 +854,25 @@ class _Compiler:
     def product(self, parts: list[_Rows]) -> _Rows:
         """Every combination of the parts' rows, columns in part order (a part without rows gives none)."""
         columns = [c for part in parts for c in part.columns]
+        if len(parts) == 1 and parts[0].row is None:
+            return parts[0]
+        repeated = any(part.row is None for part in parts)  # a value inlined into a loop is computed per row
         values: list[str] = []
         loops: list[tuple[str, str]] = []
         for part in parts:
-            if part.row is not None:
+            if part.row is not None and (not repeated or all(_simple(v) for v in part.row)):
                 values += part.row
                 continue
-            if len(parts) == 1:
-                return part
             item = self.var()
-            loops.append((item, part.sql))
+            loops.append((item, part.array_sql()))  # a row of computed values: a one-row loop, computed once
             values += [_field(item, c.name) for c in part.columns]
         row = _struct(columns, values)
         if not loops:
             return _Rows(columns, row=values)
-        sql = f"array({row})"
-        for i, (item, array_sql) in enumerate(reversed(loops)):
-            inner = f"transform({array_sql}, {item} -> {sql if i else row})"
-            sql = inner if i == 0 else f"flatten({inner})"
+        sql = ""
+        for item, array_sql in reversed(loops):
+            inner = f"transform({array_sql}, {item} -> {sql or row})"
+            sql = f"flatten({inner})" if sql else inner
         return _Rows(columns, sql)
 
 
