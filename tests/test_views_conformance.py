@@ -4,6 +4,8 @@ Bundle references, R5 resources, the run-time checks, the columns a caller keeps
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,12 @@ from views_suite import CANDIDATES, SUITE
 from streaming.views import compile_view, runner
 
 FILES = {f.name: f for f in runner.load_suite(SUITE)} if SUITE else {}
+# The cases' report in the suite's schema, for CI to keep (work/ is not committed).
+REPORT = Path(
+    os.environ.get(
+        "BRONZE_VIEWS_REPORT", Path(__file__).resolve().parents[1] / "work" / "sql-on-fhir" / "test_report.json"
+    )
+)
 # Experimental cases not translated, and why (the shareable ones must all pass).
 NOT_SUPPORTED = {
     ("fn_boundary.json", 0): "a decimal's precision is its JSON text's, which from_json does not keep",
@@ -33,12 +41,23 @@ def _cases() -> list[Any]:
     return params
 
 
+@pytest.fixture(scope="module")
+def results() -> Iterator[list[runner.CaseResult]]:
+    """The cases' results, written as the suite's report once the module's cases ran."""
+    collected: list[runner.CaseResult] = []
+    yield collected
+    if collected:
+        REPORT.parent.mkdir(parents=True, exist_ok=True)
+        REPORT.write_text(json.dumps(runner.report(collected), indent=2) + "\n", encoding="utf-8")
+
+
 @pytest.mark.parametrize(("file_name", "index"), _cases())
-def test_suite_case(spark: Any, file_name: str | None, index: int | None) -> None:
+def test_suite_case(spark: Any, results: list[runner.CaseResult], file_name: str | None, index: int | None) -> None:
     if file_name is None or index is None:
         pytest.fail(f"SQL on FHIR suite not found in {[c for c in CANDIDATES if c]}; set BRONZE_SOF_SUITE")
     file = FILES[file_name]
     result = runner.run_case(spark, file, index)
+    results.append(result)
     case = file.tests[index]
     assert result.passed, result.error
     if "expect" in case:  # the verdict above, checked again here without the runner's own comparison
