@@ -49,7 +49,9 @@ def list_files(source: str) -> list[LandedFile]:
     if path.is_file():
         paths = [path]
     elif path.is_dir():
-        paths = sorted(p for p in path.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.parts))
+        # Hidden below the folder (`.git/`, `.DS_Store`), not above it: a source may live in `~/.cache/...`.
+        visible = (p for p in path.rglob("*") if not any(part.startswith(".") for part in p.relative_to(path).parts))
+        paths = sorted(p for p in visible if p.is_file())
     else:
         raise ConfigError(f"--source {source}: no such file or folder")
     if not paths:
