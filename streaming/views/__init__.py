@@ -1,4 +1,11 @@
-"""SQL on FHIR v2 ViewDefinitions compiled to Spark SQL (`compile_view`), and the conformance suite's runner."""
+"""SQL on FHIR v2 ViewDefinitions compiled to Spark SQL, and the conformance suite's runner (`runner`).
+
+    view = compile_view(definition, fhir_version="R4")  # a ViewError subclass when the view cannot compile
+    rows = view.apply(records, "sourcename")  # resource_json (+ ref_map) in; sourcename and the view's columns out
+
+`view.read_schema` (what from_json reads) and `view.rows_sql` (the rows as `array<struct>` over the parsed
+resource `_r` and `ref_map`) are there for a caller that builds its own projection.
+"""
 
 from __future__ import annotations
 

@@ -106,6 +106,7 @@ def build(folder: Path) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    """Write the model file from the R4 and R5 package folders named on the command line."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--r4", type=Path, required=True, metavar="DIR", help="R4 core package folder")
     parser.add_argument("--r5", type=Path, required=True, metavar="DIR", help="R5 core package folder")

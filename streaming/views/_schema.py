@@ -28,6 +28,7 @@ class ReadNode:
 
 
 def _with_includes(nodes: list[ReadNode]) -> list[ReadNode]:
+    """The nodes and every tree they include, each once."""
     out: list[ReadNode] = []
     todo = list(nodes)
     while todo:

@@ -122,6 +122,7 @@ def _text(value: str) -> str:
 
 
 def _field(sql: str, name: str) -> str:
+    """A struct field of `sql` (parenthesised unless `sql` is a plain name or field chain)."""
     return f"{sql}.`{name}`" if _simple(sql) else f"({sql}).`{name}`"
 
 
@@ -131,6 +132,7 @@ def _simple(sql: str) -> bool:
 
 
 def _cap(fhir_type: str) -> str:
+    """A type as a choice element's suffix: `dateTime` -> `valueDateTime`."""
     return fhir_type[:1].upper() + fhir_type[1:]
 
 
@@ -219,6 +221,7 @@ def _date_boundary(value: str, high: bool, *, with_time: bool) -> str:
 
 
 def _struct(columns: Sequence[ViewColumn], values: Sequence[str]) -> str:
+    """One row: the columns' values as a named struct."""
     if not columns:
         return "named_struct('_', true)"  # Spark has no empty struct; a row without columns still counts
     return "named_struct(" + ", ".join(f"{_text(c.name)}, {v}" for c, v in zip(columns, values, strict=True)) + ")"
@@ -241,15 +244,18 @@ class _Compiler:
         self.root = ReadNode(self.resource, False)
 
     def var(self) -> str:
+        """A lambda variable name no other in the view uses (nested lambdas must not shadow each other)."""
         self._names += 1
         return f"_v{self._names}x"  # the `x` keeps `_v1x` from being a prefix of `_v12x`
 
     def where(self, what: str) -> str:
+        """A message prefixed with the view's name, so an error says which view."""
         return f"view {self.view_name!r}: {what}"
 
     # -- FHIRPath ----------------------------------------------------------------------------------------------
 
     def path(self, text: Any, scope: _Scope, what: str) -> _Value | _Choice:
+        """A view's FHIRPath text compiled in `scope`; errors name the view and the path's place in it."""
         if not isinstance(text, str):
             raise InvalidView(self.where(f"{what} must be a FHIRPath text, got {type(text).__name__}"))
         try:
@@ -258,6 +264,7 @@ class _Compiler:
             raise type(exc)(self.where(f"{what} {text!r}: {exc}")) from None
 
     def expr(self, node: fp.Node, scope: _Scope) -> _Value | _Choice:
+        """One syntax-tree node compiled in `scope`."""
         if isinstance(node, fp.Literal):
             return self.literal(node)
         if isinstance(node, fp.Member):
@@ -286,11 +293,13 @@ class _Compiler:
         raise Unsupported(f"{type(node).__name__} is not supported")
 
     def value(self, value: _Value | _Choice) -> _Value:
+        """The value itself; a choice element not narrowed by ofType() has no one type to compile to."""
         if isinstance(value, _Choice):
             raise FhirTypeError(f"choice element {value.element.name!r} needs ofType() to pick a type")
         return value
 
     def literal(self, node: fp.Literal) -> _Value:
+        """A literal as SQL: numbers exact (`BD` decimals), dates and times as their text."""
         if node.type == "empty":
             return _EMPTY
         if node.type == "boolean":
@@ -302,6 +311,7 @@ class _Compiler:
         return _Value(_text(str(node.value)), node.type, False)
 
     def variable(self, name: str, scope: _Scope) -> _Value:
+        """`%name`: %rowIndex, %resource, or one of the view's constants."""
         if name == "rowIndex":
             return _Value(scope.row_index, "integer", False)
         if name in ("resource", "rootResource"):
@@ -343,6 +353,7 @@ class _Compiler:
         return _Value(sql, fhir_type, many or base.many, node)
 
     def non_null(self, array_sql: str) -> str:
+        """The array without null items (a null item is no FHIRPath item)."""
         item = self.var()
         return f"filter({array_sql}, {item} -> {item} IS NOT NULL)"
 
@@ -378,6 +389,7 @@ class _Compiler:
         return _Value(sql, value.type, False, value.node)
 
     def boolean(self, value: _Value | _Choice, what: str) -> str:
+        """The value as one boolean (SQL null when empty); NotBoolean for any other type."""
         value = self.value(value)
         if not value.type:
             return "CAST(NULL AS BOOLEAN)"
@@ -409,6 +421,7 @@ class _Compiler:
         return name
 
     def call(self, base: _Value | _Choice, node: fp.Call, scope: _Scope) -> _Value | _Choice:
+        """A function applied to `base`; the supported ones are those the suite uses, plus count() and last()."""
         name, args = node.name, node.args
         arity = {"where": (1, 1), "exists": (0, 1), "empty": (0, 0), "first": (0, 0), "last": (0, 0),
                  "count": (0, 0), "not": (0, 0), "ofType": (1, 1), "extension": (1, 1), "join": (0, 1),
@@ -458,6 +471,7 @@ class _Compiler:
         return self.reference_key(value, target)
 
     def of_type(self, base: _Value | _Choice, fhir_type: str) -> _Value:
+        """ofType(T): a choice element's `<name>T` field; any other value if it is a T, else empty."""
         if isinstance(base, _Choice):
             if fhir_type not in base.element.types:
                 return _EMPTY
@@ -465,6 +479,7 @@ class _Compiler:
         return base if base.type == fhir_type else _EMPTY
 
     def choice_exists(self, choice: _Choice) -> str:
+        """exists() of a choice element: any of its typed fields is there."""
         parent = choice.parent
         if not parent.type:
             return "false"
@@ -474,6 +489,7 @@ class _Compiler:
         return "(" + " OR ".join(self.exists(f) for f in fields) + ")"
 
     def exists(self, value: _Value) -> str:
+        """exists() as boolean SQL, never null."""
         if not value.type:
             return "false"
         if value.many:
@@ -497,6 +513,7 @@ class _Compiler:
         return self.boolean(self.expr(criteria, inner), "where() criteria")
 
     def join(self, value: _Value, args: tuple[fp.Node, ...], scope: _Scope) -> _Value:
+        """join(separator): the items as text, empty text for no items."""
         separator = "''"
         if args:
             sep = self.single(self.value(self.expr(args[0], scope)), "join() separator")
@@ -522,6 +539,7 @@ class _Compiler:
         return self.each(value, lambda x: _date_boundary(x, high, with_time=value.type != "date"))
 
     def reference_key(self, value: _Value, target: str | None) -> _Value:
+        """getReferenceKey([type]): the id a reference names (through the Bundle's ref_map), if of that type."""
         if not value.type:
             return _EMPTY
         if value.type != "Reference":
@@ -539,6 +557,7 @@ class _Compiler:
         return self.each(references, key, "string")
 
     def index(self, value: _Value, index: _Value) -> _Value:
+        """`value[index]`: the item at that position, empty past the end."""
         if index.type and index.type not in _NUMBERS - {"decimal"}:
             raise FhirTypeError(f"an index must be an integer, got {index.type}")
         if not value.type or not index.type:
@@ -549,6 +568,7 @@ class _Compiler:
         return _Value(f"CASE WHEN {position} = 0 THEN {value.sql} END", value.type, False, value.node)
 
     def binary(self, node: fp.Binary, scope: _Scope) -> _Value:
+        """An infix operator over its two compiled operands."""
         op = node.op
         if op in ("is", "as", "~", "!~"):
             raise Unsupported(f"operator {op!r} is not supported")
@@ -585,9 +605,11 @@ class _Compiler:
         return self.arithmetic(op, left, right)
 
     def complex(self, value: _Value) -> bool:
+        """A value of a complex (struct) type, not a primitive and not empty."""
         return bool(value.type) and value.type not in self.model.primitives
 
     def compatible(self, op: str, left: _Value, right: _Value) -> None:
+        """Refuse to compare values of different families (text with numbers, ...) as FHIRPath does."""
         if self.complex(left) or self.complex(right):
             raise Unsupported(f"{op!r} between {left.type} and {right.type} (complex types) is not supported")
         families = {model.family(left.type), model.family(right.type)}
@@ -595,6 +617,7 @@ class _Compiler:
             raise FhirTypeError(f"{op!r} compares {left.type} with {right.type}")
 
     def comparable(self, op: str, left: _Value, right: _Value, *, ordered: bool) -> tuple[str | None, str | None]:
+        """Both operands as single items (None when one is empty), checked to compare."""
         if not left.type or not right.type:
             return None, None
         self.compatible(op, left, right)
@@ -603,6 +626,7 @@ class _Compiler:
         return self.single(left, f"left operand of {op}").sql, self.single(right, f"right operand of {op}").sql
 
     def equality(self, op: str, left: _Value, right: _Value) -> _Value:
+        """`=` / `!=`: one item with one item, or collections item by item."""
         if not left.type or not right.type:
             return _Value("CAST(NULL AS BOOLEAN)", "boolean", False)
         self.compatible(op, left, right)
@@ -615,6 +639,7 @@ class _Compiler:
         return _Value(sql if op == "=" else f"(NOT {sql})", "boolean", False)
 
     def arithmetic(self, op: str, left: _Value, right: _Value) -> _Value:
+        """`+ - * / div mod &` over single items: `/` always gives a decimal, `+` also joins text."""
         if op == "&":
             a, b = (self.single(v, f"operand of {op}").sql if v.type else "NULL" for v in (left, right))
             return _Value(f"concat(coalesce({a}, ''), coalesce({b}, ''))", "string", False)
@@ -637,6 +662,7 @@ class _Compiler:
     # -- ViewDefinition ----------------------------------------------------------------------------------------
 
     def constant(self, spec: Any) -> tuple[str, _Value]:
+        """A view constant (`name`, one `value[x]`) as a typed literal."""
         if not isinstance(spec, Mapping) or not isinstance(spec.get("name"), str):
             raise InvalidView(self.where("every constant needs a name"))
         values = [key for key in spec if key.startswith("value")]
@@ -665,6 +691,7 @@ class _Compiler:
         return spec["name"], _Value(_text(value), fhir_type, False)
 
     def column(self, spec: Any, scope: _Scope) -> tuple[ViewColumn, str]:
+        """A column's definition and its SQL value in `scope`, cast to the type the view declares."""
         if not isinstance(spec, Mapping):
             raise InvalidView(self.where("a column must be an object"))
         name = spec.get("name")
@@ -801,6 +828,7 @@ class _Compiler:
         raise Unsupported(self.where(f"repeat path {path!r} is not an element path (a.b.c)"))
 
     def walk(self, start: _Value | _Choice, chain: list[str]) -> _Value:
+        """A plain element path from `start`; an element the type does not have is empty (repeat's paths)."""
         value = self.value(start)
         for name in chain:
             value = self.value(self.member(value, name, lenient=True))
@@ -839,6 +867,7 @@ class _Compiler:
         return self.product(parts)
 
     def union(self, branches: Any, scope: _Scope) -> _Rows:
+        """unionAll: the branches' rows one after the other; they must give the same columns in the same order."""
         if not isinstance(branches, list) or not branches:
             raise InvalidView(self.where("unionAll must be a non-empty list of selects"))
         rows = [self.select(b, scope) for b in branches]

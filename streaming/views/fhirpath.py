@@ -147,6 +147,7 @@ def _unescape(body: str) -> str:
 
 
 def _tokens(text: str) -> list[_Token]:
+    """The text's tokens, comments and white space dropped, ending with an `end` token."""
     tokens: list[_Token] = []
     at = 0
     while at < len(text):
@@ -196,6 +197,7 @@ class _Parser:
         return node
 
     def expression(self, level: int) -> Node:
+        """An expression of operators at `level` and tighter (left-associative)."""
         if level == len(_LEVELS):
             return self.unary()
         node = self.expression(level + 1)
@@ -219,6 +221,7 @@ class _Parser:
         return self.postfix(self.term())
 
     def postfix(self, node: Node) -> Node:
+        """`.invocation` and `[index]` after a term, as many as follow."""
         while True:
             token = self.peek()
             if token.text == ".":
@@ -258,6 +261,7 @@ class _Parser:
         return Call(base, name, tuple(args))
 
     def term(self) -> Node:
+        """A literal, `%variable`, `(expression)` or an invocation on the input."""
         token = self.peek()
         if token.text == "(":
             self.take()

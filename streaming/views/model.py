@@ -64,6 +64,7 @@ class TypeModel:
         self._types = types
 
     def has_type(self, name: str) -> bool:
+        """Whether the model holds the elements of `name`."""
         return name in self._types
 
     def is_resource(self, name: str) -> bool:

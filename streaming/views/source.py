@@ -65,6 +65,7 @@ def list_files(source: str) -> list[LandedFile]:
 
 
 def _resource_type(value: Any) -> str | None:
+    """The resourceType of a JSON value, when it is an object with one."""
     kind = value.get("resourceType") if isinstance(value, dict) else None
     return kind if isinstance(kind, str) else None
 
