@@ -43,7 +43,7 @@ from streaming.hudi import (
     ingest_log_table,
 )
 from streaming.hudi import quarantine_table as quarantine_spec
-from streaming.ledger import BatchIntent, Fence, Ledger
+from streaming.ledger import BatchIntent, Fence, LeaseLost, Ledger
 from streaming.ordering import newest_versions, rows_deleted, settle_timeless_deletes
 from streaming.records import LandedFile, files_that_kill_workers, poison_records, read_records
 
@@ -137,6 +137,8 @@ class BatchResult:
     seconds: float = 0.0  # wall time of the whole batch, listing to ledger commit
     oldest_modified: datetime | None = None  # modification time of the oldest file the batch ingested
     ended_at: datetime | None = None
+    services: tuple[str, ...] = ()  # table services run after the batch was committed (e.g. clustering)
+    services_failed: tuple[str, ...] = ()  # those of them that failed (best effort: ingestion went on)
 
     @property
     def lag_seconds(self) -> float | None:
@@ -239,12 +241,7 @@ def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchRe
     deps.ledger.commit(key, uris, deps.clock(), deps.fence(), {f.uri: file_version(f) for f in new})
     lap("ledger")
     deps.hook("after_ledger_commit")
-    # Table upkeep, after the batch is committed: a crash here loses nothing, and recovery finishes the plan.
-    every = deps.config.layout.cluster_every_seconds
-    if every and deps.writer.clustering_due(deps.encounter, every):
-        deps.fence()
-        clustered = deps.writer.cluster(deps.encounter, clustering_options(deps.config), schedule=True)
-        log.info("batch %s: bronze clustered (%d plan(s))", key, len(clustered))
+    services, failed = _upkeep(deps, key)
     lap("cluster")
     log.info(
         "batch %s (%s): files=%d already_committed=%d rows_in=%d written=%d deleted=%d (of %d delete requests)"
@@ -265,7 +262,58 @@ def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchRe
     # Spark hands naive local times, the source log aware UTC ones: astimezone makes both comparable.
     oldest = min(f.modified.astimezone(UTC) for f in new)
     seconds = time.monotonic() - began
-    return BatchResult(key, uris, len(done), stats, batch_id, seconds, oldest_modified=oldest, ended_at=deps.clock())
+    return BatchResult(
+        key,
+        uris,
+        len(done),
+        stats,
+        batch_id,
+        seconds,
+        oldest_modified=oldest,
+        ended_at=deps.clock(),
+        services=services,
+        services_failed=failed,
+    )
+
+
+def _upkeep(deps: BatchDeps, key: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Table services due after a committed batch: (the ones run, the ones that failed).
+
+    Best effort: the batch is committed, so a failing service must not stop ingestion. A clustering that fails
+    has its plan taken back (Hudi refuses upserts into a pending plan's file groups) and is tried again at its next
+    due time; only a lost lease stops here, since nothing more may be written then.
+    """
+    every = deps.config.layout.cluster_every_seconds
+    if not (every and deps.writer.clustering_due(deps.encounter, every)):
+        return (), ()
+    deps.fence()
+    try:
+        clustered = deps.writer.cluster(deps.encounter, clustering_options(deps.config), schedule=True)
+    except Exception as exc:
+        rolled_back = _take_back_clustering(deps)
+        log.warning(
+            "batch %s: bronze clustering failed (%s); %d pending plan(s) rolled back, ingestion goes on and it is"
+            " tried again in %ds",
+            key,
+            type(exc).__name__,
+            len(rolled_back),
+            every,
+        )
+        return ("clustering",), ("clustering",)
+    log.info("batch %s: bronze clustered (%d plan(s))", key, len(clustered))
+    return ("clustering",), ()
+
+
+def _take_back_clustering(deps: BatchDeps) -> list[str]:
+    """Roll back the pending clustering plans after a failure; if even that fails, the next upsert says so."""
+    try:
+        deps.fence()
+        return deps.writer.rollback_clustering(deps.encounter)
+    except LeaseLost:
+        raise
+    except Exception as exc:
+        log.error("bronze clustering: rolling back the failed plan failed too (%s)", type(exc).__name__)
+        return []
 
 
 def bronze_rows(candidates: DataFrame) -> DataFrame:
@@ -379,8 +427,18 @@ def recover(deps: BatchDeps) -> Recovery:
     clustered = deps.writer.pending_clustering(deps.encounter)
     if clustered:
         deps.fence()
-        deps.writer.cluster(deps.encounter, clustering_options(deps.config), schedule=False)
-        log.warning("recovery: finished %d bronze clustering plan(s) a crash left pending", len(clustered))
+        try:
+            deps.writer.cluster(deps.encounter, clustering_options(deps.config), schedule=False)
+            log.warning("recovery: finished %d bronze clustering plan(s) a crash left pending", len(clustered))
+        except Exception as exc:  # a plan that fails every time must not keep the stream from starting
+            deps.fence()
+            deps.writer.rollback_clustering(deps.encounter)
+            log.warning(
+                "recovery: %d bronze clustering plan(s) a crash left pending failed to run (%s); rolled back",
+                len(clustered),
+                type(exc).__name__,
+            )
+            clustered = []
     finished, abandoned = [], []
     for intent in deps.ledger.open_intents():
         logged = deps.writer.find_commit(deps.ingest_log, intent.batch_key)

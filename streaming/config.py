@@ -7,6 +7,7 @@ Precedence is flag > file > default. Every key is documented once, on its field 
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -267,7 +268,28 @@ def load(file: str | Path | None = None, overrides: Mapping[str, Any] | None = N
     )
     _check_archive(config.source, config.source_archive)
     _check_layout(config.layout)
+    _check_names(config)
     return config
+
+
+# Table and database names as Glue, Athena and Hive accept them (lower case, digits, underscore); they also appear
+# in Hudi's procedure calls and the clustering options, whose parsers split on ',' and end strings at a quote.
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,127}$")
+
+
+def _check_names(config: JobConfig) -> None:
+    """Refuse at load what would fail later: a table name a catalog refuses, a quote in the tables' location."""
+    for key in ("database", "encounter", "ingest_log", "quarantine"):
+        value = getattr(config.tables, key)
+        if not _NAME.match(value):
+            raise ConfigError(
+                f"tables.{key} must be lower-case letters, digits and '_', starting with a letter: got {value!r}"
+            )
+    for key in ("warehouse", "checkpoint"):
+        value = getattr(config, key)
+        if "'" in value or "," in value:
+            # Hudi's table services take the location inside a quoted SQL string with ','-separated options.
+            raise ConfigError(f"{key} must not contain a quote (') or a comma: {value}")
 
 
 def _check_layout(layout: LayoutConfig) -> None:

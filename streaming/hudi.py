@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -275,16 +276,39 @@ class HudiWriter:
 
         A job killed while clustering leaves its plan pending, and Hudi then refuses every upsert into a file group
         the plan holds: recovery runs such plans (`schedule=False`) before the stream starts. Hudi's procedure runs
-        with the table's own write options, so its metadata writer keeps the record index up to date.
+        with the table's own write options, so its metadata writer keeps the record index up to date. An attempt
+        counts for `clustering_due` whether it succeeds or not: a failing one is tried again at the next due time.
         """
         options = {**self.options(spec), **plan}
         if "'" in spec.uri or any("," in v or "'" in v for v in options.values()):
             raise ValueError(f"{spec.name}: a quote or ',' in its location or write options: not for run_clustering")
         listed = ",".join(f"{k}={v}" for k, v in options.items())
         op = "scheduleAndExecute" if schedule else "execute"
-        rows = self.spark.sql(f"CALL run_clustering(path => '{spec.uri}', op => '{op}', options => '{listed}')")
         self._clustered_at[spec.uri] = time.time()
+        rows = self.spark.sql(f"CALL run_clustering(path => '{spec.uri}', op => '{op}', options => '{listed}')")
         return [str(r["timestamp"]) for r in rows.collect()]
+
+    def rollback_clustering(self, spec: TableSpec) -> list[str]:
+        """Take back every pending clustering plan, so upserts into its file groups are accepted again.
+
+        A plan only requested wrote nothing yet: its request is removed. An inflight one may have written files:
+        Hudi's own rollback removes them (its procedure takes a catalog table, so the path is registered under a
+        private name first; the 1.0.2 procedure fails when given only a path).
+        """
+        fs, timeline, names = self._timeline(spec)
+        pending = [i for i in self._pending(names) if any(f"{i}{suffix}" in names for suffix in _PENDING_CLUSTERING)]
+        jvm = self.spark._jvm
+        for instant in pending:
+            if f"{instant}.replacecommit.inflight" in names:
+                alias = "bronze_upkeep_" + hashlib.sha256(spec.uri.encode()).hexdigest()[:12]
+                self.spark.sql(f"CREATE TABLE IF NOT EXISTS {alias} USING hudi LOCATION '{spec.uri}'")
+                self.spark.sql(
+                    f"CALL run_rollback_inflight_tableservice(table => '{alias}', pending_instant => '{instant}',"
+                    " delete_request_instant_file => true)"
+                ).collect()
+            else:
+                fs.delete(jvm.org.apache.hadoop.fs.Path(timeline, f"{instant}.replacecommit.requested"), False)
+        return pending
 
     def clustering_due(self, spec: TableSpec, every_seconds: float) -> bool:
         """Whether `every_seconds` have passed since the table's last clustering (first asked: from its timeline).

@@ -50,6 +50,8 @@ def batch_metrics(result: BatchResult) -> list[Metric]:
         ("RowsDeleted", stats.rows_deleted, "Count"),
         ("RowsRejected", stats.rows_rejected, "Count"),
         ("BatchSeconds", result.seconds, "Seconds"),
+        # Table services (clustering) that failed after the batch: ingestion went on, the table's layout did not.
+        ("ServicesFailed", len(result.services_failed), "Count"),
     ]
     lag = result.lag_seconds
     if lag is not None:

@@ -39,6 +39,8 @@ def batch_line(result: BatchResult) -> dict[str, Any]:
         "rows_skipped": stats.rows_skipped,
         "seconds": round(result.seconds, 3),
         "lag_seconds": None if lag is None else round(lag, 3),
+        "services": list(result.services),
+        "services_failed": list(result.services_failed),
     }
 
 

@@ -183,6 +183,8 @@ def test_batch_line_has_the_batch_numbers() -> None:
         seconds=2.25,
         oldest_modified=datetime(2026, 1, 2, 3, 3, 5, tzinfo=UTC),
         ended_at=ended,
+        services=("clustering",),
+        services_failed=("clustering",),
     )
     assert progress.batch_line(result) == {
         "event": "batch",
@@ -197,6 +199,8 @@ def test_batch_line_has_the_batch_numbers() -> None:
         "rows_skipped": 3,
         "seconds": 2.25,
         "lag_seconds": 60.0,
+        "services": ["clustering"],
+        "services_failed": ["clustering"],
     }
 
 

@@ -154,3 +154,50 @@ def test_a_young_table_is_not_clustered_and_a_restart_counts_from_the_last_clust
     assert not HudiWriter(spark).clustering_due(spec, age)  # ...and, after a restart, from its replacecommit
     time.sleep(1.1)
     assert HudiWriter(spark).clustering_due(spec, 1)
+
+
+@pytest.mark.slow
+def test_a_clustering_that_fails_every_time_never_stops_ingestion(
+    spark: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failing plan is rolled back (its file groups take updates again), reported, and tried again when due."""
+    from streaming import batch, job
+
+    real_options = batch.clustering_options
+    # A real Hudi failure while the plan executes (its strategy class does not exist): the plan is left inflight,
+    # as a lost executor or an S3 error would leave it.
+    monkeypatch.setattr(
+        batch,
+        "clustering_options",
+        lambda config: {**real_options(config), "hoodie.clustering.execution.strategy.class": "org.example.Nope"},
+    )
+    landing = Landing(tmp_path / "landing")
+    warehouse = tmp_path / "warehouse"
+    bronze = tables(warehouse)["bronze"]
+    writer = HudiWriter(spark)
+    first = landing.generated("w0", files=3, per_file=30, seed=311)
+    config = job_config(tmp_path, landing.root, **CLUSTERED)
+
+    failing = job.run(config, once=True, spark=spark)
+
+    # Every batch tried (each takes over the 1 s between clusterings), failed, rolled back and went on.
+    assert [b.services_failed for b in failing.batches] == [("clustering",)] * 3
+    assert writer.pending_clustering(bronze) == [], _timeline(bronze.uri)
+    assert not [n for n in _timeline(bronze.uri) if n.endswith(".replacecommit")]  # nothing clustered
+
+    # Newer versions of every first-wave encounter go into the files the failed plans held: accepted.
+    landing.versions("w1/newer.ndjson", landing.encounters(first), shift=timedelta(days=1), status="finished")
+    updates = job.run(config, once=True, spark=spark)
+    assert updates.files == 1 and updates.batches[0].stats.rows_written == 90
+
+    # Once clustering works again, the next due run clusters.
+    monkeypatch.setattr(batch, "clustering_options", real_options)
+    landing.generated("w2", files=1, per_file=30, seed=312)
+    healed = job.run(config, once=True, spark=spark)
+    assert [(b.services, b.services_failed) for b in healed.batches] == [(("clustering",), ())]
+    assert [n for n in _timeline(bronze.uri) if n.endswith(".replacecommit")]
+
+    ledger = SqliteLedgerView(warehouse / "_ledger" / "ledger.sqlite3")
+    check_invariants(spark, warehouse, landing, ledger, "after clusterings that failed")
+    properties = (Path(bronze.uri) / ".hoodie" / "hoodie.properties").read_text()
+    assert "hoodie.table.version=6" in properties  # the rollback did not upgrade the table

@@ -55,6 +55,11 @@ def test_remote_warehouse_needs_explicit_sqlite_path() -> None:
         ("max_files_per_trigger = 'many'\n", "max_files_per_trigger must be int"),
         ("ledger = 3\n", "ledger must be a table"),
         ("[fhir]\nkeep_resource_json = 5\n", "fhir.keep_resource_json must be bool"),
+        # Accepted once, these failed an hour later, at the first clustering (a quoted SQL string of Hudi's).
+        ('warehouse = "s3://lake/St. Mary\'s/bronze"\n', "warehouse must not contain a quote"),
+        ("checkpoint = '/tmp/a,b'\n", "checkpoint must not contain a quote \\(\\'\\) or a comma"),
+        ("[tables]\nencounter = 'Bronze-Encounter'\n", "tables.encounter must be lower-case letters"),
+        ("[tables]\ndatabase = 'bronze db'\n", "tables.database must be lower-case letters"),
     ],
 )
 def test_bad_settings_name_the_key(tmp_path: Path, text: str, message: str) -> None:

@@ -75,6 +75,7 @@ def test_two_batches_come_back_from_cloudwatch(aws_env: str, unique_name: str) -
         "RowsDeleted",
         "RowsRejected",
         "BatchSeconds",
+        "ServicesFailed",
         "LagSeconds",
         "FilesWaiting",
         "OldestWaitingSeconds",
@@ -87,6 +88,7 @@ def test_two_batches_come_back_from_cloudwatch(aws_env: str, unique_name: str) -
         "RowsDeleted": 2 + 0,
         "RowsRejected": 3 + 2,
         "BatchSeconds": 4.5 + 1.5,
+        "ServicesFailed": 0,
         "FilesWaiting": 7 + 7,
         "OldestWaitingSeconds": 95 + 95,
     }
