@@ -2,15 +2,23 @@
 
 Tables are found by name under the warehouse (`<warehouse>/<name>`) and answer both as `bronze_encounter` and,
 qualified with `tables.database`, as `bronze.bronze_encounter`, so an Athena query runs here as written. Only the
-tables the SQL names are read, and of those only the columns it can touch (see `columns_used`). The result is
-Arrow; `query_format` turns it into text.
+tables the SQL names are read, of those only the columns it can touch (see `columns_used`), and where the SQL
+provably drops rows hudi-rs is asked to drop them first (see `pushdown_filters`): it prunes partitions and files,
+and a file whose filter columns hold no matching row is not read further. Each table reaches DuckDB as an Arrow
+stream read afresh on every scan, and the result leaves DuckDB batch by batch (`stream`), so memory follows the
+batch, not the table; `query_format` turns the batches into text.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +29,9 @@ from streaming.mapping import RULES
 
 if TYPE_CHECKING:
     import duckdb
-    from hudi import HudiTable
+    from hudi import HudiFileGroupReader, HudiFileSlice, HudiReadOptions, HudiTable
+
+log = logging.getLogger(__name__)
 
 # Hudi's meta fields, first in every table as hudi-rs reads it.
 META_FIELDS = (
@@ -34,6 +44,10 @@ META_FIELDS = (
 # Read when a query names a table but none of its columns (`SELECT count(*) ...`): small, always there.
 ROW_COUNT_COLUMN = "_hoodie_record_key"
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
+# Rows per Arrow batch, from hudi-rs to DuckDB and from DuckDB to the output: what a query holds at a time.
+BATCH_ROWS = 8192
+
+Filter = tuple[str, str, str]  # (column, operator, value) as hudi-rs takes it
 
 
 class QueryError(RuntimeError):
@@ -172,26 +186,112 @@ def _table_exists(uri: str) -> bool:
     return True
 
 
-def read_table(name: str, uri: str, columns: set[str] | None, empty: pa.Schema) -> pa.Table:
-    """Snapshot of one table as Arrow: only `columns` (lower-case names; None: all); `empty`'s when it is missing."""
-    from hudi import HudiReadOptions
+@dataclass
+class TableRead:
+    """What hudi-rs was asked for one table and what it read: column names and counts only, never a value."""
 
+    name: str
+    columns: tuple[str, ...]
+    filters: tuple[Filter, ...] = ()
+    slices: int = 0  # file slices hudi-rs selected, after partition and file-statistics pruning (every scan)
+    slices_read: int = 0  # of those, read for the query's columns (the rest held no row matching the filters)
+    bytes_read: int = 0  # on-disk size of the slices read for the query's columns (an upper bound of bytes read)
+
+    def describe(self) -> str:
+        """One log line for --verbose: no filter values (they can be patient data)."""
+        on = ", ".join(f"{column} {op}" for column, op, _ in self.filters) or "none"
+        return (
+            f"{self.name}: read {self.slices_read} of {self.slices} file slices ({self.bytes_read:,} bytes), "
+            f"{len(self.columns)} columns, filters: {on}"
+        )
+
+
+class _HudiSource:
+    """One table as DuckDB scans it: an Arrow stream that reads hudi-rs afresh on every scan, batch by batch.
+
+    DuckDB asks for a new stream for each scan (a self-join, a CTE used twice), so a scan never finds the stream
+    another one used up; and a stream reads nothing until DuckDB pulls its first batch.
+    """
+
+    def __init__(
+        self, table: HudiTable, uri: str, read: TableRead, schema: pa.Schema, as_of: str | None = None
+    ) -> None:
+        self.table, self.uri, self.read, self.schema, self.as_of = table, uri, read, schema, as_of
+        self.error: TableUnreadable | None = None  # what stopped a scan, for the message DuckDB wraps
+
+    def __arrow_c_stream__(self, requested_schema: Any = None) -> Any:
+        reader = pa.RecordBatchReader.from_batches(self.schema, self._batches())
+        return reader.__arrow_c_stream__(requested_schema)
+
+    def _options(self, columns: list[str] | None = None, batch_rows: int | None = None) -> HudiReadOptions:
+        from hudi import HudiReadOptions
+
+        options = HudiReadOptions(filters=list(self.read.filters) or None, projection=columns)
+        if self.as_of:
+            options = options.with_as_of_timestamp(self.as_of)
+        return options.with_batch_size(batch_rows) if batch_rows else options
+
+    def _batches(self) -> Iterator[pa.RecordBatch]:
+        try:
+            yield from self._read()
+        except Exception as exc:  # hudi-rs raises one HudiCoreError for everything, and does not export its class
+            self.error = TableUnreadable(f"table {self.read.name} at {self.uri} could not be read: {exc}")
+            raise self.error from exc
+
+    def _read(self) -> Iterator[pa.RecordBatch]:
+        read = self.read
+        slices = self.table.get_file_slices(self._options())  # partitions and files pruned by the filters
+        files = self.table.create_file_group_reader_with_options(self._options())
+        read.slices += len(slices)
+        # Filter columns first where the query wants more: a file without a matching row is not read further.
+        probe = sorted({column for column, _, _ in read.filters})
+        probing = bool(probe) and not set(read.columns) <= set(probe)
+        wanted = self._options(list(read.columns), BATCH_ROWS)
+        for file_slice in slices:
+            if probing and not self._any_match(files, file_slice, probe):
+                continue
+            read.slices_read += 1
+            read.bytes_read += file_slice.total_size_bytes()
+            for batch in files.read_file_slice_stream(file_slice, wanted):
+                if batch.num_rows:
+                    yield self._conform(batch)
+
+    def _any_match(self, files: HudiFileGroupReader, file_slice: HudiFileSlice, columns: list[str]) -> bool:
+        return any(batch.num_rows for batch in files.read_file_slice_stream(file_slice, self._options(columns)))
+
+    def _conform(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """A batch in the stream's schema: file groups written at different times may differ in nullability."""
+        batch = batch.select(self.schema.names)
+        return batch if batch.schema.equals(self.schema) else batch.cast(self.schema)
+
+
+def _open(name: str, uri: str, empty: pa.Schema) -> tuple[HudiTable | None, pa.Schema]:
+    """The table and its schema (meta fields first); None and `empty` when the job has not written it yet."""
     table = open_table(name, uri)
-    schema = empty if table is None else table.get_schema_with_meta_fields()
-    wanted = [f.name for f in schema if columns is None or f.name.lower() in columns] or [ROW_COUNT_COLUMN]
     if table is None:
-        return empty.empty_table().select(wanted)
-    options = HudiReadOptions(projection=wanted) if len(wanted) < len(schema) else None
+        return None, empty
     try:
-        batches = table.read(options)
+        return table, table.get_schema_with_meta_fields()
     except Exception as exc:  # HudiCoreError, see open_table
         raise TableUnreadable(f"table {name} at {uri} could not be read: {exc}") from exc
-    if not batches:
-        return schema.empty_table().select(wanted)
-    try:
-        return pa.Table.from_batches(batches)
-    except pa.ArrowInvalid:  # file groups written at different times may differ in nullability
-        return pa.concat_tables([pa.Table.from_batches([b]) for b in batches], promote_options="permissive")
+
+
+def _source(
+    name: str,
+    uri: str,
+    opened: tuple[HudiTable | None, pa.Schema],
+    columns: set[str] | None,
+    filters: list[Filter],
+    as_of: str | None,
+) -> tuple[Any, TableRead]:
+    """What DuckDB scans for one table: its hudi-rs stream, or an empty table with its columns when missing."""
+    table, schema = opened
+    wanted = [f.name for f in schema if columns is None or f.name.lower() in columns] or [ROW_COUNT_COLUMN]
+    read = TableRead(name, tuple(wanted), tuple(filters) if table is not None else ())
+    stream_schema = pa.schema([schema.field(n).with_nullable(True) for n in wanted])
+    if table is None:
+        return stream_schema.empty_table(), read
+    return _HudiSource(table, uri, read, stream_schema, as_of), read
 
 
 def columns_used(con: duckdb.DuckDBPyConnection, sql: str) -> set[str] | None:
@@ -202,13 +302,8 @@ def columns_used(con: duckdb.DuckDBPyConnection, sql: str) -> set[str] | None:
     PIVOT, a table or alias used as a value (`SELECT e FROM bronze_encounter e`), and statements other than
     SELECT (the parser tree is not available for them).
     """
-    import duckdb
-
-    try:
-        tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])
-    except duckdb.Error:
-        return None
-    if tree.get("error"):
+    tree = _parse(con, sql)
+    if tree is None:
         return None
     used: set[str] = set()
     relations: set[str] = set()
@@ -242,34 +337,253 @@ def _nodes(tree: Any) -> Iterator[dict[str, Any]]:
             stack.extend(item)
 
 
-def query(config: JobConfig, sql: str) -> pa.Table:
-    """Run `sql` (DuckDB dialect; the README's Athena queries run as written) over the tables it names.
+# DuckDB's comparison node types -> hudi-rs operators; `swapped` is the operator with the constant on the left.
+_COMPARISONS = {
+    "COMPARE_EQUAL": ("=", "="),
+    "COMPARE_NOTEQUAL": ("!=", "!="),
+    "COMPARE_LESSTHAN": ("<", ">"),
+    "COMPARE_GREATERTHAN": (">", "<"),
+    "COMPARE_LESSTHANOREQUALTO": ("<=", ">="),
+    "COMPARE_GREATERTHANOREQUALTO": (">=", "<="),
+}
+# Joins that pass a table's rows on unchanged, each matched on its own values: a WHERE conjunct on that table's
+# columns that is false for NULL (every comparison here) then drops the same rows before the join as after it.
+# ASOF and POSITIONAL pair rows by their neighbours or position, SEMI/ANTI by existence: never pushed through.
+_JOIN_TYPES = {"INNER", "LEFT", "RIGHT", "FULL", "OUTER"}
+_JOIN_REFS = {"REGULAR", "CROSS"}
+# Literal types DuckDB casts to TIMESTAMPTZ, as it does when comparing them with a timestamp column.
+_TIME_CASTS = {"TIMESTAMP", "TIMESTAMPTZ", "DATE"}
+
+
+def pushdown_filters(
+    con: duckdb.DuckDBPyConnection, sql: str, schemas: Mapping[str, pa.Schema]
+) -> dict[str, list[Filter]]:
+    """Filters hudi-rs may apply to each table (lower-case name -> its schema) without changing the SQL's result.
+
+    From DuckDB's parse tree, only where provably safe: a WHERE conjunct comparing one of the table's string,
+    integer or timestamp columns with a literal of that kind (=, <>, <, <=, >, >=, [NOT] IN, BETWEEN); the table
+    named once in the statement, so its rows reach nothing but that WHERE; the WHERE's FROM is that table or plain
+    joins around it (then the column must be qualified); no sampling, no table functions (`query_table` could
+    read the table again unseen). DuckDB still runs the whole SQL, so a pushed filter only drops rows the SQL drops.
+    Anything else (OR, functions, casts of columns, other literals) is simply not pushed.
+    """
+    tree = _parse(con, sql)
+    if tree is None or len(tree.get("statements") or []) != 1:
+        return {}
+    nodes = list(_nodes(tree))
+    if any(node.get("type") == "TABLE_FUNCTION" for node in nodes):
+        return {}
+    references: dict[str, list[dict[str, Any]]] = {}
+    for node in nodes:
+        if node.get("type") == "BASE_TABLE":
+            name = str(node.get("table_name") or "").lower()
+            references.setdefault(name.removeprefix(_HIDDEN), []).append(node)
+    found: dict[str, list[Filter]] = {}
+    for node in nodes:
+        if node.get("type") != "SELECT_NODE" or not node.get("where_clause") or node.get("sample"):
+            continue
+        for name, schema in schemas.items():
+            refs = references.get(name, [])
+            if len(refs) != 1 or refs[0].get("sample") or refs[0].get("at_clause") or refs[0].get("column_name_alias"):
+                continue
+            place = _placement(node.get("from_table"), refs[0])
+            if place is None:
+                continue
+            qualifier = str(refs[0].get("alias") or refs[0].get("table_name")).lower()
+            for conjunct in _conjuncts(node["where_clause"]):
+                for pushed in _filters(con, conjunct, schema, qualifier, alone=place == "alone"):
+                    if pushed not in found.setdefault(name, []):
+                        found[name].append(pushed)
+    return found
+
+
+def _parse(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, Any] | None:
+    """DuckDB's JSON parse tree of `sql`, or None when it has none (not a SELECT, or a syntax error)."""
+    import duckdb
+
+    try:
+        tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])
+    except duckdb.Error:
+        return None
+    return None if tree.get("error") else tree
+
+
+def _placement(from_table: Any, ref: dict[str, Any]) -> str | None:
+    """ "alone" when `ref` is the whole FROM, "joined" when plain joins lead to it, else None."""
+    if from_table is ref:
+        return "alone"
+
+    def reaches(node: Any) -> bool:
+        if node is ref:
+            return True
+        if not isinstance(node, dict) or node.get("type") != "JOIN" or node.get("sample"):
+            return False
+        if node.get("join_type") not in _JOIN_TYPES or node.get("ref_type") not in _JOIN_REFS:
+            return False
+        return reaches(node.get("left")) or reaches(node.get("right"))
+
+    return "joined" if reaches(from_table) else None
+
+
+def _conjuncts(expression: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    if expression.get("type") == "CONJUNCTION_AND":
+        for child in expression.get("children") or []:
+            yield from _conjuncts(child)
+    else:
+        yield expression
+
+
+def _filters(
+    con: duckdb.DuckDBPyConnection, expr: dict[str, Any], schema: pa.Schema, qualifier: str, *, alone: bool
+) -> list[Filter]:
+    """The hudi-rs filters one WHERE conjunct stands for on this table: none unless it is a plain comparison."""
+    kind = expr.get("type")
+
+    def column(node: Any) -> pa.Field | None:
+        if not isinstance(node, dict) or node.get("type") != "COLUMN_REF":
+            return None
+        names = [str(n).lower() for n in node.get("column_names") or []]
+        if len(names) == 2 and names[0] == qualifier:
+            names = names[1:]
+        elif len(names) != 1 or not alone:  # joined: an unqualified name may be the other table's
+            return None
+        index = schema.get_field_index(names[0])  # -1 when absent or ambiguous
+        return schema.field(index) if index >= 0 else None
+
+    if kind in _COMPARISONS:
+        left, right = expr.get("left"), expr.get("right")
+        op, swapped = _COMPARISONS[kind]
+        if column(right) is not None:
+            left, right, op = right, left, swapped
+        target = column(left)
+        value = None if target is None else _literal(con, right, target)
+        return [] if value is None else [(target.name, op, value)]
+    if kind == "COMPARE_BETWEEN":
+        target = column(expr.get("input"))
+        if target is None:
+            return []
+        bounds = [_literal(con, expr.get(end), target) for end in ("lower", "upper")]
+        return [] if None in bounds else [(target.name, ">=", bounds[0]), (target.name, "<=", bounds[1])]
+    negated = kind == "OPERATOR_NOT" and len(expr.get("children") or []) == 1
+    inner = expr["children"][0] if negated else expr
+    if inner.get("type") == "COMPARE_IN":
+        first, *rest = inner.get("children") or [None]
+        target = column(first)
+        values = [None if target is None else _literal(con, node, target) for node in rest]
+        if target is None or not values or None in values:
+            return []
+        # hudi-rs splits an IN list at unescaped commas and trims each value: one that trimming changes stays out.
+        if any(not v or v != v.strip() for v in values):
+            return []
+        escaped = ",".join(str(v).replace("\\", "\\\\").replace(",", "\\,") for v in values)
+        return [(target.name, "NOT IN" if negated else "IN", escaped)]
+    return []
+
+
+def _literal(con: duckdb.DuckDBPyConnection, node: Any, target: pa.Field) -> str | None:
+    """A literal as hudi-rs must spell it to mean what DuckDB compares the column with; None when unsure."""
+    if not isinstance(node, dict):
+        return None
+    literal = node.get("literal") if node.get("type") == "VALUE_CONSTANT" else None
+    kind, text = (literal or {}).get("kind"), (literal or {}).get("text")
+    arrow = target.type
+    if pa.types.is_string(arrow) or pa.types.is_large_string(arrow):
+        return text if kind == "STRING" and isinstance(text, str) else None
+    if pa.types.is_integer(arrow):
+        if kind != "INTEGER":
+            return None
+        try:
+            value = int(str(text))
+        except ValueError:
+            return None
+        bits = arrow.bit_width
+        low, high = (
+            (0, 2**bits - 1) if pa.types.is_unsigned_integer(arrow) else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+        )
+        return str(value) if low <= value <= high else None
+    if pa.types.is_timestamp(arrow) and arrow.unit == "us" and arrow.tz in ("UTC", "+00:00"):
+        cast = "TIMESTAMPTZ"
+        if node.get("type") == "OPERATOR_CAST" and not node.get("try_cast"):
+            type_expr = node.get("type_expr") or {}
+            cast = str(type_expr.get("type_name") or "").upper()
+            if cast not in _TIME_CASTS or type_expr.get("children"):
+                return None
+            child = node.get("child") or {}
+            literal = child.get("literal") if child.get("type") == "VALUE_CONSTANT" else None
+            kind, text = (literal or {}).get("kind"), (literal or {}).get("text")
+        if kind != "STRING" or not isinstance(text, str):
+            return None
+        return _instant(con, text, cast)
+    return None
+
+
+def _instant(con: duckdb.DuckDBPyConnection, text: str, cast: str) -> str | None:
+    """A time literal as DuckDB reads it against a timestamp column (in UTC, to the microsecond), as RFC 3339."""
+    import duckdb
+
+    try:
+        row = con.execute(f"SELECT epoch_us(CAST(CAST(? AS {cast}) AS TIMESTAMPTZ))", [text]).fetchone()
+    except duckdb.Error:
+        return None  # DuckDB will say what is wrong with it when it runs the SQL
+    if row is None or row[0] is None:
+        return None
+    try:
+        moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(row[0]))
+    except OverflowError:  # 'infinity' and times past year 9999
+        return None
+    return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+class Result:
+    """A query under way: its columns, then its rows as Arrow batches as DuckDB makes them (one pass)."""
+
+    def __init__(self, schema: pa.Schema, batches: Iterator[pa.RecordBatch], reads: dict[str, TableRead]) -> None:
+        self.schema = schema
+        self.reads = reads  # what each table's scans asked of hudi-rs (counts grow as batches are read)
+        self._batches = batches
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        return self._batches
+
+
+@contextmanager
+def stream(config: JobConfig, sql: str, *, as_of: str | None = None) -> Iterator[Result]:
+    """Run `sql` (DuckDB dialect; the README's Athena queries run as written) and hand its rows over batch by batch.
 
     Raises QueryError with DuckDB's message when the SQL is wrong, or TableUnreadable (a QueryError) naming a
-    table that exists but cannot be read. A table the job has not written yet reads as empty.
+    table that exists but cannot be read, also while the batches are read. A table the job has not written yet
+    reads as empty. `as_of` (see `as_of_instant`) reads every table as it was then. The batches are valid only
+    inside the `with` block.
     """
     import duckdb
 
     uris = table_uris(config)
-    try:
-        named = {n.lower() for n in duckdb.get_table_names(sql, qualified=False)}
-    except duckdb.Error as exc:
-        raise QueryError(str(exc)) from exc
-    wanted = [name for name in uris if name.lower() in named]
-    schemas = table_schemas(config)
+    named = _table_names(sql)
+    empty = table_schemas(config)
+    opened = {name: _open(name, uri, empty[name]) for name, uri in uris.items() if name.lower() in named}
     con = duckdb.connect(":memory:")
     try:
         con.execute("SET TimeZone = 'UTC'")  # as Athena: day arithmetic and rendering in UTC
-        columns = columns_used(con, sql) if wanted else None
-        _register(con, config, {n: read_table(n, uris[n], columns, schemas[n]) for n in wanted})
+        columns = columns_used(con, sql) if opened else None
+        written = {name.lower(): schema for name, (table, schema) in opened.items() if table is not None}
+        filters = pushdown_filters(con, sql, written) if written else {}
+        sources = _register(con, config, uris, opened, columns, filters, as_of)
         try:
-            return _run(con, sql)
+            relation = con.sql(sql)
         except duckdb.BinderException:
             if columns is None:
                 raise
             # A column the parse tree did not show (should not happen): read whole tables rather than fail.
-            _register(con, config, {n: read_table(n, uris[n], None, schemas[n]) for n in wanted})
-            return _run(con, sql)
+            sources = _register(con, config, uris, opened, None, filters, as_of)
+            relation = con.sql(sql)
+        reads = {name: read for name, (_, read) in sources.items()}
+        if relation is None:  # a statement without a result (SET, CREATE ...)
+            yield Result(pa.schema([]), iter(()), reads)
+            return
+        reader = relation.to_arrow_reader(BATCH_ROWS)
+        yield Result(reader.schema, _batches(reader, sources), reads)
+        for read in reads.values():
+            log.debug("%s", read.describe())
     except duckdb.CatalogException as exc:
         known = ", ".join(uris)
         raise QueryError(f"{exc}\n(tables: {known}; also as {config.tables.database}.<table>)") from exc
@@ -279,24 +593,90 @@ def query(config: JobConfig, sql: str) -> pa.Table:
         con.close()
 
 
-def _register(con: duckdb.DuckDBPyConnection, config: JobConfig, tables: dict[str, pa.Table]) -> None:
-    """Make each Arrow table answer as `<name>` and `<database>.<name>` (views over it, no copy)."""
+def _table_names(sql: str) -> set[str]:
+    """Lower-case names of the tables `sql` names (DuckDB's list; the parse tree's where DuckDB cannot bind it)."""
+    import duckdb
+
+    try:
+        return {n.lower() for n in duckdb.get_table_names(sql, qualified=False)}
+    except duckdb.Error as exc:
+        tree = None
+        if isinstance(exc, duckdb.BinderException):  # get_table_names binds `JOIN ... USING (c)` and fails on it
+            with duckdb.connect(":memory:") as con:
+                tree = _parse(con, sql)
+        if tree is None:
+            raise QueryError(str(exc)) from exc
+        return {str(n.get("table_name")).lower() for n in _nodes(tree) if n.get("type") == "BASE_TABLE"}
+
+
+def query(config: JobConfig, sql: str, *, as_of: str | None = None) -> pa.Table:
+    """The whole result of `sql` as one Arrow table (see `stream`, which this collects)."""
+    with stream(config, sql, as_of=as_of) as result:
+        return pa.Table.from_batches(list(result), schema=result.schema)
+
+
+def _batches(reader: pa.RecordBatchReader, sources: dict[str, tuple[Any, TableRead]]) -> Iterator[pa.RecordBatch]:
+    """DuckDB's result batches; a failure inside a table's stream is raised as that table's own error."""
+    import duckdb
+
+    try:
+        yield from reader
+    except (duckdb.Error, pa.ArrowException) as exc:
+        for source, _ in sources.values():
+            if isinstance(source, _HudiSource) and source.error is not None:
+                raise source.error from exc
+        raise QueryError(str(exc)) from exc
+
+
+_HIDDEN = "__hudi_"  # prefix of the streams behind the views; a SQL naming one counts as naming its table
+
+
+def _register(
+    con: duckdb.DuckDBPyConnection,
+    config: JobConfig,
+    uris: Mapping[str, str],
+    opened: Mapping[str, tuple[HudiTable | None, pa.Schema]],
+    columns: set[str] | None,
+    filters: Mapping[str, list[Filter]],
+    as_of: str | None,
+) -> dict[str, tuple[Any, TableRead]]:
+    """Make each table answer as `<name>` and `<database>.<name>`: views over its stream (nothing read yet)."""
     database = quote_identifier(config.tables.database)
     con.execute(f"CREATE SCHEMA IF NOT EXISTS {database}")
-    for name, table in tables.items():
-        hidden = f"__arrow_{name}"
-        con.register(hidden, table)
+    sources = {}
+    for name, table in opened.items():
+        sources[name] = _source(name, uris[name], table, columns, filters.get(name.lower(), []), as_of)
+        hidden = f"{_HIDDEN}{name}"
+        con.register(hidden, sources[name][0])
         for schema in ("main", database):
             con.execute(
                 f"CREATE OR REPLACE VIEW {schema}.{quote_identifier(name)} AS SELECT * FROM {quote_identifier(hidden)}"
             )
-
-
-def _run(con: duckdb.DuckDBPyConnection, sql: str) -> pa.Table:
-    relation = con.sql(sql)
-    return pa.table({}) if relation is None else relation.to_arrow_table()
+    return sources
 
 
 def quote_identifier(identifier: str) -> str:
     """A name as a DuckDB (and Trino) quoted identifier."""
     return '"' + identifier.replace('"', '""') + '"'
+
+
+_INSTANT = re.compile(r"\d{14}(\d{3})?")
+
+
+def as_of_instant(text: str) -> str:
+    """`--as-of` as hudi-rs reads it: a Hudi instant as given, an ISO 8601 time as RFC 3339 (UTC when naive)."""
+    value = text.strip()
+    if _INSTANT.fullmatch(value):
+        try:
+            datetime.strptime(value[:14], "%Y%m%d%H%M%S")
+        except ValueError:
+            raise QueryError(f"--as-of {text!r}: not a valid instant (yyyyMMddHHmmss[SSS])") from None
+        return value
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise QueryError(
+            f"--as-of {text!r}: give a Hudi instant (yyyyMMddHHmmss[SSS]) or an ISO 8601 time (2024-03-01T12:00:00Z)"
+        ) from None
+    moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
