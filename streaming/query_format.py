@@ -1,4 +1,9 @@
-"""A query result (Arrow) as text: an aligned table for people, CSV and JSON for scripts; no JVM, no DuckDB."""
+"""A query result (Arrow batches) as text: an aligned table for people, CSV, JSON and NDJSON for scripts.
+
+CSV, JSON and NDJSON are written batch by batch as the rows come, so memory follows the batch, not the result;
+the aligned table needs every row it shows before its first line, so it shows at most a limit (the CLI's default
+`TABLE_ROWS`). No JVM, no DuckDB.
+"""
 
 from __future__ import annotations
 
@@ -8,34 +13,114 @@ import io
 import json
 import math
 import unicodedata
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TextIO
 
 import pyarrow as pa
 
-FORMATS = ("table", "csv", "json")
+FORMATS = ("table", "csv", "json", "ndjson")
+TABLE_ROWS = 1000  # rows `table` shows unless told otherwise: it holds them all to align the columns
 _CELL_CHARS = 100  # `table` output cuts longer cells; csv and json keep them whole
 
 
-def render(table: pa.Table, fmt: str) -> str:
-    """The result as text: `table` (aligned, for people), `csv`, or `json` (an array of row objects)."""
-    names = table.column_names
-    columns = [column.to_pylist() for column in table.columns]
-    rows = [[column[i] for column in columns] for i in range(table.num_rows)]
-    if fmt == "json":
-        objects = [json.dumps(dict(zip(names, map(plain, row), strict=True)), ensure_ascii=False) for row in rows]
-        return "[\n" + ",\n".join(objects) + "\n]" if objects else "[]"
-    if fmt == "csv":
-        out = io.StringIO()
+@dataclass(frozen=True)
+class Written:
+    """How much of a result was written: `rows` shown, of `total` (None when reading stopped at the limit)."""
+
+    rows: int
+    total: int | None
+
+    @property
+    def hidden(self) -> int:
+        """Rows of the result not shown (0 when unknown)."""
+        return 0 if self.total is None else self.total - self.rows
+
+
+def write(
+    batches: Iterable[pa.RecordBatch], schema: pa.Schema, fmt: str, out: TextIO, *, limit: int = 0, count: bool = False
+) -> Written:
+    """Write the rows to `out` in `fmt`, at most `limit` of them (0: all).
+
+    Past the limit, reading stops, unless `count`: then the remaining rows are read (not converted) to count them.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown output format {fmt!r} (one of {', '.join(FORMATS)})")
+    shown = _limited(iter(batches), limit)
+    names = schema.names
+    if fmt == "table":
+        numeric = [_is_numeric(field.type) for field in schema]
+        rows = [[_cell(value) for value in row] for batch in shown for row in _rows(batch)]
+        out.write(_aligned(names, rows, numeric))
+    elif fmt == "csv":
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(names)
-        writer.writerows([[_text(value) for value in row] for row in rows])
-        return out.getvalue()
-    if fmt == "table":
-        numeric = [_is_numeric(field.type) for field in table.schema]
-        return _aligned(names, [[_cell(value) for value in row] for row in rows], numeric)
-    raise ValueError(f"unknown output format {fmt!r} (one of {', '.join(FORMATS)})")
+        for batch in shown:
+            writer.writerows([_text(value) for value in row] for row in _rows(batch))
+    else:
+        first = True
+        for batch in shown:
+            for row in _rows(batch):
+                line = json.dumps(dict(zip(names, map(plain, row), strict=True)), ensure_ascii=False)
+                if fmt == "ndjson":
+                    out.write(line + "\n")
+                else:
+                    out.write(("[\n" if first else ",\n") + line)
+                first = False
+        if fmt == "json":
+            out.write("[]\n" if first else "\n]\n")
+    rows = shown.rows
+    if not shown.stopped:
+        return Written(rows, rows)
+    if not count:
+        return Written(rows, None)
+    return Written(rows, rows + shown.rest + sum(batch.num_rows for batch in shown.remaining))
+
+
+def render(table: pa.Table, fmt: str) -> str:
+    """The whole result as text (what `write` writes): `table`, `csv`, `json` (an array of row objects), `ndjson`."""
+    out = io.StringIO()
+    write(table.to_batches(), table.schema, fmt, out)
+    return out.getvalue()
+
+
+class _limited:
+    """The batches up to `limit` rows (0: all), the last one cut; then what was left unread."""
+
+    def __init__(self, batches: Iterator[pa.RecordBatch], limit: int) -> None:
+        self.remaining, self.limit = batches, limit
+        self.rows = 0
+        self.rest = 0  # rows of the cut batch past the limit
+        self.stopped = False  # the limit was reached with rows left
+
+    def __iter__(self) -> Iterator[pa.RecordBatch]:
+        for batch in self.remaining:
+            if self.limit and self.rows + batch.num_rows > self.limit:
+                keep = self.limit - self.rows
+                self.rows, self.rest, self.stopped = self.limit, batch.num_rows - keep, True
+                if keep:
+                    yield batch.slice(0, keep)
+                return
+            self.rows += batch.num_rows
+            yield batch
+            if self.limit and self.rows == self.limit:
+                self.stopped = self._more()
+                return
+
+    def _more(self) -> bool:
+        """Whether any row follows (reads one more batch, kept for the count)."""
+        for batch in self.remaining:
+            if batch.num_rows:
+                self.rest = batch.num_rows
+                return True
+        return False
+
+
+def _rows(batch: pa.RecordBatch) -> Iterator[tuple[Any, ...]]:
+    """A batch's rows as Python values, converted one batch at a time."""
+    return zip(*(column.to_pylist() for column in batch.columns), strict=True)
 
 
 def plain(value: Any) -> Any:
