@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -176,18 +177,46 @@ def parser() -> argparse.ArgumentParser:
         "query",
         "Run a SQL query over the three tables, without Spark",
         "The tables are read with hudi-rs and queried with DuckDB under their own names (bronze_encounter,\n"
-        "bronze_encounter_ingest_log, bronze_encounter_quarantine).\n\n"
-        'example:\n  bronze-encounter query --format csv "SELECT status, count(*) FROM bronze_encounter GROUP BY 1"',
+        "bronze_encounter_ingest_log, bronze_encounter_quarantine). The SQL comes as an argument, from -f FILE, from\n"
+        "stdin (- or no SQL with stdin not a terminal), or by --name from the ready queries (--list shows them).\n"
+        "csv, json and ndjson are written as the rows come; table shows the first 1000 rows unless --limit says.\n\n"
+        'example:\n  bronze-encounter query --format csv "SELECT status, count(*) FROM bronze_encounter GROUP BY 1"\n'
+        "  bronze-encounter query --name utilisation --as-of 2024-03-01T00:00:00Z",
         [settings, output],
     )
     query.add_argument(
         "--format",
-        choices=["table", "csv", "json"],
+        choices=["table", "csv", "json", "ndjson"],
         default="table",
-        help="how to print the result: aligned table, CSV or JSON (default: %(default)s)",
+        help="how to print the result: aligned table, CSV, JSON (an array of row objects) or NDJSON (one object "
+        "per line) (default: %(default)s)",
     )
     query.add_argument(
-        "sql", metavar="SQL", help='one SQL statement (DuckDB dialect). e.g. "SELECT count(*) FROM bronze_encounter"'
+        "sql",
+        nargs="?",
+        metavar="SQL",
+        help='one SQL statement (DuckDB dialect), or - to read it from stdin. e.g. "SELECT count(*) FROM '
+        'bronze_encounter"',
+    )
+    query.add_argument(
+        "-f", "--file", metavar="FILE", help="read the SQL from FILE (- for stdin). e.g. -f monthly_counts.sql"
+    )
+    query.add_argument(
+        "--name", metavar="NAME", help="run a ready query by its name (see --list). e.g. --name readmissions_30d"
+    )
+    query.add_argument("--list", action="store_true", help="list the ready queries, one line each, and exit")
+    query.add_argument(
+        "--limit",
+        metavar="N",
+        help="print at most N rows, 0 for all (without it: all, except --format table, which shows the first "
+        "1000 and says how many more there are). e.g. --limit 50",
+    )
+    query.add_argument(
+        "--as-of",
+        dest="as_of",
+        metavar="TIME",
+        help="read the tables as they were at TIME: a commit instant (yyyyMMddHHmmss[SSS], as status shows) or an "
+        "ISO 8601 time, UTC unless it has an offset. e.g. --as-of 2024-03-01T00:00:00Z",
     )
 
     status = command(
@@ -373,16 +402,87 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _query(args: argparse.Namespace) -> int:
+    from streaming import queries
     from streaming import query as q
-    from streaming.query_format import render
+    from streaming.query_format import TABLE_ROWS, write
 
-    config = load_config(args)
+    if args.list:
+        width = max(len(ready.name) for ready in queries.QUERIES)
+        for ready in queries.QUERIES:
+            print(f"{ready.name:<{width}}  {ready.description}")
+        return 0
     try:
-        print(render(q.query(config, args.sql), args.format))
+        sql = _query_sql(args)
+        limit = _query_limit(args.limit)
+        as_of = None if args.as_of is None else q.as_of_instant(args.as_of)
+        config = load_config(args)
+        with q.stream(config, sql, as_of=as_of) as result:
+            cap = TABLE_ROWS if limit is None and args.format == "table" else limit or 0
+            written = write(result, result.schema, args.format, sys.stdout, limit=cap, count=limit is None)
+            sys.stdout.flush()
     except q.QueryError as exc:
         print(f"bronze-encounter: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except BrokenPipeError:
+        # The reader left (`query ... | head -1`): stop quietly, as other tools do. Later writes, Python's own
+        # flush at exit included, go to /dev/null instead of failing again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    if written.hidden:
+        print(
+            f"bronze-encounter: {written.hidden:,} more rows not shown (of {written.total:,}); "
+            "--limit N shows N, --limit 0 all",
+            file=sys.stderr,
+        )
     return 0
+
+
+def _query_sql(args: argparse.Namespace) -> str:
+    """The SQL to run: the argument, -f FILE, --name or stdin; QueryError with one line when there is none."""
+    from streaming import queries
+    from streaming.query import QueryError
+
+    given = [flag for flag, value in (("SQL", args.sql), ("-f", args.file), ("--name", args.name)) if value]
+    if len(given) > 1:
+        raise QueryError(f"give the SQL one way, not {' and '.join(given)}")
+    if args.name:
+        ready = {r.name: r for r in queries.QUERIES}
+        if args.name not in ready:
+            raise QueryError(f"no ready query named {args.name!r}; there are {', '.join(ready)} (see --list)")
+        return ready[args.name].sql
+    if args.file and args.file != "-":
+        try:
+            sql, origin = Path(args.file).read_text(encoding="utf-8"), args.file
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise QueryError(f"cannot read SQL from {args.file}: {reason}") from None
+    elif args.sql and args.sql != "-":
+        sql, origin = args.sql, "the argument"
+    elif args.file or args.sql or not sys.stdin.isatty():
+        try:
+            sql, origin = sys.stdin.read(), "stdin"
+        except (OSError, UnicodeDecodeError) as exc:
+            raise QueryError(f"cannot read SQL from stdin: {exc}") from None
+    else:
+        raise QueryError("no SQL: give it as an argument, with -f FILE, with --name NAME (see --list), or on stdin")
+    if not sql.strip():
+        raise QueryError(f"no SQL in {origin}")
+    return sql
+
+
+def _query_limit(text: str | None) -> int | None:
+    """--limit as a row count (0: all), None when not given; QueryError unless a whole number >= 0."""
+    from streaming.query import QueryError
+
+    if text is None:
+        return None
+    try:
+        limit = int(text)
+    except ValueError:
+        limit = -1
+    if limit < 0:
+        raise QueryError(f"--limit takes a whole number of rows, 0 for all; got {text!r}")
+    return limit
 
 
 def _status(args: argparse.Namespace) -> int:
