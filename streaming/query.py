@@ -402,7 +402,8 @@ def _parse(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, Any] | None:
     import duckdb
 
     try:
-        tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0])
+        # fetchall: DuckDB refuses other work (register) on a connection with a result not read to its end
+        tree = json.loads(con.execute("SELECT json_serialize_sql(?)", [sql]).fetchall()[0][0])
     except duckdb.Error:
         return None
     return None if tree.get("error") else tree
@@ -522,13 +523,13 @@ def _instant(con: duckdb.DuckDBPyConnection, text: str, cast: str) -> str | None
     import duckdb
 
     try:
-        row = con.execute(f"SELECT epoch_us(CAST(CAST(? AS {cast}) AS TIMESTAMPTZ))", [text]).fetchone()
+        (micros,) = con.execute(f"SELECT epoch_us(CAST(CAST(? AS {cast}) AS TIMESTAMPTZ))", [text]).fetchall()[0]
     except duckdb.Error:
         return None  # DuckDB will say what is wrong with it when it runs the SQL
-    if row is None or row[0] is None:
+    if micros is None:
         return None
     try:
-        moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(row[0]))
+        moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=int(micros))
     except OverflowError:  # 'infinity' and times past year 9999
         return None
     return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
