@@ -48,7 +48,7 @@ def write(
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown output format {fmt!r} (one of {', '.join(FORMATS)})")
-    shown = _limited(iter(batches), limit)
+    shown = _Limited(iter(batches), limit)
     names = schema.names
     if fmt == "table":
         numeric = [_is_numeric(field.type) for field in schema]
@@ -86,7 +86,7 @@ def render(table: pa.Table, fmt: str) -> str:
     return out.getvalue()
 
 
-class _limited:
+class _Limited:
     """The batches up to `limit` rows (0: all), the last one cut; then what was left unread."""
 
     def __init__(self, batches: Iterator[pa.RecordBatch], limit: int) -> None:
