@@ -9,6 +9,8 @@ Scenarios answer issue 9's questions; each returns plain data (the `results.json
 - soak:     steady arrival for a long time: driver memory, files per partition, file size, batch time;
 - split:    the Python reader alone vs a bare `json.loads` per line (no JVM);
 - read:     the read step's profile on the backfill's files: cold, warm, and each projection of flatten.
+- query_scale: `query` on a large table, a point lookup and a one-hospital count, before and after issue 27
+  (benchmarks/query_scale.py).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class Sizes:
     soak_seconds: float = 1800.0
     soak_trigger: int = 10
     soak_sample_seconds: float = 30.0
+    query_rows: int = 1_000_000  # the table `query_scale` queries
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -77,6 +80,7 @@ class Sizes:
             soak_seconds=1.0,  # the latency run at trigger 2 s serves as the soak (memory: start, every 8 s, end)
             soak_trigger=2,
             soak_sample_seconds=8.0,
+            query_rows=2_000,
         )
 
     def scaled(self, factor: float) -> Sizes:
@@ -92,6 +96,7 @@ class Sizes:
             upsert_batch=n(self.upsert_batch),
             listing_files=tuple(n(v) for v in self.listing_files),
             sourcelog_entries=n(self.sourcelog_entries),
+            query_rows=n(self.query_rows),
         )
 
 
@@ -1005,6 +1010,13 @@ def sourcelog(bench: Bench) -> Figures:
     }
 
 
+def query_scale(bench: Bench) -> Figures:
+    """`query` on a large table: filters pushed down and results streamed, against a whole read (benchmarks/query_scale.py)."""
+    from benchmarks import query_scale
+
+    return query_scale.query_scale(bench)
+
+
 SCENARIOS: dict[str, Callable[[Bench], Figures]] = {
     "split": split,
     "read": read,
@@ -1014,4 +1026,5 @@ SCENARIOS: dict[str, Callable[[Bench], Figures]] = {
     "listing": listing,
     "soak": soak,
     "sourcelog": sourcelog,
+    "query_scale": query_scale,
 }

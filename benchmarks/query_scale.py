@@ -1,0 +1,243 @@
+"""`query` at scale (issue 27, item 5): what a point lookup and a one-hospital count cost on a large bronze table.
+
+The table (`Sizes.query_rows` encounters, 1M by default) is bulk-inserted with the job's own table options
+(`benchmarks.peers seed`). Each query then runs twice, each time in a fresh process of its own:
+
+- before: the query path as it was until issue 27 (the named columns of the whole table read through hudi-rs
+  into one Arrow table, DuckDB over that table, the whole result rendered);
+- after:  `bronze-encounter query` as it is now (`streaming.query.stream`: filters pushed to hudi-rs, tables
+  streamed into DuckDB, the result written batch by batch).
+
+Figures per run: bytes read (the process's read system calls during the query, /proc/self/io `rchar`: Parquet,
+timeline and metadata-table reads alike; the table's Parquet bytes beside it), wall seconds of the query, peak RSS
+of the process and its RSS before the query (imports), rows and a digest of the CSV output (before and after
+must agree). A third query, a four-column export of every row, shows memory once the result itself is large.
+
+    python -m benchmarks.query_scale measure --warehouse DIR --mode before|after --sql SQL
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import io
+import json
+import resource
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+
+from benchmarks import procs
+from benchmarks.scenarios import Bench, Figures, _files_for, goal
+from streaming import config as conf
+from streaming.generate import generate
+
+MODES = ("before", "after")
+# Share of the table's bytes a selective query may read: footers, the filter column, the matching file.
+TARGET_SHARE = 0.1
+
+
+def query_scale(bench: Bench) -> Figures:
+    """Build the table, then time each query before and after, each run a fresh process."""
+    rows = bench.sizes.query_rows
+    root = bench.fresh("query-scale")
+    base, warehouse = root / "base", root / "warehouse"
+    per_file = min(10_000, max(1, rows // 8))
+    started = time.monotonic()
+    generated = generate(base, files=_files_for(rows, per_file), per_file=per_file, seed=51)
+    generate_seconds = time.monotonic() - started
+    seeded = bench.run(
+        procs.python(
+            "-m", "benchmarks.peers", "seed", "--config", str(bench.settings(root / "seed.toml")),
+            "--source", str(base), "--warehouse", str(warehouse),
+        ),
+        log=root / "seed.log",
+    )  # fmt: skip
+    shutil.rmtree(base)  # the table holds them now
+    table = _layout(warehouse / "bronze_encounter")
+    ids = sorted(generated.encounter_ids)
+    hospital = max(generated.per_hospital, key=lambda h: generated.per_hospital[h])  # the most rows: worst case
+    literal = hospital.replace("'", "''")
+    cases = {
+        "point_lookup": f"SELECT resource_json FROM bronze_encounter WHERE encounter_id = '{ids[len(ids) // 2]}'",
+        "hospital_count": f"SELECT count(*) AS n FROM bronze_encounter WHERE hospital_name = '{literal}'",
+        "export": "SELECT encounter_id, status, hospital_name, admission_time FROM bronze_encounter",
+    }
+    measured: dict[str, Figures] = {}
+    for case, sql in cases.items():
+        measured[case] = {}
+        for mode in MODES:
+            done = bench.run(
+                procs.python("-m", "benchmarks.query_scale", "measure", "--warehouse", str(warehouse),
+                             "--mode", mode, "--sql", sql),
+                log=root / f"{case}-{mode}.log",
+            )  # fmt: skip
+            _, figures = done.last("measured")
+            measured[case][mode] = {k: v for k, v in figures.items() if k not in ("event", "at")}
+            measured[case][mode]["share_of_table_bytes"] = round(figures["bytes_read"] / table["bytes"], 4)
+    for case in cases:
+        before, after = measured[case]["before"], measured[case]["after"]
+        measured[case]["same_output"] = (before["rows"], before["digest"]) == (after["rows"], after["digest"])
+    return {
+        "table": {**table, "rows": len(generated.encounter_ids), "hospital": "largest"},
+        "setup_seconds": {"generate": round(generate_seconds, 1), "seed": round(seeded.wall_seconds, 1)},
+        "queries": measured,
+        "goals": [
+            goal(
+                f"{case}: share of the table's bytes read",
+                measured[case]["after"]["share_of_table_bytes"],
+                TARGET_SHARE,
+                at_most=True,
+            )
+            for case in ("point_lookup", "hospital_count")
+        ],
+    }
+
+
+def _layout(table_dir: Path) -> Figures:
+    """The latest file slices of the table: how many, and their Parquet bytes (what a full read reads)."""
+    from hudi import HudiTableBuilder
+
+    slices = HudiTableBuilder.from_base_uri(str(table_dir)).build().get_file_slices()
+    return {
+        "files": len(slices),
+        "partitions": len({s.partition_path for s in slices}),
+        "bytes": sum(s.total_size_bytes() for s in slices),
+    }
+
+
+# -- one measured query, in a process of its own -------------------------------------------------------------
+
+
+class _Digest(io.TextIOBase):
+    """A text sink that keeps a digest of the lines written, in any order (a query without ORDER BY has none)."""
+
+    def __init__(self) -> None:
+        self.total = 0
+        self._partial = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        *lines, self._partial = (self._partial + text).split("\n")
+        for line in lines:
+            self.total = (self.total + int.from_bytes(hashlib.sha256(line.encode()).digest()[:8], "big")) % 2**64
+        return len(text)
+
+    def hexdigest(self) -> str:
+        return f"{self.total:016x}"
+
+
+def _read_chars() -> int:
+    """Bytes this process has read through read system calls so far (page cache or not)."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise RuntimeError("/proc/self/io has no rchar")
+
+
+def _before(config: conf.JobConfig, sql: str, out: io.TextIOBase) -> tuple[int, Figures]:
+    """The query path until issue 27: whole named columns into memory, DuckDB over them, the whole text at once."""
+    import duckdb
+    from hudi import HudiReadOptions
+
+    from streaming import query as q
+
+    named = {n.lower() for n in duckdb.get_table_names(sql, qualified=False)}
+    con = duckdb.connect(":memory:")
+    try:
+        con.execute("SET TimeZone = 'UTC'")
+        columns = q.columns_used(con, sql)
+        for name, uri in q.table_uris(config).items():
+            table = q.open_table(name, uri) if name.lower() in named else None
+            if table is None:
+                continue
+            schema = table.get_schema_with_meta_fields()
+            wanted = [f.name for f in schema if columns is None or f.name.lower() in columns] or [q.ROW_COUNT_COLUMN]
+            batches = table.read(HudiReadOptions(projection=wanted))
+            try:
+                con.register(name, pa.Table.from_batches(batches))
+            except pa.ArrowInvalid:  # as before: file groups may differ in nullability
+                con.register(
+                    name, pa.concat_tables([pa.Table.from_batches([b]) for b in batches], promote_options="permissive")
+                )
+        result = con.sql(sql).to_arrow_table()
+        out.write(_render_before(result))
+        return result.num_rows, {}
+    finally:
+        con.close()
+
+
+def _render_before(table: pa.Table) -> str:
+    """CSV as `query_format.render` made it until issue 27: every row as a Python list first, then one string."""
+    from streaming.query_format import plain
+
+    def text(value: Any) -> str:
+        value = plain(value)
+        if value is None:
+            return ""
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return json.dumps(value, ensure_ascii=False) if isinstance(value, dict | list) else str(value)
+
+    columns = [column.to_pylist() for column in table.columns]
+    rows = [[column[i] for column in columns] for i in range(table.num_rows)]
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(table.column_names)
+    writer.writerows([[text(value) for value in row] for row in rows])
+    return out.getvalue()
+
+
+def _after(config: conf.JobConfig, sql: str, out: io.TextIOBase) -> tuple[int, Figures]:
+    """`bronze-encounter query --format csv` as it is now."""
+    from streaming import query as q
+    from streaming.query_format import write
+
+    with q.stream(config, sql) as result:
+        written = write(result, result.schema, "csv", out)
+    reads = result.reads["bronze_encounter"]
+    return written.rows, {"slices": reads.slices, "slices_read": reads.slices_read, "filters": len(reads.filters)}
+
+
+def measure(warehouse: str, mode: str, sql: str) -> Figures:
+    """Run one query the `mode` way; what it read, how long it took, how much memory the process held."""
+    config = conf.load(conf.env_file("local"), {"warehouse": warehouse})
+    out = _Digest()
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    chars = _read_chars()
+    started = time.perf_counter()
+    rows, extra = (_before if mode == "before" else _after)(config, sql, out)
+    seconds = time.perf_counter() - started
+    return {
+        "mode": mode,
+        "rows": rows,
+        "digest": out.hexdigest(),
+        "seconds": round(seconds, 3),
+        "bytes_read": _read_chars() - chars,
+        "rss_before_query_mb": round(rss_before / 1024, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        **extra,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=["measure"], help="measure one query in this process")
+    parser.add_argument("--warehouse", required=True, help="the warehouse holding bronze_encounter")
+    parser.add_argument("--mode", choices=MODES, required=True, help="the query path: before or after issue 27")
+    parser.add_argument("--sql", required=True, help="the query")
+    args = parser.parse_args(argv)
+    figures = measure(args.warehouse, args.mode, args.sql)
+    print(json.dumps({"event": "measured", "at": time.time(), **figures}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
