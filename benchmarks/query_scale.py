@@ -4,15 +4,16 @@ The table (`Sizes.query_rows` encounters, 1M by default) is bulk-inserted with t
 (`benchmarks.peers seed`). Each query then runs twice, each time in a fresh process of its own:
 
 - before: the query path as it was until issue 27 (the named columns of the whole table read through hudi-rs
-  into one Arrow table, DuckDB over that table, the whole result rendered);
-- after:  `bronze-encounter query` as it is now (`streaming.query.stream`: filters pushed to hudi-rs, tables
-  streamed into DuckDB, the result written batch by batch).
+  into one Arrow table, DuckDB over that table, the whole result rendered as text at once);
+- after:  `bronze-encounter query --format csv` as it is now (`streaming.query.stream`: filters pushed to hudi-rs,
+  tables streamed into DuckDB, the result written batch by batch).
 
-Figures per run: bytes read (the process's read system calls during the query, /proc/self/io `rchar`: Parquet,
-timeline and metadata-table reads alike; the table's Parquet bytes beside it), wall seconds of the query, peak RSS
-of the process and its RSS before the query (imports), rows and a digest of the CSV output (before and after
-must agree). A third query, a four-column export of every row, shows memory once the result itself is large.
+Figures per run: bytes read (the process's read system calls during the query, /proc/self/io `rchar`: Parquet
+footers and columns, timeline), beside the table's Parquet bytes; wall seconds of the query; the process's RSS
+before the query (interpreter and imports) and its peak; rows and an order-insensitive digest of the CSV (before
+and after must agree). A third query, a four-column export of every row, shows memory once the result is large.
 
+    python -m benchmarks.query_scale table --warehouse DIR    # every query, before and after, on a kept table
     python -m benchmarks.query_scale measure --warehouse DIR --mode before|after --sql SQL
 """
 
@@ -28,22 +29,28 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from benchmarks import procs
-from benchmarks.scenarios import Bench, Figures, _files_for, goal
 from streaming import config as conf
-from streaming.generate import generate
 
+if TYPE_CHECKING:
+    from benchmarks.scenarios import Bench
+
+Figures = dict[str, Any]
 MODES = ("before", "after")
-# Share of the table's bytes a selective query may read: footers, the filter column, the matching file.
+# Share of the table's bytes a selective query may read: "a small fraction" (issue 27).
 TARGET_SHARE = 0.1
 
 
 def query_scale(bench: Bench) -> Figures:
-    """Build the table, then time each query before and after, each run a fresh process."""
+    """Build the table, then run each query before and after, each run a fresh process."""
+    # Imported here, not above: a measuring process imports this module and must not pay for the rest.
+    from benchmarks import procs
+    from benchmarks.scenarios import _files_for, goal
+    from streaming.generate import generate
+
     rows = bench.sizes.query_rows
     root = bench.fresh("query-scale")
     base, warehouse = root / "base", root / "warehouse"
@@ -59,48 +66,52 @@ def query_scale(bench: Bench) -> Figures:
         log=root / "seed.log",
     )  # fmt: skip
     shutil.rmtree(base)  # the table holds them now
+    figures = measure_table(warehouse, root)
+    figures["table"]["rows"] = len(generated.encounter_ids)
+    figures["setup_seconds"] = {"generate": round(generate_seconds, 1), "seed": round(seeded.wall_seconds, 1)}
+    figures["goals"] = [
+        goal(f"{case}: share of the table's bytes read", figures["queries"][case]["after"]["share_of_table_bytes"],
+             TARGET_SHARE, at_most=True)
+        for case in ("point_lookup", "hospital_count")
+    ]  # fmt: skip
+    return figures
+
+
+def measure_table(warehouse: Path, logs: Path) -> Figures:
+    """Every query on the table at `warehouse`, before and after, each in a process of its own (logs in `logs`)."""
+    from benchmarks import procs
+    from streaming import query as q
+
     table = _layout(warehouse / "bronze_encounter")
-    ids = sorted(generated.encounter_ids)
-    hospital = max(generated.per_hospital, key=lambda h: generated.per_hospital[h])  # the most rows: worst case
-    literal = hospital.replace("'", "''")
+    config = conf.load(conf.env_file("local"), {"warehouse": str(warehouse)})
+    # The hospital with the most rows (the worst one-hospital case) and a key from the middle of the key range.
+    counts = q.query(
+        config, "SELECT hospital_name AS h, count(*) AS n FROM bronze_encounter GROUP BY 1 ORDER BY 2 DESC"
+    )
+    hospital = counts.column("h")[0].as_py().replace("'", "''")
+    key = q.query(config, "SELECT quantile_disc(encounter_id, 0.5) AS k FROM bronze_encounter").column("k")[0].as_py()
     cases = {
-        "point_lookup": f"SELECT resource_json FROM bronze_encounter WHERE encounter_id = '{ids[len(ids) // 2]}'",
-        "hospital_count": f"SELECT count(*) AS n FROM bronze_encounter WHERE hospital_name = '{literal}'",
+        "point_lookup": f"SELECT resource_json FROM bronze_encounter WHERE encounter_id = '{key}'",
+        "hospital_count": f"SELECT count(*) AS n FROM bronze_encounter WHERE hospital_name = '{hospital}'",
         "export": "SELECT encounter_id, status, hospital_name, admission_time FROM bronze_encounter",
     }
     measured: dict[str, Figures] = {}
     for case, sql in cases.items():
         measured[case] = {}
         for mode in MODES:
-            done = bench.run(
-                procs.python("-m", "benchmarks.query_scale", "measure", "--warehouse", str(warehouse),
-                             "--mode", mode, "--sql", sql),
-                log=root / f"{case}-{mode}.log",
+            argv = procs.python(
+                "-m", "benchmarks.query_scale", "measure", "--warehouse", str(warehouse), "--mode", mode, "--sql", sql
             )  # fmt: skip
-            _, figures = done.last("measured")
-            measured[case][mode] = {k: v for k, v in figures.items() if k not in ("event", "at")}
-            measured[case][mode]["share_of_table_bytes"] = round(figures["bytes_read"] / table["bytes"], 4)
-    for case in cases:
+            _, figures = procs.run(argv, log=logs / f"{case}-{mode}.log").last("measured")
+            run = {k: v for k, v in figures.items() if k not in ("event", "at")}
+            measured[case][mode] = {**run, "share_of_table_bytes": round(run["bytes_read"] / table["bytes"], 4)}
         before, after = measured[case]["before"], measured[case]["after"]
         measured[case]["same_output"] = (before["rows"], before["digest"]) == (after["rows"], after["digest"])
-    return {
-        "table": {**table, "rows": len(generated.encounter_ids), "hospital": "largest"},
-        "setup_seconds": {"generate": round(generate_seconds, 1), "seed": round(seeded.wall_seconds, 1)},
-        "queries": measured,
-        "goals": [
-            goal(
-                f"{case}: share of the table's bytes read",
-                measured[case]["after"]["share_of_table_bytes"],
-                TARGET_SHARE,
-                at_most=True,
-            )
-            for case in ("point_lookup", "hospital_count")
-        ],
-    }
+    return {"table": table, "queries": measured}
 
 
 def _layout(table_dir: Path) -> Figures:
-    """The latest file slices of the table: how many, and their Parquet bytes (what a full read reads)."""
+    """The latest file slices of the table: how many, and their bytes on disk (what a full read reads)."""
     from hudi import HudiTableBuilder
 
     slices = HudiTableBuilder.from_base_uri(str(table_dir)).build().get_file_slices()
@@ -134,12 +145,12 @@ class _Digest(io.TextIOBase):
         return f"{self.total:016x}"
 
 
-def _read_chars() -> int:
-    """Bytes this process has read through read system calls so far (page cache or not)."""
-    for line in Path("/proc/self/io").read_text().splitlines():
-        if line.startswith("rchar:"):
+def _proc_value(path: str, key: str) -> int:
+    """One number from a /proc/self file (`rchar:` in io, `VmRSS:` in status)."""
+    for line in Path(path).read_text().splitlines():
+        if line.startswith(key):
             return int(line.split()[1])
-    raise RuntimeError("/proc/self/io has no rchar")
+    raise RuntimeError(f"{path} has no {key}")
 
 
 def _before(config: conf.JobConfig, sql: str, out: io.TextIOBase) -> tuple[int, Figures]:
@@ -162,11 +173,10 @@ def _before(config: conf.JobConfig, sql: str, out: io.TextIOBase) -> tuple[int, 
             wanted = [f.name for f in schema if columns is None or f.name.lower() in columns] or [q.ROW_COUNT_COLUMN]
             batches = table.read(HudiReadOptions(projection=wanted))
             try:
-                con.register(name, pa.Table.from_batches(batches))
-            except pa.ArrowInvalid:  # as before: file groups may differ in nullability
-                con.register(
-                    name, pa.concat_tables([pa.Table.from_batches([b]) for b in batches], promote_options="permissive")
-                )
+                arrow = pa.Table.from_batches(batches)
+            except pa.ArrowInvalid:  # as it was: file groups may differ in nullability
+                arrow = pa.concat_tables([pa.Table.from_batches([b]) for b in batches], promote_options="permissive")
+            con.register(name, arrow)
         result = con.sql(sql).to_arrow_table()
         out.write(_render_before(result))
         return result.num_rows, {}
@@ -202,16 +212,19 @@ def _after(config: conf.JobConfig, sql: str, out: io.TextIOBase) -> tuple[int, F
 
     with q.stream(config, sql) as result:
         written = write(result, result.schema, "csv", out)
-    reads = result.reads["bronze_encounter"]
-    return written.rows, {"slices": reads.slices, "slices_read": reads.slices_read, "filters": len(reads.filters)}
+    read = result.reads["bronze_encounter"]
+    return written.rows, {"slices": read.slices, "slices_read": read.slices_read, "filters": len(read.filters)}
 
 
 def measure(warehouse: str, mode: str, sql: str) -> Figures:
-    """Run one query the `mode` way; what it read, how long it took, how much memory the process held."""
+    """Run one query the `mode` way: what it read, how long it took, how much memory the process held."""
+    import duckdb  # noqa: F401  (imported before the figures start, by both ways alike)
+    import hudi  # noqa: F401
+
     config = conf.load(conf.env_file("local"), {"warehouse": warehouse})
     out = _Digest()
-    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    chars = _read_chars()
+    rss_before = _proc_value("/proc/self/status", "VmRSS:")
+    chars = _proc_value("/proc/self/io", "rchar:")
     started = time.perf_counter()
     rows, extra = (_before if mode == "before" else _after)(config, sql, out)
     seconds = time.perf_counter() - started
@@ -220,7 +233,7 @@ def measure(warehouse: str, mode: str, sql: str) -> Figures:
         "rows": rows,
         "digest": out.hexdigest(),
         "seconds": round(seconds, 3),
-        "bytes_read": _read_chars() - chars,
+        "bytes_read": _proc_value("/proc/self/io", "rchar:") - chars,
         "rss_before_query_mb": round(rss_before / 1024, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         **extra,
@@ -229,12 +242,18 @@ def measure(warehouse: str, mode: str, sql: str) -> Figures:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=["measure"], help="measure one query in this process")
-    parser.add_argument("--warehouse", required=True, help="the warehouse holding bronze_encounter")
-    parser.add_argument("--mode", choices=MODES, required=True, help="the query path: before or after issue 27")
-    parser.add_argument("--sql", required=True, help="the query")
+    parser.add_argument("action", choices=["measure", "table"], help="one query in this process, or every query")
+    parser.add_argument("--warehouse", type=Path, required=True, help="the warehouse holding bronze_encounter")
+    parser.add_argument("--mode", choices=MODES, help="measure: the query path, before or after issue 27")
+    parser.add_argument("--sql", help="measure: the query")
     args = parser.parse_args(argv)
-    figures = measure(args.warehouse, args.mode, args.sql)
+    if args.action == "table":
+        figures = measure_table(args.warehouse.resolve(), args.warehouse.resolve().parent)
+        print(json.dumps(figures, indent=2))
+        return 0
+    if not (args.mode and args.sql):
+        parser.error("measure needs --mode and --sql")
+    figures = measure(str(args.warehouse), args.mode, args.sql)
     print(json.dumps({"event": "measured", "at": time.time(), **figures}), flush=True)
     return 0
 
