@@ -563,6 +563,7 @@ def stream(config: JobConfig, sql: str, *, as_of: str | None = None) -> Iterator
     empty = table_schemas(config)
     opened = {name: _open(name, uri, empty[name]) for name, uri in uris.items() if name.lower() in named}
     con = duckdb.connect(":memory:")
+    sources: dict[str, tuple[Any, TableRead]] = {}
     try:
         con.execute("SET TimeZone = 'UTC'")  # as Athena: day arithmetic and rendering in UTC
         columns = columns_used(con, sql) if opened else None
@@ -588,8 +589,8 @@ def stream(config: JobConfig, sql: str, *, as_of: str | None = None) -> Iterator
     except duckdb.CatalogException as exc:
         known = ", ".join(uris)
         raise QueryError(f"{exc}\n(tables: {known}; also as {config.tables.database}.<table>)") from exc
-    except duckdb.Error as exc:
-        raise QueryError(str(exc)) from exc
+    except duckdb.Error as exc:  # also a table's stream failing while DuckDB starts the query (an aggregate)
+        raise _failure(exc, sources) from exc
     finally:
         con.close()
 
@@ -623,10 +624,15 @@ def _batches(reader: pa.RecordBatchReader, sources: dict[str, tuple[Any, TableRe
     try:
         yield from reader
     except (duckdb.Error, pa.ArrowException) as exc:
-        for source, _ in sources.values():
-            if isinstance(source, _HudiSource) and source.error is not None:
-                raise source.error from exc
-        raise QueryError(str(exc)) from exc
+        raise _failure(exc, sources) from exc
+
+
+def _failure(exc: Exception, sources: Mapping[str, tuple[Any, TableRead]]) -> QueryError:
+    """The error to show for a failed query: a table's own when its stream failed (DuckDB wraps it), else DuckDB's."""
+    for source, _ in sources.values():
+        if isinstance(source, _HudiSource) and source.error is not None:
+            return source.error
+    return QueryError(str(exc))
 
 
 _HIDDEN = "__hudi_"  # prefix of the streams behind the views; a SQL naming one counts as naming its table
