@@ -442,23 +442,24 @@ def _query_sql(args: argparse.Namespace) -> str:
     from streaming import queries
     from streaming.query import QueryError
 
-    given = [flag for flag, value in (("SQL", args.sql), ("-f", args.file), ("--name", args.name)) if value]
+    sources = (("SQL", args.sql), ("-f", args.file), ("--name", args.name))
+    given = [flag for flag, value in sources if value is not None]
     if len(given) > 1:
         raise QueryError(f"give the SQL one way, not {' and '.join(given)}")
-    if args.name:
+    if args.name is not None:
         ready = {r.name: r for r in queries.QUERIES}
         if args.name not in ready:
             raise QueryError(f"no ready query named {args.name!r}; there are {', '.join(ready)} (see --list)")
         return ready[args.name].sql
-    if args.file and args.file != "-":
+    if args.file not in (None, "-"):
         try:
             sql, origin = Path(args.file).read_text(encoding="utf-8"), args.file
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise QueryError(f"cannot read SQL from {args.file}: {reason}") from None
-    elif args.sql and args.sql != "-":
+    elif args.sql not in (None, "-"):
         sql, origin = args.sql, "the argument"
-    elif args.file or args.sql or not sys.stdin.isatty():
+    elif given or not sys.stdin.isatty():  # `-` said so, or SQL is piped in
         try:
             sql, origin = sys.stdin.read(), "stdin"
         except (OSError, UnicodeDecodeError) as exc:

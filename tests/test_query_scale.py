@@ -288,6 +288,7 @@ def test_each_bad_input_is_one_line_and_exit_2(
     one_line_error(cli(capsys, *wh, "-f", str(tmp_path / "binary.sql"))[::2], "binary.sql")
     (tmp_path / "empty.sql").write_text("  \n")
     one_line_error(cli(capsys, *wh, "-f", str(tmp_path / "empty.sql"))[::2], "no SQL in")
+    one_line_error(cli(capsys, *wh, " ")[::2], "no SQL in the argument")
     for bad in ("x", "-1", "1.5", ""):
         one_line_error(cli(capsys, *wh, "--limit", bad, "SELECT 1")[::2], "--limit")
     for bad in ("yesterday", "20240230120000", "2024-13-01", "1700000000"):
