@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from streaming import checkpoint
 from streaming.batch import BatchDeps, BatchResult, Recovery, process_batch, recover
 from streaming.config import JobConfig, is_remote, spelled_like
 from streaming.failures import unwrap
@@ -175,6 +176,7 @@ def run(
         with _stop_on_signals(stop), writer_lease(ledger, config, summary.run_id) as lease:
             spark = spark or build_spark(config.spark)
             deps = writer_deps(spark, config, ledger, summary.run_id, lease, hook)
+            checkpoint.claim(spark, config, table_has_commits=deps.writer.has_commits(deps.encounter))
             restarted = False
             retry_in = FILE_RETRY_FIRST_SECONDS
             while not stop.is_set():
