@@ -19,6 +19,7 @@ batch counts: abandon the intent and let the replay (or a re-listing) ingest the
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -45,7 +46,7 @@ from streaming.hudi import (
 from streaming.hudi import quarantine_table as quarantine_spec
 from streaming.ledger import BatchIntent, Fence, LeaseLost, Ledger
 from streaming.ordering import newest_versions, rows_deleted, settle_timeless_deletes
-from streaming.records import LandedFile, files_that_kill_workers, poison_records, read_records
+from streaming.records import LandedFile, poison_records, read_records
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -186,16 +187,9 @@ def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchRe
         timings[step] = round(now - mark, 2)
         mark = now
 
-    rows = _read(deps, new, started)
+    read = _read_apart(deps, new, started)
+    rows, stats = read.rows, read.stats
     try:
-        try:
-            stats = _aggregate(rows)
-        except Exception as exc:
-            if not worker_died(exc):
-                raise
-            rows.unpersist()
-            rows = _read(deps, new, started, poison=files_that_kill_workers(deps.spark, new, deps.config.fhir, exc))
-            stats = _aggregate(rows)
         lap("read")
         deps.hook("after_flatten")
         meta = {BATCH_KEY: key}
@@ -233,7 +227,7 @@ def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchRe
         lap("bronze")
         deps.hook("after_hudi_commit")
     finally:
-        rows.unpersist()
+        read.unpersist()
 
     _write_log(deps, intent, len(done), stats, instant)
     lap("ingest_log")
@@ -319,6 +313,74 @@ def _take_back_clustering(deps: BatchDeps) -> list[str]:
 def bronze_rows(candidates: DataFrame) -> DataFrame:
     """What the bronze upsert writes: one version per encounter (ordering.newest_versions), the bronze columns."""
     return newest_versions(candidates).select(*BRONZE_COLUMNS, "_hoodie_is_deleted")
+
+
+@dataclass(frozen=True)
+class _Read:
+    """A batch's flattened rows and their statistics, and the cached DataFrames they are made of."""
+
+    rows: DataFrame
+    stats: BatchStats
+    cached: tuple[DataFrame, ...]
+
+    def unpersist(self) -> None:
+        for df in self.cached:
+            df.unpersist()
+
+
+def _read_apart(deps: BatchDeps, files: Sequence[LandedFile], started: datetime) -> _Read:
+    """The batch's rows, read whole; if a worker dies reading them, read apart until every part lands.
+
+    A worker killed by the OS (out of memory) dies again on every retry of the same batch, so the stream would stop
+    for good. Apart means the same work the batch does (split, flatten, cache), on halves of the files, each
+    finished before the next starts: files that only die together then land. Only a file that kills its worker
+    when read alone, twice, is quarantined; one that died for another reason and then parses lands.
+    """
+    whole = _read(deps, files, started)
+    try:
+        return _Read(whole, _aggregate(whole), (whole,))
+    except Exception as exc:
+        whole.unpersist()
+        if not worker_died(exc):
+            raise
+    log.error("a worker died reading the batch's %d files; reading them apart", len(files))
+    parts, poison = _land(deps, files, started, died=1)
+    if poison:
+        log.error(
+            "%d of %d files kill the parsing worker when read alone: %s",
+            len(poison),
+            len(files),
+            [f.uri for f in poison],
+        )
+        parts.append(_read(deps, [], started, poison=poison))
+    rows = functools.reduce(lambda a, b: a.unionByName(b), parts)
+    return _Read(rows, _aggregate(rows), tuple(parts))
+
+
+def _land(
+    deps: BatchDeps, files: Sequence[LandedFile], started: datetime, *, died: int = 0
+) -> tuple[list[DataFrame], list[LandedFile]]:
+    """Read `files` as one finished (cached) part; on a worker death, each half apart; a file alone gets two tries.
+
+    `died`: how often reading exactly these files already killed a worker. Returns the parts that landed and the
+    files that killed their worker alone twice.
+    """
+    while died < (2 if len(files) == 1 else 1):
+        part = _read(deps, files, started)
+        try:
+            part.count()  # fills the cache: this part is read now, not together with the others at the write
+            return [part], []
+        except Exception as exc:
+            part.unpersist()
+            if not worker_died(exc):
+                raise
+            died += 1
+    if len(files) == 1:
+        return [], list(files)
+    half = len(files) // 2
+    first, first_poison = _land(deps, files[:half], started)
+    second, second_poison = _land(deps, files[half:], started)
+    return first + second, first_poison + second_poison
 
 
 def _read(

@@ -31,9 +31,11 @@ def unwrap(exc: BaseException) -> BaseException:
 
 # How Spark reports a Python worker (or its executor) that died instead of raising: killed by the OS for memory
 # (SIGKILL, exit 137), a container over its limit, a native crash. Retrying the same input dies the same way.
+# A reused worker's socket that a death closed under the next task reads as `Socket is closed` (seen here when a
+# batch read apart met the worker a kill had just taken).
 _WORKER_DIED = re.compile(
     r"Python worker exited unexpectedly|ExecutorLostFailure|Container killed|exit code 137|"
-    r"killed by (YARN|the OS)|Worker crashed"
+    r"killed by (YARN|the OS)|Worker crashed|SocketException: Socket is closed"
 )
 
 

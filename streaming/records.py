@@ -185,33 +185,6 @@ def poison_records(spark: SparkSession, files: Sequence[LandedFile]) -> DataFram
     return spark.createDataFrame(rows, __getattr__("RECORD_SCHEMA"))
 
 
-def files_that_kill_workers(
-    spark: SparkSession, files: Sequence[LandedFile], limits: FhirConfig, error: Exception
-) -> list[LandedFile]:
-    """Read each file alone; those whose reading kills the worker again are the poison (a bounded second try).
-
-    A file that the OS kills the parser for (out of memory) would fail every retry of the batch and stop the
-    stream for good. When no file dies alone (they only died together, e.g. memory shared by parallel tasks),
-    `error` (the batch's) is raised again and the stream's retry takes the batch again.
-    """
-    from streaming.failures import worker_died  # the driver's business: the workers never import it
-
-    poison = []
-    for file in files:
-        try:
-            read_records(spark, [file], limits).count()
-        except Exception as exc:
-            if not worker_died(exc):
-                raise
-            poison.append(file)
-    if not poison:
-        raise error
-    log.error(
-        "%d of %d files kill the parsing worker when read alone: %s", len(poison), len(files), [f.uri for f in poison]
-    )
-    return poison
-
-
 def read_records(spark: SparkSession, files: Sequence[LandedFile], limits: FhirConfig) -> DataFrame:
     """Records of `files`: resources, deletes, skipped resources and quarantined input, one row each."""
     slices = max(1, min(len(files), spark.sparkContext.defaultParallelism))  # one task per core: measured fastest

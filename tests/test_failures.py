@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from streaming.failures import unwrap
+import pytest
+
+from streaming.failures import unwrap, worker_died
 from streaming.ledger import LeaseHeld, LeaseLost, LedgerMisconfigured, LedgerUnavailable
 from streaming.storage import FileReadError
 
@@ -42,3 +44,18 @@ def test_known_errors_pass_through_and_unknown_ones_stay_as_they_are() -> None:
     assert unwrap(lost) is lost
     other = _wrapped("KeyError: 'boom'")
     assert unwrap(other) is other
+
+
+@pytest.mark.parametrize(
+    ("text", "died"),
+    [
+        ("org.apache.spark.SparkException: Python worker exited unexpectedly (crashed)", True),
+        ("Lost task 0.0 in stage 11.0 (TID 12): java.net.SocketException: Socket is closed", True),
+        ("ExecutorLostFailure (executor 3 exited caused by one of the running tasks)", True),
+        ("Container killed by YARN for exceeding memory limits", True),
+        ("org.apache.hudi.exception.HoodieUpsertException: Failed to upsert for commit time 1", False),
+        ("java.net.SocketTimeoutException: Read timed out", False),
+    ],
+)
+def test_a_dead_worker_is_told_from_other_task_failures(text: str, died: bool) -> None:
+    assert worker_died(RuntimeError(text)) is died
