@@ -37,8 +37,9 @@ class ScopedLedger:
     def file_key(self, uri: str) -> str:
         return f"{self.scope}{SEPARATOR}{canonical_uri(uri)}"
 
-    def _batch(self, batch_key: str) -> str:
-        return f"{self.scope}{SEPARATOR}{batch_key}"
+    def _batch(self, key: str) -> str:
+        """A batch key (or a decision key) of this table's."""
+        return f"{self.scope}{SEPARATOR}{key}"
 
     def committed(self, uris: Iterable[str]) -> set[str]:
         wanted = list(dict.fromkeys(uris))
@@ -76,6 +77,19 @@ class ScopedLedger:
                 self._legacy.add(intent.batch_key)
                 mine.append(intent)
         return mine
+
+    def versions(self, uris: Iterable[str]) -> dict[str, str]:
+        wanted = list(dict.fromkeys(uris))
+        keys = {uri: self.file_key(uri) for uri in wanted}
+        found = self.inner.versions([*keys.values(), *wanted])
+        return {uri: found[k] for uri in wanted for k in (uri, keys[uri]) if k in found}  # the scoped key wins
+
+    def decisions(self, keys: Iterable[str]) -> dict[str, str]:
+        scoped = {self._batch(k): k for k in keys}
+        return {scoped[k]: v for k, v in self.inner.decisions(scoped).items()}
+
+    def decide(self, decisions: Mapping[str, str], fence: Fence | None = None) -> None:
+        self.inner.decide({self._batch(k): v for k, v in decisions.items()}, fence)
 
     def acquire_lease(self, name: str, owner: str, ttl: timedelta) -> int:
         return self.inner.acquire_lease(name, owner, ttl)

@@ -93,6 +93,19 @@ class Ledger(Protocol):
         """Intents begun and neither committed nor abandoned, oldest first."""
         ...
 
+    def versions(self, uris: Iterable[str]) -> dict[str, str]:
+        """The version (size@modification time) last committed for each of `uris` that has one."""
+        ...
+
+    def decisions(self, keys: Iterable[str]) -> dict[str, str]:
+        """What was decided for each of `keys` that has a decision (see `decide`)."""
+        ...
+
+    def decide(self, decisions: Mapping[str, str], fence: Fence | None = None) -> None:
+        """Record decisions a re-read must repeat (a timeless DELETE's ordering); the first one recorded for a key
+        stays; fenced like `begin`."""
+        ...
+
     def acquire_lease(self, name: str, owner: str, ttl: timedelta) -> int:
         """Take or renew the lease `name` for `owner` and return its epoch: unchanged on a renewal, one more on
         a takeover. Raise LeaseHeld if another owner's lease is live."""
@@ -134,6 +147,7 @@ class SqliteLedger:
             CREATE TABLE IF NOT EXISTS leases (
                 name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at TEXT NOT NULL,
                 epoch INTEGER NOT NULL DEFAULT 0);
+            CREATE TABLE IF NOT EXISTS decisions (key TEXT PRIMARY KEY, value TEXT NOT NULL);
             """
         )
         # Ledgers made by earlier releases lack these columns.
@@ -224,6 +238,27 @@ class SqliteLedger:
             BatchIntent(key, run, int(bid), tuple(json.loads(files)), datetime.fromisoformat(started))
             for key, run, bid, files, started in rows
         ]
+
+    def _select(self, sql: str, keys: Iterable[str]) -> dict[str, str]:
+        """Rows (key, value) of `sql` (whose one `{marks}` is an IN list) for `keys`, read in chunks."""
+        wanted = list(dict.fromkeys(keys))
+        found: dict[str, str] = {}
+        with self._tx() as db:
+            for i in range(0, len(wanted), self._CHUNK):
+                chunk = wanted[i : i + self._CHUNK]
+                found.update(db.execute(sql.format(marks=",".join("?" * len(chunk))), chunk).fetchall())
+        return found
+
+    def versions(self, uris: Iterable[str]) -> dict[str, str]:
+        return self._select("SELECT uri, version FROM files WHERE version IS NOT NULL AND uri IN ({marks})", uris)
+
+    def decisions(self, keys: Iterable[str]) -> dict[str, str]:
+        return self._select("SELECT key, value FROM decisions WHERE key IN ({marks})", keys)
+
+    def decide(self, decisions: Mapping[str, str], fence: Fence | None = None) -> None:
+        with self._tx() as db:
+            self._check(db, fence)
+            db.executemany("INSERT OR IGNORE INTO decisions VALUES (?, ?)", list(decisions.items()))
 
     def acquire_lease(self, name: str, owner: str, ttl: timedelta) -> int:
         now = self._clock()

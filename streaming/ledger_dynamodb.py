@@ -29,7 +29,7 @@ from streaming.ledger_dynamodb_retry import cancellation_error, error_code, guar
 
 INDEX = "open_intents"
 _OPEN = "open"  # the one value of the sparse GSI key: every open intent sits in one GSI partition
-_FILE, _INTENT, _LEASE = "file#", "intent#", "lease#"
+_FILE, _INTENT, _LEASE, _DECISION = "file#", "intent#", "lease#", "decision#"
 _PART = "intentpart#"  # further files of an intent too large for one item: intentpart#<batch key>#<n>
 # DynamoDB caps an item at 400 KB; an intent's file list is cut into items of at most this many UTF-8 bytes
 # (1,000 files of 300-character keys would otherwise not fit).
@@ -103,6 +103,39 @@ class DynamoDbLedger:
             for item in self._batch_get(keys[i : i + _BATCH_GET_MAX], "#pk"):
                 found.add(item["pk"]["S"][len(_FILE) :])
         return found
+
+    def _attribute(self, prefix: str, keys: Iterable[str], attribute: str) -> dict[str, str]:
+        """`attribute` of the items `prefix + key` that have it, by key (BatchGetItem, 100 keys a request)."""
+        wanted = [prefix + k for k in dict.fromkeys(keys)]
+        found: dict[str, str] = {}
+        for i in range(0, len(wanted), _BATCH_GET_MAX):
+            for item in self._batch_get(wanted[i : i + _BATCH_GET_MAX], f"#pk, {attribute}"):
+                if attribute in item:
+                    found[item["pk"]["S"][len(prefix) :]] = item[attribute]["S"]
+        return found
+
+    def versions(self, uris: Iterable[str]) -> dict[str, str]:
+        return self._attribute(_FILE, uris, "version")
+
+    def decisions(self, keys: Iterable[str]) -> dict[str, str]:
+        return self._attribute(_DECISION, keys, "decided")
+
+    def decide(self, decisions: Mapping[str, str], fence: Fence | None = None) -> None:
+        # if_not_exists: the first decision for a key stays, so a retried batch cannot change it.
+        updates = [
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": {"pk": {"S": _DECISION + key}},
+                    "UpdateExpression": "SET decided = if_not_exists(decided, :v)",
+                    "ExpressionAttributeValues": {":v": {"S": value}},
+                }
+            }
+            for key, value in decisions.items()
+        ]
+        size = _TRANSACTION_MAX - 1 if fence else 1  # one transaction holds the lease check and 99 updates
+        for i in range(0, len(updates), size):
+            self._write("UpdateItem decisions", fence, updates[i : i + size])
 
     def begin(self, intent: BatchIntent, fence: Fence | None = None) -> None:
         parts = _cut(intent.files)

@@ -68,3 +68,19 @@ def test_a_ledger_written_before_scoping_keeps_working(tmp_path: Path) -> None:
     prod.commit("old-2", ["s3a://land/b.json"], T0)
     assert prod.open_intents() == [] and raw.open_intents() == []
     assert prod.committed(["s3://land/b.json"]) == {"s3://land/b.json"}
+
+
+def test_versions_and_decisions_are_per_table_and_per_object(tmp_path: Path) -> None:
+    raw, prod, dev = _ledgers(tmp_path)
+    prod.commit("r-1", ["s3a://land/x.json"], T0, versions={"s3a://land/x.json": "5@t"})
+    assert prod.versions(["s3://land/x.json", "s3a://land/x.json"]) == {
+        "s3://land/x.json": "5@t",
+        "s3a://land/x.json": "5@t",
+    }
+    assert dev.versions(["s3://land/x.json"]) == {}
+    raw.commit("legacy", ["s3://land/old.json"], T0, versions={"s3://land/old.json": "3@t"})  # before scoping
+    assert prod.versions(["s3://land/old.json"]) == {"s3://land/old.json": "3@t"}
+
+    prod.decide({"d": "1"})
+    assert prod.decisions(["d"]) == {"d": "1"}
+    assert dev.decisions(["d"]) == {}

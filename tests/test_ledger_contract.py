@@ -261,6 +261,42 @@ def test_a_file_s_version_is_recorded_and_follows_a_reingest(store: Store, ledge
     assert store.record("s3://b/1.ndjson") == ("k1", T0.isoformat())  # still the batch that first committed it
 
 
+def test_versions_reads_back_what_commits_recorded(ledger: Ledger) -> None:
+    ledger.commit("k1", ["s3://b/1.ndjson", "s3://b/2.ndjson"], T0, versions={"s3://b/1.ndjson": "10@t1"})
+    ledger.commit("k2", ["s3://b/1.ndjson"], T0, versions={"s3://b/1.ndjson": "12@t2"})
+    # The newest version of a file; a file committed without one and a file never committed have none.
+    assert ledger.versions(["s3://b/1.ndjson", "s3://b/2.ndjson", "s3://b/3.ndjson"]) == {"s3://b/1.ndjson": "12@t2"}
+    many = [f"s3://b/many/{i:04d}.ndjson" for i in range(230)]  # over one BatchGetItem or SQL chunk
+    ledger.commit("k3", many, T0, versions={u: f"{i}@t" for i, u in enumerate(many)})
+    assert ledger.versions(many) == {u: f"{i}@t" for i, u in enumerate(many)}
+
+
+def test_a_decision_is_recorded_once_and_read_back(store: Store, ledger: Ledger) -> None:
+    assert ledger.decisions(["d1"]) == {}
+    ledger.decide({"d1": "2024-01-01T00:00:00.000001+00:00", "d2": "x"})
+    ledger.decide({"d1": "a later, different decision", "d3": "y"})  # a replayed batch: the first one stays
+    assert ledger.decisions(["d1", "d2", "d3", "d4"]) == {
+        "d1": "2024-01-01T00:00:00.000001+00:00",
+        "d2": "x",
+        "d3": "y",
+    }
+    reopened = store.open()
+    try:
+        assert reopened.decisions(["d2"]) == {"d2": "x"}
+    finally:
+        reopened.close()
+
+
+def test_decisions_are_fenced(ledger: Ledger) -> None:
+    epoch = ledger.acquire_lease("t", "run-a", timedelta(seconds=60))
+    many = {f"d{i}": str(i) for i in range(150)}  # more than one DynamoDB transaction
+    ledger.decide(many, Fence("t", "run-a", epoch))
+    assert ledger.decisions(many) == many
+    with pytest.raises(LeaseLost):
+        ledger.decide({"stale": "1"}, Fence("t", "run-a", epoch + 1))
+    assert ledger.decisions(["stale"]) == {}
+
+
 def test_commit_is_idempotent(store: Store, ledger: Ledger) -> None:
     files = ["s3://b/1.ndjson", "s3://b/2.ndjson", "s3://b/1.ndjson"]  # a duplicate inside one commit, too
     ledger.begin(_intent("k1", files))
