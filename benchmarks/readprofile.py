@@ -66,6 +66,7 @@ def profile(source: Path, settings_file: Path, repeat: int) -> dict[str, Any]:
             ingested_at=datetime.now(UTC),
             keep_resource_json=fhir.keep_resource_json,
             raw_slice_chars=fhir.raw_slice_chars,
+            future_tolerance_hours=fhir.future_tolerance_hours,
         )
 
     def batch_read() -> int:  # as batch._read and the statistics do it

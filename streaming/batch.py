@@ -20,10 +20,11 @@ batch counts: abandon the intent and let the replay (or a re-listing) ingest the
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -31,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from pyspark.sql import functions as F
 
 from streaming.catalog import Catalog, NoCatalog, TableDef, table_def
-from streaming.config import JobConfig
+from streaming.config import JobConfig, canonical_uri
 from streaming.failures import worker_died
 from streaming.flatten import BRONZE_COLUMNS, flatten
 from streaming.hudi import (
@@ -45,7 +46,7 @@ from streaming.hudi import (
 )
 from streaming.hudi import quarantine_table as quarantine_spec
 from streaming.ledger import BatchIntent, Fence, LeaseLost, Ledger
-from streaming.ordering import newest_versions, rows_deleted, settle_timeless_deletes
+from streaming.ordering import newest_versions, rows_deleted, settle_timeless_deletes, timeless_delete
 from streaming.records import LandedFile, poison_records, read_records
 
 if TYPE_CHECKING:
@@ -56,7 +57,8 @@ log = logging.getLogger(__name__)
 INGEST_LOG_SCHEMA = (
     "batch_key string, run_id string, batch_id long, files array<string>, file_count int,"
     " files_already_committed int, rows_in long, rows_written long, rows_deleted long, rows_rejected long,"
-    " rows_skipped long, started_at timestamp, ended_at timestamp, commit_instant string, delete_requests long"
+    " rows_skipped long, started_at timestamp, ended_at timestamp, commit_instant string, delete_requests long,"
+    " rows_stale long"
 )
 
 
@@ -81,13 +83,18 @@ class BatchStats:
     rows_rejected: int = 0
     rows_skipped: int = 0
     delete_requests: int = 0  # valid Bundle DELETE entries read, whether or not they removed anything
+    # Versions the table kept a newer version over (an older one arriving late); not in rows_written. None: not
+    # known (a batch whose bookkeeping recovery finished from the bronze commit, written before they were counted).
+    rows_stale: int | None = 0
 
     def to_json(self) -> str:
         return json.dumps(self.__dict__, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> BatchStats:
-        return cls(**{k: int(v) for k, v in json.loads(text).items() if k in cls.__dataclass_fields__})
+        """The statistics a bronze commit carries; rows_stale is counted after the commit, so it is not known."""
+        known = {k: int(v) for k, v in json.loads(text).items() if k in cls.__dataclass_fields__}
+        return cls(**{**known, "rows_stale": None})
 
 
 @dataclass(frozen=True)
@@ -107,6 +114,9 @@ class BatchDeps:
     source_files: Callable[[int], Sequence[tuple[str, datetime]]] | None = None
     # Files an operator asked to take again (`reingest`, `replay-quarantine`): ingested even if committed.
     retake: frozenset[str] = frozenset()
+    # Of some of those files, only these positions (`replay-quarantine` takes back what was quarantined, not the
+    # entries that landed the first time).
+    positions: Mapping[str, frozenset[str]] = field(default_factory=dict)
     # Where the tables are registered by name (Glue, local JSON); the default registers nothing.
     catalog: Catalog = field(default_factory=NoCatalog)
     # Called with the name of each step of the batch protocol as it completes (see STEPS): the fault harness
@@ -210,17 +220,20 @@ def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchRe
             stored = None
             if stats.delete_requests:
                 stored = None if fresh else _stored_versions(deps)
-                candidates = settle_timeless_deletes(candidates, stored)
-            written = bronze_rows(candidates)
-            if stored is not None:
-                written = written.persist()  # counted here, then written: the per-key aggregation runs once
-                stats = replace(stats, rows_deleted=rows_deleted(written, stored))
+                candidates = _settle_deletes(deps, candidates, stored, new)
+            # Persisted: counted against the table before and after the write, the per-key aggregation runs once.
+            written = bronze_rows(candidates).persist()
             try:
+                if stored is not None:
+                    stats = replace(stats, rows_deleted=rows_deleted(written, stored))
                 deps.fence()
                 write(deps.encounter, written, {**meta, BATCH_STATS: stats.to_json()})
+                commit = deps.writer.find_commit(deps.encounter, key)
+                if commit is not None and not fresh:
+                    stale = deps.writer.kept_older(deps.encounter, commit, written.where(~F.col("is_deleted")))
+                    stats = replace(stats, rows_written=stats.rows_written - stale, rows_stale=stale)
             finally:
                 written.unpersist()
-            commit = deps.writer.find_commit(deps.encounter, key)
             instant = commit.instant if commit else None
             # New hospitals become catalog partitions; a crash before this line heals at the next start (ensure).
             _register(deps, table_def(deps.encounter, written.schema), commit.partitions if commit else ())
@@ -394,12 +407,24 @@ def _read(
         quarantined = poison_records(deps.spark, poison)
         records = quarantined if records is None else records.unionByName(quarantined)
     assert records is not None  # a batch has at least one file
-    return flatten(
+    rows = flatten(
         records,
         ingested_at=started,
         keep_resource_json=fhir.keep_resource_json,
         raw_slice_chars=fhir.raw_slice_chars,
-    ).persist()
+        future_tolerance_hours=fhir.future_tolerance_hours,
+    )
+    return only_positions(rows, deps.positions).persist()
+
+
+def only_positions(rows: DataFrame, positions: Mapping[str, frozenset[str]]) -> DataFrame:
+    """The rows of files limited to some positions (deps.positions) reduced to those; other files' rows all."""
+    if not positions:
+        return rows
+    limited = F.col("sourcename").isin(list(positions))
+    wanted = [F.lit(f"{uri}\u0000{p}") for uri, chosen in positions.items() for p in chosen]
+    chosen = F.concat_ws("\u0000", "sourcename", "source_position").isin(wanted) if wanted else F.lit(False)
+    return rows.where(~limited | chosen)
 
 
 def _register(deps: BatchDeps, table: TableDef, partitions: Sequence[str] = ()) -> None:
@@ -426,6 +451,45 @@ def _aggregate(rows: DataFrame) -> BatchStats:
     ).first()
     assert row is not None  # an aggregation without grouping always returns one row
     return BatchStats(**row.asDict())
+
+
+def decision_key(uri: str, version: str, position: str) -> str:
+    """What a timeless DELETE's settled ordering is recorded under: the file's object, its version, the entry."""
+    return hashlib.sha256("\u0000".join((canonical_uri(uri), version, position)).encode()).hexdigest()
+
+
+def _settle_deletes(
+    deps: BatchDeps, candidates: DataFrame, stored: DataFrame | None, files: Sequence[LandedFile]
+) -> DataFrame:
+    """Order each DELETE without a time as it was ordered the first time its file version was read.
+
+    It takes an ordering just above the newest version it finds (ordering.settle_timeless_deletes), which depends on
+    the table when it is applied. Read again (reingest, a replayed file), the same entry would find today's table:
+    a newer version re-created since would be deleted. So the first decision per (file version, position) is kept
+    in the ledger, before the write, and reused.
+    """
+    settled = settle_timeless_deletes(candidates, stored)
+    found = settled.where(timeless_delete()).select(
+        "sourcename", "source_position", F.unix_micros("precombine_ts").alias("micros")
+    )
+    rows = found.collect()
+    if not rows:
+        return settled
+    versions = {f.uri: file_version(f) for f in files}
+    keys = {(r.sourcename, r.source_position): decision_key(r.sourcename, versions[r.sourcename], r.source_position)
+            for r in rows}  # fmt: skip
+    known = deps.ledger.decisions(keys.values())
+    fresh = {keys[(r.sourcename, r.source_position)]: str(r.micros) for r in rows}
+    fresh = {k: v for k, v in fresh.items() if k not in known}
+    if fresh:
+        deps.ledger.decide(fresh, deps.fence())
+    if not known:
+        return settled
+    reused = [(src, pos, int(known[k])) for (src, pos), k in keys.items() if k in known]
+    decided = deps.spark.createDataFrame(reused, "sourcename string, source_position string, _decided long")
+    ordering = F.coalesce(F.timestamp_micros("_decided"), F.col("precombine_ts"))
+    joined = settled.join(F.broadcast(decided), ["sourcename", "source_position"], "left")
+    return joined.withColumn("precombine_ts", ordering).select(*candidates.columns)
 
 
 def _stored_versions(deps: BatchDeps) -> DataFrame:

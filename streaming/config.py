@@ -71,6 +71,9 @@ class FhirConfig:
     max_document_bytes: int = 64 * 1024**2
     max_depth: int = 64  # JSON nesting deeper than this is quarantined (real Encounters nest < 10)
     raw_slice_chars: int = 2000  # how much raw text a quarantine row keeps
+    # A version whose event time is more than this many hours after the moment it is read is quarantined
+    # (`future_datetime`): trusted, a wrong clock's lastUpdated would outrank every real update until then.
+    future_tolerance_hours: int = 24
     keep_resource_json: bool = True  # keep each resource's original JSON in `resource_json`
 
 

@@ -24,7 +24,13 @@ from streaming.mapping import (
     Rule,
 )
 from streaming.ordering import DELETED_PARTITION, EVENT_TIME_FLOOR, event_time, precombine_ts
-from streaming.reasons import BAD_DATETIME, INVALID_ID, MISSING_ID, SCHEMA_MISMATCH  # record-level rejects
+from streaming.reasons import (  # record-level rejects
+    BAD_DATETIME,
+    FUTURE_DATETIME,
+    INVALID_ID,
+    MISSING_ID,
+    SCHEMA_MISMATCH,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -179,16 +185,23 @@ def hospital_partition(name: Column) -> Column:
 
 
 def flatten(
-    records: DataFrame, *, ingested_at: datetime, keep_resource_json: bool = True, raw_slice_chars: int = 2000
+    records: DataFrame,
+    *,
+    ingested_at: datetime,
+    keep_resource_json: bool = True,
+    raw_slice_chars: int = 2000,
+    future_tolerance_hours: int = 24,
 ) -> DataFrame:
     """Map split records (see records.RECORD_SCHEMA) to bronze rows, one per record.
 
     `kind` says what each row is: `resource` (a bronze row, unless `reject_reason` is set), `delete` (a tombstone,
     `is_deleted` true), `quarantine` (rejected while reading the file) or `skipped` (another
     resource type). Rejected rows keep `reject_reason`, `reject_message` (names the element, never its value)
-    and a `raw_slice` of at most `raw_slice_chars` characters.
+    and a `raw_slice` of at most `raw_slice_chars` characters. A version whose event time is more than
+    `future_tolerance_hours` after the moment it is read is rejected (`future_datetime`).
     """
-    steps = _projections(SparkContext._active_spark_context, keep_resource_json, raw_slice_chars)
+    context = SparkContext._active_spark_context
+    steps = _projections(context, keep_resource_json, raw_slice_chars, future_tolerance_hours)
     out = records
     for step in steps:
         out = out.select(*step)
@@ -200,8 +213,13 @@ def flatten(
 # driver time, 0.27 s with them reused. The columns are unresolved expressions, valid over any DataFrame of records,
 # so they are built once per Spark context and setting; the context is in the key, a column lives in its JVM.
 @functools.lru_cache(maxsize=8)
-def _projections(context: object, keep_resource_json: bool, raw_slice_chars: int) -> tuple[tuple[Column, ...], ...]:
+def _projections(
+    context: object, keep_resource_json: bool, raw_slice_chars: int, future_tolerance_hours: int
+) -> tuple[tuple[Column, ...], ...]:
     """flatten's projections, in order: each step's columns over the previous step's output."""
+    future_message = (
+        f"event time is more than {future_tolerance_hours} h after it was read (fhir.future_tolerance_hours)"
+    )
     empty_map = F.create_map().cast("map<string,string>")
     steps: list[tuple[Column, ...]] = []
     steps.append(
@@ -217,6 +235,7 @@ def _projections(context: object, keep_resource_json: bool, raw_slice_chars: int
             F.col("ordinal").alias("source_ordinal"),
             fhir_datetime(F.col("bundle_last_updated")).alias("bundle_last_updated"),
             fhir_datetime(F.col("bundle_timestamp")).alias("bundle_timestamp"),
+            fhir_datetime(F.col("entry_last_modified")).alias("entry_last_modified"),
             F.col("reason").alias("read_reason"),
             F.col("message").alias("read_message"),
             F.col("raw_slice").alias("read_raw_slice"),
@@ -240,7 +259,8 @@ def _projections(context: object, keep_resource_json: bool, raw_slice_chars: int
     # by name instead of repeating (and re-compiling) the expressions.
     carried = (
         "kind", "sourcename", "source_position", "resource_json", "file_modified", "source_ordinal",
-        "bundle_last_updated", "bundle_timestamp", "read_reason", "read_message", "read_raw_slice", "fhir_version",
+        "bundle_last_updated", "bundle_timestamp", "entry_last_modified", "read_reason", "read_message",
+        "read_raw_slice", "fhir_version",
     )  # fmt: skip
     steps.append(
         (
@@ -266,8 +286,17 @@ def _projections(context: object, keep_resource_json: bool, raw_slice_chars: int
             F.concat_ws(", ", *bad_times).alias("_bad_times"),
             # Earlier than any FHIR clock, and it would sort into the landing-time tier of precombine_ts.
             (F.col("last_updated") < F.lit(EVENT_TIME_FLOOR).cast("timestamp")).alias("_too_early"),
+            event_time(
+                F.col("last_updated"),
+                F.col("entry_last_modified"),
+                F.col("bundle_last_updated"),
+                F.col("bundle_timestamp"),
+            ).alias("event_time"),
         )
     )
+    # Later than the moment it is read by more than the tolerance: a clock stamping local time as Z, a wrong year.
+    # Trusted, it would pin the encounter and make Hudi discard every real update until then.
+    in_future = F.col("event_time") > F.current_timestamp() + F.expr(f"INTERVAL {future_tolerance_hours} HOURS")
 
     encounter_id = F.col("encounter_id")
     no_id = encounter_id.isNull()
@@ -280,6 +309,7 @@ def _projections(context: object, keep_resource_json: bool, raw_slice_chars: int
         .when(id_not_text | bad_id, F.lit(INVALID_ID))
         .when(wrong_types.isNotNull(), F.lit(SCHEMA_MISMATCH))
         .when(bad_times_found | F.col("_too_early"), F.lit(BAD_DATETIME))
+        .when(in_future, F.lit(FUTURE_DATETIME))
     )
     resource_message = (
         F.when(not_encounter, F.lit("resourceType is not Encounter"))
@@ -289,10 +319,15 @@ def _projections(context: object, keep_resource_json: bool, raw_slice_chars: int
         .when(wrong_types.isNotNull(), F.concat(F.lit("wrong JSON type: "), wrong_types))
         .when(bad_times_found, F.concat(F.lit("not a FHIR dateTime: "), F.col("_bad_times")))
         .when(F.col("_too_early"), F.lit("Encounter.meta.lastUpdated is before 1971"))
+        .when(in_future, F.lit(future_message))
     )
-    delete_reject = F.when(no_id, F.lit(MISSING_ID)).when(bad_id, F.lit(INVALID_ID))
-    delete_message = F.when(no_id, F.lit("DELETE entry has no Encounter id")).when(
-        bad_id, F.lit("DELETE entry's Encounter id is not a FHIR id")
+    delete_reject = (
+        F.when(no_id, F.lit(MISSING_ID)).when(bad_id, F.lit(INVALID_ID)).when(in_future, F.lit(FUTURE_DATETIME))
+    )
+    delete_message = (
+        F.when(no_id, F.lit("DELETE entry has no Encounter id"))
+        .when(bad_id, F.lit("DELETE entry's Encounter id is not a FHIR id"))
+        .when(in_future, F.lit(future_message))
     )
     reject = (
         F.when(kind == "quarantine", F.col("read_reason"))
@@ -304,10 +339,7 @@ def _projections(context: object, keep_resource_json: bool, raw_slice_chars: int
         .when(kind == "resource", resource_message)
         .when(kind == "delete", delete_message)
     )
-    version_time = event_time(F.col("last_updated"), F.col("bundle_last_updated"), F.col("bundle_timestamp"))
-    steps.append(
-        (F.col("*"), reject.alias("reject_reason"), message.alias("reject_message"), version_time.alias("event_time"))
-    )
+    steps.append((F.col("*"), reject.alias("reject_reason"), message.alias("reject_message")))
 
     raw_slice = F.when(kind == "quarantine", F.substring("read_raw_slice", 1, raw_slice_chars)).when(
         kind == "resource", F.substring("resource_json", 1, raw_slice_chars)

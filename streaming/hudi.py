@@ -162,6 +162,7 @@ class Commit:
     # `hospital_partition=St. Mary%27s`); ("",) for an unpartitioned table. The catalog registers new ones.
     partitions: tuple[str, ...] = ()
     operation: str = ""  # Hudi's operationType, lower case: upsert, bulk_insert, delete...
+    files: tuple[str, ...] = ()  # the data files it wrote, relative to the table's folder
 
     @property
     def batch_key(self) -> str | None:
@@ -213,6 +214,21 @@ class HudiWriter:
             **spec.write_options(),
             **(extra or {}),
         }
+
+    def kept_older(self, spec: TableSpec, commit: Commit, rows: DataFrame) -> int:
+        """How many of `rows` (one per key, just upserted by `commit`) the table did not take: it kept a newer one.
+
+        Hudi writes no count of them (its update counts include some), so the files the commit wrote are read, key
+        and commit time only: a key of the batch whose record there is from an earlier commit was kept over it.
+        """
+        from pyspark.sql import functions as F
+
+        if not commit.files:
+            return 0
+        base = spec.uri.rstrip("/")
+        stored = self.spark.read.parquet(*[f"{base}/{f}" for f in commit.files])
+        kept = stored.where(F.col("_hoodie_commit_time") != commit.instant).select(spec.record_key)
+        return rows.select(spec.record_key).join(kept, spec.record_key).count()
 
     def read(self, spec: TableSpec) -> DataFrame:
         """The table's latest snapshot."""
@@ -352,4 +368,5 @@ def _parse_commit(instant: str, text: str) -> Commit:
         deletes=sum(int(s.get("numDeletes", 0)) for s in stats),
         partitions=tuple(sorted(str(k) for k in written)),
         operation=str(body.get("operationType") or "").lower(),
+        files=tuple(sorted(str(s["path"]) for s in stats if s.get("path"))),
     )

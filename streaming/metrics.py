@@ -49,6 +49,7 @@ def batch_metrics(result: BatchResult) -> list[Metric]:
         ("RowsWritten", stats.rows_written, "Count"),
         ("RowsDeleted", stats.rows_deleted, "Count"),
         ("RowsRejected", stats.rows_rejected, "Count"),
+        ("RowsStale", stats.rows_stale or 0, "Count"),
         ("BatchSeconds", result.seconds, "Seconds"),
         # Table services (clustering) that failed after the batch: ingestion went on, the table's layout did not.
         ("ServicesFailed", len(result.services_failed), "Count"),

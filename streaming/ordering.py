@@ -23,10 +23,10 @@ newer one brings the encounter back.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
-from pyspark.sql import Column
+from pyspark.sql import Column, Window
 from pyspark.sql import functions as F
 
 from streaming import readme
@@ -40,10 +40,15 @@ EVENT_TIME_FLOOR = datetime(1971, 1, 1, tzinfo=UTC)
 DELETED_PARTITION = "__deleted__"
 # Within a batch, ties on precombine_ts are broken by these, later wins (see newest_versions).
 TIE_BREAK = ("source_modified", "sourcename", "source_ordinal")
+# How far above the version it found a DELETE without an event time is ordered: the finest step a timestamp has.
+TOMBSTONE_STEP = timedelta(microseconds=1)
 
 
-def event_time(last_updated: Column, bundle_last_updated: Column, bundle_timestamp: Column) -> Column:
-    """The version's event time: its own meta.lastUpdated, else its Bundle's meta.lastUpdated, else timestamp.
+def event_time(
+    last_updated: Column, entry_last_modified: Column, bundle_last_updated: Column, bundle_timestamp: Column
+) -> Column:
+    """The version's event time: its own meta.lastUpdated, else its Bundle entry's response.lastModified, else its
+    Bundle's meta.lastUpdated, else the Bundle's timestamp.
 
     A Bundle time before EVENT_TIME_FLOOR (an unset clock, e.g. the epoch) counts as absent; a resource's own
     lastUpdated that early is rejected by flatten (`bad_datetime`) before it gets here.
@@ -51,6 +56,7 @@ def event_time(last_updated: Column, bundle_last_updated: Column, bundle_timesta
     floor = F.lit(EVENT_TIME_FLOOR).cast("timestamp")
     return F.coalesce(
         last_updated,
+        F.when(entry_last_modified >= floor, entry_last_modified),
         F.when(bundle_last_updated >= floor, bundle_last_updated),
         F.when(bundle_timestamp >= floor, bundle_timestamp),
     )
@@ -72,28 +78,32 @@ def newest_versions(rows: DataFrame, key: str = "encounter_id") -> DataFrame:
     return rows.groupBy(key).agg(F.max_by(payload, order).alias("_winner")).select("_winner.*")
 
 
-def settle_timeless_deletes(candidates: DataFrame, stored: DataFrame | None) -> DataFrame:
-    """A DELETE without an event time deletes the newest version it finds: it takes that version's ordering.
+def timeless_delete() -> Column:
+    """A DELETE without an event time: its ordering is settled against what it finds (settle_timeless_deletes)."""
+    return (F.col("kind") == "delete") & F.col("event_time").isNull()
 
-    Its precombine_ts becomes the greatest of its own (landing tier), the newest version of the key in this batch
-    and the stored one (`stored`: encounter_id, precombine_ts; None when there is no table yet). On an equal value
-    the later landing wins within a batch, and the incoming write wins against the table, so the delete removes
-    that version and every older one, and a newer version still brings the encounter back.
+
+def settle_timeless_deletes(candidates: DataFrame, stored: DataFrame | None) -> DataFrame:
+    """A DELETE without an event time deletes the newest version it finds: it takes an ordering just above it.
+
+    Its precombine_ts becomes the greatest of its own (landing tier), the newest version of the key before it in
+    this batch (in TIE_BREAK order) and the stored one (`stored`: encounter_id, precombine_ts; None when there is no
+    table yet), each found version plus one microsecond (TOMBSTONE_STEP). Strictly above: the version it deleted,
+    read again (a replayed file, a re-sent copy), loses to the tombstone instead of tying it and coming back, while
+    any newer version (one microsecond is the finest a timestamp holds) still brings the encounter back. A version
+    after the delete in the batch is not one it found: it is ordered against the delete like any other.
     """
-    timeless = (F.col("kind") == "delete") & F.col("event_time").isNull()
-    in_batch = (
-        candidates.where(F.col("kind") == "resource")
-        .groupBy("encounter_id")
-        .agg(F.max("precombine_ts").alias("_batch_newest"))
-    )
-    settled = candidates.join(in_batch, "encounter_id", "left")
-    newest = [F.col("precombine_ts"), F.col("_batch_newest")]
+    step = F.expr(f"INTERVAL {TOMBSTONE_STEP.microseconds} MICROSECONDS")
+    before = Window.partitionBy("encounter_id").orderBy(*TIE_BREAK).rowsBetween(Window.unboundedPreceding, -1)
+    found = F.max(F.when(F.col("kind") == "resource", F.col("precombine_ts"))).over(before)
+    settled = candidates.withColumn("_found", found + step)
+    newest = [F.col("precombine_ts"), F.col("_found")]
     if stored is not None:
-        keys = candidates.where(timeless).select("encounter_id").distinct()
+        keys = candidates.where(timeless_delete()).select("encounter_id").distinct()
         known = stored.join(keys, "encounter_id").select("encounter_id", F.col("precombine_ts").alias("_stored"))
         settled = settled.join(F.broadcast(known), "encounter_id", "left")
-        newest.append(F.col("_stored"))
-    ordering = F.when(timeless, F.greatest(*newest)).otherwise(F.col("precombine_ts"))
+        newest.append(F.col("_stored") + step)
+    ordering = F.when(timeless_delete(), F.greatest(*newest)).otherwise(F.col("precombine_ts"))
     return settled.withColumn("precombine_ts", ordering).select(*candidates.columns)
 
 

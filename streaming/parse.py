@@ -52,19 +52,26 @@ class Record:
     # a version's event time when it has no lastUpdated of its own (see ordering.py).
     bundle_last_updated: str | None = None
     bundle_timestamp: str | None = None
+    # The entry's response.lastModified (a history Bundle's time of that version, a DELETE's included): before
+    # the Bundle's times, which say when the Bundle was assembled.
+    entry_last_modified: str | None = None
 
 
-def _stamped(record: Record, bundle: dict[str, Any]) -> Record:
-    """A Bundle's resource or delete, carrying the Bundle's times (its event time when it has none of its own)."""
+def _stamped(record: Record, bundle: dict[str, Any], entry: dict[str, Any]) -> Record:
+    """A Bundle's resource or delete, carrying its entry's and the Bundle's times (its event time when it has none
+    of its own)."""
     if record.kind not in ("resource", "delete"):
         return record
     meta = bundle.get("meta")
     updated = meta.get("lastUpdated") if isinstance(meta, dict) else None
     stamp = bundle.get("timestamp")
+    response = entry.get("response")
+    modified = response.get("lastModified") if isinstance(response, dict) else None
     return replace(
         record,
         bundle_last_updated=updated if isinstance(updated, str) else None,
         bundle_timestamp=stamp if isinstance(stamp, str) else None,
+        entry_last_modified=modified if isinstance(modified, str) else None,
     )
 
 
@@ -261,7 +268,7 @@ class FileSplitter:
                 continue
             request = entry.get("request")
             if isinstance(request, dict) and str(request.get("method", "")).upper() == "DELETE":
-                yield _stamped(self._delete(where, request, entry), bundle)
+                yield _stamped(self._delete(where, request, entry), bundle, entry)
                 continue
             resource = entry.get("resource")
             if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
@@ -270,7 +277,9 @@ class FileSplitter:
             rtype = resource["resourceType"]
             if rtype == "Encounter":
                 ref_map, ref_names = index.context(resource)
-                yield _stamped(self._resource(resource, where, _resource_text(resource), ref_map, ref_names), bundle)
+                yield _stamped(
+                    self._resource(resource, where, _resource_text(resource), ref_map, ref_names), bundle, entry
+                )
             elif rtype == "Bundle":
                 yield from self._bundle(resource, where, depth + 3)
             else:

@@ -37,6 +37,7 @@ def batch_line(result: BatchResult) -> dict[str, Any]:
         "rows_deleted": stats.rows_deleted,
         "rows_rejected": stats.rows_rejected,
         "rows_skipped": stats.rows_skipped,
+        "rows_stale": stats.rows_stale,
         "seconds": round(result.seconds, 3),
         "lag_seconds": None if lag is None else round(lag, 3),
         "services": list(result.services),

@@ -30,6 +30,7 @@ UNREADABLE = "unreadable_file"
 MISSING_ID = "missing_id"
 INVALID_ID = "invalid_id"
 BAD_DATETIME = "bad_datetime"
+FUTURE_DATETIME = "future_datetime"
 SCHEMA_MISMATCH = "schema_mismatch"
 
 
@@ -61,6 +62,10 @@ REASONS: tuple[Reason, ...] = (
     Reason(MISSING_ID, "flatten", "an Encounter without `id`"),
     Reason(INVALID_ID, "flatten", "`id` is not a JSON string or not a FHIR id (also for a DELETE's id)"),
     Reason(BAD_DATETIME, "flatten", "a dateTime that is not FHIR (the message names the field)"),
+    Reason(FUTURE_DATETIME, "flatten",
+           "the version's event time (its lastUpdated, else its Bundle's times) is more than"
+           " `fhir.future_tolerance_hours` (24) after it was read: a wrong clock would otherwise pin the encounter"
+           " and every real update until then would lose"),
     Reason(SCHEMA_MISMATCH, "flatten",
            "an element the mapping reads has the wrong JSON type (the message names it), or the resource is not"
            " an Encounter"),

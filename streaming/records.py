@@ -37,6 +37,7 @@ _ARROW_SCHEMA = pa.schema(
         ("ordinal", pa.int32()),
         ("bundle_last_updated", pa.string()),
         ("bundle_timestamp", pa.string()),
+        ("entry_last_modified", pa.string()),
     ]
 )
 _TYPES = _ARROW_SCHEMA.types
@@ -137,6 +138,7 @@ def _row(uri: str, modified: object, record: Record, ordinal: int = 0) -> tuple[
         ordinal,
         record.bundle_last_updated,
         record.bundle_timestamp,
+        record.entry_last_modified,
     )
 
 

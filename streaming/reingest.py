@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +25,7 @@ from botocore.exceptions import ClientError
 from pyspark.sql import functions as F
 
 from streaming import aws, storage
-from streaming.batch import BatchDeps, BatchResult, process_batch, recover
+from streaming.batch import BatchDeps, BatchResult, only_positions, process_batch, recover
 from streaming.config import ConfigError, JobConfig, is_remote, is_s3, spelled_like
 from streaming.hudi import HudiWriter, quarantine_table
 from streaming.job import RunSummary, new_run_id, open_ledger, writer_deps
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LISTING_SCHEMA = "path string, length long, modificationTime timestamp"
+WHOLE_FILE = "file"  # the position of a quarantine row that stands for the whole file (parse.py, records.py)
 
 
 @dataclass(frozen=True)
@@ -61,12 +62,18 @@ def as_listed(uri: str, source: str) -> str:
 
 
 def landed_file(uri: str, *, missing_ok: bool = False) -> LandedFile:
-    """The file as the stream would list it: size and modification time; a missing file is a usage error."""
+    """The file as the stream would list it: size and modification time; a missing file is a usage error.
+
+    An S3 object moved back from the archive carries the time it first landed (storage.LANDED_AT): a copy's own
+    LastModified is the moment of the copy, which would make its versions without an event time the newest.
+    """
     try:
         if is_s3(uri):
             bucket, key = split_s3_uri(uri)
             head = aws.client("s3").head_object(Bucket=bucket, Key=key)
-            return LandedFile(uri, int(head["ContentLength"]), head["LastModified"].astimezone(UTC))
+            landed = head.get("Metadata", {}).get(storage.LANDED_AT)
+            modified = datetime.fromisoformat(landed) if landed else head["LastModified"]
+            return LandedFile(uri, int(head["ContentLength"]), modified.astimezone(UTC))
         stat = os.stat(local_path(uri))
         return LandedFile(uri, stat.st_size, datetime.fromtimestamp(stat.st_mtime, UTC))
     except (OSError, ClientError) as exc:
@@ -81,18 +88,29 @@ def archived_uri(archive: str, uri: str) -> str:
     return archive.rstrip("/") + path
 
 
-def restore(config: JobConfig, uri: str) -> str:
+def restore(config: JobConfig, uri: str, landed: datetime | None = None) -> str:
     """Move a file the stream archived (`source_archive`) back to where it landed, so it is taken under its URI.
 
     Its rows, ledger entry and quarantine rows name the landed URI. Back in the prefix it stays: the stream lists
-    a path once, so it is neither ingested nor archived again by the stream.
+    a path once, so it is neither ingested nor archived again by the stream. `landed`, the modification time the
+    ledger recorded when the file was first taken, goes with it (see `landed_file`).
     """
     if config.source_archive and not storage.exists(uri):
         archived = archived_uri(config.source_archive, uri)
         if storage.exists(archived):
-            storage.move(archived, uri)
+            storage.move(archived, uri, landed=landed)
             log.info("restored from the archive: %s", uri)
     return uri
+
+
+def recorded_landing(version: str | None) -> datetime | None:
+    """The modification time in a ledger version (`size@time`, see batch.file_version); None if there is none."""
+    if not version or "@" not in version:
+        return None
+    try:
+        return datetime.fromisoformat(version.split("@", 1)[1])
+    except ValueError:
+        return None
 
 
 def reingest(config: JobConfig, uris: Sequence[str], *, spark: SparkSession | None = None) -> RunSummary:
@@ -113,15 +131,27 @@ def replay_quarantine(
         return ReplayResult((), 0, 0, RunSummary(new_run_id()))
     rows = spark.read.format("hudi").load(spec.uri)
     chosen = rows if reason is None else rows.where(rows.reason == reason)
-    uris = sorted(r.sourcename for r in chosen.select("sourcename").distinct().collect())
+    quarantined: dict[str, set[str]] = {}
+    for r in chosen.select("sourcename", "source_position").distinct().collect():
+        quarantined.setdefault(r.sourcename, set()).add(r.source_position)
+    uris = sorted(quarantined)
     if not uris:
         return ReplayResult((), 0, 0, RunSummary(new_run_id()))
-    summary, (fixed, remaining) = _take(config, uris, spark, "replay", missing_ok=True)
+    # Only what was quarantined comes back: the file's other entries landed the first time, and reading them again
+    # would order them against today's table. A whole-file row (position `file`) takes the whole file.
+    positions = {uri: frozenset(found) for uri, found in quarantined.items() if WHOLE_FILE not in found}
+    summary, (fixed, remaining) = _take(config, uris, spark, "replay", missing_ok=True, positions=positions)
     return ReplayResult(tuple(uris), fixed, remaining, summary)
 
 
 def _take(
-    config: JobConfig, uris: Sequence[str], spark: SparkSession | None, purpose: str, *, missing_ok: bool = False
+    config: JobConfig,
+    uris: Sequence[str],
+    spark: SparkSession | None,
+    purpose: str,
+    *,
+    missing_ok: bool = False,
+    positions: Mapping[str, frozenset[str]] | None = None,
 ) -> tuple[RunSummary, tuple[int, int]]:
     """One batch over `uris` under the writer lease, then the quarantine clean-up (see `_drop_stale_quarantine`)."""
     from streaming.session import build_spark
@@ -132,10 +162,16 @@ def _take(
     try:
         with writer_lease(ledger, config, summary.run_id) as lease:
             # Under the lease: a command refused because another instance writes moves no file back.
-            files = [landed_file(restore(config, uri), missing_ok=missing_ok) for uri in uris]
+            recorded = ledger.versions(uris)
+            files = [
+                landed_file(restore(config, uri, recorded_landing(recorded.get(uri))), missing_ok=missing_ok)
+                for uri in uris
+            ]
             spark = spark or build_spark(config.spark)
             deps = dataclasses.replace(
-                writer_deps(spark, config, ledger, summary.run_id, lease), retake=frozenset(f.uri for f in files)
+                writer_deps(spark, config, ledger, summary.run_id, lease),
+                retake=frozenset(f.uri for f in files),
+                positions=dict(positions or {}),
             )
             summary.recovery = recover(deps)  # finish a crashed batch first: its files may be among these
             listing = spark.createDataFrame([(f.uri, f.length, f.modified) for f in files], LISTING_SCHEMA)
@@ -159,6 +195,8 @@ def _drop_stale_quarantine(deps: BatchDeps, result: BatchResult) -> tuple[int, i
     if result.batch_key is None or not deps.writer.exists(deps.quarantine):
         return 0, 0
     rows = deps.spark.read.format("hudi").load(deps.quarantine.uri).where(F.col("sourcename").isin(list(result.files)))
+    if deps.positions:  # positions not read again say nothing about what they hold now
+        rows = only_positions(rows, deps.positions)
     stale = F.col("batch_key") != result.batch_key
     rows = rows.withColumn("_stale", stale).persist()  # counted, then the stale keys are deleted
     try:

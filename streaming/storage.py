@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+from datetime import datetime
 from typing import IO, Any
 
 from streaming.config import is_s3
@@ -100,15 +101,28 @@ def exists(uri: str) -> bool:
     return os.path.isfile(local_path(uri))
 
 
-def move(source: str, target: str) -> None:
-    """Move one file within a file system (S3: copy, then delete the original; same bucket or not)."""
+# S3 user metadata on a file moved back from the archive: the time it first landed (CopyObject sets LastModified
+# to the moment of the copy, and S3 cannot set it).
+LANDED_AT = "bronze-landed-at"
+
+
+def move(source: str, target: str, *, landed: datetime | None = None) -> None:
+    """Move one file within a file system (S3: copy, then delete the original; same bucket or not).
+
+    `landed`: the modification time the file keeps, as its time (locally) or as LANDED_AT metadata (S3).
+    """
     if is_s3(source):
         bucket, key = split_s3_uri(source)
         to_bucket, to_key = split_s3_uri(target)
         s3 = _s3()
-        s3.copy_object(Bucket=to_bucket, Key=to_key, CopySource={"Bucket": bucket, "Key": key})
+        extra: dict[str, Any] = {}
+        if landed is not None:
+            extra = {"Metadata": {LANDED_AT: landed.isoformat()}, "MetadataDirective": "REPLACE"}
+        s3.copy_object(Bucket=to_bucket, Key=to_key, CopySource={"Bucket": bucket, "Key": key}, **extra)
         s3.delete_object(Bucket=bucket, Key=key)
         return
     destination = local_path(target)
     os.makedirs(os.path.dirname(destination), exist_ok=True)
     os.replace(local_path(source), destination)
+    if landed is not None:
+        os.utime(destination, (landed.timestamp(), landed.timestamp()))

@@ -197,6 +197,7 @@ def test_batch_line_has_the_batch_numbers() -> None:
         "rows_deleted": 1,
         "rows_rejected": 2,
         "rows_skipped": 3,
+        "rows_stale": 0,
         "seconds": 2.25,
         "lag_seconds": 60.0,
         "services": ["clustering"],

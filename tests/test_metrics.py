@@ -74,6 +74,7 @@ def test_two_batches_come_back_from_cloudwatch(aws_env: str, unique_name: str) -
         "RowsWritten",
         "RowsDeleted",
         "RowsRejected",
+        "RowsStale",
         "BatchSeconds",
         "ServicesFailed",
         "LagSeconds",
@@ -89,6 +90,7 @@ def test_two_batches_come_back_from_cloudwatch(aws_env: str, unique_name: str) -
         "RowsRejected": 3 + 2,
         "BatchSeconds": 4.5 + 1.5,
         "ServicesFailed": 0,
+        "RowsStale": 0,
         "FilesWaiting": 7 + 7,
         "OldestWaitingSeconds": 95 + 95,
     }

@@ -17,7 +17,7 @@ from helpers import job_config, read_table
 
 from streaming import job, readme
 from streaming.flatten import flatten
-from streaming.ordering import CASES, DELETED_PARTITION, Version, newest_versions, readme_table
+from streaming.ordering import CASES, DELETED_PARTITION, TOMBSTONE_STEP, Version, newest_versions, readme_table
 from streaming.records import RECORD_SCHEMA
 
 BASE = datetime(2024, 1, 1, tzinfo=UTC)  # event time t
@@ -73,7 +73,7 @@ def _expected(version: Version, status: str, landed: datetime, found: datetime |
     """The row a winning version leaves; `found`: the ordering of the version a DELETE without a time deletes."""
     ordering = _ordering(version, landed)
     if version.kind == "delete" and version.event is None and found is not None:
-        ordering = max(ordering, found)
+        ordering = max(ordering, found + TOMBSTONE_STEP)  # strictly above the version it deleted
     if version.kind == "delete":
         return {"is_deleted": True, "status": None, "hospital_partition": DELETED_PARTITION, "precombine_ts": ordering}
     return {

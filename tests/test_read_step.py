@@ -26,7 +26,13 @@ def test_split_files_rows_carry_each_record_field_in_its_own_column(tmp_path: Pa
     org = {"resourceType": "Organization", "id": "o1", "name": "General"}
     enc = encounter("e1", serviceProvider={"reference": "urn:uuid:org-1"})
     doc = {
-        **bundle("collection", [{"fullUrl": "urn:uuid:org-1", "resource": org}, {"resource": enc}]),
+        **bundle(
+            "collection",
+            [
+                {"fullUrl": "urn:uuid:org-1", "resource": org},
+                {"resource": enc, "response": {"status": "200", "lastModified": "2024-01-01T12:00:00Z"}},
+            ],
+        ),
         "meta": {"lastUpdated": "2024-01-02T03:04:05Z"},
         "timestamp": "2024-01-01T00:00:00Z",
     }
@@ -56,6 +62,7 @@ def test_split_files_rows_carry_each_record_field_in_its_own_column(tmp_path: Pa
             "ordinal": i,
             "bundle_last_updated": r.bundle_last_updated,
             "bundle_timestamp": r.bundle_timestamp,
+            "entry_last_modified": r.entry_last_modified,
         }
         for i, r in enumerate(split(data))
     ]
@@ -63,9 +70,10 @@ def test_split_files_rows_carry_each_record_field_in_its_own_column(tmp_path: Pa
     # The Encounter row, written out: the Bundle's context and times reached their columns.
     assert (rows[1]["kind"], rows[1]["resource_id"], rows[1]["ordinal"]) == ("resource", "e1", 1)
     assert rows[1]["ref_names"] == [("urn:uuid:org-1", "General")]
-    assert (rows[1]["bundle_last_updated"], rows[1]["bundle_timestamp"]) == (
+    assert (rows[1]["bundle_last_updated"], rows[1]["bundle_timestamp"], rows[1]["entry_last_modified"]) == (
         "2024-01-02T03:04:05Z",
         "2024-01-01T00:00:00Z",
+        "2024-01-01T12:00:00Z",
     )
 
 
