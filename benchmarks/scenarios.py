@@ -1011,7 +1011,7 @@ def sourcelog(bench: Bench) -> Figures:
 
 
 def query_scale(bench: Bench) -> Figures:
-    """`query` on a large table: filters pushed down and results streamed, against a whole read (benchmarks/query_scale.py)."""
+    """`query` on a large table: pushed-down filters and streamed results against a whole read (query_scale.py)."""
     from benchmarks import query_scale
 
     return query_scale.query_scale(bench)

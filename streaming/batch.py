@@ -214,6 +214,7 @@ def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchRe
         if stats.rows_written or stats.delete_requests:
             # One version per encounter, chosen by the ordering rule; Hudi then orders it against the stored one.
             candidates = rows.where("reject_reason IS NULL AND kind IN ('resource', 'delete')")
+            keys = deps.encounter.key_columns
             # Into a table without a commit (the first batch, a backfill) no key can exist yet: nothing to look up.
             fresh = not deps.writer.has_commits(deps.encounter)
             write = deps.writer.bulk_insert if fresh else deps.writer.upsert
@@ -222,10 +223,10 @@ def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchRe
                 stored = None if fresh else _stored_versions(deps)
                 candidates = _settle_deletes(deps, candidates, stored, new)
             # Persisted: counted against the table before and after the write, the per-key aggregation runs once.
-            written = bronze_rows(candidates).persist()
+            written = bronze_rows(candidates, keys).persist()
             try:
                 if stored is not None:
-                    stats = replace(stats, rows_deleted=rows_deleted(written, stored))
+                    stats = replace(stats, rows_deleted=rows_deleted(written, stored, keys))
                 deps.fence()
                 write(deps.encounter, written, {**meta, BATCH_STATS: stats.to_json()})
                 commit = deps.writer.find_commit(deps.encounter, key)
@@ -323,9 +324,9 @@ def _take_back_clustering(deps: BatchDeps) -> list[str]:
         return []
 
 
-def bronze_rows(candidates: DataFrame) -> DataFrame:
+def bronze_rows(candidates: DataFrame, keys: Sequence[str] = ("encounter_id",)) -> DataFrame:
     """What the bronze upsert writes: one version per encounter (ordering.newest_versions), the bronze columns."""
-    return newest_versions(candidates).select(*BRONZE_COLUMNS, "_hoodie_is_deleted")
+    return newest_versions(candidates, keys).select(*BRONZE_COLUMNS, "_hoodie_is_deleted")
 
 
 @dataclass(frozen=True)
@@ -413,6 +414,8 @@ def _read(
         keep_resource_json=fhir.keep_resource_json,
         raw_slice_chars=fhir.raw_slice_chars,
         future_tolerance_hours=fhir.future_tolerance_hours,
+        key_scope=deps.config.key_scope,
+        source=deps.config.source,
     )
     return only_positions(rows, deps.positions).persist()
 
@@ -468,7 +471,7 @@ def _settle_deletes(
     a newer version re-created since would be deleted. So the first decision per (file version, position) is kept
     in the ledger, before the write, and reused.
     """
-    settled = settle_timeless_deletes(candidates, stored)
+    settled = settle_timeless_deletes(candidates, stored, deps.encounter.key_columns)
     found = settled.where(timeless_delete()).select(
         "sourcename", "source_position", F.unix_micros("precombine_ts").alias("micros")
     )
@@ -501,7 +504,7 @@ def _stored_versions(deps: BatchDeps) -> DataFrame:
     stored = deps.writer.read(deps.encounter)
     # Tables written before tombstones existed have no is_deleted column: all their rows are live.
     deleted = F.coalesce(F.col("is_deleted"), F.lit(False)) if "is_deleted" in stored.columns else F.lit(False)
-    return stored.select("encounter_id", "precombine_ts", deleted.alias("is_deleted"))
+    return stored.select(*deps.encounter.key_columns, "precombine_ts", deleted.alias("is_deleted"))
 
 
 def _quarantine_rows(rows: DataFrame, key: str, batch_id: int, at: datetime) -> DataFrame:

@@ -122,6 +122,11 @@ class JobConfig:
     max_files_per_trigger: int = 500  # bounds one micro-batch (and the ledger's batch intent item)
     lease_ttl_seconds: int = 60  # single-writer lease; renewed every third of it, a dead job's expires after it
     lease_wait_seconds: int = 75  # how long a starting job waits for another holder's lease to expire
+    # What makes an encounter one row (README "Which key"). FHIR makes Encounter.id unique per server only:
+    # "id" (default) keys by the id alone; "meta.source" or "folder" (the first folder under the landing prefix)
+    # name the system it came from, kept in `source_system` and part of the key, so two EHRs that both number
+    # from 1 do not overwrite each other. Fixed for a table once it has data (a change is refused at start).
+    key_scope: str = "id"
     tables: Tables = field(default_factory=Tables)
     ledger: LedgerConfig = field(default_factory=LedgerConfig)
     spark: SparkConfig = field(default_factory=SparkConfig)
@@ -272,7 +277,17 @@ def load(file: str | Path | None = None, overrides: Mapping[str, Any] | None = N
     _check_archive(config.source, config.source_archive)
     _check_layout(config.layout)
     _check_names(config)
+    if config.key_scope not in KEY_SCOPES:
+        raise ConfigError(f"key_scope must be one of {', '.join(KEY_SCOPES)}, got {config.key_scope!r}")
     return config
+
+
+KEY_SCOPES = ("id", "meta.source", "folder")
+
+
+def key_columns(config: JobConfig) -> tuple[str, ...]:
+    """The bronze table's record key columns for the configured key scope."""
+    return ("encounter_id",) if config.key_scope == "id" else ("source_system", "encounter_id")
 
 
 # Table and database names as Glue, Athena and Hive accept them (lower case, digits, underscore); they also appear

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -68,6 +69,24 @@ def fhir_datetime(raw: Column) -> Column:
         .when(F.length(raw) == 10, F.try_to_timestamp(raw, F.lit("yyyy-MM-dd")))
         .otherwise(F.try_to_timestamp(raw, F.lit("yyyy-MM-dd'T'HH:mm:ss[.SSSSSSSSS]XXX"))),
     )
+
+
+def source_system(key_scope: str, source: str) -> Column:
+    """The `source_system` column for a key scope (config.key_scope), over the parsed record's columns.
+
+    `meta.source`: the resource's own, else its Bundle's (a DELETE has only the Bundle's); `folder`: the first
+    folder under the landing prefix `source` in the file's URI. Empty when there is none (one shared scope),
+    null under `id` (the id alone is the key).
+    """
+    if key_scope == "meta.source":
+        own = F.when(F.col("kind") == "resource", F.col("meta.source"))
+        return F.coalesce(own, F.col("bundle_source"), F.lit(""))
+    if key_scope == "folder":
+        # The URI's path after its scheme, then after the prefix's path: both spell the same bucket or folder.
+        path = re.sub(r"^[A-Za-z0-9]+:/*", "", source).strip("/")
+        pattern = r"^[A-Za-z0-9]+:/*" + re.escape(path) + r"/([^/]+)/"
+        return F.regexp_extract(F.col("sourcename"), pattern, 1)
+    return F.lit(None).cast("string")
 
 
 def _class_label(code: Column) -> Column:
@@ -191,6 +210,8 @@ def flatten(
     keep_resource_json: bool = True,
     raw_slice_chars: int = 2000,
     future_tolerance_hours: int = 24,
+    key_scope: str = "id",
+    source: str = "",
 ) -> DataFrame:
     """Map split records (see records.RECORD_SCHEMA) to bronze rows, one per record.
 
@@ -198,10 +219,11 @@ def flatten(
     `is_deleted` true), `quarantine` (rejected while reading the file) or `skipped` (another
     resource type). Rejected rows keep `reject_reason`, `reject_message` (names the element, never its value)
     and a `raw_slice` of at most `raw_slice_chars` characters. A version whose event time is more than
-    `future_tolerance_hours` after the moment it is read is rejected (`future_datetime`).
+    `future_tolerance_hours` after the moment it is read is rejected (`future_datetime`). `key_scope` says what
+    `source_system` holds (config.key_scope); `source`, the landing prefix, is where the `folder` scope starts.
     """
     context = SparkContext._active_spark_context
-    steps = _projections(context, keep_resource_json, raw_slice_chars, future_tolerance_hours)
+    steps = _projections(context, keep_resource_json, raw_slice_chars, future_tolerance_hours, key_scope, source)
     out = records
     for step in steps:
         out = out.select(*step)
@@ -214,7 +236,12 @@ def flatten(
 # so they are built once per Spark context and setting; the context is in the key, a column lives in its JVM.
 @functools.lru_cache(maxsize=8)
 def _projections(
-    context: object, keep_resource_json: bool, raw_slice_chars: int, future_tolerance_hours: int
+    context: object,
+    keep_resource_json: bool,
+    raw_slice_chars: int,
+    future_tolerance_hours: int,
+    key_scope: str,
+    source: str,
 ) -> tuple[tuple[Column, ...], ...]:
     """flatten's projections, in order: each step's columns over the previous step's output."""
     future_message = (
@@ -236,6 +263,7 @@ def _projections(
             fhir_datetime(F.col("bundle_last_updated")).alias("bundle_last_updated"),
             fhir_datetime(F.col("bundle_timestamp")).alias("bundle_timestamp"),
             fhir_datetime(F.col("entry_last_modified")).alias("entry_last_modified"),
+            F.col("bundle_source"),
             F.col("reason").alias("read_reason"),
             F.col("message").alias("read_message"),
             F.col("raw_slice").alias("read_raw_slice"),
@@ -265,6 +293,7 @@ def _projections(
     steps.append(
         (
             *[F.col(name) for name in carried],
+            source_system(key_scope, source).alias("source_system"),
             *[values[rule.column].alias(rule.column) for rule in RULES],
             *[raw[r.column].alias(f"_raw_{r.column}") for r in times],
             (F.col("_r").isNull() | ~F.coalesce(F.col("resourceType") == "Encounter", F.lit(False))).alias(
@@ -358,6 +387,7 @@ def _projections(
             F.when(kind == "delete", F.lit(DELETED_PARTITION))
             .otherwise(hospital_partition(F.col("hospital_name")))
             .alias("hospital_partition"),
+            F.col("source_system"),
             # A delete is a tombstone row (is_deleted), never a Hudi delete: the column stays (false) because tables
             # written before the tombstones have it, and Hudi refuses a write that drops a column.
             F.lit(False).alias("_hoodie_is_deleted"),

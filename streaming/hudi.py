@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from streaming.config import JobConfig
+from streaming.config import ConfigError, JobConfig, key_columns
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -65,12 +65,17 @@ class TableSpec:
     partition: str = ""
     options: Mapping[str, str] = field(default_factory=dict)
 
+    @property
+    def key_columns(self) -> tuple[str, ...]:
+        return tuple(self.record_key.split(","))
+
     def write_options(self) -> dict[str, str]:
-        keygen = (
-            "org.apache.hudi.keygen.SimpleKeyGenerator"
-            if self.partition
-            else "org.apache.hudi.keygen.NonpartitionedKeyGenerator"
-        )
+        if not self.partition:
+            keygen = "org.apache.hudi.keygen.NonpartitionedKeyGenerator"
+        elif len(self.key_columns) > 1:  # a record key of several fields (config.key_scope)
+            keygen = "org.apache.hudi.keygen.ComplexKeyGenerator"
+        else:
+            keygen = "org.apache.hudi.keygen.SimpleKeyGenerator"
         return {
             **COMMON_OPTIONS,
             "hoodie.table.name": self.name,
@@ -105,7 +110,7 @@ def encounter_table(config: JobConfig) -> TableSpec:
     return TableSpec(
         name=config.tables.encounter,
         uri=config.table_uri(config.tables.encounter),
-        record_key="encounter_id",
+        record_key=",".join(key_columns(config)),
         precombine="precombine_ts",
         partition="hospital_partition",
         options={
@@ -227,8 +232,33 @@ class HudiWriter:
             return 0
         base = spec.uri.rstrip("/")
         stored = self.spark.read.parquet(*[f"{base}/{f}" for f in commit.files])
-        kept = stored.where(F.col("_hoodie_commit_time") != commit.instant).select(spec.record_key)
-        return rows.select(spec.record_key).join(kept, spec.record_key).count()
+        keys = list(spec.key_columns)
+        kept = stored.where(F.col("_hoodie_commit_time") != commit.instant).select(*keys)
+        return rows.select(*keys).join(kept, keys).count()
+
+    def check_key(self, spec: TableSpec) -> None:
+        """Refuse to write a table whose record key is not the one configured (a changed key_scope)."""
+        fs, path = self._fs(f"{spec.uri.rstrip('/')}/.hoodie/hoodie.properties")
+        if not fs.exists(path):
+            return
+        stream = fs.open(path)
+        try:
+            text = str(self.spark._jvm.org.apache.commons.io.IOUtils.toString(stream, "UTF-8"))
+        finally:
+            stream.close()
+        found = next(
+            (
+                line.split("=", 1)[1].strip()
+                for line in text.splitlines()
+                if line.startswith("hoodie.table.recordkey.fields=")
+            ),
+            None,
+        )
+        if found is not None and found != spec.record_key:
+            raise ConfigError(
+                f"{spec.name} is keyed by {found}; this key_scope keys it by {spec.record_key}: a table's key is fixed"
+                " once it has data (set key_scope back, or write a new table)"
+            )
 
     def read(self, spec: TableSpec) -> DataFrame:
         """The table's latest snapshot."""

@@ -19,7 +19,7 @@ from streaming import checkpoint
 from streaming.batch import BatchDeps, BatchResult, Recovery, process_batch, recover
 from streaming.config import JobConfig, is_remote, spelled_like
 from streaming.failures import unwrap
-from streaming.hudi import HudiWriter
+from streaming.hudi import HudiWriter, encounter_table
 from streaming.lease import WriterLease, writer_lease
 from streaming.ledger import LeaseLost, Ledger, LedgerUnavailable, open_ledger  # re-exported: job.open_ledger
 from streaming.source_log import source_log
@@ -128,11 +128,13 @@ def writer_deps(
     """
     from streaming.catalog import ensure_catalog
 
+    writer = HudiWriter(spark)
+    writer.check_key(encounter_table(config))
     deps = BatchDeps(
         spark=spark,
         config=config,
         ledger=ledger,
-        writer=HudiWriter(spark),
+        writer=writer,
         run_id=run_id,
         catalog=ensure_catalog(spark, config),
         fence=lease.check,

@@ -34,7 +34,7 @@ _PERIOD = "struct<start: string, end: string>"
 READ_FIELDS: dict[str, str] = {
     "resourceType": "string",
     "id": "string",
-    "meta": "struct<lastUpdated: string>",
+    "meta": "struct<lastUpdated: string, source: string>",
     "status": "string",
     "class": "string",
     "subject": _REFERENCE,
@@ -184,9 +184,10 @@ PIPELINE_COLUMNS: dict[str, str] = {
         " content); null when fhir.keep_resource_json = false"
     ),
     "precombine_ts": (
-        "Hudi's ordering value (see Ordering): the version's event time (meta.lastUpdated, else its Bundle's"
-        " meta.lastUpdated or timestamp); without one, the file's modification time moved below every event time"
-        " (1970-01-01 plus its epoch milliseconds as microseconds)"
+        "Hudi's ordering value (see Ordering): the version's event time (meta.lastUpdated, else its Bundle entry's"
+        " response.lastModified, else its Bundle's meta.lastUpdated or timestamp); without one, the file's"
+        " modification time moved below every event time (1970-01-01 plus its epoch milliseconds as"
+        " microseconds)"
     ),
     "ingested_at": "when the micro-batch that wrote this version started (UTC)",
     "source_modified": "modification (landing) time of the file this version came from",
@@ -202,6 +203,11 @@ PIPELINE_COLUMNS: dict[str, str] = {
         " it (each of ``\"#%'*/:=?[\\]^{`` counts 3); otherwise its first 40 characters with every character"
         " outside printable ASCII replaced by `_`, then `~` and the first 16 hex digits of the SHA-256 of its"
         " UTF-8 bytes"
+    ),
+    "source_system": (
+        "the system the encounter came from, part of the record key when `key_scope` names one: the resource's"
+        " meta.source (else its Bundle's; a DELETE takes its Bundle's), or the first folder under the landing"
+        ' prefix; empty when it has none; null with the default `key_scope = "id"`'
     ),
 }
 

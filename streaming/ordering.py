@@ -22,6 +22,7 @@ newer one brings the encounter back.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Literal
@@ -67,7 +68,7 @@ def precombine_ts(event: Column, landed: Column) -> Column:
     return F.coalesce(event, F.timestamp_micros(F.unix_millis(landed)))
 
 
-def newest_versions(rows: DataFrame, key: str = "encounter_id") -> DataFrame:
+def newest_versions(rows: DataFrame, keys: Sequence[str] = ("encounter_id",)) -> DataFrame:
     """One row per key: the winner by precombine_ts, ties broken by TIE_BREAK (later wins); deterministic.
 
     Hudi's own pre-combine picks among equal ordering values in whatever order its shuffle delivers; this keeps
@@ -75,7 +76,7 @@ def newest_versions(rows: DataFrame, key: str = "encounter_id") -> DataFrame:
     """
     order = F.struct("precombine_ts", *TIE_BREAK)
     payload = F.struct(*[F.col(c) for c in rows.columns])
-    return rows.groupBy(key).agg(F.max_by(payload, order).alias("_winner")).select("_winner.*")
+    return rows.groupBy(*keys).agg(F.max_by(payload, order).alias("_winner")).select("_winner.*")
 
 
 def timeless_delete() -> Column:
@@ -83,7 +84,9 @@ def timeless_delete() -> Column:
     return (F.col("kind") == "delete") & F.col("event_time").isNull()
 
 
-def settle_timeless_deletes(candidates: DataFrame, stored: DataFrame | None) -> DataFrame:
+def settle_timeless_deletes(
+    candidates: DataFrame, stored: DataFrame | None, keys: Sequence[str] = ("encounter_id",)
+) -> DataFrame:
     """A DELETE without an event time deletes the newest version it finds: it takes an ordering just above it.
 
     Its precombine_ts becomes the greatest of its own (landing tier), the newest version of the key before it in
@@ -94,24 +97,24 @@ def settle_timeless_deletes(candidates: DataFrame, stored: DataFrame | None) -> 
     after the delete in the batch is not one it found: it is ordered against the delete like any other.
     """
     step = F.expr(f"INTERVAL {TOMBSTONE_STEP.microseconds} MICROSECONDS")
-    before = Window.partitionBy("encounter_id").orderBy(*TIE_BREAK).rowsBetween(Window.unboundedPreceding, -1)
+    before = Window.partitionBy(*keys).orderBy(*TIE_BREAK).rowsBetween(Window.unboundedPreceding, -1)
     found = F.max(F.when(F.col("kind") == "resource", F.col("precombine_ts"))).over(before)
     settled = candidates.withColumn("_found", found + step)
     newest = [F.col("precombine_ts"), F.col("_found")]
     if stored is not None:
-        keys = candidates.where(timeless_delete()).select("encounter_id").distinct()
-        known = stored.join(keys, "encounter_id").select("encounter_id", F.col("precombine_ts").alias("_stored"))
-        settled = settled.join(F.broadcast(known), "encounter_id", "left")
+        wanted = candidates.where(timeless_delete()).select(*keys).distinct()
+        known = stored.join(wanted, list(keys)).select(*keys, F.col("precombine_ts").alias("_stored"))
+        settled = settled.join(F.broadcast(known), list(keys), "left")
         newest.append(F.col("_stored") + step)
     ordering = F.when(timeless_delete(), F.greatest(*newest)).otherwise(F.col("precombine_ts"))
     return settled.withColumn("precombine_ts", ordering).select(*candidates.columns)
 
 
-def rows_deleted(winners: DataFrame, stored: DataFrame) -> int:
+def rows_deleted(winners: DataFrame, stored: DataFrame, keys: Sequence[str] = ("encounter_id",)) -> int:
     """How many encounters live in `stored` the winning tombstones replace (Hudi: the incoming wins a tie)."""
-    tombstones = winners.where("is_deleted").select("encounter_id", F.col("precombine_ts").alias("_deleted_at"))
-    live = stored.where(~F.col("is_deleted")).select("encounter_id", F.col("precombine_ts").alias("_stored_at"))
-    return tombstones.join(live, "encounter_id").where("_stored_at <= _deleted_at").count()
+    tombstones = winners.where("is_deleted").select(*keys, F.col("precombine_ts").alias("_deleted_at"))
+    live = stored.where(~F.col("is_deleted")).select(*keys, F.col("precombine_ts").alias("_stored_at"))
+    return tombstones.join(live, list(keys)).where("_stored_at <= _deleted_at").count()
 
 
 # -- the rule as cases: the README table and tests/test_ordering.py read these --------------------------------

@@ -55,6 +55,7 @@ class Record:
     # The entry's response.lastModified (a history Bundle's time of that version, a DELETE's included): before
     # the Bundle's times, which say when the Bundle was assembled.
     entry_last_modified: str | None = None
+    bundle_source: str | None = None  # the Bundle's meta.source: a DELETE's source system (config.key_scope)
 
 
 def _stamped(record: Record, bundle: dict[str, Any], entry: dict[str, Any]) -> Record:
@@ -64,6 +65,7 @@ def _stamped(record: Record, bundle: dict[str, Any], entry: dict[str, Any]) -> R
         return record
     meta = bundle.get("meta")
     updated = meta.get("lastUpdated") if isinstance(meta, dict) else None
+    source = meta.get("source") if isinstance(meta, dict) else None
     stamp = bundle.get("timestamp")
     response = entry.get("response")
     modified = response.get("lastModified") if isinstance(response, dict) else None
@@ -72,6 +74,7 @@ def _stamped(record: Record, bundle: dict[str, Any], entry: dict[str, Any]) -> R
         bundle_last_updated=updated if isinstance(updated, str) else None,
         bundle_timestamp=stamp if isinstance(stamp, str) else None,
         entry_last_modified=modified if isinstance(modified, str) else None,
+        bundle_source=source if isinstance(source, str) else None,
     )
 
 

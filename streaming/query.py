@@ -81,6 +81,7 @@ def table_schemas(config: JobConfig) -> dict[str, pa.Schema]:
         pa.field("source_modified", _TIMESTAMP),
         pa.field("is_deleted", pa.bool_()),
         pa.field("hospital_partition", pa.string()),
+        pa.field("source_system", pa.string()),
         pa.field("_hoodie_is_deleted", pa.bool_()),
     ]
     counts = ("rows_in", "rows_written", "rows_deleted", "rows_rejected", "rows_skipped")

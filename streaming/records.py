@@ -38,6 +38,7 @@ _ARROW_SCHEMA = pa.schema(
         ("bundle_last_updated", pa.string()),
         ("bundle_timestamp", pa.string()),
         ("entry_last_modified", pa.string()),
+        ("bundle_source", pa.string()),
     ]
 )
 _TYPES = _ARROW_SCHEMA.types
@@ -139,6 +140,7 @@ def _row(uri: str, modified: object, record: Record, ordinal: int = 0) -> tuple[
         record.bundle_last_updated,
         record.bundle_timestamp,
         record.entry_last_modified,
+        record.bundle_source,
     )
 
 

@@ -33,7 +33,7 @@ def test_split_files_rows_carry_each_record_field_in_its_own_column(tmp_path: Pa
                 {"resource": enc, "response": {"status": "200", "lastModified": "2024-01-01T12:00:00Z"}},
             ],
         ),
-        "meta": {"lastUpdated": "2024-01-02T03:04:05Z"},
+        "meta": {"lastUpdated": "2024-01-02T03:04:05Z", "source": "ehr-a"},
         "timestamp": "2024-01-01T00:00:00Z",
     }
     data = json.dumps(doc).encode()
@@ -63,6 +63,7 @@ def test_split_files_rows_carry_each_record_field_in_its_own_column(tmp_path: Pa
             "bundle_last_updated": r.bundle_last_updated,
             "bundle_timestamp": r.bundle_timestamp,
             "entry_last_modified": r.entry_last_modified,
+            "bundle_source": r.bundle_source,
         }
         for i, r in enumerate(split(data))
     ]
@@ -70,10 +71,12 @@ def test_split_files_rows_carry_each_record_field_in_its_own_column(tmp_path: Pa
     # The Encounter row, written out: the Bundle's context and times reached their columns.
     assert (rows[1]["kind"], rows[1]["resource_id"], rows[1]["ordinal"]) == ("resource", "e1", 1)
     assert rows[1]["ref_names"] == [("urn:uuid:org-1", "General")]
-    assert (rows[1]["bundle_last_updated"], rows[1]["bundle_timestamp"], rows[1]["entry_last_modified"]) == (
+    times = ("bundle_last_updated", "bundle_timestamp", "entry_last_modified", "bundle_source")
+    assert tuple(rows[1][k] for k in times) == (
         "2024-01-02T03:04:05Z",
         "2024-01-01T00:00:00Z",
         "2024-01-01T12:00:00Z",
+        "ehr-a",
     )
 
 
