@@ -228,9 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--landing-prefix", default="fhir/encounter/", help="prefix the files land under, ending in /")
     parser.add_argument(
         "--archive-prefix",
-        default="",
+        default="fhir/archive/",
         help="move ingested files under this prefix of the landing bucket (ending in /, outside --landing-prefix) so "
-        "listing stays flat as files accumulate; default: files stay where they land",
+        "listing stays flat as files accumulate (default: %(default)s); off: files stay where they land",
     )
     parser.add_argument("--lakehouse-bucket", required=True)
     parser.add_argument("--artifacts-bucket", required=True)

@@ -28,7 +28,8 @@ NO_VALUE = object()
 class Rendered:
     """The template with parameters substituted, conditions decided and conditional resources dropped."""
 
-    def __init__(self, template: dict[str, Any], overrides: dict[str, str]) -> None:
+    def __init__(self, template: dict[str, Any], overrides: dict[str, str], partition: str = "aws") -> None:
+        self.partition = partition
         self.params = {k: str(v.get("Default", "")) for k, v in template["Parameters"].items()} | overrides
         self.template = template
         self.conditions = {name: self._eval(body) for name, body in template.get("Conditions", {}).items()}
@@ -39,7 +40,12 @@ class Rendered:
         }
 
     def _ref(self, name: str) -> Any:
-        pseudo = {"AWS::Region": REGION, "AWS::AccountId": ACCOUNT, "AWS::Partition": "aws", "AWS::NoValue": NO_VALUE}
+        pseudo = {
+            "AWS::Region": REGION,
+            "AWS::AccountId": ACCOUNT,
+            "AWS::Partition": self.partition,
+            "AWS::NoValue": NO_VALUE,
+        }
         if name in pseudo:
             return pseudo[name]
         if name in self.params:
@@ -51,17 +57,20 @@ class Rendered:
             "JobRole": "stack-JobRole-ABC",
             "SecurityConfiguration": f"{self.params['JobName']}-security",
             "Key": "1111bbbb-created",
-            "AlarmTopic": f"arn:aws:sns:{REGION}:{ACCOUNT}:{self.params['JobName']}-alarms",
+            "AlarmTopic": f"arn:{self.partition}:sns:{REGION}:{ACCOUNT}:{self.params['JobName']}-alarms",
             "JobStateRule": "stack-JobStateRule-XYZ",
         }
         return refs[name]
 
     def _get_att(self, name: str, attr: str) -> str:
         atts = {
-            ("LedgerTable", "Arn"): f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{self.params['LedgerTableName']}",
-            ("Key", "Arn"): CREATED_KEY,
-            ("JobRole", "Arn"): f"arn:aws:iam::{ACCOUNT}:role/stack-JobRole-ABC",
-            ("JobStateRule", "Arn"): f"arn:aws:events:{REGION}:{ACCOUNT}:rule/stack-JobStateRule-XYZ",
+            (
+                "LedgerTable",
+                "Arn",
+            ): f"arn:{self.partition}:dynamodb:{REGION}:{ACCOUNT}:table/{self.params['LedgerTableName']}",
+            ("Key", "Arn"): CREATED_KEY.replace("arn:aws:", f"arn:{self.partition}:"),
+            ("JobRole", "Arn"): f"arn:{self.partition}:iam::{ACCOUNT}:role/stack-JobRole-ABC",
+            ("JobStateRule", "Arn"): f"arn:{self.partition}:events:{REGION}:{ACCOUNT}:rule/stack-JobStateRule-XYZ",
         }
         return atts[(name, attr)]
 
@@ -84,7 +93,18 @@ class Rendered:
             if fn == "Ref":
                 return self._ref(arg)
             if fn == "Fn::Sub":
+                if isinstance(arg, list):  # [text, {name: value}]: the names are substituted first
+                    text, names = arg
+                    for name, value in names.items():
+                        text = text.replace("${" + name + "}", str(self._eval(value)))
+                    return self._sub(text)
                 return self._sub(arg)
+            if fn == "Fn::Split":
+                return str(self._eval(arg[1])).split(arg[0])
+            if fn == "Fn::Select":
+                return self._eval(arg[1])[int(arg[0])]
+            if fn == "Fn::Join":
+                return arg[0].join(str(x) for x in self._eval(arg[1]))
             if fn == "Fn::GetAtt":
                 return self._get_att(*arg)
             if fn == "Fn::If":
@@ -105,9 +125,9 @@ class Rendered:
         return role["Policies"][0]["PolicyDocument"]["Statement"]
 
     def key_arn(self) -> str:
-        return self.params["KmsKeyArn"] or CREATED_KEY
+        return self.params["KmsKeyArn"] or self._get_att("Key", "Arn")
 
 
-def render(**overrides: str) -> Rendered:
+def render(*, partition: str = "aws", **overrides: str) -> Rendered:
     """The template rendered with the test parameters, `overrides` replacing or adding any of them."""
-    return Rendered(TEMPLATE, PARAMS | overrides)
+    return Rendered(TEMPLATE, PARAMS | overrides, partition)

@@ -84,14 +84,14 @@ def test_the_archive_prefix_becomes_a_source_archive_the_job_accepts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    args = render(ArchivePrefix="fhir/archive/").props("StreamingJob")["DefaultArguments"]
+    args = render().props("StreamingJob")["DefaultArguments"]  # on by default (issue 33)
     config = load_config(["--source", args["--source"], "--source-archive", args["--source-archive"]])
     assert (config.source, config.source_archive) == ("s3://landing-b/fhir/encounter/", "s3://landing-b/fhir/archive/")
     # An archive inside the landing prefix would be listed again: the job refuses it at start.
     inside = render(ArchivePrefix="fhir/encounter/archive/").props("StreamingJob")["DefaultArguments"]
     with pytest.raises(ConfigError, match="must not be inside source"):
         load_config(["--source", inside["--source"], "--source-archive", inside["--source-archive"]])
-    assert "--source-archive" not in render().props("StreamingJob")["DefaultArguments"]
+    assert "--source-archive" not in render(ArchivePrefix="off").props("StreamingJob")["DefaultArguments"]
 
 
 def test_the_job_registers_tables_in_the_database_the_stack_creates_and_grants() -> None:
@@ -102,7 +102,8 @@ def test_the_job_registers_tables_in_the_database_the_stack_creates_and_grants()
     assert config.tables.database == database
     statements = TEMPLATE["Resources"]["JobRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
     (catalog,) = [s for s in statements if s.get("Sid") == "Catalog"]
-    assert {"Fn::Sub": "arn:aws:glue:${AWS::Region}:${AWS::AccountId}:database/${DatabaseName}"} in catalog["Resource"]
+    database_arn = "arn:${AWS::Partition}:glue:${AWS::Region}:${AWS::AccountId}:database/${DatabaseName}"
+    assert {"Fn::Sub": database_arn} in catalog["Resource"]
 
 
 # moto's CloudFormation skips what it cannot provision: Glue resources, the SNS topic policy and CloudWatch alarms

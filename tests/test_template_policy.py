@@ -88,7 +88,14 @@ def test_every_resource_is_named_and_inside_the_stacks_prefixes(key: str) -> Non
     table = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{p['LedgerTableName']}"
     expected = {
         "arn:aws:s3:::landing-b",
+        "arn:aws:s3:::landing-b/fhir/encounter",  # S3A's HEAD on the prefix key before it lists
         "arn:aws:s3:::landing-b/fhir/encounter/*",
+        # The archive, on by default: the move into it and the folder markers on both sides.
+        "arn:aws:s3:::landing-b/fhir/encounter/",
+        "arn:aws:s3:::landing-b/fhir/encounter/*/",
+        "arn:aws:s3:::landing-b/fhir/archive",
+        "arn:aws:s3:::landing-b/fhir/archive/*",
+        "arn:aws:s3:::landing-b/fhir/archive/*/",
         "arn:aws:s3:::lake-b",
         "arn:aws:s3:::lake-b/bronze/*",
         "arn:aws:s3:::lake-b/_checkpoints/*",
@@ -134,7 +141,7 @@ def _job_paths(r: Rendered) -> dict[str, str]:
 
 
 def test_the_role_reads_landing_writes_warehouse_and_checkpoint_reads_artifacts_and_nothing_else() -> None:
-    r = render(WarehousePrefix="lake/bronze/")
+    r = render(WarehousePrefix="lake/bronze/", ArchivePrefix="off")  # the archive's grants: the test below
     statements, paths = r.statements(), _job_paths(r)
 
     def obj(action: str, uri: str) -> bool:
@@ -147,7 +154,7 @@ def test_the_role_reads_landing_writes_warehouse_and_checkpoint_reads_artifacts_
 
     landed = paths["source"] + "2026/11/26/bundle-1.ndjson"
     assert obj("GetObject", landed) and lists(paths["source"])
-    assert not obj("PutObject", landed) and not obj("DeleteObject", landed)  # landing is read-only
+    assert not obj("PutObject", landed) and not obj("DeleteObject", landed)  # without an archive, read-only
     assert not obj("GetObject", "s3://landing-b/other/x.ndjson") and not lists("s3://landing-b/")
 
     for base in (paths["warehouse"] + "bronze_encounter/.hoodie/", paths["checkpoint"] + "offsets/"):
@@ -164,11 +171,33 @@ def test_the_role_reads_landing_writes_warehouse_and_checkpoint_reads_artifacts_
     assert not obj("GetObject", "s3://artifacts-b/other-team/secret.txt")
 
 
+def test_the_archive_is_on_by_default_and_off_only_when_asked() -> None:
+    """Issue 33: a default deploy moves ingested files out of the landing prefix, so listing stays flat."""
+    default, off = render(), render(ArchivePrefix="off")
+    assert default.props("StreamingJob")["DefaultArguments"]["--source-archive"] == "s3://landing-b/fhir/archive/"
+    assert "--source-archive" not in off.props("StreamingJob")["DefaultArguments"]
+    # Beside the landing prefix, not inside it (the job refuses an archive it would list again).
+    archive, landing = TEMPLATE["Parameters"]["ArchivePrefix"]["Default"], TEMPLATE["Parameters"]["LandingPrefix"]
+    assert (
+        not archive.startswith(landing["Default"]) and archive.rsplit("/", 2)[0] == landing["Default"].rsplit("/", 2)[0]
+    )
+    # "off" is the one way to turn it off: an empty value (the old default) is not a choice the template accepts.
+    pattern = TEMPLATE["Parameters"]["ArchivePrefix"]["AllowedPattern"]
+    assert re.fullmatch(pattern, "off") and not re.fullmatch(pattern, "")
+    assert not re.fullmatch(pattern, "fhir/*/") and not re.fullmatch(pattern, "/abs/")
+
+
 def test_with_an_archive_prefix_the_role_may_move_landed_files_there_and_nothing_more() -> None:
-    off, on = render(), render(ArchivePrefix="fhir/archive/")
-    assert "--source-archive" not in off.props("StreamingJob")["DefaultArguments"]  # off by default
+    off, on = render(ArchivePrefix="off"), render(ArchivePrefix="fhir/archive/")
     added = {s["Sid"] for s in on.statements()} - {s["Sid"] for s in off.statements()}
-    assert added == {"ListArchive", "WriteArchive", "ArchiveFolderMarkers", "MoveOutOfLanding", "LandingFolderMarkers"}
+    assert added == {
+        "ListArchive",
+        "ArchiveRoot",
+        "WriteArchive",
+        "ArchiveFolderMarkers",
+        "MoveOutOfLanding",
+        "LandingFolderMarkers",
+    }
     assert on.props("StreamingJob")["DefaultArguments"]["--source-archive"] == "s3://landing-b/fhir/archive/"
     # Spark moves s3://landing-b/fhir/encounter/<key> to <archive>/fhir/encounter/<key>.
     landed = "fhir/encounter/2026/11/26/bundle-1.ndjson"
@@ -189,12 +218,63 @@ def test_with_an_archive_prefix_the_role_may_move_landed_files_there_and_nothing
         assert obj("PutObject", "fhir/encounter/2026/11/26/") is archived  # an emptied folder's marker
         assert obj("PutObject", "fhir/encounter/") is archived
         assert obj("DeleteObject", "fhir/archive/fhir/encounter/") is archived  # a marker above a moved file
+        # S3A's mkdirs HEADs the archive root key itself (no slash) before it creates folders below it.
+        assert obj("GetObject", "fhir/archive") is archived
+        assert not obj("PutObject", "fhir/archive") and not obj("DeleteObject", "fhir/archive")
         # Never: write a file into landing, delete an archived file, or reach outside the two prefixes.
         assert not obj("PutObject", landed)
         assert not obj("DeleteObject", moved)
         for key in ("other/x.ndjson", "fhir/x.ndjson", "fhir/", "x"):
             assert not obj("PutObject", key) and not obj("DeleteObject", key), key
         assert not lists("fhir/") and not lists("")
+
+
+@pytest.mark.parametrize("archive", ["off", "fhir/archive/"])
+def test_s3a_may_head_the_exact_prefix_keys_and_not_their_siblings(archive: str) -> None:
+    """Glue 5.1's S3A HEADs `fhir/encounter` (no slash) before listing it: that key, and no sibling prefix."""
+    statements = render(ArchivePrefix=archive).statements()
+
+    def get(key: str) -> bool:
+        return allowed(statements, "s3:GetObject", f"arn:aws:s3:::landing-b/{key}")
+
+    assert get("fhir/encounter") and get("fhir/encounter/2026/a.ndjson")
+    for sibling in ("fhir/encounters", "fhir/encounter-old/a.ndjson", "fhir/encounterX", "fhir/enc", "fhir"):
+        assert not get(sibling), sibling  # `fhir/encounter*` would have matched the first three
+    assert get("fhir/archive") is (archive != "off")
+    assert not get("fhir/archive-2/a.ndjson") and not get("fhir/archives")
+    # The same for a landing prefix one level deep and one three levels deep.
+    for prefix, key in (("landing/", "landing"), ("a/b/c/", "a/b/c")):
+        deep = render(LandingPrefix=prefix, ArchivePrefix="off").statements()
+        assert allowed(deep, "s3:GetObject", f"arn:aws:s3:::landing-b/{key}")
+        assert not allowed(deep, "s3:GetObject", f"arn:aws:s3:::landing-b/{key}x")
+    # '*' or '?' in a prefix would be a wildcard in every grant named after it: the template refuses them.
+    for name in ("LandingPrefix", "ArchivePrefix"):
+        pattern = TEMPLATE["Parameters"][name]["AllowedPattern"]
+        assert re.fullmatch(pattern, "fhir/encounter/") and not re.fullmatch(pattern, "fhir/enc*/")
+        assert not re.fullmatch(pattern, "fhir/enc?/") and not re.fullmatch(pattern, "fhir/encounter")
+
+
+def _arns(node: Any) -> list[str]:
+    """Every ARN-looking string anywhere in a rendered document."""
+    if isinstance(node, dict):
+        return [a for v in node.values() for a in _arns(v)]
+    if isinstance(node, list):
+        return [a for v in node for a in _arns(v)]
+    return [node] if isinstance(node, str) and node.startswith("arn:") else []
+
+
+def test_every_arn_names_the_stacks_partition() -> None:
+    """GovCloud and China are other partitions: an ARN spelled `arn:aws:` would grant nothing there."""
+    assert '"arn:aws:' not in TEMPLATE_PATH.read_text()
+    china = render(partition="aws-cn")
+    arns = _arns(china.resources)
+    assert len(arns) > 20 and all(a.startswith("arn:aws-cn:") for a in arns), [a for a in arns if "aws-cn" not in a]
+
+
+def test_only_glue_51_is_allowed() -> None:
+    """Glue 5.0 ships Hudi 0.15 and EMRFS; the job is built for 5.1's Hudi 1.0.2 and S3A."""
+    assert TEMPLATE["Parameters"]["GlueVersion"]["AllowedValues"] == ["5.1"]
+    assert render().props("StreamingJob")["GlueVersion"] == "5.1"
 
 
 def _ledger_operations() -> set[str]:
@@ -392,10 +472,10 @@ def test_alarms_watch_metrics_the_job_publishes_with_their_thresholds(
 
 
 def test_streaming_by_default_and_glueetl_on_request_run_the_same_script_and_arguments() -> None:
-    streaming, etl = render(), render(JobCommand="glueetl", GlueVersion="5.0", EtlTimeoutMinutes="720")
+    streaming, etl = render(), render(JobCommand="glueetl", EtlTimeoutMinutes="720")
     s_job, e_job = streaming.props("StreamingJob"), etl.props("StreamingJob")
     assert (s_job["Command"]["Name"], s_job["GlueVersion"]) == ("gluestreaming", "5.1")
-    assert (e_job["Command"]["Name"], e_job["GlueVersion"]) == ("glueetl", "5.0")
+    assert (e_job["Command"]["Name"], e_job["GlueVersion"]) == ("glueetl", "5.1")
     assert s_job["Command"]["ScriptLocation"] == e_job["Command"]["ScriptLocation"]
     assert s_job["DefaultArguments"] == e_job["DefaultArguments"]
     assert "Timeout" not in s_job  # a streaming job runs until stopped
@@ -409,8 +489,6 @@ def test_streaming_by_default_and_glueetl_on_request_run_the_same_script_and_arg
     # A glueetl run ends with TIMEOUT by design, so only a failed or stopped run alarms there.
     assert streaming.props("JobStateRule")["EventPattern"]["detail"]["state"] == ["FAILED", "TIMEOUT", "STOPPED"]
     assert etl.props("JobStateRule")["EventPattern"]["detail"]["state"] == ["FAILED", "STOPPED"]
-    allowed_versions = TEMPLATE["Parameters"]["GlueVersion"]["AllowedValues"]
-    assert set(allowed_versions) <= {"5.0", "5.1"}  # the wheel is built for Python 3.11 (Glue 5.x)
 
 
 def test_cfn_lint_is_clean() -> None:
