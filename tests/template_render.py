@@ -15,6 +15,7 @@ TEMPLATE_PATH = ROOT / "deploy" / "template.json"
 TEMPLATE = json.loads(TEMPLATE_PATH.read_text())
 
 REGION, ACCOUNT = "eu-west-1", "111122223333"
+STACK = "stack"  # the stack's name (AWS::StackName); resources CloudFormation names start with it
 CREATED_KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/1111bbbb-created"
 PARAMS = {
     "LandingBucket": "landing-b",
@@ -28,8 +29,10 @@ NO_VALUE = object()
 class Rendered:
     """The template with parameters substituted, conditions decided and conditional resources dropped."""
 
-    def __init__(self, template: dict[str, Any], overrides: dict[str, str], partition: str = "aws") -> None:
-        self.partition = partition
+    def __init__(
+        self, template: dict[str, Any], overrides: dict[str, str], partition: str = "aws", stack: str = STACK
+    ) -> None:
+        self.partition, self.stack = partition, stack
         self.params = {k: str(v.get("Default", "")) for k, v in template["Parameters"].items()} | overrides
         self.template = template
         self.conditions = {name: self._eval(body) for name, body in template.get("Conditions", {}).items()}
@@ -44,6 +47,7 @@ class Rendered:
             "AWS::Region": REGION,
             "AWS::AccountId": ACCOUNT,
             "AWS::Partition": self.partition,
+            "AWS::StackName": self.stack,
             "AWS::NoValue": NO_VALUE,
         }
         if name in pseudo:
@@ -128,6 +132,6 @@ class Rendered:
         return self.params["KmsKeyArn"] or self._get_att("Key", "Arn")
 
 
-def render(*, partition: str = "aws", **overrides: str) -> Rendered:
+def render(*, partition: str = "aws", stack: str = STACK, **overrides: str) -> Rendered:
     """The template rendered with the test parameters, `overrides` replacing or adding any of them."""
-    return Rendered(TEMPLATE, PARAMS | overrides, partition)
+    return Rendered(TEMPLATE, PARAMS | overrides, partition, stack)

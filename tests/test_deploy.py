@@ -241,7 +241,7 @@ def test_the_cli_prints_the_changes_then_uploads_creates_the_stack_and_starts_th
     assert out[-3].startswith(f"job {stack}: restarting (") and out[-3].endswith("glue_entry.py, glue.toml)")
     assert out[-2:] == [
         f"job {stack}: no run to stop",
-        f"job {stack}: started run {run_id}, resuming from s3://lake-b/_checkpoints/bronze_encounter/",
+        f"job {stack}: started run {run_id}, resuming from s3://lake-b/_checkpoints/{stack}/bronze/bronze_encounter/",
     ]
     assert run["Arguments"] == job["DefaultArguments"]  # no override: the job's own arguments, its checkpoint
     keys = {o["Key"] for o in aws.client("s3").list_objects_v2(Bucket=s3_bucket)["Contents"]}
@@ -254,7 +254,7 @@ def test_the_cli_prints_the_changes_then_uploads_creates_the_stack_and_starts_th
 
 def _create_the_stacks_glue_job(stack: str, artifacts_bucket: str) -> dict[str, Any]:
     """Create the Glue job as the template defines it (moto's CloudFormation skips AWS::Glue::Job); its properties."""
-    job = render(JobName=stack, ArtifactsBucket=artifacts_bucket).props("StreamingJob")
+    job = render(stack=stack, JobName=stack, ArtifactsBucket=artifacts_bucket).props("StreamingJob")
     aws.client("glue").create_job(
         Name=job["Name"],
         Role=job["Role"],
@@ -347,10 +347,10 @@ def test_new_code_restarts_the_job_on_its_checkpoint_and_an_unchanged_deploy_lea
     assert out[-3:] == [
         f"job {stack}: restarting (new bronze_encounter-0.1.0-py3-none-any.whl)",
         f"job {stack}: no run to stop",
-        f"job {stack}: started run {second}, resuming from s3://lake-b/_checkpoints/bronze_encounter/",
+        f"job {stack}: started run {second}, resuming from s3://lake-b/_checkpoints/{stack}/bronze/bronze_encounter/",
     ]
     assert runs[first]["Arguments"] == runs[second]["Arguments"] == job["DefaultArguments"]
-    assert runs[second]["Arguments"]["--checkpoint"] == "s3://lake-b/_checkpoints/bronze_encounter/"
+    assert runs[second]["Arguments"]["--checkpoint"] == f"s3://lake-b/_checkpoints/{stack}/bronze/bronze_encounter/"
 
     # --no-restart ships the new code and leaves the runs alone.
     assert _deploy(deploy, stack, s3_bucket, _wheel(tmp_path / "d", "v = 3\n"), "--no-restart") == 0

@@ -98,7 +98,8 @@ def test_every_resource_is_named_and_inside_the_stacks_prefixes(key: str) -> Non
         "arn:aws:s3:::landing-b/fhir/archive/*/",
         "arn:aws:s3:::lake-b",
         "arn:aws:s3:::lake-b/bronze/*",
-        "arn:aws:s3:::lake-b/_checkpoints/*",
+        "arn:aws:s3:::lake-b/_checkpoints/stack/bronze/bronze_encounter",  # its root, HEADed before it is listed
+        "arn:aws:s3:::lake-b/_checkpoints/stack/bronze/bronze_encounter/*",
         "arn:aws:s3:::artifacts-b/bronze-encounter/*",
         table,
         f"{table}/index/{INDEX}",
@@ -161,14 +162,39 @@ def test_the_role_reads_landing_writes_warehouse_and_checkpoint_reads_artifacts_
         for action in ("GetObject", "PutObject", "DeleteObject"):
             assert obj(action, base + "0"), (action, base)
         assert lists(base)
-    # The rest of the lakehouse bucket (other layers, other jobs) is out of reach, even to read.
-    for elsewhere in ("s3://lake-b/silver/x", "s3://lake-b/bronze/x", "s3://lake-b/x"):
+    assert obj("GetObject", paths["checkpoint"].rstrip("/"))  # the root key Spark checks before it lists
+    # The rest of the lakehouse bucket (other layers, other jobs, other stacks' checkpoints) is out of reach.
+    others = (
+        "s3://lake-b/_checkpoints/other-stack/lake/bronze/bronze_encounter/offsets/0",
+        "s3://lake-b/_checkpoints/x",
+    )
+    for elsewhere in ("s3://lake-b/silver/x", "s3://lake-b/bronze/x", "s3://lake-b/x", *others):
         assert not obj("GetObject", elsewhere) and not obj("PutObject", elsewhere)
-    assert not lists("s3://lake-b/") and not lists("s3://lake-b/silver/")
-
+    assert not lists("s3://lake-b/") and not lists("s3://lake-b/silver/") and not lists("s3://lake-b/_checkpoints/")
     for artifact in (paths["wheel"], paths["conf"], paths["script"]):
         assert obj("GetObject", artifact) and not obj("PutObject", artifact) and not obj("DeleteObject", artifact)
     assert not obj("GetObject", "s3://artifacts-b/other-team/secret.txt")
+
+
+def test_a_checkpoint_belongs_to_one_stack_and_one_warehouse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 25 item 3: two stacks on one bucket, or one stack pointed at a new warehouse, never share a checkpoint."""
+    monkeypatch.chdir(tmp_path)
+
+    def checkpoint(**kwargs: str) -> str:
+        return str(_job_paths(render(**kwargs))["checkpoint"])
+
+    assert checkpoint() == "s3://lake-b/_checkpoints/stack/bronze/bronze_encounter/"
+    assert checkpoint(stack="prod-b") == "s3://lake-b/_checkpoints/prod-b/bronze/bronze_encounter/"
+    assert checkpoint(WarehousePrefix="rebuilt/bronze/") == (
+        "s3://lake-b/_checkpoints/stack/rebuilt/bronze/bronze_encounter/"
+    )
+    # The job takes it as its --checkpoint, and it stays outside the warehouse (which analysts may read).
+    r = render()
+    config = load_config(["--checkpoint", checkpoint(), "--warehouse", _job_paths(r)["warehouse"]])
+    assert config.checkpoint_uri == checkpoint() and not checkpoint().startswith(config.warehouse)
+    assert checkpoint().endswith(f"/{config.tables.encounter}/")  # named after the table the job writes
+    outputs = TEMPLATE["Outputs"]["Checkpoint"]["Value"]
+    assert r._eval(outputs) == checkpoint()
 
 
 def test_the_archive_is_on_by_default_and_off_only_when_asked() -> None:
