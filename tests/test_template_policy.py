@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import ast
 import fnmatch
+import json
 import re
 import subprocess
 import sys
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+from alarm_math import state
 from template_render import ACCOUNT, REGION, TEMPLATE, TEMPLATE_PATH, Rendered, render
 
+from streaming import aws
 from streaming.batch import BatchResult, BatchStats
 from streaming.glue_entry import load_config
 from streaming.ledger_dynamodb import INDEX
@@ -100,6 +104,8 @@ def test_every_resource_is_named_and_inside_the_stacks_prefixes(key: str) -> Non
         "arn:aws:s3:::lake-b/bronze/*",
         "arn:aws:s3:::lake-b/_checkpoints/stack/bronze/bronze_encounter",  # its root, HEADed before it is listed
         "arn:aws:s3:::lake-b/_checkpoints/stack/bronze/bronze_encounter/*",
+        "arn:aws:s3:::lake-b/_spark-ui/stack",  # Spark's event logs, for the Spark UI
+        "arn:aws:s3:::lake-b/_spark-ui/stack/*",
         "arn:aws:s3:::artifacts-b/bronze-encounter/*",
         table,
         f"{table}/index/{INDEX}",
@@ -303,6 +309,28 @@ def test_only_glue_51_is_allowed() -> None:
     assert render().props("StreamingJob")["GlueVersion"] == "5.1"
 
 
+def test_spark_ui_event_logs_go_to_the_stacks_own_prefix_and_the_role_writes_only_there() -> None:
+    r = render()
+    args = r.props("StreamingJob")["DefaultArguments"]
+    assert (args["--enable-spark-ui"], args["--spark-event-logs-path"]) == ("true", "s3://lake-b/_spark-ui/stack/")
+    # Written under the job's security configuration, so SSE-KMS with the stack's key like the tables.
+    assert r.props("StreamingJob")["SecurityConfiguration"] == r.props("SecurityConfiguration")["Name"]
+    statements = r.statements()
+    log = "arn:aws:s3:::lake-b/_spark-ui/stack/eventlog_v2_spark-1/events_1_spark-1"
+    for action in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject"):  # rolling logs are renamed: copy + delete
+        assert allowed(statements, action, log), action
+        assert not allowed(statements, action, log.replace("/stack/", "/other-stack/")), action
+    assert allowed(statements, "s3:ListBucket", "arn:aws:s3:::lake-b", {"s3:prefix": "_spark-ui/stack/eventlog_v2"})
+    assert not allowed(statements, "s3:ListBucket", "arn:aws:s3:::lake-b", {"s3:prefix": "_spark-ui/"})
+    assert r._eval(TEMPLATE["Outputs"]["SparkUiLogs"]["Value"]) == args["--spark-event-logs-path"]
+
+
+def test_deleting_the_stack_keeps_the_catalog_the_ledger_and_the_key() -> None:
+    for name in ("Database", "LedgerTable", "Key"):
+        resource = TEMPLATE["Resources"][name]
+        assert (resource["DeletionPolicy"], resource["UpdateReplacePolicy"]) == ("Retain", "Retain"), name
+
+
 def _ledger_operations() -> set[str]:
     """The DynamoDB IAM actions streaming/ledger_dynamodb.py's DynamoDbLedger needs, read from its source."""
     tree = ast.parse((ROOT / "streaming" / "ledger_dynamodb.py").read_text())
@@ -459,8 +487,41 @@ def test_a_failed_timed_out_or_stopped_run_of_this_job_notifies_the_topic() -> N
     assert (subscribed["TopicArn"], subscribed["Endpoint"]) == (topic, "oncall@example.org")
 
 
+# The metric names the job publishes (issue 26). The lead will export this list from streaming/metrics.py; until then
+# it is written here once, and every alarm and dashboard widget is checked against it, and it against the code.
+JOB_METRICS = frozenset(
+    {
+        # per batch
+        "Files",
+        "RowsIn",
+        "RowsWritten",
+        "RowsDeleted",
+        "RowsRejected",
+        "BatchSeconds",
+        "LagSeconds",
+        # from the timer that runs whatever the batches do (every metrics.heartbeat_seconds)
+        "Heartbeat",
+        "FilesWaiting",
+        "OldestWaitingSeconds",
+        "Blocked",  # with a second dimension Reason, one of BLOCKED_REASONS
+        "FilesOverwritten",
+        "FilesIgnored",
+    }
+)
+BLOCKED_REASONS = frozenset({"file_unreadable", "ledger_unavailable"})
+ALARMS = (
+    "FallingBehindAlarm",
+    "StalledAlarm",
+    "HeartbeatAlarm",
+    "BlockedFileUnreadableAlarm",
+    "BlockedLedgerUnavailableAlarm",
+    "FilesOverwrittenAlarm",
+    "QuarantineShareAlarm",
+)
+
+
 def _published_metric_names() -> set[str]:
-    """Every metric name the job's metrics module publishes (a batch with lag and a backlog reading)."""
+    """Every metric name the job's metrics module publishes today (a batch with lag and a backlog reading)."""
     now = datetime.now(UTC)
     result = BatchResult("b", ("f",), 0, BatchStats(rows_rejected=1), 1, 1.0, now, now)
 
@@ -470,28 +531,184 @@ def _published_metric_names() -> set[str]:
     return {name for name, _, _ in batch_metrics(result) + waiting_metrics(Backlog())}
 
 
-def test_alarms_watch_metrics_the_job_publishes_with_their_thresholds(
+def test_the_metric_list_holds_everything_the_job_publishes_today() -> None:
+    assert _published_metric_names() <= JOB_METRICS
+
+
+def _watched(r: Rendered) -> list[tuple[str, str, list[dict[str, str]]]]:
+    """(namespace, metric, dimensions) of every metric the alarms watch."""
+    found = []
+    for name in ALARMS:
+        alarm = r.props(name)
+        if "Metrics" in alarm:
+            found += [
+                (
+                    q["MetricStat"]["Metric"]["Namespace"],
+                    q["MetricStat"]["Metric"]["MetricName"],
+                    q["MetricStat"]["Metric"]["Dimensions"],
+                )
+                for q in alarm["Metrics"]
+                if "MetricStat" in q
+            ]
+        else:
+            found.append((alarm["Namespace"], alarm["MetricName"], alarm["Dimensions"]))
+    return found
+
+
+def _dashboard(r: Rendered) -> dict[str, Any]:
+    return json.loads(r.props("Dashboard")["DashboardBody"])
+
+
+def test_alarms_and_dashboard_watch_metrics_the_job_publishes_under_its_namespace_and_table(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
     config = load_config([])  # the Glue settings (glue.toml): namespace and table name the job publishes under
-    r = render(OldestWaitingThresholdSeconds="1800", RowsRejectedThreshold="25")
+    r = render()
+    table = {"Name": "Table", "Value": config.tables.encounter}
+    alarmed = _watched(r)
+    graphed = [
+        (row[0], row[1], [{"Name": k, "Value": v} for k, v in zip(row[2:-1:2], row[3:-1:2], strict=True)])
+        for widget in _dashboard(r)["widgets"]
+        if widget["type"] == "metric"
+        for row in widget["properties"]["metrics"]
+    ]
+    for namespace, metric, dimensions in alarmed + graphed:
+        assert (namespace, metric in JOB_METRICS) == (config.metrics.namespace, True), metric
+        assert dimensions[0] == table, (metric, dimensions)
+        others = dimensions[1:]
+        if metric == "Blocked":
+            assert [d["Name"] for d in others] == ["Reason"] and others[0]["Value"] in BLOCKED_REASONS, dimensions
+        else:
+            assert others == [], dimensions
+    # Each reason the job can block on has its own alarm; every published metric is on the dashboard.
+    assert {d[1]["Value"] for _, m, d in alarmed if m == "Blocked"} == BLOCKED_REASONS
+    assert {m for _, m, _ in graphed} == JOB_METRICS
+
+
+def test_every_alarm_notifies_the_topic_when_it_fires_and_when_it_clears() -> None:
+    r = render()
     topic = r._ref("AlarmTopic")
-    published = _published_metric_names()
-    expected = {
-        "FallingBehindAlarm": ("OldestWaitingSeconds", "Maximum", "1800"),
-        "QuarantineGrowthAlarm": ("RowsRejected", "Sum", "25"),
-    }
-    for name, (metric, statistic, threshold) in expected.items():
+    for name in ALARMS:
         alarm = r.props(name)
-        assert (alarm["MetricName"], alarm["Statistic"], alarm["Threshold"]) == (metric, statistic, threshold)
-        assert alarm["MetricName"] in published
-        assert alarm["Namespace"] == config.metrics.namespace
-        assert alarm["Dimensions"] == [{"Name": "Table", "Value": config.tables.encounter}]
-        assert alarm["ComparisonOperator"] == "GreaterThanThreshold"
-        assert topic in alarm["AlarmActions"]
-    # The backlog is measured at most every waiting_every_seconds: a shorter alarm period would see gaps.
-    assert r.props("FallingBehindAlarm")["Period"] >= config.metrics.waiting_every_seconds
+        assert (alarm["AlarmActions"], alarm["OKActions"]) == ([topic], [topic]), name
+        assert alarm["AlarmName"].startswith("bronze-encounter-"), name
+    alarm_resources = {n for n, res in r.resources.items() if res["Type"] == "AWS::CloudWatch::Alarm"}
+    assert alarm_resources == set(ALARMS)
+    # The dashboard shows the state of each of them.
+    (panel,) = [w for w in _dashboard(r)["widgets"] if w["type"] == "alarm"]
+    arn = f"arn:aws:cloudwatch:{REGION}:{ACCOUNT}:alarm:"
+    assert panel["properties"]["alarms"] == [arn + r.props(n)["AlarmName"] for n in ALARMS]
+
+
+def test_thresholds_are_parameters() -> None:
+    r = render(
+        OldestWaitingThresholdSeconds="1800",
+        StalledMinutes="30",
+        HeartbeatMissingMinutes="20",
+        BlockedMinutes="7",
+        RejectedPercentThreshold="2",
+        RejectedMinimumRows="50",
+        RejectedHours="3",
+        FilesOverwrittenThreshold="4",
+    )
+    assert r.props("FallingBehindAlarm")["Threshold"] == "1800"
+    for name, periods in (
+        ("StalledAlarm", "30"),
+        ("HeartbeatAlarm", "20"),
+        ("BlockedFileUnreadableAlarm", "7"),
+        ("BlockedLedgerUnavailableAlarm", "7"),
+        ("QuarantineShareAlarm", "3"),
+    ):
+        alarm = r.props(name)
+        assert (alarm["EvaluationPeriods"], alarm["DatapointsToAlarm"]) == (periods, periods), name
+    share = r.props("QuarantineShareAlarm")
+    assert share["Threshold"] == "2" and ">= 50," in share["Metrics"][-1]["Expression"]
+    assert r.props("FilesOverwrittenAlarm")["Threshold"] == "4"
+    assert "RowsRejectedThreshold" not in TEMPLATE["Parameters"]  # replaced by the share, its minimum and hours
+
+
+def _minutes(*values: float | None) -> list[float | None]:
+    return list(values)
+
+
+def test_a_stream_that_stalls_with_files_waiting_pages_and_one_that_commits_does_not() -> None:
+    stalled = render().props("StalledAlarm")  # 15 minutes by default
+    quiet: list[float | None] = [None] * 20
+    # Files wait for 20 minutes and no batch commits: page.
+    assert state(stalled, {"FilesWaiting": [3.0] * 20, "Files": quiet}) == "ALARM"
+    # The same, with the backlog measured only every 5 minutes (REPEAT carries it between): page.
+    sparse = [3.0 if i % 5 == 0 else None for i in range(20)]
+    assert state(stalled, {"FilesWaiting": sparse, "Files": quiet}) == "ALARM"
+    # Files wait but a batch commits every 5 minutes: keeping up, no page.
+    every_five = [2.0 if i % 5 == 4 else None for i in range(20)]
+    assert state(stalled, {"FilesWaiting": [3.0] * 20, "Files": every_five}) == "OK"
+    # Ten minutes stalled: not yet.
+    assert state(stalled, {"FilesWaiting": [3.0] * 10, "Files": [None] * 10}) == "OK"
+    # Nothing waits and nothing runs: an idle stream is fine.
+    assert state(stalled, {"FilesWaiting": [0.0] * 20, "Files": quiet}) == "OK"
+
+
+def test_a_job_that_stops_publishing_its_heartbeat_pages() -> None:
+    heartbeat = render().props("HeartbeatAlarm")  # 10 minutes by default
+    assert heartbeat["TreatMissingData"] == "breaching"  # a dead job publishes nothing at all
+    assert state(heartbeat, {"Heartbeat": [1.0] * 30}) == "OK"
+    assert state(heartbeat, {"Heartbeat": [1.0] * 20 + [None] * 10}) == "ALARM"
+    assert state(heartbeat, {}) == "ALARM"  # never published
+    assert state(heartbeat, {"Heartbeat": [1.0] * 20 + [None] * 9 + [1.0]}) == "OK"  # a deploy's restart
+    assert state(heartbeat, {"Heartbeat": [1.0, None] * 15}) == "OK"  # a tick that fell in the next minute
+
+
+def test_a_stream_blocked_for_minutes_pages_with_its_reason() -> None:
+    r = render()  # 10 minutes by default
+    for reason, name in (
+        ("file_unreadable", "BlockedFileUnreadableAlarm"),
+        ("ledger_unavailable", "BlockedLedgerUnavailableAlarm"),
+    ):
+        alarm = r.props(name)
+        assert alarm["AlarmName"] == "bronze-encounter-blocked-" + reason.replace("_", "-")  # the page says why
+        assert state(alarm, {f"Blocked:{reason}": [1.0] * 10}) == "ALARM"
+        assert state(alarm, {f"Blocked:{reason}": [None] + [1.0] * 9}) == "OK"
+        assert state(alarm, {}) == "OK"  # never blocked: the job publishes nothing for it
+        (other,) = BLOCKED_REASONS - {reason}
+        assert state(alarm, {f"Blocked:{other}": [1.0] * 10}) == "OK"  # the other reason's alarm fires
+
+
+def test_quarantine_pages_on_a_sustained_share_not_on_one_record() -> None:
+    share = render().props("QuarantineShareAlarm")  # > 5 % of rows, >= 20 rows, 2 hours in a row
+    assert state(share, {"RowsRejected": [1.0, 1.0], "RowsIn": [1.0, 1.0]}) == "OK"  # one bad record an hour
+    assert state(share, {"RowsRejected": [30.0, 30.0], "RowsIn": [10_000.0, 10_000.0]}) == "OK"  # 0.3 %
+    assert state(share, {"RowsRejected": [30.0, None], "RowsIn": [100.0, 100.0]}) == "OK"  # one bad hour
+    assert state(share, {"RowsRejected": [30.0, 40.0], "RowsIn": [100.0, 200.0]}) == "ALARM"
+    assert state(share, {"RowsRejected": [None, None], "RowsIn": [None, None]}) == "OK"  # no batches
+
+
+def test_files_overwritten_in_place_page_at_once_and_falling_behind_after_two_periods() -> None:
+    r = render()
+    overwritten = r.props("FilesOverwrittenAlarm")
+    assert state(overwritten, {"FilesOverwritten": [1.0]}) == "ALARM"
+    assert state(overwritten, {"FilesOverwritten": [0.0]}) == "OK" == state(overwritten, {})
+    behind = r.props("FallingBehindAlarm")
+    assert state(behind, {"OldestWaitingSeconds": [1000.0, 1200.0]}) == "ALARM"
+    assert state(behind, {"OldestWaitingSeconds": [1000.0, 100.0]}) == "OK"
+
+
+def test_cloudwatch_accepts_the_alarms_and_the_dashboard(aws_env: str) -> None:
+    """moto's CloudFormation skips alarms: put them through the CloudWatch API, which checks their shape."""
+    r = render(JobName=f"cw-{uuid.uuid4().hex[:8]}")
+    cloudwatch = aws.client("cloudwatch")
+    numbers = ("EvaluationPeriods", "DatapointsToAlarm", "Period", "Threshold")
+    for name in ALARMS:
+        alarm = {k: (float(v) if k == "Threshold" else int(v)) if k in numbers else v for k, v in r.props(name).items()}
+        cloudwatch.put_metric_alarm(**alarm)
+    described = cloudwatch.describe_alarms(AlarmNamePrefix=r.params["JobName"])["MetricAlarms"]
+    assert sorted(a["AlarmName"] for a in described) == sorted(r.props(n)["AlarmName"] for n in ALARMS)
+    stalled = next(a for a in described if a["AlarmName"].endswith("-stalled"))
+    assert [m["Id"] for m in stalled["Metrics"]] == ["waiting", "files", "stalled"]
+    dashboard = r.props("Dashboard")
+    cloudwatch.put_dashboard(DashboardName=dashboard["DashboardName"], DashboardBody=dashboard["DashboardBody"])
+    stored = cloudwatch.get_dashboard(DashboardName=dashboard["DashboardName"])["DashboardBody"]
+    assert json.loads(stored) == _dashboard(r)
 
 
 # --- job type ----------------------------------------------------------------------------------------------------
