@@ -63,6 +63,9 @@ class Rendered:
             "Key": "1111bbbb-created",
             "AlarmTopic": f"arn:{self.partition}:sns:{REGION}:{ACCOUNT}:{self.params['JobName']}-alarms",
             "JobStateRule": "stack-JobStateRule-XYZ",
+            "ReaderPolicy": f"arn:{self.partition}:iam::{ACCOUNT}:policy/stack-ReaderPolicy-DEF",
+            "AthenaWorkGroup": self.params["JobName"],
+            "Dashboard": self.params["JobName"],
         }
         return refs[name]
 
@@ -75,6 +78,7 @@ class Rendered:
             ("Key", "Arn"): CREATED_KEY.replace("arn:aws:", f"arn:{self.partition}:"),
             ("JobRole", "Arn"): f"arn:{self.partition}:iam::{ACCOUNT}:role/stack-JobRole-ABC",
             ("JobStateRule", "Arn"): f"arn:{self.partition}:events:{REGION}:{ACCOUNT}:rule/stack-JobStateRule-XYZ",
+            ("ReaderRole", "Arn"): f"arn:{self.partition}:iam::{ACCOUNT}:role/stack-ReaderRole-GHI",
         }
         return atts[(name, attr)]
 

@@ -106,11 +106,11 @@ def test_the_job_registers_tables_in_the_database_the_stack_creates_and_grants()
     assert {"Fn::Sub": database_arn} in catalog["Resource"]
 
 
-# moto's CloudFormation skips what it cannot provision: Glue resources, the SNS topic policy and CloudWatch alarms
-# (the template tests in test_template_policy.py check those).
+# moto's CloudFormation skips what it cannot provision: Glue and Athena resources, the SNS topic policy and CloudWatch
+# alarms (the template tests in test_template_policy.py check those).
 def _moto_cfn(test: Callable[..., None]) -> Callable[..., None]:
-    """moto's CloudFormation warns about what it skips: Glue resources, the SNS topic policy, CloudWatch alarms."""
-    for kind in ("Glue", "SNS..TopicPolicy", "CloudWatch..Alarm"):
+    """moto's CloudFormation warns about what it skips: Glue and Athena resources, the topic policy, alarms."""
+    for kind in ("Glue", "Athena", "SNS..TopicPolicy", "CloudWatch..Alarm"):
         test = pytest.mark.filterwarnings(f"ignore:Tried to parse AWS..{kind}:UserWarning")(test)
     return test
 

@@ -27,6 +27,7 @@ from streaming.batch import BatchResult, BatchStats
 from streaming.glue_entry import load_config
 from streaming.ledger_dynamodb import INDEX
 from streaming.metrics import batch_metrics, waiting_metrics
+from streaming.queries import QUERIES
 
 ROOT = Path(__file__).resolve().parents[1]
 GIVEN_KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/0000aaaa-given"
@@ -709,6 +710,147 @@ def test_cloudwatch_accepts_the_alarms_and_the_dashboard(aws_env: str) -> None:
     cloudwatch.put_dashboard(DashboardName=dashboard["DashboardName"], DashboardBody=dashboard["DashboardBody"])
     stored = cloudwatch.get_dashboard(DashboardName=dashboard["DashboardName"])["DashboardBody"]
     assert json.loads(stored) == _dashboard(r)
+
+
+# --- analysts ----------------------------------------------------------------------------------------------------
+
+
+def _reader(r: Rendered) -> list[dict[str, Any]]:
+    return r.props("ReaderPolicy")["PolicyDocument"]["Statement"]
+
+
+def test_the_reader_policy_grants_exactly_athena_reads_of_the_tables() -> None:
+    r = render()
+    statements = _reader(r)
+    actions = {a for s in statements for a in _as_list(s["Action"])}
+    assert actions == {
+        "s3:ListBucket",
+        "s3:GetObject",
+        "s3:GetBucketLocation",
+        "s3:PutObject",  # query results, in the workgroup's result prefix only
+        "s3:AbortMultipartUpload",
+        "kms:Decrypt",
+        "kms:GenerateDataKey",  # Athena writes the results SSE-KMS with the same key
+        "glue:GetDatabase",
+        "glue:GetTable",
+        "glue:GetTables",
+        "glue:GetPartition",
+        "glue:GetPartitions",
+        "glue:BatchGetPartition",
+        "athena:StartQueryExecution",
+        "athena:StopQueryExecution",
+        "athena:GetQueryExecution",
+        "athena:GetQueryResults",
+        "athena:ListQueryExecutions",
+        "athena:GetWorkGroup",
+        "athena:ListNamedQueries",
+        "athena:GetNamedQuery",
+        "athena:BatchGetNamedQuery",
+    }
+    assert all("*" not in _as_list(s["Resource"]) for s in statements)
+
+    def s3(action: str, key: str) -> bool:
+        return allowed(statements, f"s3:{action}", f"arn:aws:s3:::lake-b/{key}")
+
+    def lists(prefix: str) -> bool:
+        return allowed(statements, "s3:ListBucket", "arn:aws:s3:::lake-b", {"s3:prefix": prefix})
+
+    table = "bronze/bronze_encounter/"
+    assert s3("GetObject", table + "hospital_partition=A/f.parquet") and s3("GetObject", table + ".hoodie/x.commit")
+    assert s3("GetObject", "bronze/bronze_encounter_quarantine/q.parquet")  # PHI too: README, Athena
+    assert lists(table) and allowed(statements, "s3:GetBucketLocation", "arn:aws:s3:::lake-b")
+    for action in ("PutObject", "DeleteObject"):
+        assert not s3(action, table + "f.parquet"), action
+    # The job's own prefixes, the landing bucket and the artifacts are out of reach.
+    for key in ("_checkpoints/stack/bronze/bronze_encounter/offsets/0", "_spark-ui/stack/x", "silver/x", "x"):
+        assert not s3("GetObject", key) and not lists(key), key
+    assert not allowed(statements, "s3:GetObject", "arn:aws:s3:::landing-b/fhir/encounter/a.ndjson")
+    assert not allowed(statements, "s3:GetObject", "arn:aws:s3:::artifacts-b/bronze-encounter/glue.toml")
+    # Results: written and read back in the workgroup's prefix only.
+    results = r._eval(TEMPLATE["Outputs"]["AthenaResults"]["Value"])
+    assert results == "s3://lake-b/_athena-results/stack/"
+    for action in ("PutObject", "GetObject"):
+        assert s3(action, "_athena-results/stack/q-1.csv") and not s3(action, "_athena-results/other/q-1.csv")
+    assert lists("_athena-results/stack/") and not lists("_athena-results/")
+
+    key = r.key_arn()
+    via_s3 = {"kms:ViaService": f"s3.{REGION}.amazonaws.com"}
+    assert allowed(statements, "kms:Decrypt", key, via_s3)
+    assert not allowed(statements, "kms:Decrypt", key)  # only S3 may use the key for them
+    assert not allowed(statements, "kms:Decrypt", key, {"kms:ViaService": f"dynamodb.{REGION}.amazonaws.com"})
+    assert not allowed(statements, "kms:Decrypt", f"arn:aws:kms:{REGION}:{ACCOUNT}:key/other", via_s3)
+
+    glue = f"arn:aws:glue:{REGION}:{ACCOUNT}"
+    for resource in (f"{glue}:catalog", f"{glue}:database/bronze", f"{glue}:table/bronze/bronze_encounter"):
+        assert allowed(statements, "glue:GetTable", resource) or allowed(statements, "glue:GetDatabase", resource)
+    assert not allowed(statements, "glue:GetTable", f"{glue}:table/finance/ledger")
+    assert not allowed(statements, "glue:UpdateTable", f"{glue}:table/bronze/bronze_encounter")
+    workgroup = f"arn:aws:athena:{REGION}:{ACCOUNT}:workgroup/bronze-encounter"
+    assert allowed(statements, "athena:StartQueryExecution", workgroup)
+    assert not allowed(statements, "athena:StartQueryExecution", workgroup.replace("bronze-encounter", "primary"))
+    assert not allowed(statements, "athena:UpdateWorkGroup", workgroup)
+    assert not allowed(
+        statements, "dynamodb:GetItem", f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/bronze_encounter_ledger"
+    )
+
+
+def test_the_workgroup_encrypts_results_with_the_stacks_key_and_users_cannot_change_that() -> None:
+    for key in ("", GIVEN_KEY):
+        r = render(KmsKeyArn=key)
+        config = r.props("AthenaWorkGroup")["WorkGroupConfiguration"]
+        assert config["EnforceWorkGroupConfiguration"] is True
+        assert config["ResultConfiguration"] == {
+            "OutputLocation": "s3://lake-b/_athena-results/stack/",
+            "EncryptionConfiguration": {"EncryptionOption": "SSE_KMS", "KmsKey": r.key_arn()},
+        }
+
+
+def test_the_ready_queries_are_named_queries_in_the_stacks_workgroup_and_database() -> None:
+    from importlib import util
+
+    spec = util.spec_from_file_location("named_queries", ROOT / "deploy" / "named_queries.py")
+    assert spec is not None and spec.loader is not None
+    named = util.module_from_spec(spec)
+    spec.loader.exec_module(named)
+    # The template holds what the generator writes from streaming/queries.py (rerun it when the queries change).
+    assert named.with_named_queries(TEMPLATE) == TEMPLATE, "run: python deploy/named_queries.py"
+    r = render(DatabaseName="lake_bronze")
+    queries = {
+        res["Properties"]["Name"]: res["Properties"]
+        for res in r.resources.values()
+        if res["Type"] == "AWS::Athena::NamedQuery"
+    }
+    assert set(queries) == {q.name for q in QUERIES}
+    for q in QUERIES:
+        props = queries[q.name]
+        assert (props["Database"], props["WorkGroup"], props["Description"]) == (
+            "lake_bronze",
+            "bronze-encounter",
+            q.description,
+        )
+        assert props["QueryString"] == q.sql.replace("bronze.bronze_encounter", "lake_bronze.bronze_encounter")
+        assert "bronze.bronze_encounter" in q.sql  # the substitution above did something
+
+
+def test_the_reader_role_exists_only_for_a_named_principal_and_carries_only_the_reader_policy() -> None:
+    assert "ReaderRole" not in render().resources
+    r = render(ReaderPrincipal="444455556666")
+    role = r.props("ReaderRole")
+    assert role["AssumeRolePolicyDocument"]["Statement"] == [
+        {"Effect": "Allow", "Principal": {"AWS": "444455556666"}, "Action": "sts:AssumeRole"}
+    ]
+    assert role["ManagedPolicyArns"] == [r._ref("ReaderPolicy")] and "Policies" not in role
+    pattern = TEMPLATE["Parameters"]["ReaderPrincipal"]["AllowedPattern"]
+    for ok in ("", "444455556666", "arn:aws:iam::444455556666:root", "arn:aws-cn:iam::444455556666:role/analysts"):
+        assert re.fullmatch(pattern, ok), ok
+    for bad in ("*", "arn:aws:iam::*:root", "4444"):
+        assert not re.fullmatch(pattern, bad), bad
+    # What an analytics account needs, exported under the stack's name.
+    outputs = TEMPLATE["Outputs"]
+    for name in ("DatabaseName", "Warehouse", "ReaderPolicyArn", "AthenaWorkGroup"):
+        assert outputs[name]["Export"] == {"Name": {"Fn::Sub": "${AWS::StackName}-" + name}}, name
+    # Not exported: moto 5.2.5 evaluates an export whatever its output's condition, and fails on the absent role.
+    assert outputs["ReaderRoleArn"]["Condition"] == "HasReaderPrincipal" and "Export" not in outputs["ReaderRoleArn"]
 
 
 # --- job type ----------------------------------------------------------------------------------------------------
