@@ -41,12 +41,18 @@ format: install
 bench: install jars
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
 
-# make deploy STACK=name LANDING_BUCKET=b LAKEHOUSE_BUCKET=b ARTIFACTS_BUCKET=b [DRY_RUN=1] [DEPLOY_ARGS="--restart ..."]
-# builds the wheel, uploads what changed, creates or updates the stack and restarts the job on its checkpoint.
+# make deploy STACK=name [LANDING_BUCKET=b LAKEHOUSE_BUCKET=b ARTIFACTS_BUCKET=b (a new stack)] [YES=1] [DRY_RUN=1]
+#   [VERSION=v | ROLLBACK=1] [PROFILE=p] [REGION=r] [DEPLOY_ARGS="--param WorkerType=G.2X --restart ..."]
+# builds and uploads a version, prints the change set, applies it once confirmed (YES=1: without asking) and
+# restarts the job on its checkpoint; parameters not given keep the stack's values. VERSION= or ROLLBACK=1 deploys
+# a version uploaded before. docs/operations.md has the rest.
 deploy: install
-	$(if $(and $(LANDING_BUCKET),$(LAKEHOUSE_BUCKET),$(ARTIFACTS_BUCKET)),,$(error make deploy needs LANDING_BUCKET, LAKEHOUSE_BUCKET and ARTIFACTS_BUCKET))
-	$(PY) deploy/deploy.py --stack $(or $(STACK),bronze-encounter) --landing-bucket $(LANDING_BUCKET) \
-		--lakehouse-bucket $(LAKEHOUSE_BUCKET) --artifacts-bucket $(ARTIFACTS_BUCKET) $(if $(DRY_RUN),--dry-run) $(DEPLOY_ARGS)
+	$(PY) deploy/deploy.py --stack $(or $(STACK),bronze-encounter) \
+		$(if $(LANDING_BUCKET),--landing-bucket $(LANDING_BUCKET)) \
+		$(if $(LAKEHOUSE_BUCKET),--lakehouse-bucket $(LAKEHOUSE_BUCKET)) \
+		$(if $(ARTIFACTS_BUCKET),--artifacts-bucket $(ARTIFACTS_BUCKET)) \
+		$(if $(VERSION),--version $(VERSION)) $(if $(ROLLBACK),--rollback) $(if $(YES),--yes) $(if $(DRY_RUN),--dry-run) \
+		$(if $(PROFILE),--profile $(PROFILE)) $(if $(REGION),--region $(REGION)) $(DEPLOY_ARGS)
 
 clean:
 	rm -rf $(VENV) work data .pytest_cache .ruff_cache

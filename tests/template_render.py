@@ -22,6 +22,7 @@ PARAMS = {
     "LakehouseBucket": "lake-b",
     "ArtifactsBucket": "artifacts-b",
     "WheelName": "bronze_encounter-0.1.0-py3-none-any.whl",
+    "ArtifactsVersion": "0123abcd4567",
 }
 NO_VALUE = object()
 

@@ -107,7 +107,7 @@ def test_every_resource_is_named_and_inside_the_stacks_prefixes(key: str) -> Non
         "arn:aws:s3:::lake-b/_checkpoints/stack/bronze/bronze_encounter/*",
         "arn:aws:s3:::lake-b/_spark-ui/stack",  # Spark's event logs, for the Spark UI
         "arn:aws:s3:::lake-b/_spark-ui/stack/*",
-        "arn:aws:s3:::artifacts-b/bronze-encounter/*",
+        "arn:aws:s3:::artifacts-b/bronze-encounter/0123abcd4567/*",  # the version the job runs, no other
         table,
         f"{table}/index/{INDEX}",
         r.key_arn(),
@@ -181,6 +181,24 @@ def test_the_role_reads_landing_writes_warehouse_and_checkpoint_reads_artifacts_
     for artifact in (paths["wheel"], paths["conf"], paths["script"]):
         assert obj("GetObject", artifact) and not obj("PutObject", artifact) and not obj("DeleteObject", artifact)
     assert not obj("GetObject", "s3://artifacts-b/other-team/secret.txt")
+    assert not obj("GetObject", "s3://artifacts-b/bronze-encounter/89abcdef0123/glue.toml")  # another version
+
+
+def test_the_job_runs_one_version_whose_files_live_under_its_name_and_the_stack_records_it() -> None:
+    r = render(ArtifactsVersion="89abcdef0123", PreviousVersion="0123abcd4567")
+    paths = _job_paths(r)
+    base = "s3://artifacts-b/bronze-encounter/89abcdef0123/"
+    assert (paths["wheel"], paths["conf"], paths["script"]) == (
+        base + "bronze_encounter-0.1.0-py3-none-any.whl",
+        base + "glue.toml",
+        base + "glue_entry.py",
+    )
+    outputs = TEMPLATE["Outputs"]
+    assert (r._eval(outputs["Version"]["Value"]), r._eval(outputs["PreviousVersion"]["Value"])) == (
+        "89abcdef0123",
+        "0123abcd4567",
+    )
+    assert "Default" not in TEMPLATE["Parameters"]["ArtifactsVersion"]  # a deploy always names the version
 
 
 def test_a_checkpoint_belongs_to_one_stack_and_one_warehouse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
