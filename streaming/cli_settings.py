@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,13 @@ def settings_parent() -> argparse.ArgumentParser:
         default="local",
         help="named settings file checkpoints_conf/<ENV>.toml, used when --config is not given "
         "(default: %(default)s). e.g. --env glue",
+    )
+    group.add_argument(
+        "--stack",
+        metavar="NAME",
+        help="a deployed stack (deploy/deploy.py): its Glue job's arguments and settings file stand in for the "
+        "settings file, so no bucket or table is typed by hand; flags still win (default: none). "
+        "e.g. --stack bronze-encounter",
     )
     group.add_argument(
         "--source",
@@ -103,12 +111,24 @@ def settings_parent() -> argparse.ArgumentParser:
 
 
 def load_config(args: argparse.Namespace) -> conf.JobConfig:
-    """Settings of a command: flags > --config file (else checkpoints_conf/<env>.toml) > defaults."""
+    """Settings of a command: flags > --stack's job arguments > --config file (else --stack's settings file, else
+    checkpoints_conf/<env>.toml) > defaults."""
+    if getattr(args, "stack", None):
+        from streaming import stack  # reads AWS: only when asked to
+
+        with tempfile.TemporaryDirectory() as folder:
+            found = stack.load(args.stack)
+            return _load(args, args.config or stack.settings_file(found, Path(folder)), found.overrides)
     file = args.config
     if file is None and conf.env_file(args.env).exists():
         file = conf.env_file(args.env)
+    return _load(args, file, {})
+
+
+def _load(args: argparse.Namespace, file: Path | None, deployed: dict[str, str] | Any) -> conf.JobConfig:
     flags: dict[str, Any] = {key: getattr(args, key, None) for key in SETTING_FLAGS}
-    config = conf.load(file, {**flags, **parse_set(args.set)})
+    given = {key: value for key, value in flags.items() if value is not None}  # a flag not given keeps --stack's
+    config = conf.load(file, {**deployed, **given, **parse_set(args.set)})
     return verbose(config) if getattr(args, "verbose", False) else config
 
 
