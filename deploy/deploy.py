@@ -6,6 +6,7 @@
     python deploy/deploy.py --stack S --dry-run             # print the change set, change nothing
     python deploy/deploy.py --stack S --rollback            # return to the version deployed before this one
     python deploy/deploy.py --stack S --version 3f2a9c1d0b7e
+    python deploy/deploy.py --stack S --version running --param NumberOfWorkers=4   # parameters only, no build
     python deploy/deploy.py --stack S --list-versions
 
 A version is the wheel, streaming/glue_entry.py, checkpoints_conf/glue.toml and deploy/template.json, uploaded
@@ -586,7 +587,11 @@ def parser() -> argparse.ArgumentParser:
     )
     which = p.add_mutually_exclusive_group()
     which.add_argument("--wheel", type=Path, help="a wheel built already (default: build one from this checkout)")
-    which.add_argument("--version", help="deploy a version uploaded before (its template and artifacts), no build")
+    which.add_argument(
+        "--version",
+        help="deploy a version uploaded before (its template and artifacts), no build; running: the one the stack runs "
+        "(a parameter change alone)",
+    )
     which.add_argument("--rollback", action="store_true", help="deploy the stack's PreviousVersion")
     which.add_argument("--list-versions", action="store_true", help="list the versions in the artifacts bucket")
     p.add_argument("--dry-run", action="store_true", help="print the change set and the uploads, change nothing")
@@ -658,6 +663,8 @@ def choose_version(s3: Any, args: argparse.Namespace, target: Target, workdir: P
     if not (args.rollback or args.version):
         return local_version(args.wheel or build_wheel(workdir), workdir)
     name = target.previous.get("PreviousVersion", "none") if args.rollback else args.version
+    if name == "running":  # a parameter-only deploy: no build, the job keeps its code
+        name = target.running
     if not target.exists or name in ("", "none"):
         raise DeployError(f"stack {target.name}: no earlier version recorded to roll back to", EXIT_USAGE)
     return stored_version(s3, target.bucket, target.prefix, name)

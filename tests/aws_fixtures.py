@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
+import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
@@ -85,16 +89,17 @@ def create_ledger_table(name: str) -> None:
 
 @pytest.fixture
 def cloudformation_like_aws(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Complete moto 5.2.5's ExecuteChangeSet where it stops short of AWS, for the deploy tests.
+    """Complete moto 5.2.5's CloudFormation where it stops short of AWS, for the deploy and runbook tests.
 
-    moto applies a change set's resources but leaves the stack's outputs, tags and recorded parameters as they were
-    (a stack created from a change set has no outputs at all), and its CloudFormation skips AWS::Glue::Job. Here the
-    stack takes the change set's template, parameters and tags and recomputes its outputs, and the stack's Glue job
-    is created or updated from the template rendered with the stack's parameters, as CloudFormation would.
+    moto applies a change set's resources but leaves the stack's outputs, exports, tags and recorded parameters as
+    they were (a stack created from a change set has no outputs at all), and it skips AWS::Glue::Job and
+    AWS::CloudWatch::Alarm. Here the stack takes the change set's template, parameters and tags and recomputes its
+    outputs and exports; its Glue job is created or updated from the template rendered with the stack's parameters
+    and DescribeStackResource names it, as CloudFormation would; its alarms are put through CloudWatch's API.
     """
-    from moto.cloudformation.models import ChangeSet
+    from moto.cloudformation.models import ChangeSet, CloudFormationBackend, cloudformation_backends
     from moto.glue.models import glue_backends
-    from template_render import Rendered
+    from template_render import Rendered, put_metric_alarm_request
 
     apply = ChangeSet.apply
 
@@ -104,6 +109,8 @@ def cloudformation_like_aws(monkeypatch: pytest.MonkeyPatch) -> None:
         stack.template = change_set.template
         stack._parse_template()
         stack.output_map = stack._create_output_map()
+        exports = cloudformation_backends[stack.account_id][stack.region_name].exports
+        exports.update({export.name: export for export in stack.exports})  # moto registers them at CreateStack only
         stack.parameters = dict(change_set.parameters)
         # moto diffs the next change set's parameters against the ones passed to this one: keep all of them, as
         # text (as they arrive), or every parameter not passed reads as changed and moto "modifies" resources a
@@ -112,7 +119,14 @@ def cloudformation_like_aws(monkeypatch: pytest.MonkeyPatch) -> None:
         stack.resource_map.input_parameters = resolved
         if change_set.tags:
             stack.tags = dict(change_set.tags)
-        job = Rendered(stack.template_dict, resolved, stack=stack.name).props("StreamingJob")
+        rendered = Rendered(stack.template_dict, resolved, stack=stack.name)
+        # The alarms through CloudWatch's own API, from this thread of the (threaded) moto server.
+        moto = boto3.session.Session("testing", "testing", region_name=stack.region_name)  # whatever the caller's
+        cloudwatch = moto.client("cloudwatch")
+        for body in rendered.resources.values():
+            if body["Type"] == "AWS::CloudWatch::Alarm":
+                cloudwatch.put_metric_alarm(**put_metric_alarm_request(body["Properties"]))
+        job = rendered.props("StreamingJob")
         backend = glue_backends[stack.account_id][stack.region_name]
         if job["Name"] in backend.jobs:
             found = backend.jobs[job["Name"]]
@@ -146,3 +160,50 @@ def cloudformation_like_aws(monkeypatch: pytest.MonkeyPatch) -> None:
         )
 
     monkeypatch.setattr(ChangeSet, "apply", apply_like_aws)
+
+    def describe_like_aws(backend: CloudFormationBackend, stack_name: str, logical_resource_id: str) -> Any:
+        # moto walks every resource and fails (500) on one its CloudFormation skipped; AWS names each, e.g. a Glue
+        # job by its Name.
+        found = backend.get_stack(stack_name)
+        parsed = found.resource_map._parsed_resources
+        if parsed.get(logical_resource_id) is not None and not isinstance(parsed[logical_resource_id], str):
+            return found, parsed[logical_resource_id]  # a resource moto made (an update leaves None for the rest)
+        resolved = {k: str(v) for k, v in found.stack_parameters.items()}
+        name = Rendered(found.template_dict, resolved, stack=found.name)._ref(logical_resource_id)
+        kind = found.template_dict["Resources"][logical_resource_id]["Type"]
+        return found, SimpleNamespace(
+            logical_resource_id=logical_resource_id, physical_resource_id=name, cf_resource_type=kind
+        )
+
+    monkeypatch.setattr(CloudFormationBackend, "describe_stack_resource", describe_like_aws)
+
+
+@pytest.fixture
+def glue_run_transition(aws_env: str) -> Iterator[Callable[[dict[str, Any]], None]]:
+    """Set how moto moves Glue job runs STARTING -> RUNNING -> SUCCEEDED (its state manager); reset afterwards."""
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # the moto server is local
+
+    def post(action: str, body: dict[str, Any]) -> None:
+        url = f"{aws_env}/moto-api/state-manager/{action}"
+        with opener.open(urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")) as response:
+            assert response.status == 201
+
+    yield lambda transition: post("set-transition", {"model_name": "glue::job_run", "transition": transition})
+    post("unset-transition", {"model_name": "glue::job_run"})
+
+
+@pytest.fixture
+def glue_stops_job_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto 5.2.5 does not implement BatchStopJobRun (its server answers 500): answer it in the server, as Glue does
+    (the run ends STOPPED), for commands the tests run in another process, where a botocore handler cannot reach."""
+    from moto.core.responses import ActionResult
+    from moto.glue.responses import GlueResponse
+
+    def batch_stop_job_run(response: GlueResponse) -> ActionResult:
+        name, run_ids = response._get_param("JobName"), response._get_param("JobRunIds")
+        for run_id in run_ids:
+            response.glue_backend.get_job_run(name, run_id).status = "STOPPED"
+        stopped = [{"JobName": name, "JobRunId": run_id} for run_id in run_ids]
+        return ActionResult({"SuccessfulSubmissions": stopped, "Errors": []})
+
+    monkeypatch.setattr(GlueResponse, "batch_stop_job_run", batch_stop_job_run, raising=False)

@@ -140,3 +140,9 @@ class Rendered:
 def render(*, partition: str = "aws", stack: str = STACK, **overrides: str) -> Rendered:
     """The template rendered with the test parameters, `overrides` replacing or adding any of them."""
     return Rendered(TEMPLATE, PARAMS | overrides, partition, stack)
+
+
+def put_metric_alarm_request(props: dict[str, Any]) -> dict[str, Any]:
+    """A rendered AWS::CloudWatch::Alarm as PutMetricAlarm takes it (numbers as numbers; text is what Fn::Sub gives)."""
+    numbers = {"EvaluationPeriods": int, "DatapointsToAlarm": int, "Period": int, "Threshold": float}
+    return {k: numbers[k](v) if k in numbers else v for k, v in props.items()}

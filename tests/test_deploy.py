@@ -9,9 +9,8 @@ import re
 import subprocess
 import sys
 import tempfile
-import urllib.request
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType, SimpleNamespace
@@ -199,20 +198,6 @@ def _calls(session: boto3.session.Session, operation: str) -> list[dict[str, Any
 
 def _session() -> boto3.session.Session:
     return boto3.session.Session(region_name=os.environ["AWS_REGION"])
-
-
-@pytest.fixture
-def glue_run_transition(aws_env: str) -> Iterator[Callable[[dict[str, Any]], None]]:
-    """Set how moto moves Glue job runs STARTING -> RUNNING -> SUCCEEDED (its state manager); reset afterwards."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # the moto server is local
-
-    def post(action: str, body: dict[str, Any]) -> None:
-        url = f"{aws_env}/moto-api/state-manager/{action}"
-        with opener.open(urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")) as response:
-            assert response.status == 201
-
-    yield lambda transition: post("set-transition", {"model_name": "glue::job_run", "transition": transition})
-    post("unset-transition", {"model_name": "glue::job_run"})
 
 
 # --- versions -----------------------------------------------------------------------------------------------------

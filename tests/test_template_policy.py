@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from alarm_math import state
-from template_render import ACCOUNT, REGION, TEMPLATE, TEMPLATE_PATH, Rendered, render
+from template_render import ACCOUNT, REGION, TEMPLATE, TEMPLATE_PATH, Rendered, put_metric_alarm_request, render
 
 from streaming import aws
 from streaming.batch import BatchResult, BatchStats
@@ -716,10 +716,8 @@ def test_cloudwatch_accepts_the_alarms_and_the_dashboard(aws_env: str) -> None:
     """moto's CloudFormation skips alarms: put them through the CloudWatch API, which checks their shape."""
     r = render(JobName=f"cw-{uuid.uuid4().hex[:8]}")
     cloudwatch = aws.client("cloudwatch")
-    numbers = ("EvaluationPeriods", "DatapointsToAlarm", "Period", "Threshold")
     for name in ALARMS:
-        alarm = {k: (float(v) if k == "Threshold" else int(v)) if k in numbers else v for k, v in r.props(name).items()}
-        cloudwatch.put_metric_alarm(**alarm)
+        cloudwatch.put_metric_alarm(**put_metric_alarm_request(r.props(name)))
     described = cloudwatch.describe_alarms(AlarmNamePrefix=r.params["JobName"])["MetricAlarms"]
     assert sorted(a["AlarmName"] for a in described) == sorted(r.props(n)["AlarmName"] for n in ALARMS)
     stalled = next(a for a in described if a["AlarmName"].endswith("-stalled"))

@@ -1,0 +1,293 @@
+"""docs/operations.md, run as written: each `sh` block against the moto server, then a check of what it did.
+
+The blocks run in `bash -euo pipefail` from the repository's root, as separate processes (the commands an operator
+types), against the moto server this process hosts. `sh parse-only` blocks are checked, not run: each command
+against its parser, each Python snippet compiled.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shlex
+import subprocess
+import sys
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from streaming import aws, cli
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNBOOK = ROOT / "docs" / "operations.md"
+
+pytestmark = [
+    pytest.mark.filterwarnings(f"ignore:Tried to parse AWS..{kind}:UserWarning")
+    for kind in ("Glue", "Athena", "SNS..TopicPolicy", "CloudWatch..Alarm")
+]
+
+
+@dataclass(frozen=True)
+class Block:
+    section: str
+    kind: str  # "sh", "sh parse-only" or "sh variables"
+    text: str
+
+
+def blocks() -> list[Block]:
+    """Every fenced shell block of the runbook with the `## ` section it is in."""
+    found, section = [], ""
+    for match in re.finditer(r"^## ([^\n]+)$|^```(sh[^\n]*)\n(.*?)^```$", RUNBOOK.read_text(), re.M | re.S):
+        if match.group(1):
+            section = match.group(1).strip()
+        else:
+            found.append(Block(section, match.group(2).strip(), match.group(3)))
+    return found
+
+
+def _script(path: str, name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, ROOT / path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _commands(text: str) -> list[str]:
+    """The block's commands: continuation lines joined, comments and heredoc bodies left out."""
+    commands, heredoc = [], None
+    for line in text.replace("\\\n", " ").splitlines():
+        if heredoc is not None:
+            heredoc = None if line.strip() == heredoc else heredoc
+            continue
+        if found := re.search(r"<<'(\w+)'", line):
+            heredoc = found.group(1)
+        if line.strip() and not line.lstrip().startswith("#"):
+            commands.append(line.strip())
+    return commands
+
+
+def _snippets(text: str) -> list[str]:
+    """The Python heredocs of a block (`<<'EOF' ... EOF`)."""
+    return [body for _, body in re.findall(r"<<'(\w+)'\n(.*?)^\1$", text, re.M | re.S)]
+
+
+VARIABLES = {
+    "STACK": "ops-stack",
+    "LANDING": "ops-landing",
+    "LAKEHOUSE": "ops-lakehouse",
+    "ARTIFACTS": "ops-artifacts",
+    "EXPORTS": "ops-exports",
+    "BEFORE": "2026-12-06T09:00:00Z",
+}
+
+
+def test_the_runbook_names_the_variables_the_test_gives_and_its_sections_hold_the_blocks_the_test_runs() -> None:
+    (variables,) = [b for b in blocks() if b.kind == "sh variables"]
+    assert [line.split("=", 1)[0] for line in _commands(variables.text)] == list(VARIABLES)
+    counts: dict[str, list[str]] = {}
+    for block in blocks():
+        counts.setdefault(block.section, []).append(block.kind)
+    assert counts == {  # a block added to the runbook is added to the walk below too
+        "": ["sh variables"],
+        "Deploy, review, roll back": ["sh", "sh"],
+        "Stop, reingest or replay, restart": ["sh", "sh parse-only", "sh"],
+        "Backfill a month of files": ["sh"],
+        "A lost or broken checkpoint": ["sh", "sh"],
+        "Restore the ledger from point-in-time recovery": ["sh", "sh"],
+        "Hudi savepoints and restoring one": ["sh parse-only", "sh parse-only"],
+        "Rotate the key": ["sh"],
+        "Expire archived files": ["sh"],
+        "Delete the stack": ["sh"],
+    }
+
+
+def test_the_blocks_not_run_parse_as_written() -> None:
+    """Commands needing Spark and Hudi tables: each against the parser it meets, each snippet compiled."""
+    ops = _script("deploy/ops.py", "ops_script")
+    checked = 0
+    for block in (b for b in blocks() if b.kind == "sh parse-only"):
+        for snippet in _snippets(block.text):
+            compile(snippet, f"{block.section} snippet", "exec")
+            checked += 1
+        for command in _commands(block.text):
+            argv = [
+                VARIABLES.get(a[2:-1], a) if a.startswith('"$') else a for a in shlex.split(command.split(" <<")[0])
+            ]
+            argv = [re.sub(r"\$(\w+)", lambda m: VARIABLES[m.group(1)], a) for a in argv]
+            if argv[0] == ".venv/bin/bronze-encounter":
+                cli.parser().parse_args(argv[1:])
+            elif argv[:2] == [".venv/bin/python", "deploy/ops.py"]:
+                ops.parser().parse_args(argv[2:])
+            elif argv[:2] == ["make", "deploy"] or argv[:2] == [".venv/bin/python", "-"]:
+                pass  # make deploy runs in the walk below; the snippet is compiled above
+            else:
+                raise AssertionError(f"{block.section}: a command the test does not know how to check: {command}")
+            checked += 1
+    assert checked == 12
+
+
+# --- the walk -----------------------------------------------------------------------------------------------------
+
+
+def _run(block: Block, env: dict[str, str]) -> str:
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", block.text], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, f"{block.section}: exit {done.returncode}\n{done.stdout}\n{done.stderr}"
+    return done.stdout
+
+
+def _wheel(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "bronze_encounter-0.1.0-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as wheel:
+        wheel.writestr("streaming/__init__.py", "earlier = True\n")
+    return path
+
+
+@pytest.mark.slow  # builds the wheel (make deploy) and runs every block as its own processes, against moto
+def test_the_runbook_runs_as_written(
+    aws_env: str,
+    tmp_path: Path,
+    cloudformation_like_aws: None,
+    glue_stops_job_runs: None,
+    glue_run_transition: Callable[[dict[str, Any]], None],
+) -> None:
+    glue_run_transition({"progression": "manual", "times": 10**9})  # runs stay STARTING until stopped
+    v = VARIABLES
+    s3, cfn, glue = aws.client("s3"), aws.client("cloudformation"), aws.client("glue")
+    dynamodb, cloudwatch, kms = aws.client("dynamodb"), aws.client("cloudwatch"), aws.client("kms")
+    for bucket in (v["LANDING"], v["LAKEHOUSE"], v["ARTIFACTS"], v["EXPORTS"]):
+        s3.create_bucket(Bucket=bucket)
+    env = {**os.environ, **v}
+    runbook = iter(b for b in blocks() if b.kind == "sh")
+    stack = v["STACK"]
+
+    def params() -> dict[str, str]:
+        described = cfn.describe_stacks(StackName=stack)["Stacks"][0]
+        return {p["ParameterKey"]: p["ParameterValue"] for p in described["Parameters"]}
+
+    def outputs() -> dict[str, str]:
+        described = cfn.describe_stacks(StackName=stack)["Stacks"][0]
+        return {o["OutputKey"]: o["OutputValue"] for o in described["Outputs"]}
+
+    def active_runs() -> list[str]:
+        runs = glue.get_job_runs(JobName=stack)["JobRuns"]
+        return [r["Id"] for r in runs if r["JobRunState"] in ("STARTING", "RUNNING", "WAITING", "STOPPING")]
+
+    def keys(bucket: str, prefix: str) -> list[str]:
+        return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
+
+    # The stack ran an earlier version before (so there is one to roll back to).
+    deploy = _script("deploy/deploy.py", "deploy_script")
+    buckets = [
+        "--landing-bucket",
+        v["LANDING"],
+        "--lakehouse-bucket",
+        v["LAKEHOUSE"],
+        "--artifacts-bucket",
+        v["ARTIFACTS"],
+    ]
+    assert deploy.main(["--stack", stack, *buckets, "--wheel", str(_wheel(tmp_path)), "--yes", "--no-restart"]) == 0
+    earlier = params()["ArtifactsVersion"]
+
+    # Deploy, review, roll back.
+    out = _run(next(runbook), env)
+    built = params()["ArtifactsVersion"]
+    assert built != earlier and f"stack {stack}: UPDATE_COMPLETE, version {built}" in out
+    assert [line.split()[0] for line in out.splitlines() if re.match(r"[0-9a-f]{12}  built", line)] == [earlier, built]
+    assert len(active_runs()) == 1  # the deploy restarted the job
+    out = _run(next(runbook), env)
+    assert params()["NumberOfWorkers"] == "2" and glue.get_job(JobName=stack)["Job"]["NumberOfWorkers"] == 2
+    assert "NumberOfWorkers  2 -> 4" in out and "NumberOfWorkers  4 -> 2" in out  # each change printed first
+    assert (params()["ArtifactsVersion"], params()["PreviousVersion"]) == (earlier, built)  # rolled back
+    assert glue.get_job(JobName=stack)["Job"]["Command"]["ScriptLocation"].endswith(f"/{earlier}/glue_entry.py")
+
+    # Stop, reingest or replay, restart.
+    s3.put_object(Bucket=v["LANDING"], Key="fhir/encounter/2026/12/01/export-0001.ndjson", Body=b"{}\n")
+    out = _run(next(runbook), env)
+    assert active_runs() == []
+    alarms = cloudwatch.describe_alarms(AlarmNamePrefix=f"{stack}-")["MetricAlarms"]
+    assert len(alarms) == 7 and not any(a["ActionsEnabled"] for a in alarms)
+    assert "export-0001.ndjson" in out or "1" in out  # status read the deployed settings and listed the landing
+    _run(next(runbook), env)
+    assert len(active_runs()) == 1
+    assert all(a["ActionsEnabled"] for a in cloudwatch.describe_alarms(AlarmNamePrefix=f"{stack}-")["MetricAlarms"])
+
+    # Backfill a month of files.
+    for day in ("01", "02", "03"):
+        s3.put_object(Bucket=v["EXPORTS"], Key=f"2026-05/{day}/encounters.ndjson", Body=b"{}\n")
+    _run(next(runbook), env)
+    assert keys(v["LANDING"], "fhir/encounter/backfill/") == [
+        f"fhir/encounter/backfill/2026-05/{day}/encounters.ndjson" for day in ("01", "02", "03")
+    ]
+
+    # A lost or broken checkpoint: moved aside, and a run starts on a fresh one.
+    checkpoint = outputs()["Checkpoint"].removeprefix(f"s3://{v['LAKEHOUSE']}/")
+    assert checkpoint == f"_checkpoints/{stack}/bronze/bronze_encounter/"
+    for name in ("metadata", "offsets/0", "commits/0"):
+        s3.put_object(Bucket=v["LAKEHOUSE"], Key=checkpoint + name, Body=b"x")
+    before = set(glue.get_job_runs(JobName=stack)["JobRuns"][i]["Id"] for i in range(len(active_runs())))
+    _run(next(runbook), env)
+    assert keys(v["LAKEHOUSE"], checkpoint) == []
+    aside = [k for k in keys(v["LAKEHOUSE"], f"_checkpoints/{stack}/") if ".aside-" in k]
+    assert sorted(k.rsplit("/", 2)[-2:][-1] for k in aside) == ["0", "0", "metadata"] and len(active_runs()) == 1
+    assert set(active_runs()).isdisjoint(before)
+    # ...and an older deployment's checkpoint copied to the stack's path.
+    old = "_checkpoints/bronze_encounter/"
+    for name in ("metadata", "offsets/7", "commits/7"):
+        s3.put_object(Bucket=v["LAKEHOUSE"], Key=old + name, Body=name.encode())
+    _run(next(runbook), env)
+    assert sorted(keys(v["LAKEHOUSE"], checkpoint)) == [checkpoint + n for n in ("commits/7", "metadata", "offsets/7")]
+    assert len(active_runs()) == 1
+
+    # Restore the ledger: a copy as it was, inspected, then the live table made equal to it.
+    ledger = params()["LedgerTableName"]
+    for pk in ("file#a", "file#b"):
+        dynamodb.put_item(TableName=ledger, Item={"pk": {"S": pk}, "state": {"S": "committed"}})
+    _run(next(runbook), env)
+    copy = f"{stack}-ledger-before"
+    assert dynamodb.describe_table(TableName=copy)["Table"]["TableStatus"] == "ACTIVE"
+    # The incident, after the time restored to (moto restores the table as it is: the damage comes after).
+    dynamodb.delete_item(TableName=ledger, Key={"pk": {"S": "file#a"}})
+    dynamodb.put_item(TableName=ledger, Item={"pk": {"S": "junk"}, "state": {"S": "x"}})
+    _run(next(runbook), env)
+    live = {i["pk"]["S"] for i in dynamodb.scan(TableName=ledger)["Items"]}
+    assert {"file#a", "file#b"} <= live and "junk" not in live
+    assert copy not in dynamodb.list_tables()["TableNames"] and len(active_runs()) == 1
+
+    # Rotate the key.
+    key = outputs()["KeyArn"]
+    assert kms.list_key_rotations(KeyId=key).get("Rotations", []) == []
+    _run(next(runbook), env)
+    assert len(kms.list_key_rotations(KeyId=key)["Rotations"]) == 1
+
+    # Expire archived files: the stack's rule added, the bucket's other rules kept.
+    other = {"ID": "other-team", "Filter": {"Prefix": "tmp/"}, "Status": "Enabled", "Expiration": {"Days": 1}}
+    s3.put_bucket_lifecycle_configuration(Bucket=v["LANDING"], LifecycleConfiguration={"Rules": [other]})
+    _run(next(runbook), env)
+    rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=v["LANDING"])["Rules"]}
+    assert set(rules) == {"other-team", f"bronze-encounter-archive-{stack}"}
+    ours = rules[f"bronze-encounter-archive-{stack}"]
+    assert (ours["Filter"], ours["Expiration"]) == ({"Prefix": "fhir/archive/"}, {"Days": 2555})
+    assert ours["Transitions"] == [{"Days": 90, "StorageClass": "GLACIER_IR"}]
+
+    # Delete the stack: the preview deletes nothing; then the job stops and the stack goes, the data stays.
+    key_id = key.rsplit("/", 1)[-1]
+    out = _run(next(runbook), env)
+    assert "Nothing is deleted now: rerun with --yes." in out and f"stack {stack}: deleted. Kept:" in out
+    live_stacks = {s["StackName"] for s in cfn.describe_stacks()["Stacks"]}
+    assert stack not in live_stacks and active_runs() == []
+    assert dynamodb.describe_table(TableName=ledger)["Table"]["TableStatus"] == "ACTIVE"  # DeletionPolicy Retain
+    assert key_id in {k["KeyId"] for k in kms.list_keys()["Keys"]}  # the key stayed (its alias went)
+    assert f"the KMS key {key} (Retain)" in out
+    assert keys(v["LAKEHOUSE"], checkpoint) and keys(v["ARTIFACTS"], f"bronze-encounter/{built}/")
+    assert next(runbook, None) is None  # every block ran
