@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import os
@@ -295,6 +296,49 @@ def test_parameters_not_passed_keep_their_previous_value_and_a_retired_value_fal
     )
 
 
+def test_the_change_set_is_printed_with_its_parameter_and_property_changes() -> None:
+    """What DescribeChangeSet returns with IncludePropertyValues (moto gives no Details: shaped as AWS documents)."""
+    deploy = _deploy_module()
+    plan = deploy.Plan("deploy-1", "UPDATE")
+    plan.parameters = [("WorkerType", "G.1X", "G.2X"), ("ArtifactsVersion", "0123abcd4567", "89abcdef0123")]
+    old, new = "s3://a/bronze-encounter/0123abcd4567/w.whl", "s3://a/bronze-encounter/89abcdef0123/w.whl"
+    plan.changes = [
+        {
+            "Action": "Modify",
+            "LogicalResourceId": "StreamingJob",
+            "ResourceType": "AWS::Glue::Job",
+            "Replacement": "False",
+            "Details": [
+                {
+                    "Target": {
+                        "Attribute": "Properties",
+                        "Name": "DefaultArguments",
+                        "Path": "/Properties/DefaultArguments/--additional-python-modules",
+                        "RequiresRecreation": "Never",
+                        "BeforeValue": old,
+                        "AfterValue": new,
+                        "AttributeChangeType": "Modify",
+                    },
+                    "Evaluation": "Static",
+                    "ChangeSource": "ParameterReference",
+                },
+                {"Target": {"Attribute": "Properties", "Name": "WorkerType", "RequiresRecreation": "Never"}},
+            ],
+        },
+        {"Action": "Add", "LogicalResourceId": "Dashboard", "ResourceType": "AWS::CloudWatch::Dashboard"},
+    ]
+    assert deploy.plan_lines(plan) == [
+        "parameters:",
+        "  WorkerType        G.1X -> G.2X",
+        "  ArtifactsVersion  0123abcd4567 -> 89abcdef0123",
+        "resources:",
+        "  Modify   StreamingJob AWS::Glue::Job (replacement: False)",
+        f"           /Properties/DefaultArguments/--additional-python-modules: {old} -> {new}",
+        "           Properties.WorkerType (recreation: Never)",
+        "  Add      Dashboard AWS::CloudWatch::Dashboard",
+    ]
+
+
 # --- the deploy against moto --------------------------------------------------------------------------------------
 
 
@@ -335,7 +379,10 @@ def test_a_new_stack_is_created_from_the_reviewed_change_set_records_its_version
     session = _session()
     executed = _calls(session, "cloudformation.ExecuteChangeSet")
     created = _calls(session, "cloudformation.CreateChangeSet")
+    described = _calls(session, "cloudformation.DescribeChangeSet")
     assert _deploy(deploy, stack, s3_bucket, wheel, "--yes", session=session) == 0
+    # The change set is read with its property values (the waiter's polls aside).
+    assert [d["IncludePropertyValues"] for d in described if "IncludePropertyValues" in d] == [True]
     out = capsys.readouterr().out.splitlines()
     base = f"s3://{s3_bucket}/bronze-encounter/{version}/"
     assert out[0].startswith(f"stack {stack}: version none -> {version} (commit ")
@@ -396,6 +443,17 @@ def test_a_new_stack_is_created_from_the_reviewed_change_set_records_its_version
     ]
     dashboard = json.loads(aws.client("cloudwatch").get_dashboard(DashboardName=stack)["DashboardBody"])
     assert {w["type"] for w in dashboard["widgets"]} == {"metric", "alarm"}
+
+    # Issue 33: deployed without an archive option, the job archives, and its role has the move's grants.
+    assert job["DefaultArguments"]["--source-archive"] == "s3://landing-b/fhir/archive/"
+    role = outputs["RoleArn"].rsplit("/", 1)[-1]
+    inline = aws.client("iam").get_role_policy(RoleName=role, PolicyName="bronze-encounter")["PolicyDocument"]
+    # moto keeps an inline policy CloudFormation made as the Python text of its dict.
+    inline = ast.literal_eval(inline) if isinstance(inline, str) else inline
+    sids = {s["Sid"] for s in inline["Statement"]}
+    assert {"ListArchive", "ArchiveRoot", "WriteArchive", "MoveOutOfLanding", "LandingFolderMarkers"} <= sids
+    (root,) = [s for s in inline["Statement"] if s["Sid"] == "ArchiveRoot"]
+    assert root["Resource"] == ["arn:aws:s3:::landing-b/fhir/archive"]
 
 
 @_moto_cfn
