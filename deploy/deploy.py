@@ -406,7 +406,8 @@ def plan_lines(plan: Plan) -> list[str]:
     if plan.changes:
         lines.append("resources:")
     for change in plan.changes:
-        replacement = f" (replacement: {change['Replacement']})" if change.get("Replacement") else ""
+        replaced = change.get("Replacement") in ("True", "Conditional")  # a new physical resource: name it
+        replacement = f" (replacement: {change['Replacement']})" if replaced else ""
         lines.append(f"  {change['Action']:<8} {change['LogicalResourceId']} {change['ResourceType']}{replacement}")
         for detail in change.get("Details", []):
             target = detail.get("Target", {})

@@ -326,16 +326,23 @@ def test_the_change_set_is_printed_with_its_parameter_and_property_changes() -> 
             ],
         },
         {"Action": "Add", "LogicalResourceId": "Dashboard", "ResourceType": "AWS::CloudWatch::Dashboard"},
+        {
+            "Action": "Modify",
+            "LogicalResourceId": "SecurityConfiguration",
+            "ResourceType": "AWS::Glue::SecurityConfiguration",
+            "Replacement": "True",
+        },
     ]
     assert deploy.plan_lines(plan) == [
         "parameters:",
         "  WorkerType        G.1X -> G.2X",
         "  ArtifactsVersion  0123abcd4567 -> 89abcdef0123",
         "resources:",
-        "  Modify   StreamingJob AWS::Glue::Job (replacement: False)",
+        "  Modify   StreamingJob AWS::Glue::Job",
         f"           /Properties/DefaultArguments/--additional-python-modules: {old} -> {new}",
         "           Properties.WorkerType (recreation: Never)",
         "  Add      Dashboard AWS::CloudWatch::Dashboard",
+        "  Modify   SecurityConfiguration AWS::Glue::SecurityConfiguration (replacement: True)",
     ]
 
 
