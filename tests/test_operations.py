@@ -20,6 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import boto3
 import pytest
 
 from streaming import aws, cli
@@ -291,3 +292,46 @@ def test_the_runbook_runs_as_written(
     assert f"the KMS key {key} (Retain)" in out
     assert keys(v["LAKEHOUSE"], checkpoint) and keys(v["ARTIFACTS"], f"bronze-encounter/{built}/")
     assert next(runbook, None) is None  # every block ran
+
+
+def test_tasks_that_could_lose_data_refuse_with_exit_2_and_say_why(
+    aws_env: str, s3_bucket: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ops = _script("deploy/ops.py", "ops_script")
+    parameters = {"JobName": "j", "LedgerTableName": "ledger", "LandingBucket": s3_bucket, "LakehouseBucket": s3_bucket}
+    parameters |= {"LandingPrefix": "fhir/encounter/", "ArchivePrefix": "fhir/archive/", "KmsKeyArn": ""}
+    checkpoint = f"s3://{s3_bucket}/_checkpoints/j/bronze/bronze_encounter/"
+    stack = ops.Stack("j", parameters, {"Checkpoint": checkpoint})
+    session = boto3.session.Session(region_name=os.environ["AWS_REGION"])
+    s3 = aws.client("s3")
+    s3.put_object(Bucket=s3_bucket, Key="_checkpoints/j/bronze/bronze_encounter/metadata", Body=b"{}")
+    refusals = [
+        # Files under the landing or archive prefix were landed already: reingest takes those, land would copy them.
+        (
+            lambda: ops.land(session, stack, f"s3://{s3_bucket}/fhir/encounter/2026/", ""),
+            "inside the landing or archive",
+        ),
+        (lambda: ops.land(session, stack, f"s3://{s3_bucket}/fhir/archive/fhir/", ""), "inside the landing or archive"),
+        (lambda: ops.land(session, stack, f"s3://{s3_bucket}/exports/", "no-slash"), "--into must end with /"),
+        # A live checkpoint is never overwritten by a copy.
+        (lambda: ops.copy_checkpoint(session, stack, f"s3://{s3_bucket}/old/"), "holds a checkpoint already"),
+        (lambda: ops.archive_lifecycle(session, stack, 30, 30), "--glacier-days must be fewer"),
+        (lambda: ops.ledger_copy_back(session, stack, "ledger", delete_source=True), "names the live ledger itself"),
+    ]
+    for call, why in refusals:
+        with pytest.raises(ops.OpsError) as refused:
+            call()
+        assert refused.value.code == 2 and why in str(refused.value), why
+    off = ops.Stack("j", {**parameters, "ArchivePrefix": "off"}, {})
+    with pytest.raises(ops.OpsError, match="does not archive"):
+        ops.archive_lifecycle(session, off, 365, None)
+    given = ops.Stack("j", {**parameters, "KmsKeyArn": "arn:aws:kms:us-east-1:1:key/k"}, {"KeyArn": "k"})
+    with pytest.raises(ops.OpsError, match="its owner rotates it"):
+        ops.rotate_key(session, given)
+    # Nothing was written: the checkpoint is as it was, no file was landed.
+    assert [o["Key"] for o in s3.list_objects_v2(Bucket=s3_bucket)["Contents"]] == [
+        "_checkpoints/j/bronze/bronze_encounter/metadata"
+    ]
+    # Through the command line: one line, exit 2, no traceback.
+    assert ops.main(["stop", "--stack", "no-such-stack"]) == 2
+    assert capsys.readouterr().err.strip() == "stack no-such-stack does not exist (in this region: --region)"
