@@ -516,7 +516,9 @@ JOB_METRICS = frozenset(
         "RowsWritten",
         "RowsDeleted",
         "RowsRejected",
+        "RowsStale",
         "BatchSeconds",
+        "ServicesFailed",
         "LagSeconds",
         # from the timer that runs whatever the batches do (every metrics.heartbeat_seconds)
         "Heartbeat",
