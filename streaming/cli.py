@@ -6,20 +6,23 @@ import argparse
 import json
 import os
 import sys
+import textwrap
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from streaming import config as conf
-from streaming import progress
+from streaming import exits, progress
 from streaming.cli_settings import load_config, settings_parent, verbose
-from streaming.ledger import LeaseHeld, LedgerUnavailable
-from streaming.storage import FileReadError
 
-EXIT_CONFIG = 2
-EXIT_LEASE = 3
-EXIT_LEDGER = 4
-EXIT_FILE = 5  # a listed file exists but cannot be read (permissions, KMS, Glacier): nothing of it was committed
+# The codes a command ends with (streaming/exits.py says what stands behind each).
+EXIT_CONFIG = exits.CONFIG
+EXIT_LEASE = exits.LEASE
+EXIT_LEDGER = exits.LEDGER
+EXIT_FILE = exits.FILE
+EXIT_BEHIND = exits.BEHIND
+EXIT_STALLED = exits.STALLED
 
 DESCRIPTION = """\
 Ingest FHIR Encounter files into the Apache Hudi table bronze_encounter, exactly once.
@@ -29,18 +32,40 @@ row per Encounter. Every micro-batch is recorded in bronze_encounter_ingest_log;
 goes to bronze_encounter_quarantine with a reason. The same job runs as an AWS Glue streaming job and on a laptop.
 """
 
-EPILOG = """\
-examples:
-  bronze-encounter demo                                   # generate encounters, ingest them locally, show a summary
-  bronze-encounter run --source landing/ --warehouse wh/ --once
-  bronze-encounter status --warehouse wh/
-  bronze-encounter query --warehouse wh/ "SELECT hospital_name, count(*) FROM bronze_encounter GROUP BY 1"
+EPILOG = "\n".join(
+    [
+        "examples:",
+        "  bronze-encounter demo                          # generate encounters, ingest them locally, show a summary",
+        "  bronze-encounter run --source landing/ --warehouse wh/ --once",
+        "  bronze-encounter status --source landing/ --warehouse wh/",
+        '  bronze-encounter query --warehouse wh/ "SELECT hospital_name, count(*) FROM bronze_encounter GROUP BY 1"',
+        "",
+        "settings: command-line flag > settings file (--config, else checkpoints_conf/<env>.toml) > defaults; every",
+        "key is documented in streaming/config.py.",
+        *textwrap.wrap(
+            "exit codes: " + ", ".join(f"{e.code} {e.short}" for e in exits.EXIT_CODES) + " (README, Exit codes).",
+            width=115,
+        ),
+    ]
+)
 
-settings: command-line flag > settings file (--config, else checkpoints_conf/<env>.toml) > defaults; every key is
-documented in streaming/config.py.
-exit codes: 0 done, 1 failed, 2 bad configuration or query, 3 another instance holds the writer lease,
-4 the ledger is unreachable, 5 a listed file cannot be read (the message names it).
-"""
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with the CLI's one-line errors: what was wrong and where to look, exit code 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_CONFIG, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+def positive_int(text: str) -> int:
+    """A count given on the command line: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
 
 
 def _output_parent() -> argparse.ArgumentParser:
@@ -60,11 +85,11 @@ def parser() -> argparse.ArgumentParser:
     """The whole command line: `bronze-encounter <command> [options]`."""
     formatter = argparse.RawDescriptionHelpFormatter
     # allow_abbrev=False: Glue passes its own `--conf ...` argument, which a prefix match would read as --config.
-    top = argparse.ArgumentParser(
+    top = _Parser(
         prog="bronze-encounter", description=DESCRIPTION, epilog=EPILOG, formatter_class=formatter, allow_abbrev=False
     )
     top.add_argument("--version", action="version", version=f"%(prog)s {_version()}", help="print the version")
-    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
     settings, output = settings_parent(), _output_parent()
 
     def command(name: str, summary: str, details: str, parents: list[argparse.ArgumentParser]) -> Any:
@@ -101,7 +126,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--max-files-per-trigger",
         dest="max_files_per_trigger",
-        type=int,
+        type=positive_int,
         metavar="N",
         help="most files one micro-batch takes (default: the settings file's max_files_per_trigger, 500 locally). "
         "e.g. --max-files-per-trigger 100",
@@ -124,7 +149,7 @@ def parser() -> argparse.ArgumentParser:
     )
     demo.add_argument(
         "--files",
-        type=int,
+        type=positive_int,
         default=40,
         metavar="N",
         help="how many files to generate (default: %(default)s). e.g. --files 10",
@@ -132,7 +157,7 @@ def parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--per-file",
         dest="per_file",
-        type=int,
+        type=positive_int,
         default=100,
         metavar="N",
         help="encounters per file (default: %(default)s). e.g. --per-file 50",
@@ -155,12 +180,16 @@ def parser() -> argparse.ArgumentParser:
         "--out", type=Path, required=True, metavar="DIR", help="folder to write into (required). e.g. --out landing"
     )
     gen.add_argument(
-        "--files", type=int, required=True, metavar="N", help="how many files to write (required). e.g. --files 5"
+        "--files",
+        type=positive_int,
+        required=True,
+        metavar="N",
+        help="how many files to write (required). e.g. --files 5",
     )
     gen.add_argument(
         "--per-file",
         dest="per_file",
-        type=int,
+        type=positive_int,
         required=True,
         metavar="N",
         help="encounters per file (required). e.g. --per-file 20",
@@ -233,7 +262,7 @@ def parser() -> argparse.ArgumentParser:
     )
     status.add_argument(
         "--last",
-        type=int,
+        type=positive_int,
         default=10,
         metavar="N",
         help="how many of the newest batches to show (default: %(default)s). e.g. --last 50",
@@ -374,6 +403,7 @@ def _run(args: argparse.Namespace) -> int:
     from streaming import job
 
     config = load_config(args)
+    conf.check_source(config)
     title = config.tables.encounter
     summary = progress.with_progress(title, lambda observe: job.run(config, once=args.once, on_batch=observe))
     print(progress.summary_line(summary), flush=True)
@@ -424,9 +454,7 @@ def _query(args: argparse.Namespace) -> int:
         print(f"bronze-encounter: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except BrokenPipeError:
-        # The reader left (`query ... | head -1`): stop quietly, as other tools do. Later writes, Python's own
-        # flush at exit included, go to /dev/null instead of failing again.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _quiet_stdout()  # the reader left (`query ... | head -1`): stop quietly, as other tools do
         return 0
     if written.hidden:
         print(
@@ -487,9 +515,12 @@ def _query_limit(text: str | None) -> int | None:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from streaming import query as q
     from streaming import status as st
 
     config = load_config(args)
+    conf.check_source(config)
+    q.require_tables(config)
     state = st.collect(config, last=args.last)
     print(json.dumps(state.to_json(), indent=2) if args.format == "json" else st.render_text(state))
     return 0
@@ -547,22 +578,26 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; every error ends it with one line on stderr and its exit code (streaming/exits.py)."""
     args = parser().parse_args(argv)
-    progress.setup_logging(getattr(args, "verbose", False))
+    loud = getattr(args, "verbose", False)
+    progress.setup_logging(loud)
     try:
         return COMMANDS[args.command](args)
-    except conf.ConfigError as exc:
-        print(f"bronze-encounter: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    except LeaseHeld as exc:
-        print(f"bronze-encounter: another instance is writing this table: {exc}", file=sys.stderr)
-        return EXIT_LEASE
-    except LedgerUnavailable as exc:
-        print(f"bronze-encounter: ledger unavailable: {exc}", file=sys.stderr)
-        return EXIT_LEDGER
-    except FileReadError as exc:
-        print(f"bronze-encounter: {exc}", file=sys.stderr)
-        return EXIT_FILE
+    except BrokenPipeError:
+        _quiet_stdout()  # the reader left (`... | head -1`): stop quietly, as other tools do
+        return 0
+    except Exception as exc:
+        code, line = exits.classify(exc)
+        if code == exits.FAILED and loud:
+            traceback.print_exc()
+        print(f"bronze-encounter: {line}", file=sys.stderr)
+        return code
+
+
+def _quiet_stdout() -> None:
+    """Later writes, Python's own flush at exit included, go to /dev/null instead of failing again."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":

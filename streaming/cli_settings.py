@@ -120,8 +120,11 @@ def load_config(args: argparse.Namespace) -> conf.JobConfig:
             found = stack.load(args.stack)
             return _load(args, args.config or stack.settings_file(found, Path(folder)), found.overrides)
     file = args.config
-    if file is None and conf.env_file(args.env).exists():
+    if file is None:
         file = conf.env_file(args.env)
+        if not file.exists():
+            known = ", ".join(sorted(p.stem for p in conf.CONF_DIR.glob("*.toml")))
+            raise conf.ConfigError(f"--env {args.env}: there is no {file} (environments: {known}); or pass --config")
     return _load(args, file, {})
 
 

@@ -210,6 +210,9 @@ def _local_abspath(uri: str) -> str:
     return str(Path(uri).expanduser().resolve())
 
 
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off")
+
+
 def _merge(obj: Any, values: Mapping[str, Any], prefix: str) -> Any:
     """Return a copy of dataclass `obj` with nested `values` applied, checking names and types."""
     known = {f.name: f for f in dataclasses.fields(obj)}
@@ -231,7 +234,10 @@ def _merge(obj: Any, values: Mapping[str, Any], prefix: str) -> Any:
             if expected is int and isinstance(value, str) and value.strip().lstrip("-").isdigit():
                 value = int(value)  # flags arrive as text
             elif expected is bool and isinstance(value, str):
-                value = value.strip().lower() in ("1", "true", "yes", "on")
+                word = value.strip().lower()
+                if word not in _TRUE + _FALSE:
+                    raise ConfigError(f"{prefix}{key} must be true or false, got {value!r}")
+                value = word in _TRUE
             if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
                 raise ConfigError(f"{prefix}{key} must be {expected.__name__}, got {type(value).__name__}")
             changes[key] = value
@@ -262,8 +268,7 @@ def load(file: str | Path | None = None, overrides: Mapping[str, Any] | None = N
     """Build the config: defaults, then the TOML `file` (if any), then dotted-key `overrides` (flags)."""
     config = JobConfig()
     if file is not None:
-        with Path(file).open("rb") as fh:
-            config = _merge(config, tomllib.load(fh), "")
+        config = _merge(config, _read_toml(Path(file)), "")
     if overrides:
         config = _merge(config, nest(overrides), "")
     config = dataclasses.replace(
@@ -277,9 +282,72 @@ def load(file: str | Path | None = None, overrides: Mapping[str, Any] | None = N
     _check_archive(config.source, config.source_archive)
     _check_layout(config.layout)
     _check_names(config)
+    _check_ranges(config)
     if config.key_scope not in KEY_SCOPES:
         raise ConfigError(f"key_scope must be one of {', '.join(KEY_SCOPES)}, got {config.key_scope!r}")
+    local = local_path_of(config.warehouse)
+    if local is not None and local.exists() and not local.is_dir():
+        raise ConfigError(f"warehouse {config.warehouse} is a file, not a folder: check --warehouse")
     return config
+
+
+def _read_toml(file: Path) -> dict[str, Any]:
+    """A settings file's content; a missing, unreadable or malformed file is a ConfigError naming it."""
+    try:
+        with file.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"settings file {file} does not exist: check --config") from None
+    except IsADirectoryError:
+        raise ConfigError(f"settings file {file} is a folder, not a TOML file: check --config") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"settings file {file} is not valid TOML ({exc}): fix it or check --config") from None
+    except OSError as exc:
+        raise ConfigError(f"settings file {file} cannot be read ({type(exc).__name__}): check --config") from None
+
+
+# Settings that count something, and the least each may be: a negative count or an empty batch is a typo.
+_MINIMUM: dict[str, int] = {
+    "max_files_per_trigger": 1,
+    "lease_ttl_seconds": 3,
+    "lease_wait_seconds": 0,
+    "spark.shuffle_partitions": 1,
+    "fhir.max_file_bytes": 1,
+    "fhir.max_document_bytes": 1,
+    "fhir.max_depth": 1,
+    "fhir.raw_slice_chars": 0,
+    "fhir.future_tolerance_hours": 0,
+    "metrics.waiting_every_seconds": 0,
+    "layout.cluster_file_mb": 1,
+}
+
+
+def _check_ranges(config: JobConfig) -> None:
+    for dotted, least in _MINIMUM.items():
+        value: Any = config
+        for part in dotted.split("."):
+            value = getattr(value, part)
+        if value < least:
+            raise ConfigError(f"{dotted} must be at least {least}, got {value}")
+
+
+def local_path_of(uri: str) -> Path | None:
+    """The local path a URI names (a plain path or file:), None for a remote one."""
+    if not uri or is_remote(uri):
+        return None
+    return Path(uri[len("file:") :] if uri.startswith("file:") else uri)
+
+
+def check_source(config: JobConfig) -> None:
+    """The source a stream or `status` lists must be there: a local folder that exists, or an S3 prefix."""
+    if is_s3(config.source):
+        return
+    if is_remote(config.source):
+        raise ConfigError(f"source {config.source} is not a local folder or an s3:// prefix: check --source")
+    local = local_path_of(config.source)
+    if local is None or not local.is_dir():
+        what = "is not a folder" if local is not None and local.exists() else "does not exist"
+        raise ConfigError(f"source {config.source} {what}: check --source (a typo would otherwise ingest nothing)")
 
 
 KEY_SCOPES = ("id", "meta.source", "folder")

@@ -30,12 +30,27 @@ class DemoReport:
     paths: dict[str, str]  # what -> where it lives
 
 
+# Left in the folder the demo works in: the demo empties only a folder that holds this (or nothing at all).
+MARKER = ".bronze-encounter-demo"
+
+
 def prepare(workdir: Path, *, files: int, per_file: int, seed: int) -> tuple[GeneratedSet, conf.JobConfig]:
-    """Empty `workdir`, generate FHIR files into <workdir>/landing; the local settings with <workdir>/warehouse."""
+    """Empty `workdir`, generate FHIR files into <workdir>/landing; the local settings with <workdir>/warehouse.
+
+    A folder holding anything the demo did not make is refused (ConfigError), never emptied: `--workdir .` in a
+    checkout would otherwise delete it.
+    """
     from streaming.generate import generate
 
     work = workdir.resolve()
+    if work.exists() and (not work.is_dir() or (any(work.iterdir()) and not (work / MARKER).exists())):
+        raise conf.ConfigError(
+            f"--workdir {workdir} holds files the demo did not make, and the demo empties its folder: give it a new or"
+            " empty folder (default work/demo)"
+        )
     shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    (work / MARKER).write_text("made by `bronze-encounter demo`, which empties this folder when it runs again\n")
     landing, warehouse = work / "landing", work / "warehouse"
     generated = generate(landing, files=files, per_file=per_file, seed=seed)
     return generated, conf.load(conf.env_file("local"), {"source": str(landing), "warehouse": str(warehouse)})

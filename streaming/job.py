@@ -12,12 +12,11 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from streaming import checkpoint
 from streaming.batch import BatchDeps, BatchResult, Recovery, process_batch, recover
-from streaming.config import JobConfig, is_remote, spelled_like
+from streaming.config import JobConfig, check_source, spelled_like
 from streaming.failures import unwrap
 from streaming.hudi import HudiWriter, encounter_table
 from streaming.lease import WriterLease, writer_lease
@@ -73,8 +72,7 @@ def start_stream(
     observers: Sequence[Callable[[BatchResult], None]] = (),
 ) -> StreamingQuery:
     """Start the file source -> foreachBatch query; each batch's result is appended to `on_batch`, then observed."""
-    if not is_remote(config.source):
-        Path(config.source).mkdir(parents=True, exist_ok=True)  # the file source refuses a missing folder
+    check_source(config)  # a mistyped folder would otherwise be created and ingest nothing, with exit 0
     reader = (
         spark.readStream.format("binaryFile")
         .schema(BINARY_FILE_SCHEMA)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -166,9 +167,10 @@ def print_demo(report: DemoReport) -> None:
         f"ingested {summary.files} files in {len(summary.batches)} batch(es): "
         f"{summary.rows_written} rows written, {summary.rows_rejected} rejected, {summary.seconds:.1f}s"
     )
-    try_next = [  # what to do with the result, without writing code
-        f"bronze-encounter status --warehouse {report.warehouse}",
-        f'bronze-encounter query --warehouse {report.warehouse} "SELECT hospital_name, count(*) FROM bronze_encounter'
+    program = _program()
+    try_next = [  # what to do with the result, without writing code; as typed, they work
+        f"{program} status --source {report.landing} --warehouse {report.warehouse}",
+        f'{program} query --warehouse {report.warehouse} "SELECT hospital_name, count(*) FROM bronze_encounter'
         ' GROUP BY 1"',
     ]
     if on_terminal():
@@ -186,6 +188,14 @@ def print_demo(report: DemoReport) -> None:
     print("try next:")
     for line in try_next:
         print(f"  {line}")
+
+
+def _program() -> str:
+    """How to call the CLI from here: its name when it is on PATH, else the path it was started by (.venv/bin/...)."""
+    invoked = sys.argv[0] if sys.argv and sys.argv[0].endswith("bronze-encounter") else ""
+    if shutil.which("bronze-encounter") or not invoked:
+        return "bronze-encounter"
+    return invoked
 
 
 def _demo_rich(report: DemoReport, generated: str, ingested: str) -> None:

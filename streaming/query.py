@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from streaming.config import JobConfig, is_remote, is_s3, s3_spelling
+from streaming.config import ConfigError, JobConfig, is_remote, is_s3, s3_spelling
 from streaming.mapping import RULES
 
 if TYPE_CHECKING:
@@ -50,12 +50,26 @@ BATCH_ROWS = 8192
 Filter = tuple[str, str, str]  # (column, operator, value) as hudi-rs takes it
 
 
-class QueryError(RuntimeError):
-    """The SQL could not run; the message is DuckDB's (or names the table that could not be read)."""
+class QueryError(ConfigError):
+    """The SQL could not run; the message is DuckDB's (or names the table that could not be read). Exit code 2."""
 
 
 class TableUnreadable(QueryError):
     """A table exists under the warehouse but hudi-rs could not read it (storage, credentials, format)."""
+
+
+def require_tables(config: JobConfig) -> None:
+    """The warehouse must hold at least one of the tables: a mistyped path would otherwise answer "0 rows".
+
+    A table not written yet inside a warehouse that holds another still reads as empty; SQL that names no table
+    (`SELECT 1`) needs no warehouse at all.
+    """
+    uris = table_uris(config)
+    if not any(_table_exists(uri) for uri in uris.values()):
+        raise ConfigError(
+            f"warehouse {config.warehouse} holds none of the tables ({', '.join(uris)}): check --warehouse (or"
+            " --env/--stack); a job that has not written yet has no tables either"
+        )
 
 
 def table_uris(config: JobConfig) -> dict[str, str]:
@@ -563,6 +577,8 @@ def stream(config: JobConfig, sql: str, *, as_of: str | None = None) -> Iterator
     uris = table_uris(config)
     named = _table_names(sql)
     empty = table_schemas(config)
+    if any(name.lower() in named for name in uris):
+        require_tables(config)
     opened = {name: _open(name, uri, empty[name]) for name, uri in uris.items() if name.lower() in named}
     con = duckdb.connect(":memory:")
     sources: dict[str, tuple[Any, TableRead]] = {}

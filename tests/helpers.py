@@ -82,3 +82,11 @@ PARTITION_NAMES: tuple[str | None, ...] = (
     "default",
     "東京" * 150,  # 900 bytes of UTF-8
 )
+
+
+def table_marker(config: conf.JobConfig, name: str) -> None:
+    """Make the warehouse hold table `name` as far as `query`/`status` ask (its .hoodie/hoodie.properties), without
+    data: a warehouse holding none of the tables is refused as a mistyped path."""
+    properties = Path(config.table_uri(name)) / ".hoodie" / "hoodie.properties"
+    properties.parent.mkdir(parents=True, exist_ok=True)
+    properties.write_text(f"hoodie.table.name={name}\n")

@@ -79,7 +79,7 @@ def test_top_level_help_says_what_the_tool_is(capsys: pytest.CaptureFixture[str]
     assert _flat("Parses arguments") not in text
     for name, command in _commands().items():
         assert _flat(command.description.split(".")[0]) in text, name  # each command with its one-line summary
-    assert _flat("exit codes: 0 done, 1 failed, 2 bad configuration") in text
+    assert _flat("exit codes: 0 done, 1 unexpected error, 2 bad input, 3 writer lease held elsewhere") in text
 
 
 @pytest.mark.parametrize("name", sorted(_commands()))
@@ -156,7 +156,7 @@ def test_config_errors_exit_2_with_the_key(capsys: pytest.CaptureFixture[str], t
     code = main(["run", "--set", "fhir.max_depth=deep", "--once"])
     assert code == 2
     assert "fhir.max_depth must be int" in capsys.readouterr().err
-    code = main(["run", "--set", "metrics.backend=statsd", "--warehouse", str(tmp_path), "--once"])
+    code = main(["run", "--set", "metrics.backend=statsd", "--source", str(tmp_path), "--once"])
     assert code == 2
     assert "unknown metrics.backend 'statsd'" in capsys.readouterr().err
 
@@ -164,7 +164,7 @@ def test_config_errors_exit_2_with_the_key(capsys: pytest.CaptureFixture[str], t
 def test_query_prints_and_a_bad_query_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert main(["query", "--warehouse", str(tmp_path), "--format", "json", "SELECT 6 * 7 AS answer"]) == 0
     assert json.loads(capsys.readouterr().out) == [{"answer": 42}]
-    assert main(["query", "--warehouse", str(tmp_path), "SELEC 1"]) == 2
+    assert main(["query", "--warehouse", str(tmp_path), "SELEC 1 FROM bronze_encounter"]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.startswith("bronze-encounter: ") and "SELEC" in captured.err
@@ -250,7 +250,7 @@ def test_demo_summary_on_a_pipe_lists_rows_per_hospital_and_what_to_try(
         "      table:      T",
         "      ledger:     L",
         "try next:",
-        f"  bronze-encounter status --warehouse {tmp_path / 'wh'}",
+        f"  bronze-encounter status --source {tmp_path / 'landing'} --warehouse {tmp_path / 'wh'}",
         f'  bronze-encounter query --warehouse {tmp_path / "wh"} "SELECT hospital_name, count(*) FROM bronze_encounter'
         ' GROUP BY 1"',
     ]
@@ -399,3 +399,14 @@ def test_demo_ends_with_commands_that_answer_without_code(tmp_path: Path) -> Non
     assert query.returncode == 0, query.stderr[-2000:]
     assert {r["hospital_name"]: r["count_star()"] for r in json.loads(query.stdout)} == shown
     assert sum(shown.values()) == batch["rows_written"] > 0
+
+
+def test_the_demo_names_the_cli_by_the_path_it_was_started_by_when_not_on_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After `make demo` the CLI lives in .venv/bin, not on PATH: the commands it suggests must work as typed."""
+    monkeypatch.setattr(progress.shutil, "which", lambda _: None)
+    monkeypatch.setattr(sys, "argv", [".venv/bin/bronze-encounter", "demo"])
+    assert progress._program() == ".venv/bin/bronze-encounter"
+    monkeypatch.setattr(progress.shutil, "which", lambda _: "/usr/local/bin/bronze-encounter")
+    assert progress._program() == "bronze-encounter"

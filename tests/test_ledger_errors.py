@@ -75,6 +75,7 @@ def test_run_with_a_dynamodb_ledger_and_no_region_exits_2_with_one_line(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _no_region(monkeypatch, tmp_path)
+    (tmp_path / "in").mkdir()
     argv = ["run", "--once", "--source", str(tmp_path / "in"), "--warehouse", str(tmp_path / "wh")]
     code = cli.main([*argv, "--ledger-backend", "dynamodb"])
     err = capsys.readouterr().err

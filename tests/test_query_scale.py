@@ -20,7 +20,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pytest
-from helpers import job_config
+from helpers import job_config, table_marker
 
 from streaming import config as conf
 from streaming import queries
@@ -271,10 +271,12 @@ def test_ready_queries_by_name_and_their_list(capsys: pytest.CaptureFixture[str]
     assert out.splitlines() == [
         f"{r.name:<{max(len(x.name) for x in queries.QUERIES)}}  {r.description}" for r in queries.QUERIES
     ]
+    config = job_config(tmp_path, tmp_path / "landing")
+    table_marker(config, "bronze_encounter_ingest_log")  # the ready queries read bronze_encounter only
     for ready in queries.QUERIES:
-        code, out, err = cli(capsys, "--warehouse", str(tmp_path), "--format", "json", "--name", ready.name)
+        code, out, err = cli(capsys, "--warehouse", config.warehouse, "--format", "json", "--name", ready.name)
         assert (code, err) == (0, "")
-        expected = q.query(job_config(tmp_path, tmp_path / "landing"), ready.sql)
+        expected = q.query(config, ready.sql)
         assert json.loads(out) == json.loads(render(expected, "json")) == []  # no tables yet: each runs, empty
 
 
