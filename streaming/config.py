@@ -59,6 +59,9 @@ class MetricsConfig:
     namespace: str = "BronzeEncounter"  # CloudWatch namespace; every metric has the dimension Table=<tables.encounter>
     region: str = ""  # CloudWatch region; empty means boto3's own lookup (AWS_REGION / AWS_DEFAULT_REGION)
     waiting_every_seconds: int = 300  # FilesWaiting/OldestWaitingSeconds at most this often (they list the source)
+    # Heartbeat and Blocked every this many seconds, from a timer that runs whatever the batches do: a stream that is
+    # up but blocked, or gone, is told by them (metrics.py; the template's alarms).
+    heartbeat_seconds: int = 60
 
 
 @dataclass(frozen=True)
@@ -318,6 +321,7 @@ _MINIMUM: dict[str, int] = {
     "fhir.raw_slice_chars": 0,
     "fhir.future_tolerance_hours": 0,
     "metrics.waiting_every_seconds": 0,
+    "metrics.heartbeat_seconds": 1,
     "layout.cluster_file_mb": 1,
 }
 

@@ -167,13 +167,17 @@ def run(
     from streaming.session import build_spark
 
     started = time.monotonic()
-    observers = [o for o in (metrics.publisher(config), on_batch) if o is not None]  # a bad backend fails here
+    published = metrics.publisher(config)  # a bad backend fails here
+    beat = metrics.heartbeat(config, published) if published is not None else None
+    observers = [o for o in (published, beat, on_batch) if o is not None]
     ledger = open_ledger(config)  # first: a bad ledger setting fails before a JVM starts
     summary = RunSummary(new_run_id())
     stop = stop or threading.Event()
     try:
         # The lease before the JVM: a second instance is refused without starting Spark.
         with _stop_on_signals(stop), writer_lease(ledger, config, summary.run_id) as lease:
+            if beat is not None:
+                beat.start()  # from here on the job says it is alive, and when it is blocked, whatever the batches do
             spark = spark or build_spark(config.spark)
             deps = writer_deps(spark, config, ledger, summary.run_id, lease, hook)
             checkpoint.claim(spark, config, table_has_commits=deps.writer.has_commits(deps.encounter))
@@ -193,6 +197,8 @@ def run(
                         if error is exc:
                             raise
                         raise error from exc
+                    if beat is not None:
+                        beat.blocked = "file_unreadable" if isinstance(error, FileReadError) else "ledger_unavailable"
                     if isinstance(error, FileReadError):
                         log.error("%s; stream stopped, trying again in %.0fs", error, retry_in)
                         stop.wait(retry_in)
@@ -200,8 +206,12 @@ def run(
                     else:
                         log.error("ledger unavailable (%s); stream stopped until it answers again", error)
                         _wait_for_ledger(ledger, stop)
+                        if beat is not None:
+                            beat.blocked = None  # it answers again (a file error is cleared by the next commit)
                     restarted = True
     finally:
+        if beat is not None:
+            beat.stop()
         ledger.close()
     summary.seconds = time.monotonic() - started
     return summary

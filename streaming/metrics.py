@@ -1,15 +1,19 @@
-"""Per-batch metrics in CloudWatch: one thin adapter over put_metric_data that never fails a batch.
+"""Metrics in CloudWatch: one thin adapter over put_metric_data that never fails a batch.
 
-After every batch: Files, RowsIn, RowsWritten, RowsDeleted, RowsRejected, BatchSeconds and LagSeconds, each with
-the dimension Table=<bronze table name>. FilesWaiting and OldestWaitingSeconds come from a callable that lists
-the source, so it is asked at most once per `metrics.waiting_every_seconds`, not per batch.
+After every batch: Files, RowsIn, RowsWritten, RowsDeleted, RowsRejected, RowsStale, BatchSeconds, ServicesFailed
+and LagSeconds. From a timer that runs whatever the batches do (`Heartbeat`, every `metrics.heartbeat_seconds`):
+Heartbeat, Blocked (one per reason, 1 while the stream waits out that reason) and, at most every
+`metrics.waiting_every_seconds` since it lists the source, FilesWaiting and OldestWaitingSeconds. A stream that is
+up but blocked, or gone, is told by these: the template's alarms watch them. Every metric has the dimension
+Table=<bronze table name>; Blocked also Reason.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -38,6 +42,25 @@ class Waiting(Protocol):
 
 
 Metric = tuple[str, float, str]  # name, value, CloudWatch unit
+
+# Every metric the job publishes, and what it says (the deploy template's alarms and dashboard watch these).
+METRICS: dict[str, str] = {
+    "Files": "files a batch committed",
+    "RowsIn": "records a batch read",
+    "RowsWritten": "versions a batch wrote (not those the table kept a newer one over)",
+    "RowsDeleted": "encounters a batch turned into tombstones",
+    "RowsRejected": "records or files a batch quarantined",
+    "RowsStale": "versions the table kept a newer one over (older versions arriving late)",
+    "BatchSeconds": "a batch's wall time, listing to ledger commit",
+    "ServicesFailed": "table services (clustering) that failed after a batch; ingestion went on",
+    "LagSeconds": "from the oldest ingested file's landing to its batch's end",
+    "Heartbeat": "1 every metrics.heartbeat_seconds while the job runs, whatever its batches do",
+    "Blocked": "1 while the stream waits out the reason in the Reason dimension, else 0",
+    "FilesWaiting": "landed files the ledger has not committed",
+    "OldestWaitingSeconds": "age of the oldest of them",
+}
+# Why a running stream may be waiting instead of ingesting (the Reason dimension of Blocked).
+BLOCKED_REASONS = ("file_unreadable", "ledger_unavailable")
 
 
 def batch_metrics(result: BatchResult) -> list[Metric]:
@@ -71,30 +94,22 @@ def waiting_metrics(waiting: Waiting) -> list[Metric]:
 class CloudWatchMetrics:
     """A batch observer for job.run: publishes each batch's metrics; errors are logged once, never raised."""
 
-    def __init__(
-        self,
-        namespace: str,
-        table: str,
-        region: str = "",
-        *,
-        waiting: Callable[[], Waiting] | None = None,
-        waiting_every_seconds: float = 300,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, namespace: str, table: str, region: str = "") -> None:
         self.namespace, self.table, self.region = namespace, table, region
-        self.waiting, self.waiting_every_seconds, self.clock = waiting, waiting_every_seconds, clock
-        self._waiting_due: float | None = None  # clock value from which `waiting` may be asked again
         self._failing: set[str] = set()  # what is failing now: warned about once per streak
+        self._lock = threading.Lock()  # the batch observer and the heartbeat publish from different threads
 
     def __call__(self, result: BatchResult) -> None:
-        self.publish(batch_metrics(result) + self._backlog(), result.ended_at or datetime.now(UTC))
+        self.publish(batch_metrics(result), result.ended_at or datetime.now(UTC))
 
-    def publish(self, metrics: list[Metric], at: datetime) -> bool:
-        """Send `metrics` stamped `at`; False (and one warning per failure streak) when CloudWatch refused."""
+    def publish(self, metrics: list[Metric], at: datetime, dimensions: Mapping[str, str] | None = None) -> bool:
+        """Send `metrics` stamped `at` (with `dimensions` beside Table); False, and one warning per failure streak,
+        when CloudWatch refused."""
+        extra = [{"Name": k, "Value": v} for k, v in (dimensions or {}).items()]
         data = [
             {
                 "MetricName": name,
-                "Dimensions": [{"Name": "Table", "Value": self.table}],
+                "Dimensions": [{"Name": "Table", "Value": self.table}, *extra],
                 "Timestamp": at,
                 "Value": float(value),
                 "Unit": unit,
@@ -106,36 +121,92 @@ class CloudWatchMetrics:
                 Namespace=self.namespace, MetricData=data
             )
         except Exception as exc:  # metrics are best effort: the batch is already committed
-            self._failed("cloudwatch", f"CloudWatch metrics not published ({_describe(exc)}); the job goes on")
+            self.failed("cloudwatch", f"CloudWatch metrics not published ({_describe(exc)}); the job goes on")
             return False
-        self._recovered("cloudwatch", "CloudWatch metrics published again")
+        self.recovered("cloudwatch", "CloudWatch metrics published again")
         return True
 
+    def failed(self, what: str, message: str) -> None:
+        with self._lock:
+            if what not in self._failing:
+                log.warning(message)
+            self._failing.add(what)
+
+    def recovered(self, what: str, message: str) -> None:
+        with self._lock:
+            if what in self._failing:
+                log.warning(message)
+            self._failing.discard(what)
+
+
+class Heartbeat:
+    """What a running job publishes whatever its batches do: alive, blocked or not, and how much waits.
+
+    A thread ticks every `every` seconds; `blocked` is set by the job while it waits out an unreadable file or a
+    ledger outage and cleared by its next committed batch (it is also a batch observer). The backlog lists the
+    source, so it is asked at most every `backlog_every` seconds; while the ledger is out it cannot be counted.
+    """
+
+    def __init__(
+        self,
+        metrics: CloudWatchMetrics,
+        *,
+        every: float,
+        backlog: Callable[[], Waiting] | None = None,
+        backlog_every: float = 300,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.metrics, self.every, self.backlog, self.backlog_every, self.clock = (
+            metrics,
+            every,
+            backlog,
+            backlog_every,
+            clock,
+        )
+        self.blocked: str | None = None
+        self._backlog_due: float | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __call__(self, result: BatchResult) -> None:
+        if result.batch_key is not None:  # a committed batch: whatever blocked the stream is past
+            self.blocked = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="bronze-heartbeat", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.every + 10)
+
+    def _run(self) -> None:
+        self.beat()
+        while not self._stop.wait(self.every):
+            self.beat()
+
+    def beat(self) -> None:
+        """One tick: Heartbeat, Blocked per reason, and the backlog when due."""
+        now = datetime.now(UTC)
+        self.metrics.publish([("Heartbeat", 1, "Count"), *self._backlog()], now)
+        for reason in BLOCKED_REASONS:
+            self.metrics.publish([("Blocked", float(self.blocked == reason), "Count")], now, {"Reason": reason})
+
     def _backlog(self) -> list[Metric]:
-        """FilesWaiting/OldestWaitingSeconds when due (it lists the source), else nothing."""
-        if self.waiting is None:
+        if self.backlog is None or self.blocked == "ledger_unavailable":
             return []
         now = self.clock()
-        if self._waiting_due is not None and now < self._waiting_due:
+        if self._backlog_due is not None and now < self._backlog_due:
             return []
-        self._waiting_due = now + self.waiting_every_seconds  # a failing listing is not retried every batch either
+        self._backlog_due = now + self.backlog_every  # a failing listing is not retried every tick either
         try:
-            waiting = self.waiting()
+            waiting = self.backlog()
         except Exception as exc:
-            self._failed("waiting", f"files waiting could not be counted ({_describe(exc)}); metric skipped")
+            self.metrics.failed("waiting", f"files waiting could not be counted ({_describe(exc)}); metric skipped")
             return []
-        self._recovered("waiting", "files waiting counted again")
+        self.metrics.recovered("waiting", "files waiting counted again")
         return waiting_metrics(waiting)
-
-    def _failed(self, what: str, message: str) -> None:
-        if what not in self._failing:
-            log.warning(message)
-        self._failing.add(what)
-
-    def _recovered(self, what: str, message: str) -> None:
-        if what in self._failing:
-            log.warning(message)
-        self._failing.discard(what)
 
 
 def _describe(exc: BaseException) -> str:
@@ -151,19 +222,22 @@ def _files_waiting(config: JobConfig) -> Any:
     return status.waiting_files(config)
 
 
-def publisher(config: JobConfig, waiting: Callable[[], Waiting] | None = None) -> CloudWatchMetrics | None:
-    """The observer `metrics.backend` asks for, or None ("none"); `waiting` defaults to status.waiting_files."""
+def publisher(config: JobConfig) -> CloudWatchMetrics | None:
+    """The batch observer `metrics.backend` asks for, or None ("none")."""
     settings = config.metrics
     if settings.backend == "none":
         return None
     if settings.backend != "cloudwatch":
         raise ConfigError(f"unknown metrics.backend {settings.backend!r} (cloudwatch or none)")
-    if settings.waiting_every_seconds < 0:
-        raise ConfigError("metrics.waiting_every_seconds must be >= 0")
-    return CloudWatchMetrics(
-        settings.namespace,
-        config.tables.encounter,
-        settings.region,
-        waiting=waiting or (lambda: _files_waiting(config)),
-        waiting_every_seconds=settings.waiting_every_seconds,
+    return CloudWatchMetrics(settings.namespace, config.tables.encounter, settings.region)
+
+
+def heartbeat(config: JobConfig, metrics: CloudWatchMetrics, backlog: Callable[[], Waiting] | None = None) -> Heartbeat:
+    """The timer for `metrics` with the job's settings; `backlog` defaults to status.waiting_files."""
+    settings = config.metrics
+    return Heartbeat(
+        metrics,
+        every=settings.heartbeat_seconds,
+        backlog=backlog or (lambda: _files_waiting(config)),
+        backlog_every=settings.waiting_every_seconds,
     )

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from helpers import read_table
 
-from streaming import aws, cli, job
+from streaming import aws, cli, job, metrics
 from streaming import config as conf
 from streaming.generate import generate
 from streaming.ledger import open_ledger
@@ -99,3 +100,84 @@ def test_continuous_mode_waits_for_access_and_then_takes_every_row(
     assert not failure, failure
     rows = read_table(spark, config.table_uri(config.tables.encounter))
     assert sorted(r["encounter_id"] for r in rows) == sorted(ids)
+
+
+def test_a_stream_blocked_on_an_unreadable_file_keeps_saying_so_and_the_stall_alarm_fires(
+    spark: Any, s3_bucket: str, unique_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Running but blocked: nothing commits, yet the heartbeat, the backlog and Blocked reach CloudWatch, and the
+    template's stall alarm, evaluated over what was published, crosses its threshold."""
+    from alarm_math import expression_values
+    from template_render import render
+
+    config, uris, _, _ = _land(s3_bucket, tmp_path)
+    config = conf.load(
+        conf.env_file("local"),
+        {
+            "source": config.source,
+            "warehouse": config.warehouse,
+            "trigger_interval": "1 second",
+            "metrics.backend": "cloudwatch",
+            "metrics.namespace": "BronzeEncounter",
+            "tables.encounter": unique_name.replace("-", "_"),  # this test's own Table dimension
+            "metrics.heartbeat_seconds": 1,
+            "metrics.waiting_every_seconds": 0,
+        },
+    )
+    monkeypatch.setattr(job, "FILE_RETRY_FIRST_SECONDS", 2.0)
+    beats: list[metrics.Heartbeat] = []
+    made = metrics.heartbeat
+    monkeypatch.setattr(metrics, "heartbeat", lambda *a, **k: beats.append(made(*a, **k)) or beats[-1])
+    stop = threading.Event()
+    failure: list[BaseException] = []
+
+    def stream() -> None:
+        try:
+            job.run(config, once=False, spark=spark, stop=stop)
+        except BaseException as exc:  # reported by the assertions below
+            failure.append(exc)
+
+    runner = threading.Thread(target=stream, daemon=True)
+    started = datetime.now(UTC)
+    runner.start()
+    try:
+        deadline = time.monotonic() + 240  # a loaded machine starts the stream slowly
+        while not (beats and beats[0].blocked) and time.monotonic() < deadline and not failure:
+            time.sleep(0.5)
+        assert beats and beats[0].blocked == "file_unreadable", failure
+        time.sleep(15)  # blocked: the batch fails on the Glacier object, again and again
+        assert not failure, failure
+        assert _committed(config, uris) == set()
+    finally:
+        stop.set()
+        runner.join(timeout=120)
+
+    table = config.tables.encounter
+    cloudwatch = aws.client("cloudwatch")
+
+    def points(metric: str, stat: str, **dimensions: str) -> list[float]:
+        found = cloudwatch.get_metric_statistics(
+            Namespace="BronzeEncounter",
+            MetricName=metric,
+            Dimensions=[{"Name": "Table", "Value": table}, *({"Name": k, "Value": v} for k, v in dimensions.items())],
+            StartTime=started - timedelta(minutes=1),
+            EndTime=datetime.now(UTC) + timedelta(minutes=1),
+            Period=60,
+            Statistics=[stat],
+        )["Datapoints"]
+        return [p[stat] for p in sorted(found, key=lambda p: p["Timestamp"])]
+
+    assert sum(points("Heartbeat", "SampleCount")) >= 10  # a beat a second while blocked
+    assert max(points("FilesWaiting", "Maximum")) == len(uris)  # every file waits: the batch commits nothing
+    assert max(points("OldestWaitingSeconds", "Maximum")) > 10
+    assert max(points("Blocked", "Maximum", Reason="file_unreadable")) == 1
+    assert max(points("Blocked", "Maximum", Reason="ledger_unavailable")) == 0
+    assert points("Files", "Sum") == []  # nothing committed
+
+    # The stall alarm's expression over what the job published: files wait, nothing committed, so it breaches.
+    alarm = render(JobName=table).props("StalledAlarm")
+    for query in alarm["Metrics"]:
+        if "MetricStat" in query:
+            query["MetricStat"]["Metric"]["Dimensions"] = [{"Name": "Table", "Value": table}]
+    published = {"FilesWaiting": points("FilesWaiting", "Minimum"), "Files": points("Files", "Sum")}
+    assert expression_values(alarm, published)[-1] >= float(alarm["Threshold"])

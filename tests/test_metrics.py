@@ -15,7 +15,7 @@ from helpers import job_config
 from streaming import aws, job
 from streaming import config as conf
 from streaming.batch import BatchResult, BatchStats
-from streaming.metrics import CloudWatchMetrics, publisher
+from streaming.metrics import CloudWatchMetrics, Heartbeat, heartbeat, publisher
 
 TABLE = "bronze_encounter"
 
@@ -29,7 +29,7 @@ class Backlog:
 def _result(files: int, stats: BatchStats, *, seconds: float, lag: float | None, batch_id: int) -> BatchResult:
     ended = datetime.now(UTC)
     return BatchResult(
-        batch_key=f"run-{batch_id:06d}",
+        batch_key=f"run-{batch_id:06d}" if files else None,  # a batch that took no file commits nothing
         files=tuple(f"file:/landing/{batch_id}-{n}.ndjson" for n in range(files)),
         files_already_committed=0,
         stats=stats,
@@ -40,13 +40,16 @@ def _result(files: int, stats: BatchStats, *, seconds: float, lag: float | None,
     )
 
 
-def _statistics(namespace: str, name: str, table: str = TABLE) -> dict[str, float]:
+def _statistics(
+    namespace: str, name: str, table: str = TABLE, dimensions: dict[str, str] | None = None
+) -> dict[str, float]:
     """Sum, SampleCount, Maximum of one metric over the last hour and the next (one period)."""
     now = datetime.now(UTC)
+    extra = [{"Name": k, "Value": v} for k, v in (dimensions or {}).items()]
     points = aws.client("cloudwatch").get_metric_statistics(
         Namespace=namespace,
         MetricName=name,
-        Dimensions=[{"Name": "Table", "Value": table}],
+        Dimensions=[{"Name": "Table", "Value": table}, *extra],
         StartTime=now - timedelta(hours=1),
         EndTime=now + timedelta(hours=1),
         Period=7200,
@@ -59,8 +62,7 @@ def _statistics(namespace: str, name: str, table: str = TABLE) -> dict[str, floa
 
 
 def test_two_batches_come_back_from_cloudwatch(aws_env: str, unique_name: str) -> None:
-    backlog = Backlog(count=7, oldest_age_seconds=95.0)
-    metrics = CloudWatchMetrics(unique_name, TABLE, waiting=lambda: backlog, waiting_every_seconds=0)
+    metrics = CloudWatchMetrics(unique_name, TABLE)
     first = _result(3, BatchStats(40, 35, 2, 3, 1), seconds=4.5, lag=30.0, batch_id=0)
     second = _result(2, BatchStats(12, 10, 0, 2, 0), seconds=1.5, lag=8.0, batch_id=1)
 
@@ -78,8 +80,6 @@ def test_two_batches_come_back_from_cloudwatch(aws_env: str, unique_name: str) -
         "BatchSeconds",
         "ServicesFailed",
         "LagSeconds",
-        "FilesWaiting",
-        "OldestWaitingSeconds",
     }
     assert all(m["Dimensions"] == [{"Name": "Table", "Value": TABLE}] for m in listed)
     expected_sums = {
@@ -91,8 +91,6 @@ def test_two_batches_come_back_from_cloudwatch(aws_env: str, unique_name: str) -
         "BatchSeconds": 4.5 + 1.5,
         "ServicesFailed": 0,
         "RowsStale": 0,
-        "FilesWaiting": 7 + 7,
-        "OldestWaitingSeconds": 95 + 95,
     }
     for name, total in expected_sums.items():
         stats = _statistics(unique_name, name)
@@ -108,10 +106,10 @@ def test_batch_without_new_files_sends_no_lag(aws_env: str, unique_name: str) ->
     metrics(_result(0, BatchStats(), seconds=0.2, lag=None, batch_id=4))
     assert _statistics(unique_name, "Files") == {"Sum": 0.0, "SampleCount": 1.0, "Maximum": 0.0}
     assert _statistics(unique_name, "LagSeconds")["SampleCount"] == 0
-    assert _statistics(unique_name, "FilesWaiting")["SampleCount"] == 0  # no backlog callable, no backlog metric
+    assert _statistics(unique_name, "FilesWaiting")["SampleCount"] == 0  # the backlog is the heartbeat's
 
 
-def test_backlog_is_asked_at_most_once_per_interval(aws_env: str, unique_name: str) -> None:
+def test_the_heartbeat_asks_the_backlog_at_most_once_per_interval(aws_env: str, unique_name: str) -> None:
     now = [0.0]
     calls: list[float] = []
 
@@ -119,32 +117,59 @@ def test_backlog_is_asked_at_most_once_per_interval(aws_env: str, unique_name: s
         calls.append(now[0])
         return Backlog(count=len(calls), oldest_age_seconds=None)
 
-    metrics = CloudWatchMetrics(unique_name, TABLE, waiting=waiting, waiting_every_seconds=300, clock=lambda: now[0])
+    beat = Heartbeat(
+        CloudWatchMetrics(unique_name, TABLE), every=60, backlog=waiting, backlog_every=300, clock=lambda: now[0]
+    )
     for moment in (0.0, 10.0, 299.0, 300.0, 420.0, 650.0):
         now[0] = moment
-        metrics(_result(1, BatchStats(1, 1, 0, 0, 0), seconds=0.1, lag=1.0, batch_id=int(moment)))
+        beat.beat()
 
     assert calls == [0.0, 300.0, 650.0]
-    assert _statistics(unique_name, "Files")["SampleCount"] == 6
+    assert _statistics(unique_name, "Heartbeat")["SampleCount"] == 6
     waiting_sent = _statistics(unique_name, "FilesWaiting")
     assert (waiting_sent["SampleCount"], waiting_sent["Sum"]) == (3, 1 + 2 + 3)
     assert _statistics(unique_name, "OldestWaitingSeconds")["Sum"] == 0  # nothing waiting has no age
 
 
-def test_failing_backlog_is_warned_once_and_batches_still_publish(
+def test_failing_backlog_is_warned_once_and_the_heartbeat_still_publishes(
     aws_env: str, unique_name: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     def waiting() -> Backlog:
         raise OSError("listing failed")
 
-    metrics = CloudWatchMetrics(unique_name, TABLE, waiting=waiting, waiting_every_seconds=0)
+    beat = Heartbeat(CloudWatchMetrics(unique_name, TABLE), every=60, backlog=waiting, backlog_every=0)
     with caplog.at_level(logging.WARNING, logger="streaming.metrics"):
-        for n in range(3):
-            metrics(_result(1, BatchStats(2, 2, 0, 0, 0), seconds=0.1, lag=1.0, batch_id=n))
+        for _ in range(3):
+            beat.beat()
     assert [r.getMessage() for r in caplog.records].count(
         "files waiting could not be counted (OSError); metric skipped"
     ) == 1
-    assert _statistics(unique_name, "RowsWritten")["Sum"] == 6
+    assert _statistics(unique_name, "Heartbeat")["SampleCount"] == 3
+
+
+def test_blocked_is_one_for_the_reason_the_stream_waits_for_and_a_commit_clears_it(
+    aws_env: str, unique_name: str
+) -> None:
+    beat = Heartbeat(CloudWatchMetrics(unique_name, TABLE), every=60, backlog=lambda: Backlog(4, 30.0))
+    beat.blocked = "file_unreadable"
+    beat.beat()
+    beat(_result(0, BatchStats(), seconds=0.1, lag=None, batch_id=1))  # nothing committed: still blocked
+    beat.beat()
+    assert beat.blocked == "file_unreadable"
+    beat(_result(2, BatchStats(5, 5, 0, 0, 0), seconds=0.1, lag=1.0, batch_id=2))  # the file was read at last
+    beat.beat()
+
+    def blocked(reason: str) -> dict[str, float]:
+        return _statistics(unique_name, "Blocked", dimensions={"Reason": reason})
+
+    assert (blocked("file_unreadable")["Sum"], blocked("file_unreadable")["SampleCount"]) == (2, 3)
+    assert (blocked("ledger_unavailable")["Sum"], blocked("ledger_unavailable")["SampleCount"]) == (0, 3)
+    # While the ledger is out the backlog cannot be counted: no FilesWaiting then, the heartbeat still goes.
+    beat.blocked = "ledger_unavailable"
+    beat.backlog_every = 0
+    beat.beat()
+    assert _statistics(unique_name, "FilesWaiting")["SampleCount"] == 1  # the first beat's only
+    assert _statistics(unique_name, "Heartbeat")["SampleCount"] == 4
 
 
 def _closed_port() -> int:
@@ -175,13 +200,12 @@ def test_unreachable_cloudwatch_never_raises_and_warns_once(
 
 def test_backend_setting(tmp_path: Path) -> None:
     assert publisher(conf.load(overrides={"warehouse": str(tmp_path)})) is None  # default "none"
-    cloudwatch = publisher(conf.load(conf.env_file("glue")))
+    glue = conf.load(conf.env_file("glue"))
+    cloudwatch = publisher(glue)
     assert isinstance(cloudwatch, CloudWatchMetrics)
-    assert (cloudwatch.namespace, cloudwatch.table, cloudwatch.waiting_every_seconds) == (
-        "BronzeEncounter",
-        "bronze_encounter",
-        300,
-    )
+    assert (cloudwatch.namespace, cloudwatch.table) == ("BronzeEncounter", "bronze_encounter")
+    beat = heartbeat(glue, cloudwatch)
+    assert (beat.every, beat.backlog_every) == (glue.metrics.heartbeat_seconds, glue.metrics.waiting_every_seconds)
     with pytest.raises(conf.ConfigError, match=r"unknown metrics\.backend 'statsd'"):
         publisher(conf.load(overrides={"metrics.backend": "statsd"}))
 
