@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from pyspark.sql import functions as F
 
 from streaming.catalog import Catalog, NoCatalog, TableDef, table_def
+from streaming.columns import INGEST_LOG_SCHEMA
 from streaming.config import JobConfig, canonical_uri
 from streaming.failures import worker_died
 from streaming.flatten import BRONZE_COLUMNS, flatten
@@ -53,14 +54,6 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
-
-INGEST_LOG_SCHEMA = (
-    "batch_key string, run_id string, batch_id long, files array<string>, file_count int,"
-    " files_already_committed int, rows_in long, rows_written long, rows_deleted long, rows_rejected long,"
-    " rows_skipped long, started_at timestamp, ended_at timestamp, commit_instant string, delete_requests long,"
-    " rows_stale long"
-)
-
 
 # The steps `BatchDeps.hook` is called after, in order: where a crash can land between two durable writes.
 STEPS = (

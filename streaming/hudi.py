@@ -9,6 +9,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from streaming import columns
+from streaming.columns import TableDoc
 from streaming.config import ConfigError, JobConfig, key_columns
 
 if TYPE_CHECKING:
@@ -64,6 +66,7 @@ class TableSpec:
     precombine: str
     partition: str = ""
     options: Mapping[str, str] = field(default_factory=dict)
+    doc: TableDoc | None = None  # the description and column meanings the catalog registers
 
     @property
     def key_columns(self) -> tuple[str, ...]:
@@ -113,6 +116,7 @@ def encounter_table(config: JobConfig) -> TableSpec:
         record_key=",".join(key_columns(config)),
         precombine="precombine_ts",
         partition="hospital_partition",
+        doc=columns.ENCOUNTER,
         options={
             # Event-time ordering: an older version (lower precombine_ts) arriving late never replaces a newer
             # one; the 0.x default payload would let a replayed old batch win.
@@ -139,6 +143,7 @@ def ingest_log_table(config: JobConfig) -> TableSpec:
         uri=config.table_uri(config.tables.ingest_log),
         record_key="batch_key",
         precombine="ended_at",
+        doc=columns.INGEST_LOG,
         options={**SMALL_TABLE_OPTIONS, **_sized(config)},
     )
 
@@ -150,6 +155,7 @@ def quarantine_table(config: JobConfig) -> TableSpec:
         uri=config.table_uri(config.tables.quarantine),
         record_key="quarantine_id",
         precombine="quarantined_at",
+        doc=columns.QUARANTINE,
         options={**SMALL_TABLE_OPTIONS, **_sized(config)},
     )
 

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from helpers import job_config, read_table
 
-from streaming.batch import INGEST_LOG_SCHEMA, BatchStats
+from streaming.batch import BatchStats
+from streaming.columns import INGEST_LOG_SCHEMA
 from streaming.hudi import HudiWriter, ingest_log_table
 
 pytestmark = pytest.mark.slow
