@@ -64,17 +64,22 @@ def ensure_catalog(spark: SparkSession, config: JobConfig) -> Catalog:
 
 
 def readme_table(spark: SparkSession, config: JobConfig) -> str:
-    """The README's table definitions: each table's catalog columns and partition keys, as registered."""
+    """The README's table definitions: each table's description, columns and partition keys with their comments."""
     lines = []
     for table in table_defs(spark, config):
         partitioned = ", ".join(f"`{k} {t}`" for k, t in table.partition_columns)
-        lines.append(f"`{table.name}`" + (f", partitioned by {partitioned}" if partitioned else "") + ":")
-        lines.append("")
-        lines.append("| column | type |")
-        lines.append("|---|---|")
-        lines += [f"| `{name}` | `{hive}` |" for name, hive in table.columns]
+        head = f"`{table.name}`" + (f", partitioned by {partitioned}" if partitioned else "") + ":"
+        lines += [f"{head} {table.description}".rstrip(), ""]
+        lines += ["| column | type | comment |", "|---|---|---|"]
+        rows = [(name, f"`{hive}`") for name, hive in table.columns]
+        rows += [(name, f"`{hive}`, partition key") for name, hive in table.partition_columns]
+        lines += [f"| `{name}` | {kind} | {_cell(table.comment(name))} |" for name, kind in rows]
         lines.append("")
     return "\n".join(lines).rstrip()
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")  # a bare `|` would end the Markdown cell early
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 No catalog calls here, only definitions: Hudi's five meta columns first, Hive types derived from the Spark schema
 that is written, the partition column as a partition key only, Hudi's input format and the Parquet serde, and the
-Spark datasource properties (`spark.sql.sources.*`) so Spark reads the tables through Hudi too.
+Spark datasource properties (`spark.sql.sources.*`) so Spark reads the tables through Hudi too. Beyond Hudi's sync,
+each column carries its meaning as a comment and each table a description (`streaming.columns`).
 """
 
 from __future__ import annotations
@@ -10,11 +11,12 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
+from streaming.columns import HUDI_META, INGEST_LOG_SCHEMA
 from streaming.config import JobConfig, s3_spelling
 from streaming.hudi import TableSpec, encounter_table, ingest_log_table, quarantine_table
 
@@ -23,13 +25,7 @@ if TYPE_CHECKING:
     from pyspark.sql.types import DataType, StructType
 
 # Hudi adds these to every table, in this order, before the data columns (its sync registers them the same way).
-META_COLUMNS: tuple[str, ...] = (
-    "_hoodie_commit_time",
-    "_hoodie_commit_seqno",
-    "_hoodie_record_key",
-    "_hoodie_partition_path",
-    "_hoodie_file_name",
-)
+META_COLUMNS: tuple[str, ...] = tuple(HUDI_META)
 # Copy-on-write snapshot reads, as Hudi's sync registers a COW table (HoodieInputFormatUtils, Parquet base files).
 INPUT_FORMAT = "org.apache.hudi.hadoop.HoodieParquetInputFormat"
 OUTPUT_FORMAT = "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat"
@@ -39,6 +35,10 @@ SCHEMA_PART_CHARS = 4000
 # Athena v2/v3 table property Hudi's Glue sync writes; FALSE as Hudi's default (plain listing, no metadata table).
 METADATA_LISTING = "hudi.metadata-listing-enabled"
 CREATE_VERSION = "spark.sql.create.version"
+# Glue's limits (Column.Comment, TableInput.Description); the local catalog holds the same text.
+COMMENT_CHARS = 255
+DESCRIPTION_CHARS = 2048
+_ELLIPSIS = "..."
 
 
 class UnsupportedColumnType(ValueError):
@@ -79,6 +79,26 @@ def hive_type(data_type: DataType) -> str:
     raise UnsupportedColumnType(f"no Hive type for Spark type {data_type.simpleString()}")
 
 
+def catalog_text(meaning: str, limit: int = COMMENT_CHARS) -> str:
+    """A meaning as Glue takes it: one line, at most `limit` characters, cut at a clause end and marked when longer.
+
+    Glue refuses a line break in a comment; a cut falls at the last `;`, `.` or `:` that keeps at least half the
+    text, else at a comma, else at a space, and never inside a `code` span.
+    """
+    text = " ".join(meaning.split())
+    if len(text) <= limit:
+        return text
+    room = text[: limit - len(_ELLIPSIS)]
+    for ends in (("; ", ". ", ": "), (", ",), (" ",)):
+        at = max(room.rfind(end) for end in ends)
+        if at >= limit // 2:
+            room = room[:at]
+            break
+    if room.count("`") % 2:  # an open code span would run into the ellipsis
+        room = room[: room.rfind("`")]
+    return room.rstrip(" ,;:.(") + _ELLIPSIS
+
+
 def partition_value(folder: str, key: str) -> str | None:
     """The value of one `key=value` partition folder, URL-decoded; None when the folder is not one of `key`.
 
@@ -114,6 +134,12 @@ class TableDef:
     location: str  # as the job writes it (local path, s3a:// or s3://); registered through catalog_uri
     schema: StructType  # the written columns, partition column included, without Hudi's meta columns
     partition_keys: tuple[str, ...] = ()
+    description: str = ""
+    meanings: Mapping[str, str] = field(default_factory=dict)  # column -> meaning; Hudi's meta columns are known
+
+    def comment(self, column: str) -> str:
+        """The column's comment as registered: its meaning, cut to Glue's limit; empty when it has none."""
+        return catalog_text(HUDI_META.get(column) or self.meanings.get(column, ""))
 
     @property
     def columns(self) -> tuple[tuple[str, str], ...]:
@@ -145,8 +171,11 @@ class TableDef:
 
 
 def table_def(spec: TableSpec, schema: StructType) -> TableDef:
-    """The catalog definition of a Hudi table written with `schema`."""
-    return TableDef(spec.name, spec.uri, schema, (spec.partition,) if spec.partition else ())
+    """The catalog definition of a Hudi table written with `schema`, with the spec's description and meanings."""
+    keys = (spec.partition,) if spec.partition else ()
+    if spec.doc is None:
+        return TableDef(spec.name, spec.uri, schema, keys)
+    return TableDef(spec.name, spec.uri, schema, keys, spec.doc.description, spec.doc.meanings)
 
 
 def table_defs(spark: SparkSession, config: JobConfig) -> tuple[TableDef, ...]:
@@ -164,7 +193,7 @@ def table_defs(spark: SparkSession, config: JobConfig) -> tuple[TableDef, ...]:
     )
     bronze = batch.bronze_rows(rows).schema  # the batch's own projection: nullability included
     quarantine = batch._quarantine_rows(rows, "", 0, now).schema
-    ingest_log = spark.createDataFrame([], batch.INGEST_LOG_SCHEMA).schema
+    ingest_log = spark.createDataFrame([], INGEST_LOG_SCHEMA).schema
     return (
         table_def(encounter_table(config), bronze),
         table_def(ingest_log_table(config), ingest_log),
@@ -185,16 +214,23 @@ def spark_table_properties(table: TableDef, spark_version: str) -> dict[str, str
     return props
 
 
+def _column(table: TableDef, name: str, kind: str) -> dict[str, str]:
+    comment = table.comment(name)
+    return {"Name": name, "Type": kind, **({"Comment": comment} if comment else {})}
+
+
 def table_input(table: TableDef, spark_version: str) -> dict[str, Any]:
-    """The Glue TableInput of a Hudi copy-on-write table, field for field as Hudi's Glue sync builds it."""
+    """The Glue TableInput of a Hudi copy-on-write table as Hudi's Glue sync builds it, plus comments, description."""
     location = catalog_uri(table.location)
+    description = catalog_text(table.description, DESCRIPTION_CHARS)
     return {
         "Name": table.name,
+        **({"Description": description} if description else {}),
         "TableType": "EXTERNAL_TABLE",
         "Parameters": {"EXTERNAL": "TRUE", METADATA_LISTING: "FALSE", **spark_table_properties(table, spark_version)},
-        "PartitionKeys": [{"Name": name, "Type": kind} for name, kind in table.partition_columns],
+        "PartitionKeys": [_column(table, name, kind) for name, kind in table.partition_columns],
         "StorageDescriptor": {
-            "Columns": [{"Name": name, "Type": kind} for name, kind in table.columns],
+            "Columns": [_column(table, name, kind) for name, kind in table.columns],
             "Location": location,
             "InputFormat": INPUT_FORMAT,
             "OutputFormat": OUTPUT_FORMAT,
@@ -210,16 +246,24 @@ def partition_input(table_in: Mapping[str, Any], path: str, values: Sequence[str
     """A partition as Hudi's sync adds it: the table's storage descriptor, located at the partition folder."""
     sd = copy.deepcopy(dict(table_in["StorageDescriptor"]))
     sd["Location"] = f"{sd['Location'].rstrip('/')}/{path.strip('/')}"
+    # Comments stay on the table: a call of 100 partitions would otherwise carry them 100 times.
+    sd["Columns"] = [{k: v for k, v in column.items() if k != "Comment"} for column in sd.get("Columns", [])]
     return {"Values": list(values), "StorageDescriptor": sd}
 
 
-def _columns(items: Iterable[Mapping[str, Any]] | None) -> list[tuple[str, str]]:
-    return [(str(c["Name"]), str(c["Type"]).lower()) for c in items or ()]
+def _columns(items: Iterable[Mapping[str, Any]] | None) -> list[tuple[str, str, str]]:
+    return [(str(c["Name"]), str(c["Type"]).lower(), str(c.get("Comment") or "")) for c in items or ()]
 
 
 def definition_differs(stored: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:
-    """Whether the stored table lacks anything of the desired definition (extra parameters of others are fine)."""
+    """Whether the stored table lacks anything of the desired definition (extra parameters of others are fine).
+
+    A column comment or the description that differs is a change (ours: made from the code's meanings, so a new
+    meaning updates the table once); a description, when we have none, and an owner set by others are not.
+    """
     s_sd, d_sd = stored.get("StorageDescriptor") or {}, desired["StorageDescriptor"]
+    if "Description" in desired and stored.get("Description") != desired["Description"]:
+        return True
     if _columns(s_sd.get("Columns")) != _columns(d_sd["Columns"]):
         return True
     if _columns(stored.get("PartitionKeys")) != _columns(desired["PartitionKeys"]):
@@ -239,7 +283,7 @@ def definition_differs(stored: Mapping[str, Any], desired: Mapping[str, Any]) ->
 
 
 def merged_definition(stored: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
-    """The TableInput for an UpdateTable: ours, keeping parameters, description and owner others have set."""
+    """The TableInput for an UpdateTable: ours, keeping parameters, owner (and, when we have none, description)."""
     params = {**(stored.get("Parameters") or {}), **desired["Parameters"]}
     if CREATE_VERSION in (stored.get("Parameters") or {}):
         params[CREATE_VERSION] = stored["Parameters"][CREATE_VERSION]

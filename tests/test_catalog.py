@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import subprocess
@@ -13,17 +14,20 @@ from typing import Any
 import pytest
 from helpers import job_config
 
-from streaming import aws, catalog, job
+from streaming import aws, catalog, columns, job, mapping
 from streaming import config as conf
 from streaming.catalog import register_in_spark
 from streaming.catalog_defs import (
+    COMMENT_CHARS,
     SCHEMA_PART_CHARS,
     TableDef,
     UnsupportedColumnType,
+    catalog_text,
     catalog_uri,
     definition_differs,
     hive_type,
     merged_definition,
+    partition_input,
     partition_value,
     partition_values,
     table_defs,
@@ -31,13 +35,39 @@ from streaming.catalog_defs import (
 )
 from streaming.catalog_glue import GlueCatalog
 from streaming.catalog_local import LocalCatalog
-from streaming.flatten import HUDI_ESCAPED_CHARS
+from streaming.flatten import BRONZE_COLUMNS, HUDI_ESCAPED_CHARS
 from streaming.generate import encounter, generate
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLES = ("bronze_encounter", "bronze_encounter_ingest_log", "bronze_encounter_quarantine")
 META = ["_hoodie_commit_time", "_hoodie_commit_seqno", "_hoodie_record_key", "_hoodie_partition_path"]
 META += ["_hoodie_file_name"]
+DOCS = dict(zip(TABLES, (columns.ENCOUNTER, columns.INGEST_LOG, columns.QUARANTINE), strict=True))
+
+
+def _meaning(table: str, column: str) -> str:
+    """What a column of one of the three tables means, as written in the code (Hudi's meta columns: Hudi's)."""
+    return columns.HUDI_META.get(column) or DOCS[table].meanings[column]
+
+
+def _assert_comment(comment: str, meaning: str) -> None:
+    """A registered comment is the meaning, or, when that is longer than Glue allows, a marked prefix of it."""
+    assert comment, "a column without a comment"
+    if len(meaning) <= COMMENT_CHARS:
+        assert comment == meaning
+    else:
+        assert len(comment) <= COMMENT_CHARS
+        assert comment.endswith("...")
+        assert meaning.startswith(comment.removesuffix("..."))
+        assert len(comment) > COMMENT_CHARS // 2  # cut at a clause, not to a stub
+
+
+def _assert_documented(table_in: dict[str, Any]) -> None:
+    """Every column and partition key of a registered table carries its meaning; the table its description."""
+    name = table_in["Name"]
+    assert table_in["Description"] == DOCS[name].description
+    for column in [*table_in["StorageDescriptor"]["Columns"], *table_in.get("PartitionKeys", [])]:
+        _assert_comment(column.get("Comment", ""), _meaning(name, column["Name"]))
 
 
 # ---------------------------------------------------------------- unit: types, partition values, locations
@@ -140,6 +170,73 @@ def test_only_a_change_of_ours_is_an_update_and_it_keeps_what_others_set() -> No
     assert merged["Parameters"] == {**changed["Parameters"], **kept}
     assert merged["StorageDescriptor"]["Columns"][-1] == {"Name": "n", "Type": "bigint"}
     assert not definition_differs(merged, changed)
+
+
+def test_every_bronze_column_has_a_meaning_from_the_mapping() -> None:
+    rules = {rule.column: rule.meaning for rule in mapping.RULES}
+    meanings = columns.ENCOUNTER.meanings
+    assert set(meanings) == {*BRONZE_COLUMNS, "_hoodie_is_deleted"}
+    assert {name: meanings[name] for name in BRONZE_COLUMNS} == {**rules, **mapping.PIPELINE_COLUMNS}
+    assert [*meanings][: len(rules)] == [*rules]
+
+
+def test_the_ingest_log_schema_and_its_meanings_are_one_list() -> None:
+    names = [part.split()[0] for part in columns.INGEST_LOG_SCHEMA.split(", ")]
+    assert names == list(columns.INGEST_LOG.meanings)
+    assert all(columns.INGEST_LOG.meanings.values())
+
+
+def test_a_meaning_longer_than_glue_allows_is_cut_at_a_clause() -> None:
+    clause = "start of the encounter as a UTC timestamp: " + "x" * 150
+    meaning = f"{clause}; a partial date (`2013`, `2013-03`) is the start of that period, " + "y " * 60
+    comment = catalog_text(meaning)
+    assert comment == f"{clause}..."
+    assert catalog_text("short\n  and   on two lines") == "short and on two lines"  # Glue refuses a line break
+    assert catalog_text("x" * COMMENT_CHARS) == "x" * COMMENT_CHARS
+    # No clause end in the second half: a word end; never an open `code` span before the mark.
+    words = catalog_text("word " * 60 + "`a code span that runs past the limit` " + "z " * 100)
+    assert len(words) <= COMMENT_CHARS and words.endswith("word...") and "`" not in words
+
+
+def test_long_mapping_meanings_are_cut_for_glue_and_short_ones_kept() -> None:
+    long = [name for name, meaning in columns.ENCOUNTER.meanings.items() if len(meaning) > COMMENT_CHARS]
+    assert "hospital_partition" in long  # the case this guards is real
+    for table, doc in DOCS.items():
+        for name in doc.meanings:
+            _assert_comment(catalog_text(doc.meanings[name]), _meaning(table, name))
+
+
+def test_comments_and_our_description_are_part_of_the_definition() -> None:
+    from pyspark.sql import types as T
+
+    schema = T.StructType([T.StructField("id", T.StringType()), T.StructField("p", T.StringType())])
+    table = TableDef("t", "s3a://b/w/t", schema, ("p",), "what t holds", {"id": "the key", "p": "the partition"})
+    desired = table_input(table, "3.5.6")
+    meta = [{"Name": name, "Type": "string", "Comment": columns.HUDI_META[name]} for name in META]
+    assert desired["StorageDescriptor"]["Columns"] == [
+        *meta,
+        {"Name": "id", "Type": "string", "Comment": "the key"},
+    ]
+    assert desired["PartitionKeys"] == [{"Name": "p", "Type": "string", "Comment": "the partition"}]
+    assert desired["Description"] == "what t holds"
+    assert not definition_differs(json.loads(json.dumps(desired)), desired)
+    # A partition repeats the table's columns, not their comments (a call adds up to 100 partitions).
+    partition = partition_input(desired, "p=x", ["x"])
+    assert partition["StorageDescriptor"]["Columns"] == [
+        {"Name": c["Name"], "Type": c["Type"]} for c in desired["StorageDescriptor"]["Columns"]
+    ]
+    assert all("Comment" in c for c in desired["StorageDescriptor"]["Columns"])  # the table's own are kept
+
+    # A table registered before comments (or edited by hand) differs once; the update makes it ours, owner kept.
+    bare = json.loads(json.dumps(desired))
+    for column in [*bare["StorageDescriptor"]["Columns"], *bare["PartitionKeys"]]:
+        column.pop("Comment")
+    assert definition_differs(bare, desired)
+    edited = {**json.loads(json.dumps(desired)), "Description": "by the data team", "Owner": "lake"}
+    assert definition_differs(edited, desired)
+    merged = merged_definition(edited, desired)
+    assert (merged["Description"], merged["Owner"]) == ("what t holds", "lake")
+    assert not definition_differs(merged, desired)
 
 
 # ---------------------------------------------------------------- integration: real runs against moto's Glue
@@ -251,6 +348,7 @@ def test_glue_run_registers_the_three_tables_as_hudi_sync_does(
         expected_columns = [(f.name, f.dataType.simpleString()) for f in stored.fields if f.name not in partition_keys]
         assert [(c["Name"], c["Type"]) for c in sd["Columns"]] == expected_columns
         assert [c["Name"] for c in sd["Columns"]][:5] == META
+        _assert_documented(table)  # read back from Glue: each column's meaning, the table's description
         parts = int(params["spark.sql.sources.schema.numParts"])
         registered = json.loads("".join(params[f"spark.sql.sources.schema.part.{i}"] for i in range(parts)))
         reordered = [f for f in stored.fields if f.name not in partition_keys] + [stored[k] for k in partition_keys]
@@ -347,7 +445,7 @@ def test_a_new_column_updates_the_table_once(spark: Any, aws_env: str, unique_na
     catalog.sync(log_def)  # same schema: no call at all
     assert _versions(database, log_def.name) == 1
 
-    evolved = TableDef(log_def.name, log_def.location, log_def.schema.add("source_system", "string"))
+    evolved = dataclasses.replace(log_def, schema=log_def.schema.add("source_system", "string"))  # no meaning yet
     catalog.sync(evolved)
     catalog.sync(evolved)
     assert _versions(database, log_def.name) == 2
@@ -358,6 +456,35 @@ def test_a_new_column_updates_the_table_once(spark: Any, aws_env: str, unique_na
     GlueCatalog(spark, database).ensure([evolved])
     assert _versions(database, log_def.name) == 2
     assert all(_versions(database, d.name) == 1 for d in defs if d.name != log_def.name)
+
+
+@pytest.mark.slow
+def test_comments_reach_a_table_registered_without_them_once(
+    spark: Any, glue_writes: list[str], unique_name: str, tmp_path: Path
+) -> None:
+    database = _database(unique_name)
+    config = job_config(tmp_path, tmp_path / "landing", **{"catalog.backend": "glue", "tables.database": database})
+    defs = table_defs(spark, config)
+    _glue().create_database(DatabaseInput={"Name": database})
+    for table_def in defs:  # as registered before comments: the same definition without them
+        bare = table_input(table_def, spark.version)
+        del bare["Description"]
+        for column in [*bare["StorageDescriptor"]["Columns"], *bare["PartitionKeys"]]:
+            del column["Comment"]
+        _glue().create_table(DatabaseName=database, TableInput=bare)
+
+    glue_writes.clear()
+    started = GlueCatalog(spark, database)
+    started.ensure(defs)  # the first start with comments: one update per table
+    assert glue_writes == ["UpdateTable"] * len(TABLES)
+    for table_def in defs:  # every batch syncs the tables it wrote: the definition is unchanged, no call
+        started.sync(table_def)
+        started.sync(table_def)
+    GlueCatalog(spark, database).ensure(defs)  # a restart reads the comments back and finds nothing to change
+    assert glue_writes == ["UpdateTable"] * len(TABLES)
+    for name in TABLES:
+        _assert_documented(_glue().get_table(DatabaseName=database, Name=name)["Table"])
+        assert _versions(database, name) == 2
 
 
 @pytest.mark.slow
@@ -420,6 +547,8 @@ def test_local_catalog_lets_a_new_process_query_by_name(spark: Any, unique_name:
 
     folder = Path(config.warehouse) / "_catalog" / database
     assert sorted(p.name for p in folder.iterdir()) == sorted(f"{name}.json" for name in TABLES)
+    for name in TABLES:  # the same comments and description as in Glue
+        _assert_documented(json.loads((folder / f"{name}.json").read_text())["TableInput"])
     doc = json.loads((folder / "bronze_encounter.json").read_text())
     uri = config.table_uri("bronze_encounter")
     assert doc["TableInput"]["StorageDescriptor"]["Location"] == uri
