@@ -35,7 +35,7 @@ from streaming.catalog import Catalog, NoCatalog, TableDef, table_def
 from streaming.columns import INGEST_LOG_SCHEMA
 from streaming.config import JobConfig, canonical_uri
 from streaming.failures import worker_died
-from streaming.flatten import BRONZE_COLUMNS, flatten
+from streaming.flatten import bronze_rows, flatten, quarantine_rows
 from streaming.hudi import (
     BATCH_KEY,
     BATCH_STATS,
@@ -47,7 +47,7 @@ from streaming.hudi import (
 )
 from streaming.hudi import quarantine_table as quarantine_spec
 from streaming.ledger import BatchIntent, Fence, LeaseLost, Ledger
-from streaming.ordering import newest_versions, rows_deleted, settle_timeless_deletes, timeless_delete
+from streaming.ordering import rows_deleted, settle_timeless_deletes, timeless_delete
 from streaming.records import LandedFile, poison_records, read_records
 
 if TYPE_CHECKING:
@@ -197,7 +197,7 @@ def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchRe
         deps.hook("after_flatten")
         meta = {BATCH_KEY: key}
         if stats.rows_rejected:
-            rejected = _quarantine_rows(rows, key, batch_id, started)
+            rejected = quarantine_rows(rows, key, batch_id, started)
             deps.fence()  # Hudi has no lock of its own: a writer that lost its lease must not start a write
             deps.writer.upsert(deps.quarantine, rejected, meta)
             _register(deps, table_def(deps.quarantine, rejected.schema))
@@ -315,11 +315,6 @@ def _take_back_clustering(deps: BatchDeps) -> list[str]:
     except Exception as exc:
         log.error("bronze clustering: rolling back the failed plan failed too (%s)", type(exc).__name__)
         return []
-
-
-def bronze_rows(candidates: DataFrame, keys: Sequence[str] = ("encounter_id",)) -> DataFrame:
-    """What the bronze upsert writes: one version per encounter (ordering.newest_versions), the bronze columns."""
-    return newest_versions(candidates, keys).select(*BRONZE_COLUMNS, "_hoodie_is_deleted")
 
 
 @dataclass(frozen=True)
@@ -498,21 +493,6 @@ def _stored_versions(deps: BatchDeps) -> DataFrame:
     # Tables written before tombstones existed have no is_deleted column: all their rows are live.
     deleted = F.coalesce(F.col("is_deleted"), F.lit(False)) if "is_deleted" in stored.columns else F.lit(False)
     return stored.select(*deps.encounter.key_columns, "precombine_ts", deleted.alias("is_deleted"))
-
-
-def _quarantine_rows(rows: DataFrame, key: str, batch_id: int, at: datetime) -> DataFrame:
-    return rows.where("reject_reason IS NOT NULL").select(
-        # Same file + position -> same key: a replayed batch replaces its quarantine rows instead of adding more.
-        F.sha2(F.concat_ws("\u0000", "sourcename", "source_position"), 256).alias("quarantine_id"),
-        "sourcename",
-        "source_position",
-        F.col("reject_reason").alias("reason"),
-        F.col("reject_message").alias("message"),
-        "raw_slice",
-        F.lit(key).alias("batch_key"),
-        F.lit(batch_id).cast("long").alias("batch_id"),
-        F.lit(at).cast("timestamp").alias("quarantined_at"),
-    )
 
 
 def _write_log(deps: BatchDeps, intent: BatchIntent, already: int, stats: BatchStats, instant: str | None) -> None:

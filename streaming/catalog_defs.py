@@ -180,8 +180,7 @@ def table_def(spec: TableSpec, schema: StructType) -> TableDef:
 
 def table_defs(spark: SparkSession, config: JobConfig) -> tuple[TableDef, ...]:
     """The three tables with the schemas the batch writes, derived from the code on empty DataFrames (no data)."""
-    from streaming import batch  # here, not at the top: batch imports streaming.catalog, which imports this
-    from streaming.flatten import flatten
+    from streaming.flatten import bronze_rows, flatten, quarantine_rows  # pyspark: only when a schema is derived
     from streaming.records import RECORD_SCHEMA
 
     now = datetime.now(UTC)
@@ -191,8 +190,8 @@ def table_defs(spark: SparkSession, config: JobConfig) -> tuple[TableDef, ...]:
         keep_resource_json=config.fhir.keep_resource_json,
         raw_slice_chars=config.fhir.raw_slice_chars,
     )
-    bronze = batch.bronze_rows(rows).schema  # the batch's own projection: nullability included
-    quarantine = batch._quarantine_rows(rows, "", 0, now).schema
+    bronze = bronze_rows(rows).schema  # the batch's own projection: nullability included
+    quarantine = quarantine_rows(rows, "", 0, now).schema
     ingest_log = spark.createDataFrame([], INGEST_LOG_SCHEMA).schema
     return (
         table_def(encounter_table(config), bronze),

@@ -3,8 +3,8 @@
 The catalog registers these as the table description and the column comments (`catalog_defs`), and the README's
 table definitions show them. Bronze's meanings are the mapping table's (`mapping.RULES`, `PIPELINE_COLUMNS`); the
 ingest log's schema is defined here with its meanings, one line per column; the quarantine's columns are projected
-by the batch (`batch._quarantine_rows`) and mean what is written here. Only the mapping is imported: the catalog,
-the Hudi table specs and the batch all read this module.
+by `flatten.quarantine_rows` and mean what is written here. Only the mapping is imported: the catalog, the Hudi
+table specs and the batch all read this module.
 """
 
 from __future__ import annotations

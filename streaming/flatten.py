@@ -1,9 +1,10 @@
-"""Encounter resources -> bronze rows: a pure DataFrame -> DataFrame function (no I/O), Spark SQL only."""
+"""Encounter resources -> bronze rows, and the rows bronze and the quarantine write: DataFrame -> DataFrame (no I/O)."""
 
 from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING
 
@@ -24,7 +25,7 @@ from streaming.mapping import (
     RULES,
     Rule,
 )
-from streaming.ordering import DELETED_PARTITION, EVENT_TIME_FLOOR, event_time, precombine_ts
+from streaming.ordering import DELETED_PARTITION, EVENT_TIME_FLOOR, event_time, newest_versions, precombine_ts
 from streaming.reasons import (  # record-level rejects
     BAD_DATETIME,
     FUTURE_DATETIME,
@@ -200,6 +201,27 @@ def hospital_partition(name: Column) -> Column:
         F.when(name.isNull() | name.rlike(r"(?U)^\s*$"), F.lit(UNKNOWN_HOSPITAL_PARTITION))
         .when(safe, name)
         .otherwise(derived)
+    )
+
+
+def bronze_rows(candidates: DataFrame, keys: Sequence[str] = ("encounter_id",)) -> DataFrame:
+    """What the bronze upsert writes: one version per encounter (ordering.newest_versions), the bronze columns."""
+    return newest_versions(candidates, keys).select(*BRONZE_COLUMNS, "_hoodie_is_deleted")
+
+
+def quarantine_rows(rows: DataFrame, key: str, batch_id: int, at: datetime) -> DataFrame:
+    """What the quarantine upsert writes for a batch's rejected rows (their meanings: columns.QUARANTINE)."""
+    return rows.where("reject_reason IS NOT NULL").select(
+        # Same file + position -> same key: a replayed batch replaces its quarantine rows instead of adding more.
+        F.sha2(F.concat_ws("\u0000", "sourcename", "source_position"), 256).alias("quarantine_id"),
+        "sourcename",
+        "source_position",
+        F.col("reject_reason").alias("reason"),
+        F.col("reject_message").alias("message"),
+        "raw_slice",
+        F.lit(key).alias("batch_key"),
+        F.lit(batch_id).cast("long").alias("batch_id"),
+        F.lit(at).cast("timestamp").alias("quarantined_at"),
     )
 
 
