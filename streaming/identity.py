@@ -19,7 +19,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from streaming.config import canonical_uri
-from streaming.ledger import BatchIntent, Fence, Ledger
+from streaming.ledger import BatchIntent, Fence, LeaseState, Ledger
 
 __all__ = ["SEPARATOR", "ScopedLedger", "canonical_uri"]
 
@@ -96,6 +96,9 @@ class ScopedLedger:
 
     def release_lease(self, name: str, owner: str) -> None:
         self.inner.release_lease(name, owner)
+
+    def lease(self, name: str) -> LeaseState | None:
+        return self.inner.lease(name)  # a lease is named after its table already
 
     def close(self) -> None:
         self.inner.close()

@@ -60,6 +60,27 @@ class Fence:
     epoch: int
 
 
+@dataclass(frozen=True)
+class LeaseState:
+    """A writer lease as the store holds it: who took it, when it was last renewed, when it runs out."""
+
+    name: str
+    owner: str  # the holder's run id
+    epoch: int
+    expires_at: datetime  # 1970-01-01 after a release
+    acquired_at: datetime | None  # when `owner` took it; None in a lease written before these times were kept
+    renewed_at: datetime | None  # the holder's last renewal (every third of the TTL while it runs)
+    released_at: datetime | None  # when `owner` gave it up (its run ended); None while held or if it died
+
+    @property
+    def released(self) -> bool:
+        return self.released_at is not None or self.expires_at.timestamp() <= 0
+
+    def live(self, now: datetime) -> bool:
+        """Whether the holder may still write: not released and not past its expiry."""
+        return not self.released and self.expires_at > now
+
+
 class Ledger(Protocol):
     """What the pipeline needs from a ledger store."""
 
@@ -115,6 +136,10 @@ class Ledger(Protocol):
         """Give the lease up if `owner` holds it."""
         ...
 
+    def lease(self, name: str) -> LeaseState | None:
+        """The lease `name` as the store holds it, None if it was never taken; reads only (`status`)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -146,13 +171,17 @@ class SqliteLedger:
                 files TEXT NOT NULL, started_at TEXT NOT NULL);
             CREATE TABLE IF NOT EXISTS leases (
                 name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at TEXT NOT NULL,
-                epoch INTEGER NOT NULL DEFAULT 0);
+                epoch INTEGER NOT NULL DEFAULT 0, acquired_at TEXT, renewed_at TEXT, released_at TEXT);
             CREATE TABLE IF NOT EXISTS decisions (key TEXT PRIMARY KEY, value TEXT NOT NULL);
             """
         )
         # Ledgers made by earlier releases lack these columns.
-        if "epoch" not in {row[1] for row in self._db.execute("PRAGMA table_info(leases)")}:
+        lease_columns = {row[1] for row in self._db.execute("PRAGMA table_info(leases)")}
+        if "epoch" not in lease_columns:
             self._db.execute("ALTER TABLE leases ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0")
+        for column in ("acquired_at", "renewed_at", "released_at"):
+            if column not in lease_columns:
+                self._db.execute(f"ALTER TABLE leases ADD COLUMN {column} TEXT")
         if "version" not in {row[1] for row in self._db.execute("PRAGMA table_info(files)")}:
             self._db.execute("ALTER TABLE files ADD COLUMN version TEXT")
 
@@ -263,24 +292,49 @@ class SqliteLedger:
     def acquire_lease(self, name: str, owner: str, ttl: timedelta) -> int:
         now = self._clock()
         with self._tx() as db:
-            row = db.execute("SELECT owner, expires_at, epoch FROM leases WHERE name = ?", (name,)).fetchone()
+            row = db.execute(
+                "SELECT owner, expires_at, epoch, acquired_at FROM leases WHERE name = ?", (name,)
+            ).fetchone()
             if row and row[0] != owner and datetime.fromisoformat(row[1]) > now:
                 raise LeaseHeld(f"lease {name!r} is held by {row[0]} until {row[1]}")
             epoch = 1 if row is None else int(row[2]) + (row[0] != owner)
-            db.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?, ?)", (name, owner, utc_iso(now + ttl), epoch))
+            # A renewal keeps when its owner took the lease; a takeover starts it again.
+            acquired = row[3] if row and row[0] == owner and row[3] else utc_iso(now)
+            db.execute(
+                "INSERT OR REPLACE INTO leases (name, owner, expires_at, epoch, acquired_at, renewed_at, released_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, NULL)",
+                (name, owner, utc_iso(now + ttl), epoch, acquired, utc_iso(now)),
+            )
         return epoch
 
     def release_lease(self, name: str, owner: str) -> None:
         # Expired, not deleted: the row keeps the epoch, so the next holder's is higher still.
         with self._tx() as db:
             db.execute(
-                "UPDATE leases SET expires_at = ? WHERE name = ? AND owner = ?",
-                (utc_iso(datetime.fromtimestamp(0, UTC)), name, owner),
+                "UPDATE leases SET expires_at = ?, released_at = ? WHERE name = ? AND owner = ?",
+                (utc_iso(datetime.fromtimestamp(0, UTC)), utc_iso(self._clock()), name, owner),
             )
+
+    def lease(self, name: str) -> LeaseState | None:
+        with self._tx() as db:
+            row = db.execute(
+                "SELECT owner, epoch, expires_at, acquired_at, renewed_at, released_at FROM leases WHERE name = ?",
+                (name,),
+            ).fetchone()
+        if row is None:
+            return None
+        owner, epoch, expires, acquired, renewed, released = row
+        return LeaseState(
+            name, owner, int(epoch), datetime.fromisoformat(expires), _time(acquired), _time(renewed), _time(released)
+        )
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _time(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
 
 
 def open_ledger(config: JobConfig) -> Ledger:

@@ -5,7 +5,8 @@ One table, string partition key `pk`, three kinds of item:
 - `file#<uri>`: a committed file, with the `batch_key` that first committed it and `committed_at`;
 - `intent#<batch_key>`: an open batch intent (`run_id`, `batch_id`, `files`, `started_at`) plus the sparse
   attribute `intent_open`, the hash key of the `open_intents` GSI, so listing open intents is a Query, not a Scan;
-- `lease#<name>`: a writer lease (`owner`, `expires_at` as ISO text, `expires_epoch` for the condition).
+- `lease#<name>`: a writer lease (`owner`, `expires_at` as ISO text, `expires_epoch` for the condition, and for
+  `status` `acquired_at`, `renewed_at`, `released_at`).
 
 Endpoints and credentials come only from the environment (see `aws.py`), so the same code talks to AWS or moto.
 Errors never carry item contents: only the operation, the table and the AWS error code; which of them a retry
@@ -24,7 +25,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from streaming import aws
-from streaming.ledger import BatchIntent, Fence, LeaseHeld, LeaseLost, LedgerUnavailable, utc_iso
+from streaming.ledger import BatchIntent, Fence, LeaseHeld, LeaseLost, LeaseState, LedgerUnavailable, utc_iso
 from streaming.ledger_dynamodb_retry import cancellation_error, error_code, guard, lease_config, ledger_error
 
 INDEX = "open_intents"
@@ -293,13 +294,19 @@ class DynamoDbLedger:
     def acquire_lease(self, name: str, owner: str, ttl: timedelta) -> int:
         now = self._clock()
         expires = now + ttl
-        times = {":exp": {"S": utc_iso(expires)}, ":expn": {"N": f"{expires.timestamp():.6f}"}, ":zero": {"N": "0"}}
+        times = {
+            ":exp": {"S": utc_iso(expires)},
+            ":expn": {"N": f"{expires.timestamp():.6f}"},
+            ":zero": {"N": "0"},
+            ":now_at": {"S": utc_iso(now)},
+        }
         key = {"pk": {"S": _LEASE + name}}
-        try:  # the common case, a renewal: same owner, same epoch
+        try:  # the common case, a renewal: same owner, same epoch (and when it was taken, kept)
             response = self._lease_client.update_item(
                 TableName=self.table,
                 Key=key,
-                UpdateExpression="SET expires_at = :exp, expires_epoch = :expn, epoch = if_not_exists(epoch, :zero)",
+                UpdateExpression="SET expires_at = :exp, expires_epoch = :expn, epoch = if_not_exists(epoch, :zero),"
+                " renewed_at = :now_at, acquired_at = if_not_exists(acquired_at, :now_at) REMOVE released_at",
                 ConditionExpression="#o = :owner",  # `owner` is a DynamoDB reserved word, hence #o
                 ExpressionAttributeNames={"#o": "owner"},
                 ExpressionAttributeValues={**times, ":owner": {"S": owner}},
@@ -316,7 +323,8 @@ class DynamoDbLedger:
                 TableName=self.table,
                 Key=key,
                 UpdateExpression="SET #o = :owner, expires_at = :exp, expires_epoch = :expn,"
-                " epoch = if_not_exists(epoch, :zero) + :one",
+                " epoch = if_not_exists(epoch, :zero) + :one, acquired_at = :now_at, renewed_at = :now_at"
+                " REMOVE released_at",
                 ConditionExpression="attribute_not_exists(pk) OR expires_epoch < :now",
                 ExpressionAttributeNames={"#o": "owner"},
                 ExpressionAttributeValues={
@@ -353,13 +361,14 @@ class DynamoDbLedger:
             self._lease_client.update_item(
                 TableName=self.table,
                 Key={"pk": {"S": _LEASE + name}},
-                UpdateExpression="SET expires_epoch = :zero, expires_at = :start",
+                UpdateExpression="SET expires_epoch = :zero, expires_at = :start, released_at = :now_at",
                 ConditionExpression="#o = :owner",
                 ExpressionAttributeNames={"#o": "owner"},
                 ExpressionAttributeValues={
                     ":owner": {"S": owner},
                     ":zero": {"N": "0"},
                     ":start": {"S": utc_iso(datetime.fromtimestamp(0, UTC))},
+                    ":now_at": {"S": utc_iso(self._clock())},
                 },
             )
         except ClientError as exc:
@@ -367,6 +376,26 @@ class DynamoDbLedger:
                 raise ledger_error("UpdateItem lease", self.table, exc) from exc
         except BotoCoreError as exc:
             raise ledger_error("UpdateItem lease", self.table, exc) from exc
+
+    def lease(self, name: str) -> LeaseState | None:
+        item = self._lease_item(name)
+        if not item:
+            return None
+
+        def at(attribute: str) -> datetime | None:
+            text = item.get(attribute, {}).get("S")
+            return None if text is None else datetime.fromisoformat(text)
+
+        expires = at("expires_at") or datetime.fromtimestamp(0, UTC)
+        return LeaseState(
+            name,
+            item["owner"]["S"],
+            int(item.get("epoch", {}).get("N", "0")),
+            expires,
+            at("acquired_at"),
+            at("renewed_at"),
+            at("released_at"),
+        )
 
     def close(self) -> None:
         """Nothing to release: the boto3 client is shared (see `aws.client`)."""

@@ -23,6 +23,7 @@ from streaming.ledger import (
     Fence,
     LeaseHeld,
     LeaseLost,
+    LeaseState,
     Ledger,
     LedgerMisconfigured,
     LedgerUnavailable,
@@ -442,6 +443,80 @@ def test_release_by_a_non_owner_does_nothing(ledger: Ledger) -> None:
     ledger.release_lease("never-taken", "owner-b")
     with pytest.raises(LeaseHeld, match="owner-a"):
         ledger.acquire_lease("writer", "owner-b", timedelta(minutes=5))
+
+
+def test_a_lease_never_taken_reads_as_none_and_reading_takes_nothing(ledger: Ledger) -> None:
+    assert ledger.lease("writer") is None
+    assert ledger.lease("writer") is None
+    assert ledger.acquire_lease("writer", "owner-a", LIVE) == 1  # reading created no lease item
+
+
+def test_a_lease_reads_back_its_holder_and_times_through_renewal_release_and_takeover(ledger: Ledger) -> None:
+    before = datetime.now(UTC)
+    ledger.acquire_lease("writer", "owner-a", LIVE)
+    taken = ledger.lease("writer")
+    after = datetime.now(UTC)
+    assert taken is not None
+    assert (taken.name, taken.owner, taken.epoch, taken.released_at, taken.released) == (
+        "writer",
+        "owner-a",
+        1,
+        None,
+        False,
+    )
+    assert taken.acquired_at is not None and taken.renewed_at is not None
+    assert before <= taken.acquired_at == taken.renewed_at <= after
+    assert taken.expires_at == taken.renewed_at + LIVE
+    assert taken.live(after) and not taken.live(taken.expires_at)
+
+    ledger.acquire_lease("writer", "owner-a", timedelta(minutes=10))  # a renewal
+    renewed = ledger.lease("writer")
+    assert renewed is not None and renewed.renewed_at is not None
+    assert (renewed.owner, renewed.epoch, renewed.acquired_at) == ("owner-a", 1, taken.acquired_at)
+    assert taken.renewed_at <= renewed.renewed_at <= datetime.now(UTC)
+    assert renewed.expires_at == renewed.renewed_at + timedelta(minutes=10)
+
+    ledger.release_lease("writer", "owner-a")
+    released = ledger.lease("writer")
+    assert released is not None and released.released_at is not None
+    assert (released.owner, released.epoch, released.renewed_at) == ("owner-a", 1, renewed.renewed_at)
+    assert renewed.renewed_at <= released.released_at <= datetime.now(UTC)
+    assert released.released and not released.live(released.released_at)
+
+    ledger.acquire_lease("writer", "owner-b", LIVE)  # a takeover starts the times again
+    taken_over = ledger.lease("writer")
+    assert taken_over is not None and taken_over.acquired_at is not None
+    assert (taken_over.owner, taken_over.epoch, taken_over.released_at) == ("owner-b", 2, None)
+    assert released.released_at <= taken_over.acquired_at == taken_over.renewed_at
+    assert ledger.lease("other") is None  # leases with other names stay apart
+
+
+def test_a_lease_its_holder_never_released_reads_as_expired_not_released(ledger: Ledger) -> None:
+    ledger.acquire_lease("writer", "owner-a", GONE)  # the holder's last renewal has run out: it died
+    expired = ledger.lease("writer")
+    assert expired is not None
+    assert (expired.owner, expired.released, expired.released_at) == ("owner-a", False, None)
+    assert not expired.live(datetime.now(UTC))
+
+
+def test_a_sqlite_ledger_of_an_earlier_release_reads_its_lease_without_times(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:  # the leases table as releases before the lease times wrote it
+        db.execute(
+            "CREATE TABLE leases (name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at TEXT NOT NULL,"
+            " epoch INTEGER NOT NULL DEFAULT 0)"
+        )
+        db.execute("INSERT INTO leases VALUES ('writer', 'old-run', ?, 4)", ((T0 + LIVE).isoformat(),))
+    db.close()
+    ledger = SqliteLedger(path)
+    try:
+        assert ledger.lease("writer") == LeaseState("writer", "old-run", 4, T0 + LIVE, None, None, None)
+        ledger.acquire_lease("writer", "new-run", LIVE)  # long expired: taken over, and now with its times
+        state = ledger.lease("writer")
+        assert state is not None and state.acquired_at is not None
+        assert (state.owner, state.epoch, state.renewed_at) == ("new-run", 5, state.acquired_at)
+    finally:
+        ledger.close()
 
 
 # --- DynamoDB only -------------------------------------------------------------------------------------------
