@@ -110,6 +110,24 @@ class LayoutConfig:
 
 
 @dataclass(frozen=True)
+class StatusConfig:
+    """When `status` calls the stream BEHIND or STALLED, and how much of the source it lists to tell."""
+
+    # BEHIND: the oldest file waiting (by its modification time) is older than this. 900 s is 30 triggers of 30 s,
+    # and the deploy's OldestWaitingThresholdSeconds default.
+    behind_seconds: int = 900
+    # STALLED: files have waited at least this long and no batch committed for as long (the deploy's StalledMinutes
+    # default, 15); also, at once, when the writer lease expired unreleased (its job died) while files wait.
+    stalled_seconds: int = 900
+    # The listing stops after this many objects (files, folder markers, ignored names), and every count it gives is
+    # then marked truncated (a lower bound): one listing costs a ledger lookup per file (DynamoDB: 100 a request).
+    max_listed: int = 100_000
+    # With this many committed files still in the source, `status` says listing grows: each trigger lists them all
+    # again (10,000 cost +4.7 s a trigger); `source_archive` moves them out (README "Exactly once").
+    listing_warn_files: int = 10_000
+
+
+@dataclass(frozen=True)
 class JobConfig:
     """Everything one run of the job needs; frozen so no function changes it underneath another."""
 
@@ -137,6 +155,7 @@ class JobConfig:
     catalog: CatalogConfig = field(default_factory=CatalogConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     layout: LayoutConfig = field(default_factory=LayoutConfig)
+    status: StatusConfig = field(default_factory=StatusConfig)
 
     @property
     def checkpoint_uri(self) -> str:
@@ -284,6 +303,7 @@ def load(file: str | Path | None = None, overrides: Mapping[str, Any] | None = N
     )
     _check_archive(config.source, config.source_archive)
     _check_layout(config.layout)
+    _check_status(config.status)
     _check_names(config)
     _check_ranges(config)
     if config.key_scope not in KEY_SCOPES:
@@ -393,6 +413,12 @@ def _check_layout(layout: LayoutConfig) -> None:
             f"layout.cluster_file_mb ({layout.cluster_file_mb}) must be larger than layout.small_file_mb"
             f" ({layout.small_file_mb}) while layout.cluster_every_seconds is set"
         )
+
+
+def _check_status(status: StatusConfig) -> None:
+    for key, value in dataclasses.asdict(status).items():
+        if value <= 0:
+            raise ConfigError(f"status.{key} must be > 0, got {value}")
 
 
 def _check_archive(source: str, archive: str) -> None:

@@ -84,3 +84,11 @@ def test_the_small_file_limit_reaches_every_tables_write_options(tmp_path: Path)
     assert conf.load(None, {"layout.small_file_mb": "0"}).layout.small_file_mb == 0  # 0: always new files
     with pytest.raises(conf.ConfigError, match=r"layout\.small_file_mb must be >= 0"):
         conf.load(None, {"layout.small_file_mb": "-1"})
+
+
+def test_status_thresholds_come_from_the_status_section_and_must_be_positive(tmp_path: Path) -> None:
+    config = conf.load(_write(tmp_path, "[status]\nbehind_seconds = 60\n"), {"status.stalled_seconds": "120"})
+    assert (config.status.behind_seconds, config.status.stalled_seconds) == (60, 120)
+    assert conf.load(conf.env_file("local")).status == conf.StatusConfig()  # the shipped file keeps the defaults
+    with pytest.raises(conf.ConfigError, match=r"status\.max_listed must be > 0, got 0"):
+        conf.load(None, {"status.max_listed": "0"})
