@@ -147,9 +147,14 @@ class BatchResult:
     @property
     def lag_seconds(self) -> float | None:
         """How far behind the job is: from the oldest ingested file's modification time to the batch's end."""
-        if self.oldest_modified is None or self.ended_at is None:
-            return None
-        return (self.ended_at.astimezone(UTC) - self.oldest_modified.astimezone(UTC)).total_seconds()
+        return lag_seconds(self.oldest_modified, self.ended_at)
+
+
+def lag_seconds(oldest_modified: datetime | None, ended_at: datetime | None) -> float | None:
+    """From the oldest ingested file's modification time to the batch's end; None when either is not known."""
+    if oldest_modified is None or ended_at is None:
+        return None
+    return (ended_at.astimezone(UTC) - oldest_modified.astimezone(UTC)).total_seconds()
 
 
 def file_version(file: LandedFile) -> str:
@@ -236,7 +241,9 @@ def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchRe
     finally:
         read.unpersist()
 
-    _write_log(deps, intent, len(done), stats, instant)
+    # Spark hands naive local times, the source log aware UTC ones: astimezone makes both comparable.
+    oldest = min(f.modified.astimezone(UTC) for f in new)
+    _write_log(deps, intent, len(done), stats, instant, oldest)
     lap("ingest_log")
     deps.hook("after_ingest_log")
     deps.ledger.commit(key, uris, deps.clock(), deps.fence(), {f.uri: file_version(f) for f in new})
@@ -260,8 +267,6 @@ def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchRe
         timings,
     )
     deps.hook("before_checkpoint_commit")
-    # Spark hands naive local times, the source log aware UTC ones: astimezone makes both comparable.
-    oldest = min(f.modified.astimezone(UTC) for f in new)
     seconds = time.monotonic() - began
     return BatchResult(
         key,
@@ -495,7 +500,16 @@ def _stored_versions(deps: BatchDeps) -> DataFrame:
     return stored.select(*deps.encounter.key_columns, "precombine_ts", deleted.alias("is_deleted"))
 
 
-def _write_log(deps: BatchDeps, intent: BatchIntent, already: int, stats: BatchStats, instant: str | None) -> None:
+def _write_log(
+    deps: BatchDeps,
+    intent: BatchIntent,
+    already: int,
+    stats: BatchStats,
+    instant: str | None,
+    oldest_modified: datetime | None = None,
+) -> None:
+    """The batch's ingest-log row; its lag is not known when recovery writes it (`oldest_modified` None)."""
+    ended = deps.clock()
     row: dict[str, Any] = {
         "batch_key": intent.batch_key,
         "run_id": intent.run_id,
@@ -505,8 +519,9 @@ def _write_log(deps: BatchDeps, intent: BatchIntent, already: int, stats: BatchS
         "files_already_committed": already,
         **stats.__dict__,
         "started_at": intent.started_at,
-        "ended_at": deps.clock(),
+        "ended_at": ended,
         "commit_instant": instant,
+        "lag_seconds": lag_seconds(oldest_modified, ended),
     }
     df = deps.spark.createDataFrame([row], INGEST_LOG_SCHEMA)
     deps.fence()

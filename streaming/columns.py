@@ -73,6 +73,11 @@ _INGEST_LOG: tuple[tuple[str, str, str], ...] = (
         "versions the table kept a newer version over (older ones arriving late); null when not known (a batch"
         " finished by recovery)",
     ),
+    (
+        "lag_seconds",
+        "double",
+        "from the oldest ingested file's modification time to the batch's end; null when recovery wrote the row",
+    ),
 )
 INGEST_LOG_SCHEMA = ", ".join(f"{name} {spark_type}" for name, spark_type, _ in _INGEST_LOG)
 

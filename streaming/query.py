@@ -113,6 +113,7 @@ def table_schemas(config: JobConfig) -> dict[str, pa.Schema]:
         pa.field("commit_instant", pa.string()),
         pa.field("delete_requests", pa.int64()),
         pa.field("rows_stale", pa.int64()),
+        pa.field("lag_seconds", pa.float64()),
     ]
     text = ("quarantine_id", "sourcename", "source_position", "reason", "message", "raw_slice", "batch_key")
     quarantine = [
