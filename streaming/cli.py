@@ -250,9 +250,18 @@ def parser() -> argparse.ArgumentParser:
 
     status = command(
         "status",
-        "Show the job's state: files waiting, recent batches, quarantine by reason, table figures",
-        "example:\n  bronze-encounter status --env glue --format json --last 20",
+        "Say whether the stream keeps up (OK, BEHIND, STALLED) and show why: files waiting, overwritten or "
+        "ignored, the writer lease, recent batches, quarantine by reason, table figures",
+        "The thresholds are settings: status.behind_seconds and status.stalled_seconds (streaming/config.py).\n\n"
+        "example:\n  bronze-encounter status --env glue --format json --last 20\n"
+        "  bronze-encounter status --stack prod --check > /dev/null || page-someone",
         [settings, output],
+    )
+    status.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 0 only when the verdict is OK: 6 when BEHIND, 7 when STALLED (output unchanged), for cron and "
+        "health checks",
     )
     status.add_argument(
         "--format",
@@ -523,7 +532,9 @@ def _status(args: argparse.Namespace) -> int:
     q.require_tables(config)
     state = st.collect(config, last=args.last)
     print(json.dumps(state.to_json(), indent=2) if args.format == "json" else st.render_text(state))
-    return 0
+    if not args.check:
+        return 0
+    return {st.BEHIND: EXIT_BEHIND, st.STALLED: EXIT_STALLED}.get(state.verdict.state, 0)
 
 
 def _reingest(args: argparse.Namespace) -> int:

@@ -1,32 +1,60 @@
-"""Whether the stream keeps up: files waiting in the source, recent batches, quarantine and table figures.
+"""Whether the stream keeps up: a verdict (OK, BEHIND, STALLED), the backlog, the writer, batches and tables.
 
-No JVM and no pyspark: the source is listed directly (local walk or S3 `list_objects_v2`), the ledger says which
-files are committed, and the tables are read with hudi-rs through `streaming.query`.
+No JVM and no pyspark: the backlog comes from one bounded listing of the source against the ledger
+(`streaming.backlog`, which the job's metrics timer calls too), the writer lease from the ledger store, the tables
+from hudi-rs through `streaming.query`, and their pending instants from `.hoodie/`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
 from streaming import query as q
-from streaming.config import JobConfig, is_remote, is_s3
-from streaming.ledger import open_ledger
+from streaming.backlog import (
+    EXAMPLES,
+    Backlog,
+    Waiting,
+    backlog,
+    hidden,
+    landed_files,
+    open_ledger_if_any,
+    waiting_files,
+)
+from streaming.config import JobConfig, StatusConfig, is_remote, is_s3
+from streaming.lease import lease_name
+from streaming.ledger import LeaseState
 from streaming.storage import local_path, split_s3_uri
 
+# What other modules (the CLI, the metrics timer) import from here, wherever it is defined.
+__all__ = [
+    "BEHIND",
+    "EXAMPLES",
+    "OK",
+    "STALLED",
+    "Backlog",
+    "Status",
+    "Verdict",
+    "Waiting",
+    "backlog",
+    "collect",
+    "hidden",
+    "judge",
+    "landed_files",
+    "ledger_view",
+    "render_text",
+    "waiting_files",
+]
 
-@dataclass(frozen=True)
-class Waiting:
-    """Landed files the ledger has not committed, oldest first; ages are measured from `now`."""
+OK, BEHIND, STALLED = "OK", "BEHIND", "STALLED"
 
-    count: int
-    oldest_age_seconds: float | None
-    files: list[tuple[str, datetime]] = field(default_factory=list)
+
+# -- batches and tables ------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -34,13 +62,86 @@ class Batch:
     """One micro-batch from the ingest log."""
 
     batch_key: str
+    run_id: str | None
     started_at: datetime | None
     ended_at: datetime | None
     files: int
+    files_already_committed: int
     rows_written: int
+    rows_deleted: int
     rows_rejected: int
+    rows_skipped: int
+    rows_stale: int | None  # None: not known (a row recovery wrote, or one written before they were counted)
     seconds: float | None
+    lag_seconds: float | None  # oldest file's modification time to the batch's end; None: not known (as above)
     commit_instant: str | None
+
+
+# The ingest log's columns `status` shows; a log written by an earlier release may lack the later ones.
+_LOG_COLUMNS = (
+    "batch_key",
+    "run_id",
+    "started_at",
+    "ended_at",
+    "file_count",
+    "files_already_committed",
+    "rows_written",
+    "rows_deleted",
+    "rows_rejected",
+    "rows_skipped",
+    "rows_stale",
+    "lag_seconds",
+    "commit_instant",
+)
+
+
+def recent_batches(config: JobConfig, last: int) -> list[Batch]:
+    """The newest `last` batches of the ingest log, newest first."""
+    name = config.tables.ingest_log
+    table = q.open_table(name, config.table_uri(name))
+    if table is None or last <= 0:
+        return []
+    present = {f.name for f in table.get_schema()}
+    columns = ", ".join(c if c in present else f"NULL AS {c}" for c in _LOG_COLUMNS)
+    rows = q.query(
+        config,
+        f"SELECT {columns} FROM {q.quote_identifier(name)} ORDER BY started_at DESC, batch_key DESC LIMIT {int(last)}",
+    ).to_pylist()
+    return [
+        Batch(
+            batch_key=r["batch_key"],
+            run_id=r["run_id"],
+            started_at=r["started_at"],
+            ended_at=r["ended_at"],
+            files=int(r["file_count"] or 0),
+            files_already_committed=int(r["files_already_committed"] or 0),
+            rows_written=int(r["rows_written"] or 0),
+            rows_deleted=int(r["rows_deleted"] or 0),
+            rows_rejected=int(r["rows_rejected"] or 0),
+            rows_skipped=int(r["rows_skipped"] or 0),
+            rows_stale=None if r["rows_stale"] is None else int(r["rows_stale"]),
+            seconds=(r["ended_at"] - r["started_at"]).total_seconds() if r["started_at"] and r["ended_at"] else None,
+            lag_seconds=r["lag_seconds"],
+            commit_instant=r["commit_instant"],
+        )
+        for r in rows
+    ]
+
+
+def quarantine_counts(config: JobConfig) -> dict[str, int]:
+    """Quarantined records and files by reason, most frequent first."""
+    table = q.quote_identifier(config.tables.quarantine)
+    rows = q.query(config, f"SELECT reason, count(*) AS n FROM {table} GROUP BY reason ORDER BY n DESC, reason")
+    return {str(r["reason"]): int(r["n"]) for r in rows.to_pylist()}
+
+
+@dataclass(frozen=True)
+class Instant:
+    """An instant on a table's timeline that has not completed: `requested` (planned) or `inflight` (started)."""
+
+    instant: str
+    action: str  # commit, replacecommit (the job's only one: a clustering plan), clean, rollback, ...
+    state: str
 
 
 @dataclass(frozen=True)
@@ -59,161 +160,11 @@ class TableFigures:
     last_commit_at: datetime | None = None
     clusterings: int = 0  # completed clusterings (`replacecommit`s: the job makes no other) on the active timeline
     last_clustering_at: datetime | None = None
-
-
-@dataclass(frozen=True)
-class Status:
-    """Everything `bronze-encounter status` shows."""
-
-    at: datetime
-    source: str
-    warehouse: str
-    waiting: Waiting
-    batches: list[Batch]
-    quarantine: dict[str, int]
-    tables: list[TableFigures]
-
-    def to_json(self) -> dict[str, Any]:
-        """The status as JSON-serialisable data (times as ISO 8601 text)."""
-        return {
-            "at": _iso(self.at),
-            "source": self.source,
-            "warehouse": self.warehouse,
-            "waiting": {
-                "count": self.waiting.count,
-                "oldest_age_seconds": self.waiting.oldest_age_seconds,
-                "files": [{"uri": uri, "modified": _iso(mtime)} for uri, mtime in self.waiting.files],
-            },
-            "batches": [_fields(b) for b in self.batches],
-            "quarantine": dict(self.quarantine),
-            "tables": [_fields(t) for t in self.tables],
-        }
-
-
-def _fields(record: Batch | TableFigures) -> dict[str, Any]:
-    """A record's fields, its times as ISO 8601 text."""
-    return {k: _iso(v) if isinstance(v, datetime) else v for k, v in dataclasses.asdict(record).items()}
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat()
-
-
-# -- waiting files ---------------------------------------------------------------------------------------------
-
-
-def hidden(name: str) -> bool:
-    """Whether Spark's file source skips a file or folder of this name (its InMemoryFileIndex rule)."""
-    excluded = (name.startswith("_") and "=" not in name) or name.startswith(".") or name.endswith("._COPYING_")
-    return excluded and not name.startswith(("_common_metadata", "_metadata"))
-
-
-def landed_files(source: str) -> list[tuple[str, datetime]]:
-    """Every file under `source` as the stream lists it: (URI as the ledger spells it, modification time)."""
-    if is_s3(source):
-        return _s3_files(source)
-    if is_remote(source):
-        raise ValueError(f"source {source!r}: only local folders and s3:// or s3a:// prefixes can be listed")
-    return _local_files(local_path(source))
-
-
-def _local_files(root: str) -> list[tuple[str, datetime]]:
-    """Walk like Hadoop's local file system under Spark's recursive lookup; URIs as Hadoop Path prints them."""
-    found: list[tuple[str, datetime]] = []
-    if not os.path.isdir(root):
-        return found  # the job creates the folder at start; nothing has landed yet
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if not hidden(d)]
-        for name in files:
-            if hidden(name):
-                continue
-            path = os.path.join(folder, name)
-            try:
-                mtime = os.stat(path).st_mtime
-            except FileNotFoundError:  # moved away between the listing and the stat
-                continue
-            # Hadoop's Path prints a local file as `file:/abs/path`, not percent-encoded (see storage.local_path).
-            found.append((f"file:{os.path.abspath(path)}", datetime.fromtimestamp(mtime, UTC)))
-    return found
-
-
-def _s3_files(source: str) -> list[tuple[str, datetime]]:
-    """Every object under an S3 prefix, its URI keeping the source's scheme (s3a:// stays s3a://)."""
-    from streaming import aws
-
-    scheme = source.split("://", 1)[0]
-    bucket, prefix = split_s3_uri(source)
-    prefix = prefix.rstrip("/") + "/" if prefix else ""
-    found: list[tuple[str, datetime]] = []
-    pages = aws.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-    for page in pages:
-        for obj in page.get("Contents", []):
-            key = obj["Key"]
-            parts = key[len(prefix) :].split("/")
-            if key.endswith("/") or any(hidden(part) for part in parts):  # folder markers and hidden names
-                continue
-            found.append((f"{scheme}://{bucket}/{key}", obj["LastModified"].astimezone(UTC)))
-    return found
-
-
-def waiting_files(config: JobConfig, *, now: datetime | None = None) -> Waiting:
-    """Files under `config.source` that the ledger has not committed, oldest first."""
-    now = now or datetime.now(UTC)
-    landed = landed_files(config.source)
-    committed = _committed(config, [uri for uri, _ in landed])
-    files = sorted(((uri, mtime) for uri, mtime in landed if uri not in committed), key=lambda f: (f[1], f[0]))
-    oldest = (now - files[0][1]).total_seconds() if files else None
-    return Waiting(len(files), oldest, files)
-
-
-def _committed(config: JobConfig, uris: list[str]) -> set[str]:
-    """The subset of `uris` the ledger has committed; a SQLite ledger not created yet has committed nothing."""
-    if not uris:
-        return set()
-    if config.ledger.backend == "sqlite" and not Path(config.ledger_path).exists():
-        return set()  # opening it would create it: status only looks
-    ledger = open_ledger(config)
-    try:
-        return ledger.committed(uris)
-    finally:
-        ledger.close()
-
-
-# -- tables ------------------------------------------------------------------------------------------------------
-
-
-def recent_batches(config: JobConfig, last: int) -> list[Batch]:
-    """The newest `last` batches of the ingest log, newest first."""
-    log = q.quote_identifier(config.tables.ingest_log)
-    rows = q.query(
-        config,
-        f"SELECT batch_key, started_at, ended_at, file_count, rows_written, rows_rejected, commit_instant"
-        f" FROM {log} ORDER BY started_at DESC, batch_key DESC LIMIT {int(last)}",
-    ).to_pylist()
-    return [
-        Batch(
-            batch_key=r["batch_key"],
-            started_at=r["started_at"],
-            ended_at=r["ended_at"],
-            files=int(r["file_count"] or 0),
-            rows_written=int(r["rows_written"] or 0),
-            rows_rejected=int(r["rows_rejected"] or 0),
-            seconds=(r["ended_at"] - r["started_at"]).total_seconds() if r["started_at"] and r["ended_at"] else None,
-            commit_instant=r["commit_instant"],
-        )
-        for r in rows
-    ]
-
-
-def quarantine_counts(config: JobConfig) -> dict[str, int]:
-    """Quarantined records and files by reason, most frequent first."""
-    table = q.quote_identifier(config.tables.quarantine)
-    rows = q.query(config, f"SELECT reason, count(*) AS n FROM {table} GROUP BY reason ORDER BY n DESC, reason")
-    return {str(r["reason"]): int(r["n"]) for r in rows.to_pylist()}
+    pending: tuple[Instant, ...] = ()  # instants requested or inflight, oldest first
 
 
 def table_figures(name: str, uri: str) -> TableFigures:
-    """Rows, partitions, data files, bytes, commits and clusterings of one table, from hudi-rs (slices, timeline)."""
+    """Rows, partitions, data files, bytes, commits, clusterings and pending instants of one table (hudi-rs)."""
     from hudi import HudiReadOptions
 
     table = q.open_table(name, uri)
@@ -240,6 +191,7 @@ def table_figures(name: str, uri: str) -> TableFigures:
         last_commit_at=_instant_at(last) if last else None,
         clusterings=len(clusterings),
         last_clustering_at=_instant_at(clusterings[-1]) if clusterings else None,
+        pending=pending_instants(uri),
     )
 
 
@@ -247,50 +199,292 @@ def _instant_at(instant: Any) -> datetime:
     return datetime.fromtimestamp(instant.epoch_mills / 1000, UTC)
 
 
+# A timeline file of table version 6: `<instant>.<action>[.requested|.inflight]`; a commit's inflight file is
+# `<instant>.inflight`.
+_TIMELINE_FILE = re.compile(r"^(\d{14,})\.([a-z]+)(?:\.(requested|inflight))?$")
+
+
+def pending_instants(uri: str) -> tuple[Instant, ...]:
+    """Instants of the table at `uri` requested or inflight and not completed, read from `.hoodie/` (hudi-rs
+    shows only completed ones). A pending clustering plan makes Hudi refuse upserts into its file groups."""
+    found: dict[str, tuple[set[str], set[str]]] = {}  # instant -> (actions named, states seen)
+    for name in _timeline_names(uri):
+        match = _TIMELINE_FILE.match(name)
+        if not match:
+            continue
+        instant, action, state = match.group(1), match.group(2), match.group(3) or "completed"
+        actions, states = found.setdefault(instant, (set(), set()))
+        if action == "inflight":  # `<instant>.inflight`: a commit under way (its requested file names the action)
+            states.add("inflight")
+            continue
+        actions.add(action)
+        states.add(state)
+    return tuple(
+        Instant(instant, min(actions) if actions else "commit", "inflight" if "inflight" in states else "requested")
+        for instant, (actions, states) in sorted(found.items())
+        if "completed" not in states
+    )
+
+
+def _timeline_names(uri: str) -> list[str]:
+    """File names directly under a table's `.hoodie/` (the active timeline of table version 6)."""
+    if not is_remote(uri):
+        folder = Path(local_path(uri)) / ".hoodie"
+        return [p.name for p in folder.iterdir() if p.is_file()] if folder.is_dir() else []
+    if not is_s3(uri):
+        return []
+    from streaming import aws
+
+    bucket, key = split_s3_uri(uri)
+    prefix = key.rstrip("/") + "/.hoodie/"
+    names: list[str] = []
+    # Delimiter: the folders below (metadata, .aux, archived) are not read; archiving keeps the rest short.
+    for page in aws.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+        names += [obj["Key"][len(prefix) :] for obj in page.get("Contents", [])]
+    return names
+
+
+# -- the verdict -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """`OK`, `BEHIND` or `STALLED`, and why, in one line."""
+
+    state: str
+    reason: str
+
+
+def judge(
+    backlog: Backlog,
+    *,
+    last_commit_at: datetime | None,
+    lease: LeaseState | None,
+    settings: StatusConfig,
+    now: datetime,
+) -> Verdict:
+    """Whether the stream keeps up with its source.
+
+    STALLED: files wait and the writer lease expired unreleased (the job holding it died), or the oldest file has
+    waited `stalled_seconds` and no batch committed for as long. BEHIND: the oldest waiting file is older than
+    `behind_seconds`. Otherwise OK.
+    """
+    files = _files(backlog.waiting, backlog.truncated)
+    oldest = backlog.oldest_waiting_seconds
+    since = None if last_commit_at is None else (now - last_commit_at).total_seconds()
+    committed = "no batch has ever committed" if since is None else f"the last batch committed {_age(since)} ago"
+    if backlog.waiting and lease is not None and not lease.released and lease.expires_at <= now:
+        return Verdict(
+            STALLED,
+            f"{files} wait and the writer lease of run {lease.owner} expired"
+            f" {_age((now - lease.expires_at).total_seconds())} ago without being released: its job stopped or died",
+        )
+    if (
+        oldest is not None
+        and oldest >= settings.stalled_seconds
+        and (since is None or since >= settings.stalled_seconds)
+    ):
+        return Verdict(
+            STALLED,
+            f"{files} wait, the oldest for {_age(oldest)}, and {committed}"
+            f" (status.stalled_seconds = {settings.stalled_seconds})",
+        )
+    if oldest is not None and oldest > settings.behind_seconds:
+        return Verdict(
+            BEHIND,
+            f"the oldest of {files} waiting is {_age(oldest)} old (status.behind_seconds = {settings.behind_seconds});"
+            f" {committed}",
+        )
+    if not backlog.waiting:
+        return Verdict(OK, "no file waits" + (f"; {committed}" if since is not None else ""))
+    return Verdict(OK, f"{files} wait, the oldest {_age(oldest)} old; {committed}")
+
+
+def _files(n: int, at_least: bool) -> str:
+    return ("at least " if at_least else "") + (f"{n:,} file" if n == 1 else f"{n:,} files")
+
+
+# -- everything `status` shows ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Status:
+    """Everything `bronze-encounter status` shows."""
+
+    at: datetime
+    source: str
+    warehouse: str
+    settings: StatusConfig
+    source_archive: str
+    verdict: Verdict
+    backlog: Backlog
+    lease: LeaseState | None
+    # Whether the lease's run has a batch in the ingest log (the newest is its): False is a run that found nothing.
+    run_ingested: bool | None
+    batches: list[Batch]
+    quarantine: dict[str, int]
+    tables: list[TableFigures]
+
+    @property
+    def waiting(self) -> Waiting:
+        return Waiting(self.backlog.waiting, self.backlog.oldest_waiting_seconds, list(self.backlog.waiting_files))
+
+    @property
+    def listing_grows(self) -> bool:
+        """Committed files still in the source passed `status.listing_warn_files`: each trigger lists them again."""
+        return self.backlog.listed_committed >= self.settings.listing_warn_files
+
+    def to_json(self) -> dict[str, Any]:
+        """The status as JSON-serialisable data (times as ISO 8601 text)."""
+        b, s = self.backlog, self.settings
+        return {
+            "at": _iso(self.at),
+            "source": self.source,
+            "warehouse": self.warehouse,
+            "verdict": {
+                "state": self.verdict.state,
+                "reason": self.verdict.reason,
+                "behind_seconds": s.behind_seconds,
+                "stalled_seconds": s.stalled_seconds,
+                "last_commit_at": _iso(last_commit_at(self.tables)),
+            },
+            "waiting": {
+                "count": b.waiting,
+                "oldest_age_seconds": b.oldest_waiting_seconds,
+                "files": [{"uri": uri, "modified": _iso(mtime)} for uri, mtime in b.waiting_files],
+            },
+            "overwritten": {"count": b.overwritten, "files": list(b.overwritten_files)},
+            "ignored": {"count": b.ignored, "files": list(b.ignored_files)},
+            "listing": {
+                "listed": b.listed,
+                "listed_committed": b.listed_committed,
+                "truncated": b.truncated,
+                "max_listed": s.max_listed,
+                "grows": self.listing_grows,
+                "listing_warn_files": s.listing_warn_files,
+                "source_archive": self.source_archive or None,
+            },
+            "lease": None if self.lease is None else {**_fields(self.lease), "run_ingested": self.run_ingested},
+            "batches": [_fields(batch) for batch in self.batches],
+            "quarantine": dict(self.quarantine),
+            "tables": [_fields(t) for t in self.tables],
+        }
+
+
+def _fields(record: Any) -> dict[str, Any]:
+    """A record's fields (nested records as lists of fields), its times as ISO 8601 text."""
+    return {
+        k: _iso(v) if isinstance(v, datetime) else list(v) if isinstance(v, tuple) else v
+        for k, v in dataclasses.asdict(record).items()
+    }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).isoformat()
+
+
+def last_commit_at(tables: list[TableFigures]) -> datetime | None:
+    """The newest data commit of any table: a batch that only quarantined commits to the log and the quarantine."""
+    times = [t.last_commit_at for t in tables if t.last_commit_at is not None]
+    return max(times) if times else None
+
+
+def ledger_view(config: JobConfig, now: datetime) -> tuple[Backlog, LeaseState | None]:
+    """The backlog and the table's writer lease, from one opening of the ledger (none is created)."""
+    ledger = open_ledger_if_any(config)
+    try:
+        return backlog(config, ledger, now), ledger.lease(lease_name(config)) if ledger is not None else None
+    finally:
+        if ledger is not None:
+            ledger.close()
+
+
 def collect(config: JobConfig, *, now: datetime | None = None, last: int = 10) -> Status:
-    """Gather the whole status: waiting files, the last `last` batches, quarantine reasons, table figures."""
+    """Gather the whole status: the backlog, the writer lease, the last `last` batches, quarantine, tables."""
     now = now or datetime.now(UTC)
+    found, lease = ledger_view(config, now)
+    batches = recent_batches(config, max(last, 1))  # the newest tells whether the lease's run ingested anything
+    tables = [table_figures(name, uri) for name, uri in q.table_uris(config).items()]
+    verdict = judge(found, last_commit_at=last_commit_at(tables), lease=lease, settings=config.status, now=now)
     return Status(
         at=now,
         source=config.source,
         warehouse=config.warehouse,
-        waiting=waiting_files(config, now=now),
-        batches=recent_batches(config, last),
+        settings=config.status,
+        source_archive=config.source_archive,
+        verdict=verdict,
+        backlog=found,
+        lease=lease,
+        run_ingested=None if lease is None else bool(batches) and batches[0].run_id == lease.owner,
+        batches=batches[: max(last, 0)],
         quarantine=quarantine_counts(config),
-        tables=[table_figures(name, uri) for name, uri in q.table_uris(config).items()],
+        tables=tables,
     )
 
 
 # -- text --------------------------------------------------------------------------------------------------------
 
 
-def render_text(status: Status, *, files_shown: int = 10) -> str:
-    """The status for people: what waits, how the last batches went, what was quarantined, how big tables are."""
-    w = status.waiting
+def render_text(status: Status) -> str:
+    """The status for people: the verdict first, then the backlog, the writer, batches, quarantine and tables."""
+    s, b = status.settings, status.backlog
     lines = [
-        f"status at {status.at.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z",
+        f"{status.verdict.state}: {status.verdict.reason}",
+        "",
+        f"status at  {_time(status.at)}",
         f"source     {status.source}",
         f"warehouse  {status.warehouse}",
+        f"verdict    BEHIND: a file waits over {_age(s.behind_seconds)} (status.behind_seconds)",
+        f"           STALLED: files waited {_age(s.stalled_seconds)} and nothing committed for as long"
+        " (status.stalled_seconds), or the writer lease expired while files wait",
+        f"writer     {_lease_text(status)}",
+        "",
+        f"waiting files: {'at least ' if b.truncated else ''}{b.waiting:,}"
+        + (f" (oldest {_age(b.oldest_waiting_seconds)} old)" if b.waiting else ""),
     ]
-    lines += ["", f"waiting files: {w.count}" + (f" (oldest {_age(w.oldest_age_seconds)} old)" if w.count else "")]
-    lines += [f"  {mtime:%Y-%m-%d %H:%M:%S}Z  {uri}" for uri, mtime in w.files[:files_shown]]
-    if w.count > files_shown:
-        lines.append(f"  ... and {w.count - files_shown} more")
+    lines += [f"  {_time(mtime)}  {uri}" for uri, mtime in b.waiting_files]
+    if b.waiting > len(b.waiting_files):
+        lines.append(f"  ... and {b.waiting - len(b.waiting_files):,} more")
+    if b.overwritten:
+        lines += [
+            "",
+            f"overwritten after they were ingested: {b.overwritten:,} (their new content is not in the table;"
+            " `bronze-encounter reingest FILE...` takes it)",
+            *(f"  {uri}" for uri in b.overwritten_files),
+        ]
+    if b.ignored:
+        lines += [
+            "",
+            f"ignored for their names: {b.ignored:,} (a name or folder starting with _ or . is never listed; rename"
+            " them, or `bronze-encounter reingest FILE...` takes them as they are)",
+            *(f"  {uri}" for uri in b.ignored_files),
+        ]
+    lines += ["", f"listed per trigger: {b.listed:,} files, {b.listed_committed:,} of them already committed"]
+    if b.truncated:
+        lines.append(f"  the listing stopped at status.max_listed = {s.max_listed:,} files: counts are lower bounds")
+    if status.listing_grows:
+        lines.append(f"  listing grows: {_listing_advice(status)}")
 
     lines += ["", "batches, newest first:" if status.batches else "batches: none yet"]
     if status.batches:
-        header = ("started", "seconds", "files", "written", "rejected", "commit", "batch")
+        header = ("started", "seconds", "lag", "files", "already", "written", "deleted", "rejected", "skipped")
+        header += ("stale", "commit", "batch")
         cells = [
             (
-                f"{b.started_at:%Y-%m-%d %H:%M:%S}Z" if b.started_at else "-",
-                f"{b.seconds:.1f}" if b.seconds is not None else "-",
-                str(b.files),
-                str(b.rows_written),
-                str(b.rows_rejected),
-                b.commit_instant or "-",
-                b.batch_key,
+                _time(batch.started_at),
+                "-" if batch.seconds is None else f"{batch.seconds:.1f}",
+                "-" if batch.lag_seconds is None else _age(batch.lag_seconds),
+                str(batch.files),
+                str(batch.files_already_committed),
+                str(batch.rows_written),
+                str(batch.rows_deleted),
+                str(batch.rows_rejected),
+                str(batch.rows_skipped),
+                "-" if batch.rows_stale is None else str(batch.rows_stale),
+                batch.commit_instant or "-",
+                batch.batch_key,
             )
-            for b in status.batches
+            for batch in status.batches
         ]
         lines += _columns(header, cells)
 
@@ -299,7 +493,7 @@ def render_text(status: Status, *, files_shown: int = 10) -> str:
     lines += [f"  {reason:<24} {n:>8}" for reason, n in status.quarantine.items()]
 
     lines += ["", "tables:"]
-    header = ("table", "rows", "partitions", "files", "size", "commits", "last commit", "last clustering")
+    header = ("table", "rows", "partitions", "files", "size", "commits", "last commit", "last clustering", "pending")
     cells = [
         (
             t.name,
@@ -308,15 +502,68 @@ def render_text(status: Status, *, files_shown: int = 10) -> str:
             str(t.data_files),
             _size(t.bytes),
             str(t.commits),
-            f"{t.last_commit_at:%Y-%m-%d %H:%M:%S}Z" if t.last_commit_at else "-",
-            f"{t.last_clustering_at:%Y-%m-%d %H:%M:%S}Z" if t.last_clustering_at else "-",
+            _time(t.last_commit_at),
+            _time(t.last_clustering_at),
+            str(len(t.pending)),
         )
         if t.exists
-        else (t.name, "-", "-", "-", "-", "-", "not written yet", "-")
+        else (t.name, "-", "-", "-", "-", "-", "not written yet", "-", "-")
         for t in status.tables
     ]
     lines += _columns(header, cells)
+    for t in status.tables:
+        lines += [f"  pending on {t.name}: {i.instant} {i.action} {i.state}{_pending_note(i)}" for i in t.pending]
     return "\n".join(lines) + "\n"
+
+
+def _lease_text(status: Status) -> str:
+    """Who writes: the lease's holder and its times, or how the last run ended, and whether it found anything."""
+    lease, now = status.lease, status.at
+    if lease is None:
+        return "no writer lease: no job has run against this ledger"
+    known = [
+        f"{what} {_time(at)}"
+        for what, at in (
+            ("taken", lease.acquired_at),
+            ("last renewed", lease.renewed_at),
+            ("released", lease.released_at),
+        )
+        if at is not None  # a lease written before these times were kept has none
+    ]
+    times = f": {', '.join(known)}" if known else ""
+    run = f"run {lease.owner} (epoch {lease.epoch})"
+    if lease.released:
+        nothing = "; it wrote no batch: found nothing new" if status.run_ingested is False else ""
+        return f"lease free; the last {run} ended{times}{nothing}"
+    if lease.expires_at <= now:
+        ago = _age((now - lease.expires_at).total_seconds())
+        nothing = "; it wrote no batch" if status.run_ingested is False else ""
+        return f"lease of {run} expired {ago} ago, never released (its job stopped or died){times}{nothing}"
+    left = _age((lease.expires_at - now).total_seconds())
+    nothing = "; no batch in this run yet" if status.run_ingested is False else ""
+    return f"{run} holds the lease{times}; it expires in {left} unless renewed{nothing}"
+
+
+def _listing_advice(status: Status) -> str:
+    committed = f"{status.backlog.listed_committed:,} committed files stay in the source and every trigger lists them"
+    if status.source_archive:
+        return (
+            f"{committed}, though source_archive is set ({status.source_archive}): ingested files are not moved"
+            ' out (the archive\'s permissions? README "Exactly once")'
+        )
+    return (
+        f"{committed} again (status.listing_warn_files = {status.settings.listing_warn_files:,}); set source_archive"
+        ' to move ingested files out of the prefix (README "Exactly once")'
+    )
+
+
+def _pending_note(instant: Instant) -> str:
+    if instant.action != "replacecommit":
+        return ""
+    return (
+        " (a clustering plan: upserts into its file groups are refused until it runs; the job's next start runs it"
+        " or rolls it back)"
+    )
 
 
 def _columns(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
@@ -328,6 +575,10 @@ def _columns(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
         return "  " + "  ".join([first.ljust(widths[0]), *(c.rjust(w) for c, w in zip(rest, widths[1:], strict=True))])
 
     return [line(header), *(line(r) for r in rows)]
+
+
+def _time(value: datetime | None) -> str:
+    return "-" if value is None else f"{value.astimezone(UTC):%Y-%m-%d %H:%M:%S}Z"
 
 
 def _age(seconds: float | None) -> str:
