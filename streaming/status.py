@@ -270,13 +270,14 @@ def judge(
     `behind_seconds`. Otherwise OK.
     """
     files = _files(backlog.waiting, backlog.truncated)
+    wait = "waits" if backlog.waiting == 1 and not backlog.truncated else "wait"
     oldest = backlog.oldest_waiting_seconds
     since = None if last_commit_at is None else (now - last_commit_at).total_seconds()
     committed = "no batch has ever committed" if since is None else f"the last batch committed {_age(since)} ago"
     if backlog.waiting and lease is not None and not lease.released and lease.expires_at <= now:
         return Verdict(
             STALLED,
-            f"{files} wait and the writer lease of run {lease.owner} expired"
+            f"{files} {wait} and the writer lease of run {lease.owner} expired"
             f" {_age((now - lease.expires_at).total_seconds())} ago without being released: its job stopped or died",
         )
     if (
@@ -286,18 +287,19 @@ def judge(
     ):
         return Verdict(
             STALLED,
-            f"{files} wait, the oldest for {_age(oldest)}, and {committed}"
+            f"{files} {wait}, the oldest for {_age(oldest)}, and {committed}"
             f" (status.stalled_seconds = {settings.stalled_seconds})",
         )
     if oldest is not None and oldest > settings.behind_seconds:
         return Verdict(
             BEHIND,
-            f"the oldest of {files} waiting is {_age(oldest)} old (status.behind_seconds = {settings.behind_seconds});"
+            f"{'' if backlog.waiting == 1 else 'the oldest of '}{files} waiting is {_age(oldest)} old"
+            f" (status.behind_seconds = {settings.behind_seconds});"
             f" {committed}",
         )
     if not backlog.waiting:
         return Verdict(OK, "no file waits" + (f"; {committed}" if since is not None else ""))
-    return Verdict(OK, f"{files} wait, the oldest {_age(oldest)} old; {committed}")
+    return Verdict(OK, f"{files} {wait}, the oldest {_age(oldest)} old; {committed}")
 
 
 def _files(n: int, at_least: bool) -> str:

@@ -352,7 +352,7 @@ def _lease(expires: timedelta, *, released: bool = False, owner: str = "run-a") 
             None,
             (
                 STALLED,
-                "1 file wait, the oldest for 33.3m, and no batch has ever committed (status.stalled_seconds = 1800)",
+                "1 file waits, the oldest for 33.3m, and no batch has ever committed (status.stalled_seconds = 1800)",
             ),
         ),
         pytest.param(
@@ -592,6 +592,8 @@ def test_check_exits_0_only_when_ok(
 ) -> None:
     shown = _status(verdict=Verdict(state, "the reason"))
     monkeypatch.setattr(status, "collect", lambda config, last: shown)
+    for name in ("bronze_encounter", "bronze_encounter_ingest_log", "bronze_encounter_quarantine"):
+        _land(tmp_path / "wh" / name / ".hoodie" / "hoodie.properties", b"", NOW)  # a warehouse that holds tables
     args = ["status", "--warehouse", str(tmp_path / "wh"), "--source", str(tmp_path), "--format", form]
 
     assert cli.main([*args, "--check"]) == code
@@ -811,7 +813,7 @@ def test_check_exit_codes_through_the_cli_on_real_tables(landed: Landed, capsys:
     try:
         # Commits are recent (this module's run): a file waiting 20 minutes is BEHIND (over 900 s) ...
         assert cli.main([*args, "--set", "status.stalled_seconds=86400"]) == cli.EXIT_BEHIND
-        assert capsys.readouterr().out.startswith("BEHIND: the oldest of 1 file waiting is 20.0m old")
+        assert capsys.readouterr().out.startswith("BEHIND: 1 file waiting is 20.0m old (status.behind_seconds = 900)")
         # ... and STALLED when a second without a commit is too long.
         assert cli.main([*args, "--set", "status.stalled_seconds=1", "--format", "json"]) == cli.EXIT_STALLED
         shown = json.loads(capsys.readouterr().out)
