@@ -170,7 +170,7 @@ def test_no_credentials_is_one_line_and_code_2(tmp_path: Path, capsys: pytest.Ca
     )
     assert done.returncode == exits.CONFIG, done.stderr
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
-    assert "no AWS credentials" in done.stderr
+    assert "credentials" in done.stderr  # the ledger or the listing, whichever asks AWS first
 
 
 def test_a_reader_that_leaves_early_ends_nothing_in_a_traceback(tmp_path: Path) -> None:
