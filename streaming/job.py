@@ -168,9 +168,9 @@ def run(
 
     started = time.monotonic()
     published = metrics.publisher(config)  # a bad backend fails here
-    beat = metrics.heartbeat(config, published) if published is not None else None
-    observers = [o for o in (published, beat, on_batch) if o is not None]
     ledger = open_ledger(config)  # first: a bad ledger setting fails before a JVM starts
+    beat = metrics.heartbeat(config, published, ledger) if published is not None else None
+    observers = [o for o in (published, beat, on_batch) if o is not None]
     summary = RunSummary(new_run_id())
     stop = stop or threading.Event()
     try:

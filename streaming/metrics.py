@@ -15,12 +15,14 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from botocore.config import Config
 
 from streaming import aws
+from streaming.backlog import Backlog, backlog
 from streaming.config import ConfigError, JobConfig
+from streaming.ledger import Ledger
 
 if TYPE_CHECKING:
     from streaming.batch import BatchResult
@@ -58,6 +60,10 @@ METRICS: dict[str, str] = {
     "Blocked": "1 while the stream waits out the reason in the Reason dimension, else 0",
     "FilesWaiting": "landed files the ledger has not committed",
     "OldestWaitingSeconds": "age of the oldest of them",
+    "FilesOverwritten": "committed files rewritten in place since (reingest takes them)",
+    "FilesIgnored": "files the source never lists for their names (`_` or `.` first)",
+    "FilesListed": "files the source lists at every trigger",
+    "FilesListedCommitted": "of those, already committed: listed again until archived (source_archive)",
 }
 # Why a running stream may be waiting instead of ingesting (the Reason dimension of Blocked).
 BLOCKED_REASONS = ("file_unreadable", "ledger_unavailable")
@@ -84,11 +90,20 @@ def batch_metrics(result: BatchResult) -> list[Metric]:
 
 
 def waiting_metrics(waiting: Waiting) -> list[Metric]:
-    """The backlog: how many files wait and how long the oldest has (0 when none waits)."""
-    return [
+    """The backlog: how many files wait and how long the oldest has (0 when none waits), and, from a full listing
+    (status.backlog), files overwritten in place, ignored for their names, listed per trigger and already committed."""
+    metrics: list[Metric] = [
         ("FilesWaiting", waiting.count, "Count"),
         ("OldestWaitingSeconds", waiting.oldest_age_seconds or 0.0, "Seconds"),
     ]
+    if isinstance(waiting, Backlog):
+        metrics += [
+            ("FilesOverwritten", waiting.overwritten, "Count"),
+            ("FilesIgnored", waiting.ignored, "Count"),
+            ("FilesListed", waiting.listed, "Count"),
+            ("FilesListedCommitted", waiting.listed_committed, "Count"),
+        ]
+    return metrics
 
 
 class CloudWatchMetrics:
@@ -216,12 +231,6 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {code}" if code else type(exc).__name__
 
 
-def _files_waiting(config: JobConfig) -> Any:
-    from streaming import status  # lists the source against the ledger; imported only when metrics are on
-
-    return status.waiting_files(config)
-
-
 def publisher(config: JobConfig) -> CloudWatchMetrics | None:
     """The batch observer `metrics.backend` asks for, or None ("none")."""
     settings = config.metrics
@@ -232,12 +241,12 @@ def publisher(config: JobConfig) -> CloudWatchMetrics | None:
     return CloudWatchMetrics(settings.namespace, config.tables.encounter, settings.region)
 
 
-def heartbeat(config: JobConfig, metrics: CloudWatchMetrics, backlog: Callable[[], Waiting] | None = None) -> Heartbeat:
-    """The timer for `metrics` with the job's settings; `backlog` defaults to status.waiting_files."""
+def heartbeat(config: JobConfig, metrics: CloudWatchMetrics, ledger: Ledger | None = None) -> Heartbeat:
+    """The timer for `metrics` with the job's settings; its backlog lists the source against `ledger` (the job's)."""
     settings = config.metrics
     return Heartbeat(
         metrics,
         every=settings.heartbeat_seconds,
-        backlog=backlog or (lambda: _files_waiting(config)),
+        backlog=lambda: backlog(config, ledger),
         backlog_every=settings.waiting_every_seconds,
     )

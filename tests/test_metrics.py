@@ -229,3 +229,30 @@ def test_job_run_publishes_rows_written(spark: Any, aws_env: str, unique_name: s
     # The backlog comes from streaming.status, asked once (first batch): by then the ledger committed every file.
     waiting = _statistics(unique_name, "FilesWaiting")
     assert (waiting["SampleCount"], waiting["Sum"]) == (1, 0)
+
+
+def test_a_full_listing_publishes_overwritten_ignored_and_listed_files(aws_env: str, unique_name: str) -> None:
+    from streaming.backlog import Backlog as Listing
+
+    listing = Listing(
+        at=datetime.now(UTC),
+        listed=12,
+        listed_committed=9,
+        waiting=3,
+        oldest_waiting_seconds=40.0,
+        overwritten=2,
+        ignored=1,
+    )
+    Heartbeat(CloudWatchMetrics(unique_name, TABLE), every=60, backlog=lambda: listing, backlog_every=0).beat()
+    sent = {
+        name: _statistics(unique_name, name)["Sum"]
+        for name in ("FilesWaiting", "OldestWaitingSeconds", "FilesOverwritten", "FilesIgnored", "FilesListed")
+    }
+    assert sent == {
+        "FilesWaiting": 3,
+        "OldestWaitingSeconds": 40,
+        "FilesOverwritten": 2,
+        "FilesIgnored": 1,
+        "FilesListed": 12,
+    }
+    assert _statistics(unique_name, "FilesListedCommitted")["Sum"] == 9

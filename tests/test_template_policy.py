@@ -23,6 +23,7 @@ from alarm_math import state
 from template_render import ACCOUNT, REGION, TEMPLATE, TEMPLATE_PATH, Rendered, put_metric_alarm_request, render
 
 from streaming import aws
+from streaming import metrics as job_metrics
 from streaming.batch import BatchResult, BatchStats
 from streaming.glue_entry import load_config
 from streaming.ledger_dynamodb import INDEX
@@ -508,28 +509,9 @@ def test_a_failed_timed_out_or_stopped_run_of_this_job_notifies_the_topic() -> N
 
 # The metric names the job publishes (issue 26). The lead will export this list from streaming/metrics.py; until then
 # it is written here once, and every alarm and dashboard widget is checked against it, and it against the code.
-JOB_METRICS = frozenset(
-    {
-        # per batch
-        "Files",
-        "RowsIn",
-        "RowsWritten",
-        "RowsDeleted",
-        "RowsRejected",
-        "RowsStale",
-        "BatchSeconds",
-        "ServicesFailed",
-        "LagSeconds",
-        # from the timer that runs whatever the batches do (every metrics.heartbeat_seconds)
-        "Heartbeat",
-        "FilesWaiting",
-        "OldestWaitingSeconds",
-        "Blocked",  # with a second dimension Reason, one of BLOCKED_REASONS
-        "FilesOverwritten",
-        "FilesIgnored",
-    }
-)
-BLOCKED_REASONS = frozenset({"file_unreadable", "ledger_unavailable"})
+# What the job publishes (streaming/metrics.py, one table): the alarms and the dashboard may watch only these.
+JOB_METRICS = frozenset(job_metrics.METRICS)
+BLOCKED_REASONS = frozenset(job_metrics.BLOCKED_REASONS)
 ALARMS = (
     "FallingBehindAlarm",
     "StalledAlarm",
