@@ -8,6 +8,7 @@ refreshes the README's table.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from streaming import readme
@@ -25,7 +26,6 @@ class ExitCode:
     code: int
     short: str  # a few words, for --help
     meaning: str
-    errors: tuple[str, ...] = ()  # what stands behind it, for the README
 
 
 EXIT_CODES: tuple[ExitCode, ...] = (
@@ -40,34 +40,22 @@ EXIT_CODES: tuple[ExitCode, ...] = (
         "bad input",
         "bad input: a setting, flag or path, credentials or region, a query DuckDB refuses, a ledger that refuses in"
         " a way retrying cannot fix; the message names it and what to do",
-        (
-            "ConfigError",
-            "QueryError",
-            "LedgerMisconfigured",
-            "CheckpointMismatch",
-            "NoCredentialsError",
-            "NoRegionError",
-            "AccessDenied",
-        ),
     ),
     ExitCode(
         LEASE,
         "writer lease held elsewhere",
         "another instance holds the table's writer lease (or took it over)",
-        ("LeaseHeld", "LeaseLost"),
     ),
     ExitCode(
         LEDGER,
         "ledger unreachable",
         "the ledger is unreachable: nothing was committed past it; run again later",
-        ("LedgerUnavailable",),
     ),
     ExitCode(
         FILE,
         "a file cannot be read",
         "a listed file cannot be read (permissions, KMS, Glacier): the message names it; nothing of it was"
         " committed, it is read again once access is fixed",
-        ("FileReadError",),
     ),
     ExitCode(
         BEHIND, "falling behind", "`status --check`: the oldest waiting file is older than `status.behind_seconds`"
@@ -85,19 +73,54 @@ _DENIED = ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "In
            "SignatureDoesNotMatch", "ExpiredToken", "ExpiredTokenException", "UnrecognizedClientException")  # fmt: skip
 
 
+@dataclass(frozen=True)
+class Rule:
+    """Errors that end a command with `code`, and the one line said for them."""
+
+    code: int
+    names: tuple[str, ...]  # what the README lists
+    matches: Callable[[BaseException], bool]
+    line: Callable[[BaseException], str] = str
+
+
+def _aws(*names: str) -> Callable[[BaseException], bool]:
+    """Whether an error is one of botocore's `names` (botocore is imported only when a command fails)."""
+    return lambda exc: any(c.__module__.startswith("botocore") and c.__name__ in names for c in type(exc).__mro__)
+
+
+def _denied(exc: BaseException) -> bool:
+    response = getattr(exc, "response", None)
+    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+    return _aws("ClientError")(exc) and code in _DENIED
+
+
+_NO_CREDENTIALS = ("NoCredentialsError", "PartialCredentialsError")
+# Most specific first; the first rule that matches decides. The README's "raised for" column is made from these.
+RULES: tuple[Rule, ...] = (
+    Rule(CONFIG, ("ConfigError", "QueryError", "LedgerMisconfigured", "CheckpointMismatch"),
+         lambda e: isinstance(e, ConfigError)),
+    Rule(LEASE, ("LeaseHeld", "LeaseLost"), lambda e: isinstance(e, LeaseHeld),
+         lambda e: f"another instance is writing this table: {e}"),
+    Rule(LEDGER, ("LedgerUnavailable",), lambda e: isinstance(e, LedgerUnavailable),
+         lambda e: f"ledger unavailable: {e}"),
+    Rule(FILE, ("FileReadError",), lambda e: isinstance(e, FileReadError)),
+    Rule(CONFIG, _NO_CREDENTIALS, _aws(*_NO_CREDENTIALS),
+         lambda e: f"no AWS credentials ({type(e).__name__}): set AWS_PROFILE or AWS_ACCESS_KEY_ID/"
+         "AWS_SECRET_ACCESS_KEY, or run where a role provides them"),
+    Rule(CONFIG, ("NoRegionError",), _aws("NoRegionError"),
+         lambda e: "no AWS region (NoRegionError): set AWS_REGION (or the setting's region, e.g. ledger.region)"),
+    Rule(CONFIG, ("AccessDenied",), _denied,
+         lambda e: f"AWS refused {getattr(e, 'operation_name', 'a call')}"
+         f" ({getattr(e, 'response', {}).get('Error', {}).get('Code')}): check the credentials and the role's"
+         " permissions"),
+)  # fmt: skip
+
+
 def classify(exc: BaseException) -> tuple[int, str]:
     """The exit code for `exc` and the one line to print (never a record's content: our errors carry none)."""
-    if isinstance(exc, ConfigError):
-        return CONFIG, str(exc)
-    if isinstance(exc, LeaseHeld):
-        return LEASE, f"another instance is writing this table: {exc}"
-    if isinstance(exc, LedgerUnavailable):
-        return LEDGER, f"ledger unavailable: {exc}"
-    if isinstance(exc, FileReadError):
-        return FILE, str(exc)
-    aws = _aws_setting(exc)
-    if aws is not None:
-        return CONFIG, aws
+    for rule in RULES:
+        if rule.matches(exc):
+            return rule.code, rule.line(exc)
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return (
         FAILED,
@@ -105,30 +128,12 @@ def classify(exc: BaseException) -> tuple[int, str]:
     )
 
 
-def _aws_setting(exc: BaseException) -> str | None:
-    """A one-line answer for AWS errors that are settings (credentials, region, permissions), else None."""
-    from botocore.exceptions import ClientError, NoCredentialsError, NoRegionError, PartialCredentialsError
-
-    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
-        return (
-            f"no AWS credentials ({type(exc).__name__}): set AWS_PROFILE or AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY,"
-            " or run where a role provides them"
-        )
-    if isinstance(exc, NoRegionError):
-        return "no AWS region (NoRegionError): set AWS_REGION (or the setting's region, e.g. ledger.region)"
-    if isinstance(exc, ClientError):
-        code = str(exc.response.get("Error", {}).get("Code", ""))
-        if code in _DENIED:
-            operation = getattr(exc, "operation_name", "a call")
-            return f"AWS refused {operation} ({code}): check the credentials and the role's permissions"
-    return None
-
-
 def readme_table() -> str:
     """The README's exit-code table, generated from EXIT_CODES."""
     lines = ["| code | | meaning | raised for |", "|---|---|---|---|"]
     for ec in EXIT_CODES:
-        lines.append(f"| {ec.code} | {ec.short} | {ec.meaning} | {', '.join(f'`{e}`' for e in ec.errors)} |")
+        raised = [name for rule in RULES if rule.code == ec.code for name in rule.names]
+        lines.append(f"| {ec.code} | {ec.short} | {ec.meaning} | {', '.join(f'`{e}`' for e in raised)} |")
     return "\n".join(lines)
 
 
