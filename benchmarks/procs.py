@@ -99,6 +99,8 @@ class Finished:
     stdout: list[tuple[float, str]]  # (epoch seconds when read, line)
     stderr: str
     memory: list[dict[str, float]] = field(default_factory=list)
+    # (epoch seconds, CPU seconds of the tree so far): sampled every 0.5 s and as each JSON line on stdout is read.
+    cpu_timeline: list[tuple[float, float]] = field(default_factory=list)
 
     def events(self, name: str) -> list[tuple[float, dict[str, Any]]]:
         """The JSON lines on stdout whose `event` is `name`, with the time each was read."""
@@ -119,6 +121,10 @@ class Finished:
         if not found:
             raise EventMissing(f"{' '.join(self.argv[:4])}... printed no {name!r} line with {fields}")
         return found[-1]
+
+    def cpu_at(self, at: float) -> float:
+        """CPU seconds of the process tree when it reached `at` (an event's time): the last sample at or before it."""
+        return max((cpu for when, cpu in self.cpu_timeline if when <= at), default=0.0)
 
     def batch_steps(self) -> dict[int, dict[str, float]]:
         """Step timings of each batch the job logged (`seconds={...}`), by batch id."""
@@ -147,6 +153,8 @@ class Watched:
         self.stdout: list[tuple[float, str]] = []
         self.memory: list[dict[str, float]] = []
         self._cpu: dict[int, float] = {}
+        self._cpu_lock = threading.Lock()
+        self.cpu_timeline: list[tuple[float, float]] = []
         self._done = threading.Event()
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._sampler = threading.Thread(target=self._sample, daemon=True)
@@ -156,15 +164,24 @@ class Watched:
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
-            self.stdout.append((time.time(), line.rstrip("\n")))
+            at = time.time()
+            if line.startswith("{"):  # an event: the CPU spent up to it, so a figure can stop where its work did
+                self._sample_cpu(at)
+            self.stdout.append((at, line.rstrip("\n")))
 
-    def _sample(self) -> None:
+    def _sample_cpu(self, at: float | None = None) -> None:
         # CPU seconds per pid, last value seen: pyspark's workers live as long as the JVM, so little is lost.
-        while not self._done.is_set():
+        with self._cpu_lock:
+            at = time.time() if at is None else at  # taken under the lock: a later sample never bears an earlier time
             for pid in descendants(self.proc.pid):
                 stat = _stat(pid)
                 if stat:
                     self._cpu[pid] = max(self._cpu.get(pid, 0.0), stat[1])
+            self.cpu_timeline.append((at, sum(self._cpu.values())))
+
+    def _sample(self) -> None:
+        while not self._done.is_set():
+            self._sample_cpu()
             self._done.wait(0.5)
 
     def lines_seen(self, event: str) -> list[dict[str, Any]]:
@@ -221,7 +238,15 @@ class Watched:
             tail = "\n".join(stderr.splitlines()[-15:])
             raise ProcessFailed(f"{' '.join(self.argv[:4])}... exited {code} (log {self.log}):\n{tail}")
         return Finished(
-            self.argv, code, self.started, wall, round(sum(self._cpu.values()), 2), self.stdout, stderr, self.memory
+            self.argv,
+            code,
+            self.started,
+            wall,
+            round(sum(self._cpu.values()), 2),
+            self.stdout,
+            stderr,
+            self.memory,
+            sorted(self.cpu_timeline),
         )
 
 

@@ -142,6 +142,17 @@ def check_figures(results: dict[str, Any], out: Path) -> None:
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
 
 
+def test_an_events_cpu_is_sampled_as_it_is_read(tmp_path: Path) -> None:
+    """A peer's CPU ends at its last write: each JSON line gets a CPU sample of the tree at the time it was read."""
+    script = "import json; [print(json.dumps({'event': 'written', 'n': n}), flush=True) for n in range(3)]; print('x')"
+    done = procs.run(procs.python("-c", script), log=tmp_path / "events.log")
+    events = [at for at, line in done.stdout if line.startswith("{")]
+    assert len(events) == 3 and set(events) <= {at for at, _ in done.cpu_timeline}
+    assert [at for at, _ in done.cpu_timeline] == sorted(at for at, _ in done.cpu_timeline)
+    finished = procs.Finished(["p"], 0, 0.0, 3.0, 2.5, [], "", cpu_timeline=[(1.0, 0.4), (2.0, 1.1), (3.0, 2.5)])
+    assert [finished.cpu_at(at) for at in (0.5, 1.0, 1.5, 2.0, 9.0)] == [0.0, 0.4, 0.4, 1.1, 2.5]
+
+
 def test_the_commit_watch_keeps_commits_hudi_archived_during_the_run(tmp_path: Path) -> None:
     """A long soak outlives the active timeline: a commit archived mid-run still dates its files' visibility."""
     timeline = tmp_path / "bronze" / ".hoodie"
