@@ -179,6 +179,8 @@ def markdown(results: dict[str, Any]) -> str:
                 [
                     run["trigger_seconds"],
                     run["files_landed"],
+                    run["files_visible"],
+                    run["valid"],
                     run["latency_p50_seconds"],
                     run["latency_p95_seconds"],
                     run["latency_max_seconds"],
@@ -188,8 +190,15 @@ def markdown(results: dict[str, Any]) -> str:
                 ]
             )
         out += _table(
-            ["trigger s", "files", "p50 s", "p95 s", "max s", "batches", "batch p50 s", "median steps s"], rows
-        )
+            ["trigger s", "files", "visible", "valid", "p50 s", "p95 s", "max s", "batches", "batch p50 s",
+             "median steps s"],
+            rows,
+        )  # fmt: skip
+        out += [
+            "Valid: every landed file became visible; a run where some did not has percentiles over the rest only, "
+            "so it meets no goal.",
+            "",
+        ]
     if "upsert" in s:
         u = s["upsert"]
         out += _section(
@@ -303,8 +312,8 @@ def markdown(results: dict[str, Any]) -> str:
     goals = [(name, g) for name, sc in s.items() for g in sc.get("goals", [])]
     out += ["## Goals", ""]
     out += _table(
-        ["scenario", "goal", "value", "target", "met"],
-        [[n, g["goal"], g["value"], g["target"], g["met"]] for n, g in goals],
+        ["scenario", "goal", "value", "target", "valid", "met"],
+        [[n, g["goal"], g["value"], g["target"], g.get("valid", True), g["met"]] for n, g in goals],
     )
     errors = [(name, sc["error"]) for name, sc in results["scenarios"].items() if "error" in sc]
     if errors:

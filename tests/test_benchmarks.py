@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from benchmarks import peers, procs, run
-from benchmarks.scenarios import SCENARIOS, Bench, CommitWatch, Sizes, _growth, layout
+from benchmarks.scenarios import SCENARIOS, Bench, CommitWatch, Sizes, _growth, goal, land_to_visible, layout
 from streaming import config as conf
 from streaming import jars
 
@@ -68,6 +68,7 @@ def check_figures(results: dict[str, Any], out: Path) -> None:
     assert set(runs) == {f"trigger_{t}s" for t in sizes.latency_triggers}
     for name, r in runs.items():
         assert r["files_landed"] == r["files_visible"] == len(r["latencies"]) == landed, name
+        assert r["valid"] is True, name
         assert r["rows"] == r["keys"] == encounters(landed + 1, sizes.arrival_per_file), name  # + the warm-up file
         assert positive(r["latency_p50_seconds"], r["latency_p95_seconds"], r["latency_max_seconds"]), name
         assert r["batches"] and all(positive(b["seconds"], b["steps"]["bronze"]) for b in r["batches"]), name
@@ -126,7 +127,7 @@ def check_figures(results: dict[str, Any], out: Path) -> None:
     assert positive(*(st["seconds"] for st in steps))
 
     goals = [g for s in scenarios.values() for g in s["goals"]]
-    assert len(goals) == 9 and all(isinstance(g["met"], bool) for g in goals)
+    assert len(goals) == 9 and all(isinstance(g["met"], bool) and isinstance(g["valid"], bool) for g in goals)
     markdown = (out / "results.md").read_text()
     for header in (
         "## Backfill",
@@ -151,6 +152,17 @@ def test_an_events_cpu_is_sampled_as_it_is_read(tmp_path: Path) -> None:
     assert [at for at, _ in done.cpu_timeline] == sorted(at for at, _ in done.cpu_timeline)
     finished = procs.Finished(["p"], 0, 0.0, 3.0, 2.5, [], "", cpu_timeline=[(1.0, 0.4), (2.0, 1.1), (3.0, 2.5)])
     assert [finished.cpu_at(at) for at in (0.5, 1.0, 1.5, 2.0, 9.0)] == [0.0, 0.4, 0.4, 1.1, 2.5]
+
+
+def test_a_latency_run_that_lost_a_file_is_invalid_and_meets_no_goal() -> None:
+    landed = {"a.ndjson": 10.0, "b.ndjson": 11.0, "c.ndjson": 12.0}
+    seen = land_to_visible(landed, {"a.ndjson": 12.5, "c.ndjson": 13.0})  # b's commit never seen
+    assert seen == {"files_landed": 3, "files_visible": 2, "valid": False, "latencies": [2.5, 1.0]}
+    fast = goal("p50 land->visible", 1.75, 5, at_most=True, valid=seen["valid"])
+    assert (fast["met"], fast["valid"]) == (False, False)  # the value alone would meet it
+    whole = land_to_visible(landed, {"a.ndjson": 12.5, "b.ndjson": 14.0, "c.ndjson": 13.0})
+    assert (whole["valid"], whole["latencies"]) == (True, [2.5, 3.0, 1.0])
+    assert goal("p50 land->visible", 2.5, 5, at_most=True, valid=whole["valid"])["met"] is True
 
 
 def test_the_commit_watch_keeps_commits_hudi_archived_during_the_run(tmp_path: Path) -> None:
