@@ -1,29 +1,39 @@
 """The contenders we are measured against, and the upsert benchmark's seed, run as processes of their own.
 
-    python -m benchmarks.peers KIND... --source DIR --out DIR [--config FILE] [--mapping simple|ours]
+    python -m benchmarks.peers KIND... --source DIR --out DIR [--config FILE] [--mapping simple|job ...]
                                [--event-log DIR]       # KIND: plain, delta, iceberg
     python -m benchmarks.peers seed --source DIR --warehouse DIR [--source DIR --warehouse DIR ...] [--config FILE]
     python -m benchmarks.peers fetch                   # the Delta and Iceberg jars, into the jar cache
 
-- plain:   Spark's own file reader -> Parquet partitioned by `hospital_partition` (the floor: no key, no
-           ordering, no table format);
+- plain:   a batch read -> Parquet partitioned by `hospital_partition` (the floor: no key, no ordering, no
+           table format);
 - delta:   Delta Lake 3.3.2, a file stream (`Trigger.AvailableNow`) with MERGE INTO inside foreachBatch;
 - iceberg: Iceberg 1.10.0 (Hadoop catalog), the same stream and MERGE INTO;
 - seed:    a large `bronze_encounter` for the upsert benchmark, bulk-inserted with the job's own table options
            and `flatten` (setting it up through the job takes an hour at 5M rows; only the upserts after it are
            measured).
 
-A full run starts one process per contender, so each pays its own JVM start as ours does and no JVM state leaks
-between them; a quick run names all three in one process (one JVM start instead of three: its times are not
-compared). `--config` is the settings file whose `[spark]` the session takes (default: checkpoints_conf/local.toml).
+A full run starts one process per contender and mapping, so each pays its own JVM start as ours does and no JVM
+state leaks between them; a quick run names all of them in one process (one JVM start instead of six: its times
+are not compared). `--config` is the settings file whose `[spark]` the session takes (default:
+checkpoints_conf/local.toml).
 
-Every contender reads the same generated files the same way (`native_records`: whole files, NDJSON split into
-lines, `line N` positions) and writes the job's bronze columns, `resource_json` included, with their types.
-`--mapping simple` (default) fills them the way a plain Spark job would for these R4 files; `--mapping ours`
-runs the job's own `flatten`, so only the table format differs. MERGE keeps one row per `encounter_id`, the
-newest `precombine_ts`, moving rows between hospital partitions as the job's global index does. Each contender
-writes into `<out>/<kind>` and prints JSON lines on stdout, each with its `kind`: `written` (its data committed),
-then `rows` (counted after it). The seed prints `written` and `rows` for each `--warehouse`.
+Every contender writes the job's bronze columns, `resource_json` included, with their types, from the same
+generated files, read and mapped one of two ways (`--mapping`, repeatable: each contender runs once per mapping):
+
+- simple (default): Spark's own text reader (`native_records`: whole files, NDJSON split into lines) and one
+  `from_json` of the 9 fields these R4 files use, no validation, R5 or quarantine: what a plain Spark job would
+  write, the floor;
+- job: the job's own read step (batch._read): the files listed as the job's stream lists them (`binaryFile`),
+  split in Python (`records.read_records`), `flatten` with the job's settings, cached and counted in one
+  aggregation, rejected rows quarantined, one version per key by the job's ordering rule: only the table format
+  and the job's exactly-once bookkeeping (ledger, ingest log, catalog) differ from ours.
+
+MERGE keeps one row per key, the newest `precombine_ts`, moving rows between hospital partitions as the job's
+global index does. Each contender writes into `<out>/<mapping>/<kind>` and prints JSON lines on stdout, each with
+its `kind` and `mapping`: `start`, `written` after each write (a stream's inside foreachBatch, after the batch's
+MERGE: the last one is its end, as ours' is its last batch), then `rows` (counted after it). The seed prints
+`written` and `rows` for each `--warehouse`.
 """
 
 from __future__ import annotations
@@ -36,13 +46,15 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from streaming import config as conf
 from streaming.jars import Jar, download
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
+
+    from streaming.batch import BatchStats
 
 # Bench-only jars, never on the job's classpath; fetched into the job's jar cache, SHA-1 pinned like streaming/jars.py.
 DELTA_VERSION = "3.3.2"
@@ -62,8 +74,21 @@ BENCH_JARS: dict[str, tuple[Jar, ...]] = {
     ),
 }
 CONTENDERS = ("plain", "delta", "iceberg")
+MAPPINGS = ("simple", "job")
 JAVA_OPTIONS = "spark.driver.extraJavaOptions"
-ICEBERG_TABLE = "bench.db.bronze_encounter"
+
+
+def iceberg_table(mapping: str) -> str:
+    """The Iceberg table of one mapping: a Hadoop catalog per mapping, its warehouse in `<out>/<mapping>/iceberg`."""
+    return f"bench_{mapping}.db.bronze_encounter"
+
+
+class Counted(NamedTuple):
+    """What a contender's table holds once written (counted after its end), and the rows it quarantined."""
+
+    rows: int
+    keys: int
+    rejected: int | None  # None: the `simple` mapping validates nothing
 
 
 def fetch_jars(kind: str) -> list[Path]:
@@ -72,9 +97,14 @@ def fetch_jars(kind: str) -> list[Path]:
 
 
 def peer_session(
-    kinds: Sequence[str], out: Path, resources: conf.SparkConfig, event_log: Path | None = None
+    kinds: Sequence[str],
+    out: Path,
+    resources: conf.SparkConfig,
+    event_log: Path | None = None,
+    mappings: Sequence[str] = ("simple",),
 ) -> SparkSession:
-    """A local Spark with the job's resources and settings and the table formats of `kinds` (several: one session)."""
+    """A local Spark with the job's resources and settings and the table formats of `kinds` (several: one session);
+    an Iceberg catalog per mapping."""
     from pyspark.sql import SparkSession
 
     from streaming.session import HUDI_SPARK_CONF, JOL_SKIP_PROBES, LOG4J2_PROPERTIES
@@ -103,13 +133,15 @@ def peer_session(
         settings["spark.sql.catalog.spark_catalog"] = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
     if "iceberg" in kinds:
         extensions.append("org.apache.iceberg.spark.extensions.IcebergSparkSessionExtensions")
-        settings |= {
-            "spark.sql.catalog.bench": "org.apache.iceberg.spark.SparkCatalog",
-            "spark.sql.catalog.bench.type": "hadoop",
-            "spark.sql.catalog.bench.warehouse": str(out / "iceberg" / "iceberg"),
-            # A cached table object would let the count below read the snapshot from before the MERGE.
-            "spark.sql.catalog.bench.cache-enabled": "false",
-        }
+        for mapping in mappings:
+            catalog = f"spark.sql.catalog.{iceberg_table(mapping).split('.')[0]}"
+            settings |= {
+                catalog: "org.apache.iceberg.spark.SparkCatalog",
+                f"{catalog}.type": "hadoop",
+                f"{catalog}.warehouse": str(out / mapping / "iceberg" / "warehouse"),
+                # A cached table object would let the count below read the snapshot from before the MERGE.
+                f"{catalog}.cache-enabled": "false",
+            }
     if extensions:
         settings["spark.sql.extensions"] = ",".join(extensions)
         settings["spark.jars"] = ",".join(str(p) for kind in kinds for p in fetch_jars(kind))
@@ -160,21 +192,75 @@ def native_records(spark: SparkSession, source: str, *, stream: bool, max_files:
     return lines.select(*[known.get(f.name, F.lit(None)).cast(f.dataType).alias(f.name) for f in RECORD_SCHEMA])
 
 
+def job_listing(spark: SparkSession, source: str, *, stream: bool, max_files: int = 500) -> DataFrame:
+    """The landed files as the job's stream lists them (job.start_stream): path, length, modificationTime."""
+    from streaming.job import BINARY_FILE_SCHEMA, MAX_FILE_AGE
+
+    reader = spark.readStream if stream else spark.read
+    files = reader.format("binaryFile").schema(BINARY_FILE_SCHEMA).option("recursiveFileLookup", "true")
+    if stream:
+        files = files.option("maxFileAge", MAX_FILE_AGE).option("maxFilesPerTrigger", str(max_files))
+    return files.load(source).select("path", "length", "modificationTime")
+
+
+def job_read(listing: DataFrame, config: conf.JobConfig) -> tuple[DataFrame, BatchStats]:
+    """The job's read step over listed files, as batch._read does it: split in Python, `flatten` with the job's
+    settings, cached; and its statistics, one aggregation (which fills the cache). Unpersist the rows when done."""
+    from streaming.batch import _aggregate
+    from streaming.flatten import flatten
+    from streaming.records import LandedFile, read_records
+
+    files = [LandedFile(r.path, r.length, r.modificationTime) for r in listing.collect()]
+    fhir = config.fhir
+    rows = flatten(
+        read_records(listing.sparkSession, files, fhir),
+        ingested_at=datetime.now(UTC),
+        keep_resource_json=fhir.keep_resource_json,
+        raw_slice_chars=fhir.raw_slice_chars,
+        future_tolerance_hours=fhir.future_tolerance_hours,
+        key_scope=config.key_scope,
+        source=config.source,
+    ).persist()
+    return rows, _aggregate(rows)
+
+
+def quarantine(rows: DataFrame, stats: BatchStats, out: Path, batch_id: int) -> None:
+    """A batch's rejected rows as the job's quarantine rows, appended as Parquet (the job upserts them into Hudi).
+
+    The generated files hold none: then this costs what the job's check costs, the statistics already counted.
+    """
+    if stats.rows_rejected:
+        from streaming.batch import _quarantine_rows
+
+        rejected = _quarantine_rows(rows, f"bench-{batch_id}", batch_id, datetime.now(UTC))
+        rejected.write.mode("append").parquet(str(out / "quarantine"))
+
+
+# flatten's rows that go into bronze: resources, not rejected (the generated files hold no deletes).
+GOOD = "kind = 'resource' AND reject_reason IS NULL"
+
+
+def good_rows(rows: DataFrame, *, deleted_flag: bool = False) -> DataFrame:
+    """flatten's rows that go into bronze, the bronze columns."""
+    from streaming.flatten import BRONZE_COLUMNS
+
+    return rows.where(GOOD).select(*BRONZE_COLUMNS, *(["_hoodie_is_deleted"] if deleted_flag else []))
+
+
 def bronze_rows(records: DataFrame, *, mapping: str = "simple", deleted_flag: bool = False) -> DataFrame:
     """The job's bronze columns (names and types) for good Encounter records.
 
     `simple` maps them the way a plain Spark job would for these generated R4 files (one `from_json`, direct paths,
-    no validation, no R5, no quarantine): the floor. `ours` runs the job's own `flatten`, so only the table format
-    differs from the job.
+    no validation, no R5, no quarantine): the floor. `job` runs the job's own `flatten` over these records (the
+    seed's records come from Spark's reader; the contenders' `job` mapping reads with the job's, see job_read).
     """
     from pyspark.sql import functions as F
 
     from streaming.flatten import BRONZE_COLUMNS, flatten
 
     now = datetime.now(UTC)
-    if mapping == "ours":
-        rows = flatten(records, ingested_at=now).where("kind = 'resource' AND reject_reason IS NULL")
-        return rows.select(*BRONZE_COLUMNS, *(["_hoodie_is_deleted"] if deleted_flag else []))
+    if mapping == "job":
+        return good_rows(flatten(records, ingested_at=now), deleted_flag=deleted_flag)
     schema = flatten(records.limit(0), ingested_at=now).select(*BRONZE_COLUMNS).schema  # analysis only
     r = F.from_json(
         "resource_json",
@@ -230,51 +316,95 @@ def _ddl(df: DataFrame) -> str:
     return ", ".join(f"`{f.name}` {f.dataType.simpleString()}" for f in df.schema)
 
 
-def run_plain(spark: SparkSession, source: str, out: Path, mapping: str) -> tuple[int, int]:
-    """Read, map and write partitioned Parquet (overwrite); return (rows, distinct keys) written."""
+def run_plain(spark: SparkSession, source: str, out: Path, mapping: str, config: conf.JobConfig) -> Counted:
+    """Read, map and write partitioned Parquet (overwrite; no key, no ordering); what was written, counted."""
     target = str(out / "bronze_encounter")
-    bronze_rows(native_records(spark, source, stream=False), mapping=mapping).write.mode("overwrite").partitionBy(
-        "hospital_partition"
-    ).parquet(target)
-    event("written", kind="plain")
+    rejected = None
+    if mapping == "simple":
+        rows = bronze_rows(native_records(spark, source, stream=False))
+        rows.write.mode("overwrite").partitionBy("hospital_partition").parquet(target)
+    else:
+        read, stats = job_read(job_listing(spark, source, stream=False), config)
+        try:
+            quarantine(read, stats, out, 0)
+            good_rows(read).write.mode("overwrite").partitionBy("hospital_partition").parquet(target)
+        finally:
+            read.unpersist()
+        rejected = stats.rows_rejected
+    event("written", kind="plain", mapping=mapping, batch_id=0)
     table = spark.read.parquet(target)
-    return table.count(), table.select("encounter_id").distinct().count()
+    return Counted(table.count(), table.select("encounter_id").distinct().count(), rejected)
 
 
-def run_merge(spark: SparkSession, kind: str, source: str, out: Path, max_files: int, mapping: str) -> tuple[int, int]:
-    """File stream -> foreachBatch(map, newest, MERGE INTO) into a Delta or Iceberg table (AvailableNow)."""
-    schema_of = bronze_rows(native_records(spark, source, stream=False), mapping=mapping)
+def run_merge(
+    spark: SparkSession, kind: str, source: str, out: Path, max_files: int, mapping: str, config: conf.JobConfig
+) -> Counted:
+    """File stream -> foreachBatch(read, map, newest per key, MERGE INTO) into a Delta or Iceberg table (AvailableNow).
+
+    `written` is printed inside foreachBatch after each MERGE: the last one is the contender's end, before the
+    stream's own shutdown and the counts (ours ends at its last batch the same way).
+    """
+    from streaming.batch import bronze_rows as job_winners
+
+    schema_of = bronze_rows(native_records(spark, source, stream=False), mapping=mapping)  # analysis only
     if kind == "delta":
-        target = f"delta.`{out / 'delta' / 'bronze_encounter'}`"
+        target = f"delta.`{out / 'bronze_encounter'}`"
         spark.sql(
             f"CREATE TABLE IF NOT EXISTS {target} ({_ddl(schema_of)}) USING delta PARTITIONED BY (hospital_partition)"
         )
     else:
-        target = ICEBERG_TABLE
+        target = iceberg_table(mapping)
         spark.sql(
             f"CREATE TABLE IF NOT EXISTS {target} ({_ddl(schema_of)}) USING iceberg PARTITIONED BY (hospital_partition)"
         )
+    keys = conf.key_columns(config) if mapping == "job" else ("encounter_id",)
+    matched = " AND ".join(f"t.`{k}` = s.`{k}`" for k in keys)
+    rejected = 0
 
-    def each_batch(records: DataFrame, batch_id: int) -> None:
-        newest(bronze_rows(records, mapping=mapping)).createOrReplaceTempView("bench_source")
-        records.sparkSession.sql(
-            f"MERGE INTO {target} t USING bench_source s ON t.encounter_id = s.encounter_id"
-            " WHEN MATCHED AND s.precombine_ts >= t.precombine_ts THEN UPDATE SET *"
-            " WHEN NOT MATCHED THEN INSERT *"
-        )
+    def each_batch(batch: DataFrame, batch_id: int) -> None:
+        nonlocal rejected
+        read: DataFrame | None = None
+        try:
+            if mapping == "simple":
+                winners = newest(bronze_rows(batch))
+            else:
+                read, stats = job_read(batch, config)
+                rejected += stats.rows_rejected
+                quarantine(read, stats, out, batch_id)
+                # Computed once and held, as the job persists its winners. Not persist(): Delta's MERGE does not
+                # read a cached source (delta-io/delta#2011) and split the files in Python again (event log).
+                winners = job_winners(read.where(GOOD), keys).drop("_hoodie_is_deleted").localCheckpoint()
+                if kind == "delta":  # already materialized: Delta's own copy of the source would be a second one
+                    batch.sparkSession.conf.set("spark.databricks.delta.merge.materializeSource", "none")
+            view = f"bench_{kind}_{mapping}"
+            winners.createOrReplaceTempView(view)
+            batch.sparkSession.sql(
+                f"MERGE INTO {target} t USING {view} s ON {matched}"
+                " WHEN MATCHED AND s.precombine_ts >= t.precombine_ts THEN UPDATE SET *"
+                " WHEN NOT MATCHED THEN INSERT *"
+            )
+        finally:
+            if read is not None:
+                read.unpersist()
+        event("written", kind=kind, mapping=mapping, batch_id=batch_id)
 
-    query = (
+    stream = (
         native_records(spark, source, stream=True, max_files=max_files)
-        .writeStream.option("checkpointLocation", str(out / f"{kind}-checkpoint"))
+        if mapping == "simple"
+        else job_listing(spark, source, stream=True, max_files=max_files)
+    )
+    query = (
+        stream.writeStream.option("checkpointLocation", str(out / "checkpoint"))
         .foreachBatch(each_batch)
         .trigger(availableNow=True)
         .start()
     )
     query.awaitTermination()
-    event("written", kind=kind)
     spark.sql(f"REFRESH TABLE {target}")
     table = spark.table(target)
-    return table.count(), table.select("encounter_id").distinct().count()
+    return Counted(
+        table.count(), table.select("encounter_id").distinct().count(), rejected if mapping == "job" else None
+    )
 
 
 def run_seed(spark: SparkSession, source: str, warehouse: str, settings: Path) -> int:
@@ -283,7 +413,7 @@ def run_seed(spark: SparkSession, source: str, warehouse: str, settings: Path) -
 
     config = conf.load(settings, {"warehouse": warehouse, "source": source})
     spec = encounter_table(config)
-    rows = bronze_rows(native_records(spark, source, stream=False), mapping="ours", deleted_flag=True)
+    rows = bronze_rows(native_records(spark, source, stream=False), mapping="job", deleted_flag=True)
     # The job's own first write (HudiWriter: also what it sizes to the cluster, such as the record index's file
     # groups), one writer task per hospital partition, files rolled over at Hudi's 120 MB: the layout the job's
     # upserts (small-file packing) converge to, not one small file per input file and hospital.
@@ -309,21 +439,25 @@ def main(argv: list[str] | None = None) -> int:
         help=f"{', '.join(CONTENDERS)} (one or more, run one after another), or seed, or fetch",
     )
     parser.add_argument("--source", action="append", default=[], help="folder of generated files (seed: per table)")
-    parser.add_argument("--out", type=Path, help="folder the contenders write into, each into <out>/<kind>")
+    parser.add_argument("--out", type=Path, help="folder the contenders write into, each into <out>/<mapping>/<kind>")
     parser.add_argument("--warehouse", action="append", default=[], help="seed: the job's warehouse, one per --source")
     parser.add_argument("--config", type=Path, help="settings file (default: checkpoints_conf/local.toml)")
     parser.add_argument("--event-log", type=Path, help="write the Spark event log here (profiling)")
     parser.add_argument("--max-files-per-trigger", type=int, default=500)
     parser.add_argument(
         "--mapping",
-        choices=["simple", "ours"],
-        default="simple",
-        help="simple: direct paths, as plain Spark would (default); ours: the job's flatten",
+        action="append",
+        choices=MAPPINGS,
+        help="simple: Spark's reader, direct paths, as plain Spark would (default); job: the job's read and flatten;"
+        " repeatable: each contender runs once per mapping",
     )
     args = parser.parse_args(argv)
     kinds: list[str] = args.kinds
+    mappings: list[str] = args.mapping or ["simple"]
     if len(kinds) != len(set(kinds)) or (len(kinds) > 1 and {"seed", "fetch"} & set(kinds)):
         parser.error("name each contender once; seed and fetch run alone")
+    if len(mappings) != len(set(mappings)):
+        parser.error("name each mapping once")
     if kinds == ["fetch"]:  # `make bench` fetches before anything is timed
         for kind in BENCH_JARS:
             fetch_jars(kind)
@@ -346,23 +480,26 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("contenders take one --source and an --out")
     source = str(Path(args.source[0]).resolve())
     out = args.out.resolve()
-    spark = peer_session(kinds, out, resources, args.event_log)
-    for kind in kinds:
-        target = out / kind
-        target.mkdir(parents=True, exist_ok=True)
-        if kind == "plain":
-            rows, keys = run_plain(spark, source, target, args.mapping)
-        else:
-            rows, keys = run_merge(spark, kind, source, target, args.max_files_per_trigger, args.mapping)
-        event("rows", kind=kind, rows=rows, keys=keys, codec=_codec(spark, kind))
+    config = conf.load(settings_file, {"source": source})  # the job's read settings, for the `job` mapping
+    spark = peer_session(kinds, out, resources, args.event_log, mappings)
+    for mapping in mappings:
+        for kind in kinds:
+            target = out / mapping / kind
+            target.mkdir(parents=True, exist_ok=True)
+            event("start", kind=kind, mapping=mapping)  # a process running several: where this one's time starts
+            if kind == "plain":
+                counted = run_plain(spark, source, target, mapping, config)
+            else:
+                counted = run_merge(spark, kind, source, target, args.max_files_per_trigger, mapping, config)
+            event("rows", kind=kind, mapping=mapping, **counted._asdict(), codec=_codec(spark, kind, mapping))
     spark.stop()
     return 0
 
 
-def _codec(spark: SparkSession, kind: str) -> str:
+def _codec(spark: SparkSession, kind: str, mapping: str) -> str:
     """The Parquet compression each contender used by default (they differ: part of what is measured)."""
     if kind == "iceberg":
-        props = {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES {ICEBERG_TABLE}").collect()}
+        props = {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES {iceberg_table(mapping)}").collect()}
         return props.get("write.parquet.compression-codec", "zstd")
     return str(spark.conf.get("spark.sql.parquet.compression.codec"))
 

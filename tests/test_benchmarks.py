@@ -55,13 +55,26 @@ def check_figures(results: dict[str, Any], out: Path) -> None:
     backfill = scenarios["backfill"]
     expected = encounters(sizes.backfill_files, sizes.backfill_per_file)
     assert backfill["input"]["encounters"] == expected
-    assert set(backfill["contenders"]) == {"ours", "plain", "delta", "iceberg"}
-    for name, c in backfill["contenders"].items():
+    # Every peer with both mappings; rejects are counted by the job's (none here: the generated files are valid).
+    assert set(backfill["peers"]) == set(backfill["mappings"]) == set(peers.MAPPINGS)
+    ours = backfill["ours"]
+    contenders = {("ours", "-"): ours}
+    for mapping, found in backfill["peers"].items():
+        assert set(found) == set(peers.CONTENDERS), mapping
+        contenders |= {(kind, mapping): c for kind, c in found.items()}
+        assert all(c["rejected"] == (0 if mapping == "job" else None) for c in found.values()), mapping
+    for name, c in contenders.items():
         assert (c["rows"], c["keys"]) == (expected, expected), name
-        assert positive(c["seconds"], c["process_seconds"], c["cpu_seconds"]), name
-    steps = backfill["contenders"]["ours"]["steps"]
-    assert backfill["contenders"]["ours"]["codec"] and positive(steps["read"], steps["bronze"], steps["ingest_log"])
-    assert positive(*backfill["throughput_ratio"].values(), *backfill["cpu_ratio"].values())
+        assert c["batches"] >= 1 and c["codec"], name
+        # CPU to the contender's last write, and the whole process's beside it (the counts after it included).
+        assert positive(c["seconds"], c["process_seconds"], c["cpu_seconds"], c["process_cpu_seconds"]), name
+        assert c["cpu_seconds"] <= c["process_cpu_seconds"], name
+    assert ours["rejected"] == 0
+    assert positive(ours["steps"]["read"], ours["steps"]["bronze"], ours["steps"]["ingest_log"])
+    every_peer = {m: {f"vs_{kind}" for kind in peers.CONTENDERS} for m in peers.MAPPINGS}
+    for ratios in (backfill["throughput_ratio"], backfill["cpu_ratio"]):  # both comparisons, side by side
+        assert {m: set(r) for m, r in ratios.items()} == every_peer
+        assert all(positive(*r.values()) for r in ratios.values())
 
     landed = round(sizes.latency_seconds * sizes.arrival_per_second)
     runs = scenarios["latency"]["runs"]
@@ -127,8 +140,12 @@ def check_figures(results: dict[str, Any], out: Path) -> None:
     assert positive(*(st["seconds"] for st in steps))
 
     goals = [g for s in scenarios.values() for g in s["goals"]]
-    assert len(goals) == 9 and all(isinstance(g["met"], bool) and isinstance(g["valid"], bool) for g in goals)
+    assert len(goals) == 12 and all(isinstance(g["met"], bool) and isinstance(g["valid"], bool) for g in goals)
+    backfill_goals = [g["goal"] for g in backfill["goals"]]
+    for text in backfill["mappings"].values():  # the three peers' goals under each mapping
+        assert sum(text in name for name in backfill_goals) == len(peers.CONTENDERS), text
     markdown = (out / "results.md").read_text()
+    assert all(f"seconds, {m} | " in markdown and f"CPU, {m} |" in markdown for m in peers.MAPPINGS)
     for header in (
         "## Backfill",
         "## Small-batch latency",
@@ -143,17 +160,6 @@ def check_figures(results: dict[str, Any], out: Path) -> None:
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
 
 
-def test_an_events_cpu_is_sampled_as_it_is_read(tmp_path: Path) -> None:
-    """A peer's CPU ends at its last write: each JSON line gets a CPU sample of the tree at the time it was read."""
-    script = "import json; [print(json.dumps({'event': 'written', 'n': n}), flush=True) for n in range(3)]; print('x')"
-    done = procs.run(procs.python("-c", script), log=tmp_path / "events.log")
-    events = [at for at, line in done.stdout if line.startswith("{")]
-    assert len(events) == 3 and set(events) <= {at for at, _ in done.cpu_timeline}
-    assert [at for at, _ in done.cpu_timeline] == sorted(at for at, _ in done.cpu_timeline)
-    finished = procs.Finished(["p"], 0, 0.0, 3.0, 2.5, [], "", cpu_timeline=[(1.0, 0.4), (2.0, 1.1), (3.0, 2.5)])
-    assert [finished.cpu_at(at) for at in (0.5, 1.0, 1.5, 2.0, 9.0)] == [0.0, 0.4, 0.4, 1.1, 2.5]
-
-
 def test_a_latency_run_that_lost_a_file_is_invalid_and_meets_no_goal() -> None:
     landed = {"a.ndjson": 10.0, "b.ndjson": 11.0, "c.ndjson": 12.0}
     seen = land_to_visible(landed, {"a.ndjson": 12.5, "c.ndjson": 13.0})  # b's commit never seen
@@ -163,6 +169,17 @@ def test_a_latency_run_that_lost_a_file_is_invalid_and_meets_no_goal() -> None:
     whole = land_to_visible(landed, {"a.ndjson": 12.5, "b.ndjson": 14.0, "c.ndjson": 13.0})
     assert (whole["valid"], whole["latencies"]) == (True, [2.5, 3.0, 1.0])
     assert goal("p50 land->visible", 2.5, 5, at_most=True, valid=whole["valid"])["met"] is True
+
+
+def test_an_events_cpu_is_sampled_as_it_is_read(tmp_path: Path) -> None:
+    """A peer's CPU ends at its last write: each JSON line gets a CPU sample of the tree at the time it was read."""
+    script = "import json; [print(json.dumps({'event': 'written', 'n': n}), flush=True) for n in range(3)]; print('x')"
+    done = procs.run(procs.python("-c", script), log=tmp_path / "events.log")
+    events = [at for at, line in done.stdout if line.startswith("{")]
+    assert len(events) == 3 and set(events) <= {at for at, _ in done.cpu_timeline}
+    assert [at for at, _ in done.cpu_timeline] == sorted(at for at, _ in done.cpu_timeline)
+    finished = procs.Finished(["p"], 0, 0.0, 3.0, 2.5, [], "", cpu_timeline=[(1.0, 0.4), (2.0, 1.1), (3.0, 2.5)])
+    assert [finished.cpu_at(at) for at in (0.5, 1.0, 1.5, 2.0, 9.0)] == [0.0, 0.4, 0.4, 1.1, 2.5]
 
 
 def test_the_commit_watch_keeps_commits_hudi_archived_during_the_run(tmp_path: Path) -> None:
@@ -329,6 +346,8 @@ def test_a_missing_event_is_named() -> None:
         ["plain", "seed", "--source", "s", "--out", "o"],
         ["seed", "--source", "a", "--source", "b", "--warehouse", "w"],
         ["delta", "iceberg", "--source", "s"],
+        ["delta", "--mapping", "job", "--mapping", "job", "--source", "s", "--out", "o"],
+        ["delta", "--mapping", "ours", "--source", "s", "--out", "o"],
     ],
 )
 def test_peers_refuse_an_incomplete_command(argv: list[str]) -> None:
