@@ -55,7 +55,7 @@ def profile(source: Path, settings_file: Path, repeat: int) -> dict[str, Any]:
     from streaming.reingest import landed_file
     from streaming.session import build_spark
 
-    config = conf.load(settings_file)
+    config = conf.load(settings_file, {"source": str(source)})  # the landing prefix, as the job has it
     spark = build_spark(config.spark, app_name="bench-readprofile")
     fhir = config.fhir
     files = [landed_file(f"file:{p}") for p in sorted(source.rglob("*")) if p.is_file()]  # as the stream lists them
@@ -67,6 +67,8 @@ def profile(source: Path, settings_file: Path, repeat: int) -> dict[str, Any]:
             keep_resource_json=fhir.keep_resource_json,
             raw_slice_chars=fhir.raw_slice_chars,
             future_tolerance_hours=fhir.future_tolerance_hours,
+            key_scope=config.key_scope,
+            source=config.source,
         )
 
     def batch_read() -> int:  # as batch._read and the statistics do it
@@ -87,7 +89,15 @@ def profile(source: Path, settings_file: Path, repeat: int) -> dict[str, Any]:
     from_json = _median(_forced(records.select(parse_resource().alias("r"))), repeat)
     steps = []
     out = records
-    projections = _projections(SparkContext._active_spark_context, fhir.keep_resource_json, fhir.raw_slice_chars)
+    # The same projections flat() runs, built with the same settings (the key scope's among them since 237876b).
+    projections = _projections(
+        SparkContext._active_spark_context,
+        fhir.keep_resource_json,
+        fhir.raw_slice_chars,
+        fhir.future_tolerance_hours,
+        config.key_scope,
+        config.source,
+    )
     for number, step in enumerate(projections, 1):
         out = out.select(*step)
         steps.append({"step": number, "columns": len(step), "seconds": _median(_forced(out), repeat)})
