@@ -139,8 +139,11 @@ def check_figures(results: dict[str, Any], out: Path) -> None:
     assert len(steps) > 1 and [st["step"] for st in steps] == list(range(1, len(steps) + 1))  # each projection
     assert positive(*(st["seconds"] for st in steps))
 
+    # Counted per scenario: a total hid query_scale's two goals (it said 9 while a run made 11).
+    counts = {"backfill": 3 * len(peers.MAPPINGS), "latency": 2, "upsert": 1, "listing": 2, "soak": 1, "query_scale": 2}
+    assert {name: len(s["goals"]) for name, s in scenarios.items() if s["goals"]} == counts
     goals = [g for s in scenarios.values() for g in s["goals"]]
-    assert len(goals) == 12 and all(isinstance(g["met"], bool) and isinstance(g["valid"], bool) for g in goals)
+    assert all(isinstance(g["met"], bool) and isinstance(g["valid"], bool) for g in goals)
     backfill_goals = [g["goal"] for g in backfill["goals"]]
     for text in backfill["mappings"].values():  # the three peers' goals under each mapping
         assert sum(text in name for name in backfill_goals) == len(peers.CONTENDERS), text
