@@ -49,14 +49,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from streaming import config as conf
-from streaming.jars import Jar, download
+from streaming.lakehouse.jars import Jar, download
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-    from streaming.batch import BatchStats
+    from streaming.pipeline.batch import BatchStats
 
-# Bench-only jars, never on the job's classpath; fetched into the job's jar cache, SHA-1 pinned like streaming/jars.py.
+# Bench-only jars, never on the job's classpath; fetched into the job's jar cache, SHA-1 pinned like lakehouse/jars.py.
 DELTA_VERSION = "3.3.2"
 ICEBERG_VERSION = "1.10.0"
 BENCH_JARS: dict[str, tuple[Jar, ...]] = {
@@ -107,7 +107,7 @@ def peer_session(
     an Iceberg catalog per mapping."""
     from pyspark.sql import SparkSession
 
-    from streaming.session import HUDI_SPARK_CONF, JOL_SKIP_PROBES, LOG4J2_PROPERTIES
+    from streaming.lakehouse.session import HUDI_SPARK_CONF, JOL_SKIP_PROBES, LOG4J2_PROPERTIES
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -164,7 +164,7 @@ def native_records(spark: SparkSession, source: str, *, stream: bool, max_files:
     """
     from pyspark.sql import functions as F
 
-    from streaming.records import RECORD_SCHEMA
+    from streaming.bronze.records import RECORD_SCHEMA
 
     reader = spark.readStream if stream else spark.read
     text = reader.format("text").option("wholetext", "true")
@@ -194,7 +194,7 @@ def native_records(spark: SparkSession, source: str, *, stream: bool, max_files:
 
 def job_listing(spark: SparkSession, source: str, *, stream: bool, max_files: int = 500) -> DataFrame:
     """The landed files as the job's stream lists them (job.start_stream): path, length, modificationTime."""
-    from streaming.job import BINARY_FILE_SCHEMA, MAX_FILE_AGE
+    from streaming.pipeline.job import BINARY_FILE_SCHEMA, MAX_FILE_AGE
 
     reader = spark.readStream if stream else spark.read
     files = reader.format("binaryFile").schema(BINARY_FILE_SCHEMA).option("recursiveFileLookup", "true")
@@ -206,9 +206,9 @@ def job_listing(spark: SparkSession, source: str, *, stream: bool, max_files: in
 def job_read(listing: DataFrame, config: conf.JobConfig) -> tuple[DataFrame, BatchStats]:
     """The job's read step over listed files, as batch._read does it: split in Python, `flatten` with the job's
     settings, cached; and its statistics, one aggregation (which fills the cache). Unpersist the rows when done."""
-    from streaming.batch import _aggregate
-    from streaming.flatten import flatten
-    from streaming.records import LandedFile, read_records
+    from streaming.bronze.flatten import flatten
+    from streaming.bronze.records import LandedFile, read_records
+    from streaming.pipeline.batch import _aggregate
 
     files = [LandedFile(r.path, r.length, r.modificationTime) for r in listing.collect()]
     fhir = config.fhir
@@ -230,7 +230,7 @@ def quarantine(rows: DataFrame, stats: BatchStats, out: Path, batch_id: int) -> 
     The generated files hold none: then this costs what the job's check costs, the statistics already counted.
     """
     if stats.rows_rejected:
-        from streaming.batch import _quarantine_rows
+        from streaming.pipeline.batch import _quarantine_rows
 
         rejected = _quarantine_rows(rows, f"bench-{batch_id}", batch_id, datetime.now(UTC))
         rejected.write.mode("append").parquet(str(out / "quarantine"))
@@ -242,7 +242,7 @@ GOOD = "kind = 'resource' AND reject_reason IS NULL"
 
 def good_rows(rows: DataFrame, *, deleted_flag: bool = False) -> DataFrame:
     """flatten's rows that go into bronze, the bronze columns."""
-    from streaming.flatten import BRONZE_COLUMNS
+    from streaming.bronze.flatten import BRONZE_COLUMNS
 
     return rows.where(GOOD).select(*BRONZE_COLUMNS, *(["_hoodie_is_deleted"] if deleted_flag else []))
 
@@ -256,7 +256,7 @@ def bronze_rows(records: DataFrame, *, mapping: str = "simple", deleted_flag: bo
     """
     from pyspark.sql import functions as F
 
-    from streaming.flatten import BRONZE_COLUMNS, flatten
+    from streaming.bronze.flatten import BRONZE_COLUMNS, flatten
 
     now = datetime.now(UTC)
     if mapping == "job":
@@ -270,7 +270,7 @@ def bronze_rows(records: DataFrame, *, mapping: str = "simple", deleted_flag: bo
         " individual: struct<reference: string>>>, serviceProvider struct<display: string>,"
         " meta struct<lastUpdated: string>",
     )
-    from streaming.mapping import CLASS_LABELS
+    from streaming.fhir.mapping import CLASS_LABELS
 
     labels = F.create_map(*[F.lit(x) for pair in CLASS_LABELS.items() for x in pair])
     parsed = records.select("sourcename", "position", "resource_json", "file_modified", r.alias("r"))
@@ -344,7 +344,7 @@ def run_merge(
     `written` is printed inside foreachBatch after each MERGE: the last one is the contender's end, before the
     stream's own shutdown and the counts (ours ends at its last batch the same way).
     """
-    from streaming.batch import bronze_rows as job_winners
+    from streaming.pipeline.batch import bronze_rows as job_winners
 
     schema_of = bronze_rows(native_records(spark, source, stream=False), mapping=mapping)  # analysis only
     if kind == "delta":
@@ -409,7 +409,7 @@ def run_merge(
 
 def run_seed(spark: SparkSession, source: str, warehouse: str, settings: Path) -> int:
     """Bulk-insert the files into `<warehouse>/bronze_encounter` with the job's write options; return the rows."""
-    from streaming.hudi import BULK_INSERT_OPTIONS, HudiWriter, encounter_table
+    from streaming.lakehouse.hudi import BULK_INSERT_OPTIONS, HudiWriter, encounter_table
 
     config = conf.load(settings, {"warehouse": warehouse, "source": source})
     spec = encounter_table(config)
@@ -467,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     if kinds == ["seed"]:
         if not args.source or len(args.source) != len(args.warehouse):
             parser.error("seed takes one --warehouse per --source")
-        from streaming.session import build_spark  # the job's own session: Hudi, its Spark settings
+        from streaming.lakehouse.session import build_spark  # the job's own session: Hudi, its Spark settings
 
         spark = build_spark(resources, app_name="bench-seed")
         for source, warehouse in zip(args.source, args.warehouse, strict=True):

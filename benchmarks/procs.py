@@ -24,7 +24,7 @@ from typing import Any
 
 _TICKS = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
-# The job's per-batch log line (streaming/batch.py): ids, counts and the step timings, never content.
+# The job's per-batch log line (streaming/pipeline/batch.py): ids, counts and the step timings, never content.
 _BATCH_LOG = re.compile(r"batch (\d+) \(([^)]*)\): files=(\d+) .*? seconds=(\{[^}]*\})")
 
 

@@ -5,7 +5,7 @@ The table (`Sizes.query_rows` encounters, 1M by default) is bulk-inserted with t
 
 - before: the query path as it was until issue 27 (the named columns of the whole table read through hudi-rs
   into one Arrow table, DuckDB over that table, the whole result rendered as text at once);
-- after:  `bronze-encounter query --format csv` as it is now (`streaming.query.stream`: filters pushed to hudi-rs,
+- after:  `bronze-encounter query --format csv` as it is now (`streaming.ops.query.stream`: filters pushed to hudi-rs,
   tables streamed into DuckDB, the result written batch by batch).
 
 Figures per run: bytes read (the process's read system calls during the query, /proc/self/io `rchar`: Parquet
@@ -80,7 +80,7 @@ def query_scale(bench: Bench) -> Figures:
 def measure_table(warehouse: Path, logs: Path) -> Figures:
     """Every query on the table at `warehouse`, before and after, each in a process of its own (logs in `logs`)."""
     from benchmarks import procs
-    from streaming import query as q
+    from streaming.ops import query as q
 
     table = _layout(warehouse / "bronze_encounter")
     config = conf.load(conf.env_file("local"), {"warehouse": str(warehouse)})
@@ -158,7 +158,7 @@ def _before(config: conf.JobConfig, sql: str, out: io.TextIOBase) -> tuple[int, 
     import duckdb
     from hudi import HudiReadOptions
 
-    from streaming import query as q
+    from streaming.ops import query as q
 
     named = {n.lower() for n in duckdb.get_table_names(sql, qualified=False)}
     con = duckdb.connect(":memory:")
@@ -186,7 +186,7 @@ def _before(config: conf.JobConfig, sql: str, out: io.TextIOBase) -> tuple[int, 
 
 def _render_before(table: pa.Table) -> str:
     """CSV as `query_format.render` made it until issue 27: every row as a Python list first, then one string."""
-    from streaming.query_format import plain
+    from streaming.ops.sql_output import plain
 
     def text(value: Any) -> str:
         value = plain(value)
@@ -207,8 +207,8 @@ def _render_before(table: pa.Table) -> str:
 
 def _after(config: conf.JobConfig, sql: str, out: io.TextIOBase) -> tuple[int, Figures]:
     """`bronze-encounter query --format csv` as it is now."""
-    from streaming import query as q
-    from streaming.query_format import write
+    from streaming.ops import query as q
+    from streaming.ops.sql_output import write
 
     with q.stream(config, sql) as result:
         written = write(result, result.schema, "csv", out)

@@ -49,11 +49,11 @@ def profile(source: Path, settings_file: Path, repeat: int) -> dict[str, Any]:
     from pyspark import SparkContext
     from pyspark.sql import functions as F
 
-    from streaming.batch import _aggregate
-    from streaming.flatten import _projections, flatten, parse_resource
-    from streaming.records import read_records
-    from streaming.reingest import landed_file
-    from streaming.session import build_spark
+    from streaming.bronze.flatten import _projections, flatten, parse_resource
+    from streaming.bronze.records import read_records
+    from streaming.lakehouse.session import build_spark
+    from streaming.pipeline.batch import _aggregate
+    from streaming.pipeline.reingest import landed_file
 
     config = conf.load(settings_file, {"source": str(source)})  # the landing prefix, as the job has it
     spark = build_spark(config.spark, app_name="bench-readprofile")

@@ -42,7 +42,7 @@ from typing import Any
 
 from benchmarks import peers, scenarios
 from streaming import config as conf
-from streaming.cli_settings import parse_set
+from streaming.cli.settings import parse_set
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = ROOT / "benchmarks" / "results"
@@ -53,7 +53,7 @@ def machine() -> dict[str, Any]:
     """What the numbers were measured on: cores, memory, CPU model, load, versions of everything involved."""
     from importlib.metadata import version
 
-    from streaming.jars import JARS
+    from streaming.lakehouse.jars import JARS
 
     cpu = next(
         (

@@ -252,7 +252,7 @@ def event_conf(directory: Path) -> dict[str, str]:
 
 def count_rows(warehouse: Path, sql: str) -> list[dict[str, Any]]:
     """Rows of a query over the job's tables, read without a JVM (hudi-rs + DuckDB, `bronze-encounter query`)."""
-    from streaming import query
+    from streaming.ops import query
 
     config = conf.load(conf.env_file("local"), {"warehouse": str(warehouse)})
     return query.query(config, sql).to_pylist()
@@ -1007,7 +1007,7 @@ def split(bench: Bench) -> Figures:
     import io
 
     from streaming.config import FhirConfig
-    from streaming.parse import FileSplitter
+    from streaming.fhir.parse import FileSplitter
 
     root = bench.fresh("split")
     data = b"".join(

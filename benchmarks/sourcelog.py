@@ -66,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from streaming import config as conf
-    from streaming.session import build_spark
-    from streaming.source_log import batch_entries
+    from streaming.lakehouse.session import build_spark
+    from streaming.lakehouse.source_log import batch_entries
 
     spark = build_spark(conf.JobConfig().spark)
     with tempfile.TemporaryDirectory(dir=args.workdir) as scratch:

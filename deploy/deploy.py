@@ -9,7 +9,7 @@
     python deploy/deploy.py --stack S --version running --param NumberOfWorkers=4   # parameters only, no build
     python deploy/deploy.py --stack S --list-versions
 
-A version is the wheel, streaming/glue_entry.py, checkpoints_conf/glue.toml and deploy/template.json, uploaded
+A version is the wheel, streaming/cli/glue_entry.py, checkpoints_conf/glue.toml and deploy/template.json, uploaded
 under <ArtifactsPrefix><version>/ where the version names their content (the same code rebuilt is the same
 version). The job points at one version; a new one is used only once the stack update that names it succeeded.
 The stack records it (parameter and output Version, tag bronze-encounter:version) and the one before it
@@ -186,7 +186,7 @@ def local_version(wheel: Path, workdir: Path) -> Version:
     compact.write_text(json.dumps(json.loads(template), separators=(",", ":")))
     files = {
         wheel.name: wheel,
-        "glue_entry.py": ROOT / "streaming" / "glue_entry.py",
+        "glue_entry.py": ROOT / "streaming" / "cli" / "glue_entry.py",
         "glue.toml": ROOT / "checkpoints_conf" / "glue.toml",
         "template.json": compact,
     }

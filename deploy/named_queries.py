@@ -1,6 +1,6 @@
-"""The ready queries (streaming/queries.py) as Athena named queries in deploy/template.json: one source, two places.
+"""The ready queries (streaming/ops/ready_queries.py) as Athena named queries in deploy/template.json: one source.
 
-    python deploy/named_queries.py          # rewrite the template's NamedQuery resources from streaming/queries.py
+    python deploy/named_queries.py          # rewrite the template's NamedQuery resources from the ready queries
 
 tests/test_template_policy.py fails when the template's copies differ from what this writes.
 """
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = Path(__file__).resolve().parent / "template.json"
 sys.path.insert(0, str(ROOT))  # run as a script from a checkout: streaming/ is beside deploy/
 
-from streaming.queries import QUERIES, Query  # noqa: E402
+from streaming.ops.ready_queries import QUERIES, Query  # noqa: E402
 
 WRITTEN_FOR = "bronze."  # the database the queries name; the stack's is the DatabaseName parameter
 

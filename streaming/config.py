@@ -47,7 +47,7 @@ class SparkConfig:
     ui: bool = False
     log_level: str = "WARN"
     conf: Mapping[str, str] = field(default_factory=dict)  # any further spark.* setting
-    # Hide JVM start-up noise nobody can act on (streaming/log4j2.properties, Hudi's JOL probe); --verbose: false.
+    # Hide JVM start-up noise nobody can act on (lakehouse/log4j2.properties, Hudi JOL probe); --verbose: false.
     quiet: bool = True
 
 

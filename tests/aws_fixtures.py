@@ -15,7 +15,7 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from streaming import aws
+from streaming.adapters import aws
 
 REGION = "us-east-1"
 TEMPLATE = Path(__file__).resolve().parents[1] / "deploy" / "template.json"

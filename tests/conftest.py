@@ -40,7 +40,7 @@ def spark(local_aws: str) -> Iterator[object]:
 
     It starts after `local_aws`, so s3a and the executors' boto3 reach the moto server.
     """
-    from streaming.session import build_spark
+    from streaming.lakehouse.session import build_spark
 
     session = build_spark(SparkConfig(master="local[2]", shuffle_partitions=2, log_level="ERROR"))
     yield session

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from streaming import config as conf
-from streaming.flatten import UNKNOWN_HOSPITAL_PARTITION
+from streaming.bronze.flatten import UNKNOWN_HOSPITAL_PARTITION
 
 
 def job_config(tmp_path: Path, source: Path | str, **overrides: Any) -> conf.JobConfig:

@@ -13,10 +13,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from streaming import reasons, records
-from streaming.bytestream import UTF8_BOM
+from streaming.bronze import records
 from streaming.config import FhirConfig
-from streaming.parse import FileSplitter, Record
+from streaming.fhir import reasons
+from streaming.fhir.bytestream import UTF8_BOM
+from streaming.fhir.parse import FileSplitter, Record
 
 LIMITS = FhirConfig(max_file_bytes=1 << 20, max_document_bytes=16 * 1024, max_depth=20, raw_slice_chars=60)
 

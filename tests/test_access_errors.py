@@ -11,11 +11,13 @@ from typing import Any
 import pytest
 from helpers import read_table
 
-from streaming import aws, cli, job, metrics
+from streaming import cli
 from streaming import config as conf
+from streaming.adapters import aws
+from streaming.adapters.storage import FileReadError
 from streaming.generate import generate
 from streaming.ledger import open_ledger
-from streaming.storage import FileReadError
+from streaming.pipeline import job, metrics
 
 pytestmark = pytest.mark.slow
 
@@ -62,7 +64,7 @@ def test_once_fails_naming_the_file_and_commits_nothing(
     assert not (Path(config.table_uri(config.tables.encounter)) / ".hoodie" / "hoodie.properties").exists()
 
     # The CLI names the file and exits 5 (a JVM is already up: the command reuses it).
-    monkeypatch.setattr("streaming.session.build_spark", lambda *_a, **_k: spark)
+    monkeypatch.setattr("streaming.lakehouse.session.build_spark", lambda *_a, **_k: spark)
     code = cli.main(["run", "--once", "--source", config.source, "--warehouse", config.warehouse])
     assert code == cli.EXIT_FILE
     assert uris[1] in capsys.readouterr().err

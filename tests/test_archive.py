@@ -15,10 +15,9 @@ import pytest
 from helpers import job_config, read_table
 
 from streaming import config as conf
-from streaming import job, reingest
-from streaming.job import open_ledger
-from streaming.lease import lease_name
-from streaming.ledger import LeaseHeld
+from streaming.ledger import LeaseHeld, open_ledger
+from streaming.ledger.lease import lease_name
+from streaming.pipeline import job, reingest
 
 
 def _feed(path: Path, *ids: str) -> Path:

@@ -18,7 +18,7 @@ import pytest
 from benchmarks import peers, procs, run
 from benchmarks.scenarios import SCENARIOS, Bench, CommitWatch, Sizes, _growth, goal, land_to_visible, layout
 from streaming import config as conf
-from streaming import jars
+from streaming.lakehouse import jars
 
 
 def encounters(files: int, per_file: int) -> int:

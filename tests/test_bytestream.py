@@ -26,10 +26,10 @@ from parse_cases import (
     split,
 )
 
-from streaming import reasons
-from streaming.bytestream import UTF8_BOM, Rejected, Value, read_values
 from streaming.config import FhirConfig
-from streaming.parse import FileSplitter
+from streaming.fhir import reasons
+from streaming.fhir.bytestream import UTF8_BOM, Rejected, Value, read_values
+from streaming.fhir.parse import FileSplitter
 
 # -- single resources --------------------------------------------------------------------------------------------
 SINGLE = encounter("enc-1", subject={"reference": "Patient/p1"})

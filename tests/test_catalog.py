@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 from helpers import job_config
 
-from streaming import aws, catalog, columns, job, mapping
-from streaming import config as conf
+from streaming.adapters import aws
+from streaming.bronze import columns
+from streaming.bronze.flatten import BRONZE_COLUMNS, HUDI_ESCAPED_CHARS
 from streaming.catalog import register_in_spark
-from streaming.catalog_defs import (
+from streaming.catalog.defs import (
     COMMENT_CHARS,
     SCHEMA_PART_CHARS,
     TableDef,
@@ -33,10 +34,11 @@ from streaming.catalog_defs import (
     table_defs,
     table_input,
 )
-from streaming.catalog_glue import GlueCatalog
-from streaming.catalog_local import LocalCatalog
-from streaming.flatten import BRONZE_COLUMNS, HUDI_ESCAPED_CHARS
+from streaming.catalog.glue import GlueCatalog
+from streaming.catalog.local import LocalCatalog
+from streaming.fhir import mapping
 from streaming.generate import encounter, generate
+from streaming.pipeline import job
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLES = ("bronze_encounter", "bronze_encounter_ingest_log", "bronze_encounter_quarantine")
@@ -520,7 +522,7 @@ _QUERY = """
 import json, sys
 from streaming import config as conf
 from streaming.catalog import register_in_spark
-from streaming.session import build_spark
+from streaming.lakehouse.session import build_spark
 
 warehouse, database = sys.argv[1:3]
 overrides = {"warehouse": warehouse, "tables.database": database}
@@ -609,14 +611,3 @@ def test_local_catalog_on_s3_is_written_once_through_s3a(
     # A restart finds the same definitions: nothing is rewritten.
     LocalCatalog(spark, config.warehouse, database).ensure(defs)
     assert puts() == {f"{prefix}{name}.json": 1 for name in TABLES}
-
-
-@pytest.mark.slow
-def test_readme_table_definitions_are_the_registered_ones(spark: Any) -> None:
-    from streaming import readme
-
-    config = conf.load(conf.env_file("local"))
-    text = readme.README.read_text()
-    assert readme.render(text, "catalog", catalog.readme_table(spark, config)) == text, (
-        "README table definitions are stale: run `python -m streaming.catalog`"
-    )

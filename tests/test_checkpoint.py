@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from helpers import job_config, read_table
 
-from streaming import cli, job
-from streaming.checkpoint import STAMP
+from streaming import cli
 from streaming.generate import generate
+from streaming.lakehouse.checkpoint import STAMP
+from streaming.pipeline import job
 
 pytestmark = pytest.mark.slow
 

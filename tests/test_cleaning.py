@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from helpers import job_config, read_table
 
-from streaming.batch import BatchStats
-from streaming.columns import INGEST_LOG_SCHEMA
-from streaming.hudi import HudiWriter, ingest_log_table
+from streaming.bronze.columns import INGEST_LOG_SCHEMA
+from streaming.lakehouse.hudi import HudiWriter, ingest_log_table
+from streaming.pipeline.batch import BatchStats
 
 pytestmark = pytest.mark.slow
 

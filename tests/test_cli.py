@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from streaming import cli, progress
+from streaming import cli
 from streaming import config as conf
-from streaming.cli import main, parser
+from streaming.cli import main, parser, progress
 from streaming.generate import generate
 
 # The console script the package installs, as a user calls it (the module as a fallback in an uninstalled tree).
@@ -140,7 +140,7 @@ def test_verbose_shows_the_jvm_and_keeps_a_louder_level(tmp_path: Path) -> None:
 
 
 def test_glue_arguments_still_parse() -> None:
-    from streaming import glue_entry
+    from streaming.cli import glue_entry
 
     config = glue_entry.load_config(
         ["--JOB_ID", "j_1", "--source", "s3://landing/in/", "--ledger-table", "t1", "--job-bookmark-option", "x"]
@@ -171,7 +171,7 @@ def test_query_prints_and_a_bad_query_exits_2(capsys: pytest.CaptureFixture[str]
 
 
 def test_batch_line_has_the_batch_numbers() -> None:
-    from streaming.batch import BatchResult, BatchStats
+    from streaming.pipeline.batch import BatchResult, BatchStats
 
     ended = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     result = BatchResult(
@@ -206,9 +206,9 @@ def test_batch_line_has_the_batch_numbers() -> None:
 
 
 def test_reingest_and_replay_print_batch_lines_and_a_summary_on_a_pipe(capsys: pytest.CaptureFixture[str]) -> None:
-    from streaming.batch import BatchResult, BatchStats
-    from streaming.job import RunSummary
-    from streaming.reingest import ReplayResult
+    from streaming.pipeline.batch import BatchResult, BatchStats
+    from streaming.pipeline.job import RunSummary
+    from streaming.pipeline.reingest import ReplayResult
 
     batch = BatchResult("run-x-000000", ("s3://l/a.ndjson",), 0, BatchStats(rows_in=5, rows_written=4, rows_rejected=1))
     summary = RunSummary("run-x", batches=[batch], seconds=1.26)
@@ -224,9 +224,9 @@ def test_reingest_and_replay_print_batch_lines_and_a_summary_on_a_pipe(capsys: p
 def test_demo_summary_on_a_pipe_lists_rows_per_hospital_and_what_to_try(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    from streaming.batch import BatchResult, BatchStats
-    from streaming.demo import DemoReport
-    from streaming.job import RunSummary
+    from streaming.cli.demo import DemoReport
+    from streaming.pipeline.batch import BatchResult, BatchStats
+    from streaming.pipeline.job import RunSummary
 
     batch = BatchResult("run-d-000000", ("a", "b"), 0, BatchStats(rows_in=7, rows_written=6, rows_rejected=1))
     report = DemoReport(
@@ -315,7 +315,9 @@ def test_run_prints_one_json_line_per_batch_matching_the_ingest_log(tmp_path: Pa
     for noise in JVM_NOISE:
         assert noise not in first.stderr, f"{noise!r} in the default stderr"
     assert not LOG4J_LINE.search(first.stderr), first.stderr[-2000:]
-    assert "INFO streaming.batch: batch 0 (" in first.stderr  # the job's own log lines stay (the harness reads them)
+    assert (
+        "INFO streaming.pipeline.batch: batch 0 (" in first.stderr
+    )  # the job's own log lines stay (the harness reads them)
 
     second = _run(*args)
     assert second.returncode == 0, second.stderr[-2000:]

@@ -18,7 +18,7 @@ from harness import KILLED, Job, Landing, SqliteLedgerView, check_invariants, ta
 from helpers import job_config
 
 from streaming.config import ConfigError
-from streaming.hudi import HudiWriter, clustering_options
+from streaming.lakehouse.hudi import HudiWriter, clustering_options
 
 WAIT = 420  # seconds a job process may take on a loaded 2-core runner
 # After every batch (each takes longer than a second), and every batch writes new files (no small-file growth),
@@ -125,8 +125,8 @@ def test_a_young_table_is_not_clustered_and_a_restart_counts_from_the_last_clust
     """Due `every` seconds after the last clustering; with none yet, after the table's first commit."""
     import time
 
-    from streaming.hudi import encounter_table
-    from streaming.status import table_figures
+    from streaming.lakehouse.hudi import encounter_table
+    from streaming.ops.status import table_figures
 
     config = job_config(tmp_path, tmp_path / "landing", **{"layout.small_file_mb": 0})
     spec = encounter_table(config)
@@ -161,7 +161,7 @@ def test_a_clustering_that_fails_every_time_never_stops_ingestion(
     spark: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A failing plan is rolled back (its file groups take updates again), reported, and tried again when due."""
-    from streaming import batch, job
+    from streaming.pipeline import batch, job
 
     real_options = batch.clustering_options
     # A real Hudi failure while the plan executes (its strategy class does not exist): the plan is left inflight,

@@ -76,7 +76,7 @@ def test_shipped_environment_files_load() -> None:
 
 
 def test_the_small_file_limit_reaches_every_tables_write_options(tmp_path: Path) -> None:
-    from streaming.hudi import encounter_table, ingest_log_table, quarantine_table
+    from streaming.lakehouse.hudi import encounter_table, ingest_log_table, quarantine_table
 
     config = conf.load(_write(tmp_path, "[layout]\nsmall_file_mb = 3\n"))
     for spec in (encounter_table(config), ingest_log_table(config), quarantine_table(config)):

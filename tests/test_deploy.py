@@ -22,10 +22,10 @@ import pytest
 from botocore.exceptions import ClientError
 from template_render import render
 
-from streaming import aws
+from streaming.adapters import aws
+from streaming.cli.glue_entry import load_config
 from streaming.config import ConfigError
-from streaming.glue_entry import load_config
-from streaming.session import JOB_SPARK_CONF
+from streaming.lakehouse.session import JOB_SPARK_CONF
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPLATE = json.loads((ROOT / "deploy" / "template.json").read_text())
@@ -211,7 +211,7 @@ def test_a_version_is_named_by_its_content_and_uploaded_under_that_name(
     deploy = _deploy_module()
     wheel = deploy.build_wheel(tmp_path / "build")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "streaming/glue_entry.py" in names and "streaming/batch.py" in names
+    assert "streaming/cli/glue_entry.py" in names and "streaming/pipeline/batch.py" in names
     version = deploy.local_version(wheel, tmp_path)
     assert re.fullmatch(r"[0-9a-f]{12}", version.name)
     assert re.fullmatch(r"([0-9a-f]{12}(\+dirty)?|unknown)", version.commit)

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from helpers import job_config, read_table
 
-from streaming import job
-from streaming.lease import lease_name
 from streaming.ledger import LeaseHeld, SqliteLedger
+from streaming.ledger.lease import lease_name
+from streaming.pipeline import job
 
 pytestmark = pytest.mark.slow
 

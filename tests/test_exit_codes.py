@@ -1,4 +1,4 @@
-"""Each documented exit code (streaming/exits.py, the README's table) is what the CLI returns in its situation.
+"""Each documented exit code (streaming/cli/exits.py, the README's table) is what the CLI returns in its situation.
 
 One scenario per code, driven from the same table the README is generated from: a code the table documents and no
 scenario covers fails the test, so does a scenario that ends with another code.
@@ -17,10 +17,12 @@ import pytest
 from aws_fixtures import create_ledger_table
 from helpers import job_config
 
-from streaming import cli, exits, job
+from streaming import cli
+from streaming.adapters.storage import FileReadError
+from streaming.cli import exits
 from streaming.config import canonical_table_uri
 from streaming.ledger import SqliteLedger
-from streaming.storage import FileReadError
+from streaming.pipeline import job
 
 
 def _closed_port() -> int:
@@ -135,7 +137,7 @@ def test_a_once_batch_whose_ledger_goes_away_mid_batch_exits_4_and_commits_nothi
         return real_run(*args, hook=lambda step: proxy.pause() if step == "after_hudi_commit" else None, **kwargs)
 
     monkeypatch.setattr(job, "run", run_with_outage)
-    monkeypatch.setattr("streaming.session.build_spark", lambda *_a, **_k: spark)
+    monkeypatch.setattr("streaming.lakehouse.session.build_spark", lambda *_a, **_k: spark)
     argv = ["run", "--once", "--source", str(landing), "--warehouse", str(tmp_path / "wh")]
     argv += ["--ledger-backend", "dynamodb", "--ledger-table", unique_name, "--set", "lease_ttl_seconds=30"]
     try:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from streaming.failures import unwrap, worker_died
+from streaming.adapters.storage import FileReadError
 from streaming.ledger import LeaseHeld, LeaseLost, LedgerMisconfigured, LedgerUnavailable
-from streaming.storage import FileReadError
+from streaming.pipeline.failures import unwrap, worker_died
 
 
 def _wrapped(line: str) -> RuntimeError:
@@ -14,7 +14,7 @@ def _wrapped(line: str) -> RuntimeError:
     return RuntimeError(
         "[FOREACH_BATCH_USER_FUNCTION_ERROR] An error occurred in the user provided function in foreach batch sink.\n"
         "=== Streaming Query ===\nIdentifier: bronze_encounter [id = 1, runId = 2]\n"
-        'Traceback (most recent call last):\n  File "streaming/batch.py", line 140, in process_batch\n'
+        'Traceback (most recent call last):\n  File "streaming/pipeline/batch.py", line 140, in process_batch\n'
         f"{line}\n\tat org.apache.spark.sql.execution.streaming.StreamExecution.runStream(StreamExecution.scala:1)"
     )
 
@@ -34,7 +34,7 @@ def test_each_known_error_is_rebuilt_with_its_message() -> None:
 
 def test_a_file_read_error_keeps_the_file_it_names() -> None:
     original = FileReadError.of("s3a://land/in/a (1).json", "PermissionError: AccessDenied")
-    error = unwrap(_wrapped(f"streaming.storage.FileReadError: {original}"))
+    error = unwrap(_wrapped(f"streaming.adapters.storage.FileReadError: {original}"))
     assert isinstance(error, FileReadError)
     assert (str(error), error.uri) == (str(original), "s3a://land/in/a (1).json")
 

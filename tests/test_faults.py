@@ -5,7 +5,7 @@ again and then checks the invariants against expectations computed from the land
 read from what the job recorded (ledger, ingest log, bronze timeline, the JSON line per batch), never from the
 wording of its log:
 
-- every named kill point (streaming.batch.STEPS; tests/harness/faults.py is the job's hook there), chained in
+- every named kill point (streaming.pipeline.batch.STEPS; tests/harness/faults.py is the job's hook there), chained in
   one warehouse, then a deleted checkpoint;
 - SIGKILLs at seeded random moments of a continuous run over >= 50 files, converging to the same table as one
   uninterrupted `--once` run (BRONZE_FAULT_SEED=<n> replays the delays of a failed run);

@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 from helpers import job_config, read_table
 
-from streaming import job
-from streaming.batch import BatchDeps, BatchResult
 from streaming.config import JobConfig
-from streaming.hudi import HudiWriter
+from streaming.lakehouse.hudi import HudiWriter
+from streaming.pipeline import job
+from streaming.pipeline.batch import BatchDeps, BatchResult
 
 pytestmark = pytest.mark.slow
 

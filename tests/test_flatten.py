@@ -19,8 +19,7 @@ import pytest
 from helpers import PARTITION_NAMES, expected_partition
 from pyspark.sql import functions as F
 
-from streaming.config import FhirConfig
-from streaming.flatten import (
+from streaming.bronze.flatten import (
     BAD_DATETIME,
     BRONZE_COLUMNS,
     INVALID_ID,
@@ -29,9 +28,10 @@ from streaming.flatten import (
     flatten,
     hospital_partition,
 )
-from streaming.mapping import DERIVED, RULES
-from streaming.parse import FileSplitter
-from streaming.records import RECORD_SCHEMA
+from streaming.bronze.records import RECORD_SCHEMA
+from streaming.config import FhirConfig
+from streaming.fhir.mapping import DERIVED, RULES
+from streaming.fhir.parse import FileSplitter
 
 pytestmark = pytest.mark.slow  # every test flattens on the session Spark (a JVM)
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from streaming.identity import ScopedLedger, canonical_uri
 from streaming.ledger import BatchIntent, SqliteLedger
+from streaming.ledger.scoped import ScopedLedger, canonical_uri
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
 

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from helpers import job_config, read_table
 
-from streaming import cli, job
+from streaming import cli
+from streaming.pipeline import job
 
 pytestmark = pytest.mark.slow
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from streaming import config as conf
-from streaming.lease import VALID_SHARE, WriterLease, lease_name
 from streaming.ledger import BatchIntent, Fence, LeaseHeld, LeaseLost, SqliteLedger
+from streaming.ledger.lease import VALID_SHARE, WriterLease, lease_name
 
 TTL = timedelta(seconds=30)
 

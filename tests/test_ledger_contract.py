@@ -16,8 +16,7 @@ import pytest
 from aws_fixtures import create_ledger_table
 from botocore.config import Config
 
-from streaming import aws
-from streaming import ledger_dynamodb as ddb
+from streaming.adapters import aws
 from streaming.ledger import (
     BatchIntent,
     Fence,
@@ -29,7 +28,8 @@ from streaming.ledger import (
     LedgerUnavailable,
     SqliteLedger,
 )
-from streaming.ledger_dynamodb import DynamoDbLedger
+from streaming.ledger import dynamodb as ddb
+from streaming.ledger.dynamodb import DynamoDbLedger
 
 T0 = datetime(2024, 3, 1, 8, 30, 15, 123456, tzinfo=UTC)
 LIVE, GONE = timedelta(minutes=5), timedelta(seconds=-1)  # GONE: a lease already expired when written

@@ -16,8 +16,8 @@ from botocore.exceptions import ClientError, EndpointConnectionError, NoCredenti
 
 from streaming import cli
 from streaming.ledger import BatchIntent, Fence, LeaseLost, LedgerMisconfigured, LedgerUnavailable
-from streaming.ledger_dynamodb import DynamoDbLedger, ledger_error
-from streaming.ledger_dynamodb_retry import cancellation_error
+from streaming.ledger.dynamodb import DynamoDbLedger, ledger_error
+from streaming.ledger.dynamodb_errors import cancellation_error
 
 
 def _client_error(code: str, status: int) -> ClientError:
@@ -162,7 +162,7 @@ def test_a_cancelled_transaction_reaches_the_cli_as_the_exit_code_of_its_reason(
         def fail(*_: Any, error: Exception = error, **__: Any) -> Any:
             raise error
 
-        monkeypatch.setattr("streaming.job.run", fail)
+        monkeypatch.setattr("streaming.pipeline.job.run", fail)
         assert cli.main(["run", "--once", "--source", ".", "--warehouse", "."]) == code
 
 

@@ -12,10 +12,11 @@ from typing import Any
 import pytest
 from helpers import job_config
 
-from streaming import aws, job
 from streaming import config as conf
-from streaming.batch import BatchResult, BatchStats
-from streaming.metrics import CloudWatchMetrics, Heartbeat, heartbeat, publisher
+from streaming.adapters import aws
+from streaming.pipeline import job
+from streaming.pipeline.batch import BatchResult, BatchStats
+from streaming.pipeline.metrics import CloudWatchMetrics, Heartbeat, heartbeat, publisher
 
 TABLE = "bronze_encounter"
 
@@ -138,7 +139,7 @@ def test_failing_backlog_is_warned_once_and_the_heartbeat_still_publishes(
         raise OSError("listing failed")
 
     beat = Heartbeat(CloudWatchMetrics(unique_name, TABLE), every=60, backlog=waiting, backlog_every=0)
-    with caplog.at_level(logging.WARNING, logger="streaming.metrics"):
+    with caplog.at_level(logging.WARNING, logger="streaming.pipeline.metrics"):
         for _ in range(3):
             beat.beat()
     assert [r.getMessage() for r in caplog.records].count(
@@ -184,15 +185,15 @@ def test_unreachable_cloudwatch_never_raises_and_warns_once(
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{_closed_port()}")
     metrics = CloudWatchMetrics(unique_name, TABLE)
     batch = _result(1, BatchStats(5, 5, 0, 0, 0), seconds=0.3, lag=2.0, batch_id=0)
-    with caplog.at_level(logging.WARNING, logger="streaming.metrics"):
+    with caplog.at_level(logging.WARNING, logger="streaming.pipeline.metrics"):
         metrics(batch)
         metrics(batch)
-    warnings = [r.getMessage() for r in caplog.records if r.name == "streaming.metrics"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "streaming.pipeline.metrics"]
     assert len(warnings) == 1 and warnings[0].startswith("CloudWatch metrics not published (EndpointConnectionError")
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", aws_env)  # CloudWatch is back: publishing resumes, and says so once
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="streaming.metrics"):
+    with caplog.at_level(logging.WARNING, logger="streaming.pipeline.metrics"):
         metrics(batch)
     assert [r.getMessage() for r in caplog.records] == ["CloudWatch metrics published again"]
     assert _statistics(unique_name, "RowsIn")["Sum"] == 5
@@ -226,13 +227,13 @@ def test_job_run_publishes_rows_written(spark: Any, aws_env: str, unique_name: s
     written = _statistics(unique_name, "RowsWritten")
     assert (written["Sum"], written["SampleCount"]) == (21, len(summary.batches))
     assert _statistics(unique_name, "Files")["Sum"] == len(generated.files)
-    # The backlog comes from streaming.status, asked once (first batch): by then the ledger committed every file.
+    # The backlog comes from streaming.ops.status, asked once (first batch): by then the ledger committed every file.
     waiting = _statistics(unique_name, "FilesWaiting")
     assert (waiting["SampleCount"], waiting["Sum"]) == (1, 0)
 
 
 def test_a_full_listing_publishes_overwritten_ignored_and_listed_files(aws_env: str, unique_name: str) -> None:
-    from streaming.backlog import Backlog as Listing
+    from streaming.ops.backlog import Backlog as Listing
 
     listing = Listing(
         at=datetime.now(UTC),

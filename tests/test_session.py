@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from streaming import jars
+from streaming.lakehouse import jars
 
 
 @pytest.mark.slow
@@ -30,7 +30,7 @@ def test_local_session_loads_the_jars_in_place_without_copying_them(spark: Any) 
 @pytest.mark.slow
 def test_the_driver_keeps_a_bounded_history_of_finished_jobs_and_queries(spark: Any) -> None:
     """A stream runs for days: its status store must stop growing after the caps, not after Spark's 1,000."""
-    from streaming.session import RETENTION_CONF
+    from streaming.lakehouse.session import RETENTION_CONF
 
     jobs_cap = int(RETENTION_CONF["spark.ui.retainedJobs"])
     queries_cap = int(RETENTION_CONF["spark.sql.ui.retainedExecutions"])

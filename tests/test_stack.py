@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from streaming import cli, stack
+from streaming import cli
 from streaming.config import ConfigError
+from streaming.ops import stack
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,7 +111,7 @@ def test_a_stack_that_cannot_be_read_is_one_line_and_exit_2(aws_env: str, capsys
 
 def test_arguments_map_onto_the_settings_flags_of_the_same_name() -> None:
     """Each job argument stack.py reads is a settings flag the Glue entry parses into the same key."""
-    from streaming import cli_settings
+    from streaming.cli import settings as cli_settings
 
     parser = cli_settings.settings_parent()
     for argument, key in stack.ARGUMENT_SETTINGS.items():

@@ -19,14 +19,16 @@ from typing import Any
 import pytest
 from helpers import copy_samples, job_config, read_table
 
-from streaming import aws, cli, status
-from streaming import backlog as backlog_module
-from streaming.backlog import Backlog
+from streaming import cli
+from streaming.adapters import aws
+from streaming.adapters.storage import LANDED_AT
 from streaming.config import ConfigError, JobConfig, StatusConfig
-from streaming.lease import lease_name
 from streaming.ledger import LeaseState, SqliteLedger, open_ledger
-from streaming.status import BEHIND, OK, STALLED, Batch, Instant, TableFigures, Verdict
-from streaming.storage import LANDED_AT
+from streaming.ledger.lease import lease_name
+from streaming.ops import backlog as backlog_module
+from streaming.ops import status
+from streaming.ops.backlog import Backlog
+from streaming.ops.status import BEHIND, OK, STALLED, Batch, Instant, TableFigures, Verdict
 
 NOW = datetime(2030, 1, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -46,7 +48,7 @@ def _land(path: Path, content: bytes, modified: datetime) -> Path:
 
 
 def test_status_imports_no_pyspark() -> None:
-    code = "import sys, streaming.status, streaming.query; print('pyspark' in sys.modules)"
+    code = "import sys, streaming.ops.status, streaming.ops.query; print('pyspark' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -155,8 +157,8 @@ def _ms(at: datetime) -> datetime:
 
 def _commit(config: JobConfig, files: list[Path], *, versioned: bool = True) -> None:
     """Commit `files` as a batch does: scoped keys, each file's version (size@time) as the stream listed it."""
-    from streaming.batch import file_version
-    from streaming.records import LandedFile
+    from streaming.bronze.records import LandedFile
+    from streaming.pipeline.batch import file_version
 
     versions = {}
     for path in files:
@@ -678,7 +680,7 @@ class Landed:
 def landed(spark: Any, samples: Path, tmp_path_factory: pytest.TempPathFactory) -> Landed:
     """Synthea NDJSON plus an empty and a truncated file, listed by `status`, then ingested by the real job once;
     a second run finds nothing."""
-    from streaming import job
+    from streaming.pipeline import job
 
     root = tmp_path_factory.mktemp("status")
     landing = root / "landing"
@@ -858,8 +860,8 @@ def _log_row(key: str, started: datetime, lag: float | None, stale: int | None) 
 @pytest.fixture(scope="module")
 def logged(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> Logged:
     """An ingest log first written without lag_seconds (an earlier release), then with it, out of time order."""
-    from streaming.batch import INGEST_LOG_SCHEMA
-    from streaming.hudi import HudiWriter, ingest_log_table
+    from streaming.lakehouse.hudi import HudiWriter, ingest_log_table
+    from streaming.pipeline.batch import INGEST_LOG_SCHEMA
 
     root = tmp_path_factory.mktemp("logged")
     (root / "landing").mkdir()

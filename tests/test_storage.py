@@ -7,8 +7,9 @@ import gzip
 import pytest
 from parse_cases import GOOD_A, GOOD_B, LIMITS, ndjson, outline, run_files
 
-from streaming import reasons, storage
-from streaming.parse import FileSplitter
+from streaming.adapters import storage
+from streaming.fhir import reasons
+from streaming.fhir.parse import FileSplitter
 
 
 def test_local_path_cuts_file_uris_without_unquoting() -> None:
@@ -19,7 +20,7 @@ def test_local_path_cuts_file_uris_without_unquoting() -> None:
 
 
 def test_s3_object_streams_and_a_missing_one_is_file_not_found(s3_bucket: str) -> None:
-    from streaming import aws
+    from streaming.adapters import aws
 
     data = gzip.compress(ndjson(GOOD_A, GOOD_B))
     aws.client("s3").put_object(Bucket=s3_bucket, Key="landing/x y.ndjson.gz", Body=data)
@@ -37,7 +38,7 @@ def test_s3_object_streams_and_a_missing_one_is_file_not_found(s3_bucket: str) -
 
 
 def test_an_s3_object_in_glacier_fails_the_batch_and_reads_once_restored(s3_bucket: str) -> None:
-    from streaming import aws
+    from streaming.adapters import aws
 
     s3 = aws.client("s3")
     s3.put_object(Bucket=s3_bucket, Key="landing/cold.ndjson", Body=ndjson(GOOD_A), StorageClass="GLACIER")

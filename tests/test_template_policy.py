@@ -22,13 +22,13 @@ import pytest
 from alarm_math import state
 from template_render import ACCOUNT, REGION, TEMPLATE, TEMPLATE_PATH, Rendered, put_metric_alarm_request, render
 
-from streaming import aws
-from streaming import metrics as job_metrics
-from streaming.batch import BatchResult, BatchStats
-from streaming.glue_entry import load_config
-from streaming.ledger_dynamodb import INDEX
-from streaming.metrics import batch_metrics, waiting_metrics
-from streaming.queries import QUERIES
+from streaming.adapters import aws
+from streaming.cli.glue_entry import load_config
+from streaming.ledger.dynamodb import INDEX
+from streaming.ops.ready_queries import QUERIES
+from streaming.pipeline import metrics as job_metrics
+from streaming.pipeline.batch import BatchResult, BatchStats
+from streaming.pipeline.metrics import batch_metrics, waiting_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 GIVEN_KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:key/0000aaaa-given"
@@ -352,8 +352,8 @@ def test_deleting_the_stack_keeps_the_catalog_the_ledger_and_the_key() -> None:
 
 
 def _ledger_operations() -> set[str]:
-    """The DynamoDB IAM actions streaming/ledger_dynamodb.py's DynamoDbLedger needs, read from its source."""
-    tree = ast.parse((ROOT / "streaming" / "ledger_dynamodb.py").read_text())
+    """The DynamoDB IAM actions streaming/ledger/dynamodb.py's DynamoDbLedger needs, read from its source."""
+    tree = ast.parse((ROOT / "streaming" / "ledger" / "dynamodb.py").read_text())
     (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "DynamoDbLedger"]
     transact = {
         "Put": "PutItem",
@@ -507,9 +507,7 @@ def test_a_failed_timed_out_or_stopped_run_of_this_job_notifies_the_topic() -> N
     assert (subscribed["TopicArn"], subscribed["Endpoint"]) == (topic, "oncall@example.org")
 
 
-# The metric names the job publishes (issue 26). The lead will export this list from streaming/metrics.py; until then
-# it is written here once, and every alarm and dashboard widget is checked against it, and it against the code.
-# What the job publishes (streaming/metrics.py, one table): the alarms and the dashboard may watch only these.
+# What the job publishes (streaming/pipeline/metrics.py, one table): the alarms and the dashboard may watch only these.
 JOB_METRICS = frozenset(job_metrics.METRICS)
 BLOCKED_REASONS = frozenset(job_metrics.BLOCKED_REASONS)
 ALARMS = (
@@ -812,7 +810,7 @@ def test_the_ready_queries_are_named_queries_in_the_stacks_workgroup_and_databas
     assert spec is not None and spec.loader is not None
     named = util.module_from_spec(spec)
     spec.loader.exec_module(named)
-    # The template holds what the generator writes from streaming/queries.py (rerun it when the queries change).
+    # The template holds what the generator writes from streaming/ops/ready_queries.py (rerun it when they change).
     assert named.with_named_queries(TEMPLATE) == TEMPLATE, "run: python deploy/named_queries.py"
     r = render(DatabaseName="lake_bronze")
     queries = {

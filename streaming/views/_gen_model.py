@@ -47,13 +47,13 @@ def _definitions(folder: Path) -> Iterator[dict[str, Any]]:
 
 def _type_code(entry: dict[str, Any]) -> str:
     """An element type's FHIR name; FHIRPath system types (`http://hl7.org/fhirpath/System.String`) as FHIR's."""
-    code = entry["code"]
+    code = str(entry["code"])
     if not code.startswith("http://hl7.org/fhirpath/System."):
         return code
     for ext in entry.get("extension", []):
         if ext.get("url") == _FHIR_TYPE_EXT:
-            return ext.get("valueUrl") or ext.get("valueUri")
-    return _SYSTEM[code.rsplit(".", 1)[1]]
+            return str(ext.get("valueUrl") or ext.get("valueUri"))
+    return str(_SYSTEM[code.rsplit(".", 1)[1]])
 
 
 def _elements(sd: dict[str, Any]) -> dict[str, dict[str, str]]:

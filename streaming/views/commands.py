@@ -8,9 +8,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from streaming.bronze.records import LandedFile
 from streaming.config import ConfigError, FhirConfig
-from streaming.query_format import render
-from streaming.records import LandedFile
+from streaming.ops.sql_output import render
 from streaming.views import runner
 from streaming.views.compiler import CompiledView, compile_view
 from streaming.views.errors import ViewError

@@ -585,10 +585,10 @@ class _Compiler:
         if op in ("=", "!="):
             return self.equality(op, left, right)
         if op in ("<", "<=", ">", ">="):
-            a, b = self.comparable(op, left, right, ordered=True)
-            if a is None or b is None:
+            lhs, rhs = self.comparable(op, left, right, ordered=True)
+            if lhs is None or rhs is None:
                 return _Value("CAST(NULL AS BOOLEAN)", "boolean", False)
-            return _Value(f"({a} {op} {b})", "boolean", False)
+            return _Value(f"({lhs} {op} {rhs})", "boolean", False)
         if op in ("in", "contains"):
             item, collection = (left, right) if op == "in" else (right, left)
             if not item.type or not collection.type:
@@ -641,8 +641,8 @@ class _Compiler:
     def arithmetic(self, op: str, left: _Value, right: _Value) -> _Value:
         """`+ - * / div mod &` over single items: `/` always gives a decimal, `+` also joins text."""
         if op == "&":
-            a, b = (self.single(v, f"operand of {op}").sql if v.type else "NULL" for v in (left, right))
-            return _Value(f"concat(coalesce({a}, ''), coalesce({b}, ''))", "string", False)
+            x, y = (self.single(v, f"operand of {op}").sql if v.type else "NULL" for v in (left, right))
+            return _Value(f"concat(coalesce({x}, ''), coalesce({y}, ''))", "string", False)
         if not left.type or not right.type:
             return _EMPTY
         a = self.single(left, f"left operand of {op}")

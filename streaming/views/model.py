@@ -82,6 +82,7 @@ class TypeModel:
             spec = elements.get(f"{name}[x]")
             if spec is None:
                 return None
+        assert spec is not None  # found under its own name or as a choice
         many = spec.endswith("*")
         return Element(name, tuple(spec.rstrip("*").split("|")), many, choice)
 

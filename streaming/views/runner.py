@@ -18,7 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from streaming.query_format import plain
+from streaming.ops.sql_output import plain
 from streaming.views.compiler import CompiledView, compile_view
 from streaming.views.errors import ViewError
 

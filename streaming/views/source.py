@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from streaming.bytestream import Rejected, read_values
+from streaming.adapters.storage import open_uri
+from streaming.bronze.records import LandedFile
 from streaming.config import ConfigError, FhirConfig
-from streaming.reasons import BAD_BUNDLE_ENTRY, NOT_FHIR, UNREADABLE
-from streaming.records import LandedFile
-from streaming.storage import open_uri
+from streaming.fhir.bytestream import Rejected, read_values
+from streaming.fhir.reasons import BAD_BUNDLE_ENTRY, NOT_FHIR, UNREADABLE
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -78,7 +78,7 @@ def _bundle(uri: str, bundle: dict[str, Any], position: str) -> Iterator[_Row]:
     for entry in entries:
         resource = entry.get("resource") if isinstance(entry, dict) else None
         kind, rid, url = _resource_type(resource), None, None
-        if kind is not None:
+        if kind is not None and isinstance(resource, dict):
             rid, url = resource.get("id"), entry.get("fullUrl")
         if isinstance(rid, str) and isinstance(url, str) and url:
             refs.append((url, f"{kind}/{rid}"))
@@ -87,7 +87,7 @@ def _bundle(uri: str, bundle: dict[str, Any], position: str) -> Iterator[_Row]:
         where = f"{prefix}entry {i}"
         resource = entry.get("resource") if isinstance(entry, dict) else None
         kind = _resource_type(resource)
-        if kind == "Bundle":
+        if kind == "Bundle" and isinstance(resource, dict):
             yield from _bundle(uri, resource, where)
         elif kind is not None:
             yield uri, where, kind, json.dumps(resource, ensure_ascii=False), refs, None
@@ -128,4 +128,4 @@ def read_resources(spark: SparkSession, files: Sequence[LandedFile], limits: Fhi
     """One row per resource in `files` (SCHEMA), read on the executors, one task per core."""
     slices = max(1, min(len(files), spark.sparkContext.defaultParallelism))
     listing = spark.createDataFrame(spark.sparkContext.parallelize([(f.uri,) for f in files], slices), "uri string")
-    return listing.mapInArrow(lambda batches: _split(limits, batches), SCHEMA)
+    return listing.mapInArrow(lambda batches: _split(limits, iter(batches)), SCHEMA)

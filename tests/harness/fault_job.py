@@ -15,7 +15,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # faults.py, beside th
 
 from faults import point
 
-from streaming import cli, job
+from streaming import cli
+from streaming.pipeline import job
 
 _run = job.run
 

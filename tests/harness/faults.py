@@ -1,7 +1,8 @@
 """Kill points for the fault-injection harness: the batch hook `fault_job.py` gives the real job.
 
-A point is a step of the micro-batch protocol (`streaming.batch.STEPS`) where a real crash (SIGKILL, a lost Glue
-worker) could land. The harness starts the job with BRONZE_KILL_AT=<point> and checks that a restart converges.
+A point is a step of the micro-batch protocol (`streaming.pipeline.batch.STEPS`) where a real crash (SIGKILL, a
+lost Glue worker) could land. The harness starts the job with BRONZE_KILL_AT=<point> and checks that a restart
+converges.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import os
 import signal
 
-from streaming.batch import STEPS
+from streaming.pipeline.batch import STEPS
 
 POINTS = STEPS  # every step of the batch protocol is a kill point
 

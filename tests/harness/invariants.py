@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from streaming.hudi import HudiWriter
+from streaming.lakehouse.hudi import HudiWriter
 
 from .expected import Expected
 from .landing import Landing

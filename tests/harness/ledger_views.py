@@ -1,6 +1,6 @@
 """Read-only views of the job's ledger (SQLite or DynamoDB), for waiting on the live job and checking what it recorded.
 
-Keys are `<table>|<uri>` and `<table>|<batch key>` (streaming/identity.py); the views answer with the unscoped
+Keys are `<table>|<uri>` and `<table>|<batch key>` (streaming/ledger/scoped.py); the views answer with the unscoped
 URIs and batch keys, since each test feeds one table.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
 
-from streaming.identity import SEPARATOR, ScopedLedger
+from streaming.ledger.scoped import SEPARATOR, ScopedLedger
 
 from .processes import JobProcess, wait_until
 
@@ -89,7 +89,7 @@ class DynamoLedgerView:
     """The job's DynamoDB ledger, read through the product's own client (straight to moto, not the proxy)."""
 
     def __init__(self, table: str, warehouse: Path) -> None:
-        from streaming.ledger_dynamodb import DynamoDbLedger
+        from streaming.ledger.dynamodb import DynamoDbLedger
 
         self.ledger = ScopedLedger(DynamoDbLedger(table), str(warehouse / "bronze_encounter"))
 

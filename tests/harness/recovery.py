@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streaming.hudi import HudiWriter
+from streaming.lakehouse.hudi import HudiWriter
 
 from .ledger_views import SqliteLedgerView
 from .processes import JobProcess
@@ -39,7 +39,7 @@ class CrashedBatch:
 
     @property
     def batch_id(self) -> int:
-        """The stream's batch id: batch keys are `<run id>-<batch id, 6 digits>` (streaming/batch.py)."""
+        """The stream's batch id: batch keys are `<run id>-<batch id, 6 digits>` (streaming/pipeline/batch.py)."""
         return int(self.key.rsplit("-", 1)[1])
 
 

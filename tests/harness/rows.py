@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from streaming.flatten import BRONZE_COLUMNS
+from streaming.bronze.flatten import BRONZE_COLUMNS
 
 from .tables import read_rows, tables
 from .text import few

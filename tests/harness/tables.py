@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from streaming import config as conf
-from streaming.hudi import HudiWriter, TableSpec, encounter_table, ingest_log_table, quarantine_table
+from streaming.lakehouse.hudi import HudiWriter, TableSpec, encounter_table, ingest_log_table, quarantine_table
 
 
 def tables(warehouse: Path) -> dict[str, TableSpec]:

@@ -1,0 +1,1 @@
+"""Records to bronze rows on Spark: the flattening, the ordering rule, the tables' columns."""

@@ -1,0 +1,1 @@
+"""FHIR files to records and the Encounter mapping as data: no Spark."""

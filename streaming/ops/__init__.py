@@ -1,0 +1,1 @@
+"""What operators and analysts read without a JVM: SQL over the tables, status, the backlog."""

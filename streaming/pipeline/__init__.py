@@ -1,0 +1,1 @@
+"""One micro-batch, the stream around it, re-reads, metrics: the exactly-once path."""

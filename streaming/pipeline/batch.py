@@ -1,0 +1,580 @@
+"""One micro-batch, and the recovery that finishes a batch a crash interrupted.
+
+Order of operations for a batch (README, "Exactly once"):
+
+1. list the batch's files and drop those the ledger has committed;
+2. ledger intent: batch key + files;
+3. read, split and flatten the files (cached once, used for statistics and both writes);
+4. quarantine upsert (keyed by file + position, so a rewrite replaces, never duplicates);
+5. bronze upsert (a bulk insert into a table without a commit), its commit carrying the batch key and the batch
+   statistics;
+6. ingest-log upsert (keyed by batch key);
+7. ledger commit: files committed, intent closed;
+8. return: Spark then commits the checkpoint.
+
+After a crash, `recover` looks at every open intent: ingest-log row present -> only the ledger commit is missing;
+bronze commit present -> write the log row from the commit's statistics, then commit; neither -> nothing of the
+batch counts: abandon the intent and let the replay (or a re-listing) ingest the files again.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from pyspark.sql import functions as F
+
+from streaming.bronze.columns import INGEST_LOG_SCHEMA
+from streaming.bronze.flatten import bronze_rows, flatten, quarantine_rows
+from streaming.bronze.ordering import rows_deleted, settle_timeless_deletes, timeless_delete
+from streaming.bronze.records import LandedFile, poison_records, read_records
+from streaming.catalog import Catalog, NoCatalog, TableDef, table_def
+from streaming.config import JobConfig, canonical_uri
+from streaming.lakehouse.hudi import (
+    BATCH_KEY,
+    BATCH_STATS,
+    HudiWriter,
+    TableSpec,
+    clustering_options,
+    encounter_table,
+    ingest_log_table,
+)
+from streaming.lakehouse.hudi import quarantine_table as quarantine_spec
+from streaming.ledger import BatchIntent, Fence, LeaseLost, Ledger
+from streaming.pipeline.failures import worker_died
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+log = logging.getLogger(__name__)
+
+# The steps `BatchDeps.hook` is called after, in order: where a crash can land between two durable writes.
+STEPS = (
+    "after_flatten",
+    "after_quarantine",
+    "after_hudi_commit",
+    "after_ingest_log",
+    "after_ledger_commit",
+    "before_checkpoint_commit",
+)
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """What one batch read and wrote; computed by a single aggregation over the flattened batch."""
+
+    rows_in: int = 0
+    rows_written: int = 0
+    rows_deleted: int = 0  # encounters this batch turned into tombstones: live before, deleted after
+    rows_rejected: int = 0
+    rows_skipped: int = 0
+    delete_requests: int = 0  # valid Bundle DELETE entries read, whether or not they removed anything
+    # Versions the table kept a newer version over (an older one arriving late); not in rows_written. None: not
+    # known (a batch whose bookkeeping recovery finished from the bronze commit, written before they were counted).
+    rows_stale: int | None = 0
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> BatchStats:
+        """The statistics a bronze commit carries; rows_stale is counted after the commit, so it is not known."""
+        known = {k: int(v) for k, v in json.loads(text).items() if k in cls.__dataclass_fields__}
+        return replace(cls(**known), rows_stale=None)
+
+
+@dataclass(frozen=True)
+class BatchDeps:
+    """Everything a batch touches, passed in so tests can give their own."""
+
+    spark: SparkSession
+    config: JobConfig
+    ledger: Ledger
+    writer: HudiWriter
+    run_id: str
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    # The writer lease's fence, checked before every write (raises LeaseLost once the lease may not be ours);
+    # None: unfenced, for callers that hold no lease (unit tests).
+    fence: Callable[[], Fence | None] = lambda: None
+    # Files (uri, modification time) the stream assigned to a batch, zero-byte ones included (see source_log.py).
+    source_files: Callable[[int], Sequence[tuple[str, datetime]]] | None = None
+    # Files an operator asked to take again (`reingest`, `replay-quarantine`): ingested even if committed.
+    retake: frozenset[str] = frozenset()
+    # Of some of those files, only these positions (`replay-quarantine` takes back what was quarantined, not the
+    # entries that landed the first time).
+    positions: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # Where the tables are registered by name (Glue, local JSON); the default registers nothing.
+    catalog: Catalog = field(default_factory=NoCatalog)
+    # Called with the name of each step of the batch protocol as it completes (see STEPS): the fault harness
+    # kills or freezes the job there. Nothing in production passes one.
+    hook: Callable[[str], None] = lambda step: None
+
+    @property
+    def encounter(self) -> TableSpec:
+        return encounter_table(self.config)
+
+    @property
+    def ingest_log(self) -> TableSpec:
+        return ingest_log_table(self.config)
+
+    @property
+    def quarantine(self) -> TableSpec:
+        return quarantine_spec(self.config)
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What process_batch did, for logs, the CLI summary and tests."""
+
+    batch_key: str | None
+    files: tuple[str, ...]
+    files_already_committed: int
+    stats: BatchStats
+    batch_id: int | None = None
+    seconds: float = 0.0  # wall time of the whole batch, listing to ledger commit
+    oldest_modified: datetime | None = None  # modification time of the oldest file the batch ingested
+    ended_at: datetime | None = None
+    services: tuple[str, ...] = ()  # table services run after the batch was committed (e.g. clustering)
+    services_failed: tuple[str, ...] = ()  # those of them that failed (best effort: ingestion went on)
+
+    @property
+    def lag_seconds(self) -> float | None:
+        """How far behind the job is: from the oldest ingested file's modification time to the batch's end."""
+        return lag_seconds(self.oldest_modified, self.ended_at)
+
+
+def lag_seconds(oldest_modified: datetime | None, ended_at: datetime | None) -> float | None:
+    """From the oldest ingested file's modification time to the batch's end; None when either is not known."""
+    if oldest_modified is None or ended_at is None:
+        return None
+    return (ended_at.astimezone(UTC) - oldest_modified.astimezone(UTC)).total_seconds()
+
+
+def file_version(file: LandedFile) -> str:
+    """What the ledger records of the version it read: size and modification time (the listing has no ETag)."""
+    return f"{file.length}@{file.modified.astimezone(UTC).isoformat()}"
+
+
+def batch_key(run_id: str, batch_id: int) -> str:
+    return f"{run_id}-{batch_id:06d}"
+
+
+def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchResult:
+    """foreachBatch body: ingest the files of one micro-batch exactly once (see module docstring)."""
+    started = deps.clock()
+    began = time.monotonic()
+    listed = [LandedFile(r.path, r.length, r.modificationTime) for r in listing.collect()]
+    if deps.source_files is not None:  # zero-byte files never reach the DataFrame; they must not vanish
+        seen = {f.uri for f in listed}
+        listed += [LandedFile(uri, 0, modified) for uri, modified in deps.source_files(batch_id) if uri not in seen]
+    done = deps.ledger.committed(f.uri for f in listed) - deps.retake
+    new = sorted((f for f in listed if f.uri not in done), key=lambda f: f.uri)
+    if not new:
+        log.info("batch %s: %d files, all already committed; nothing to do", batch_id, len(listed))
+        seconds = time.monotonic() - began
+        return BatchResult(None, (), len(done), BatchStats(), batch_id=batch_id, seconds=seconds, ended_at=deps.clock())
+
+    key = batch_key(deps.run_id, batch_id)
+    uris = tuple(f.uri for f in new)
+    intent = BatchIntent(key, deps.run_id, batch_id, uris, started)
+    deps.ledger.begin(intent, deps.fence())
+
+    timings: dict[str, float] = {}
+    mark = time.monotonic()
+
+    def lap(step: str) -> None:
+        nonlocal mark
+        now = time.monotonic()
+        timings[step] = round(now - mark, 2)
+        mark = now
+
+    read = _read_apart(deps, new, started)
+    rows, stats = read.rows, read.stats
+    try:
+        lap("read")
+        deps.hook("after_flatten")
+        meta = {BATCH_KEY: key}
+        if stats.rows_rejected:
+            rejected = quarantine_rows(rows, key, batch_id, started)
+            deps.fence()  # Hudi has no lock of its own: a writer that lost its lease must not start a write
+            deps.writer.upsert(deps.quarantine, rejected, meta)
+            _register(deps, table_def(deps.quarantine, rejected.schema))
+        lap("quarantine")
+        deps.hook("after_quarantine")
+        instant = None
+        if stats.rows_written or stats.delete_requests:
+            # One version per encounter, chosen by the ordering rule; Hudi then orders it against the stored one.
+            candidates = rows.where("reject_reason IS NULL AND kind IN ('resource', 'delete')")
+            keys = deps.encounter.key_columns
+            # Into a table without a commit (the first batch, a backfill) no key can exist yet: nothing to look up.
+            fresh = not deps.writer.has_commits(deps.encounter)
+            write = deps.writer.bulk_insert if fresh else deps.writer.upsert
+            stored = None
+            if stats.delete_requests:
+                stored = None if fresh else _stored_versions(deps)
+                candidates = _settle_deletes(deps, candidates, stored, new)
+            # Persisted: counted against the table before and after the write, the per-key aggregation runs once.
+            written = bronze_rows(candidates, keys).persist()
+            try:
+                if stored is not None:
+                    stats = replace(stats, rows_deleted=rows_deleted(written, stored, keys))
+                deps.fence()
+                write(deps.encounter, written, {**meta, BATCH_STATS: stats.to_json()})
+                commit = deps.writer.find_commit(deps.encounter, key)
+                if commit is not None and not fresh:
+                    stale = deps.writer.kept_older(deps.encounter, commit, written.where(~F.col("is_deleted")))
+                    stats = replace(stats, rows_written=stats.rows_written - stale, rows_stale=stale)
+            finally:
+                written.unpersist()
+            instant = commit.instant if commit else None
+            # New hospitals become catalog partitions; a crash before this line heals at the next start (ensure).
+            _register(deps, table_def(deps.encounter, written.schema), commit.partitions if commit else ())
+        lap("bronze")
+        deps.hook("after_hudi_commit")
+    finally:
+        read.unpersist()
+
+    # Spark hands naive local times, the source log aware UTC ones: astimezone makes both comparable.
+    oldest = min(f.modified.astimezone(UTC) for f in new)
+    _write_log(deps, intent, len(done), stats, instant, oldest)
+    lap("ingest_log")
+    deps.hook("after_ingest_log")
+    deps.ledger.commit(key, uris, deps.clock(), deps.fence(), {f.uri: file_version(f) for f in new})
+    lap("ledger")
+    deps.hook("after_ledger_commit")
+    services, failed = _upkeep(deps, key)
+    lap("cluster")
+    log.info(
+        "batch %s (%s): files=%d already_committed=%d rows_in=%d written=%d deleted=%d (of %d delete requests)"
+        " rejected=%d skipped=%d seconds=%s",
+        batch_id,
+        key,
+        len(uris),
+        len(done),
+        stats.rows_in,
+        stats.rows_written,
+        stats.rows_deleted,
+        stats.delete_requests,
+        stats.rows_rejected,
+        stats.rows_skipped,
+        timings,
+    )
+    deps.hook("before_checkpoint_commit")
+    seconds = time.monotonic() - began
+    return BatchResult(
+        key,
+        uris,
+        len(done),
+        stats,
+        batch_id,
+        seconds,
+        oldest_modified=oldest,
+        ended_at=deps.clock(),
+        services=services,
+        services_failed=failed,
+    )
+
+
+def _upkeep(deps: BatchDeps, key: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Table services due after a committed batch: (the ones run, the ones that failed).
+
+    Best effort: the batch is committed, so a failing service must not stop ingestion. A clustering that fails
+    has its plan taken back (Hudi refuses upserts into a pending plan's file groups) and is tried again at its next
+    due time; only a lost lease stops here, since nothing more may be written then.
+    """
+    every = deps.config.layout.cluster_every_seconds
+    if not (every and deps.writer.clustering_due(deps.encounter, every)):
+        return (), ()
+    deps.fence()
+    try:
+        clustered = deps.writer.cluster(deps.encounter, clustering_options(deps.config), schedule=True)
+    except Exception as exc:
+        rolled_back = _take_back_clustering(deps)
+        log.warning(
+            "batch %s: bronze clustering failed (%s); %d pending plan(s) rolled back, ingestion goes on and it is"
+            " tried again in %ds",
+            key,
+            type(exc).__name__,
+            len(rolled_back),
+            every,
+        )
+        return ("clustering",), ("clustering",)
+    log.info("batch %s: bronze clustered (%d plan(s))", key, len(clustered))
+    return ("clustering",), ()
+
+
+def _take_back_clustering(deps: BatchDeps) -> list[str]:
+    """Roll back the pending clustering plans after a failure; if even that fails, the next upsert says so."""
+    try:
+        deps.fence()
+        return deps.writer.rollback_clustering(deps.encounter)
+    except LeaseLost:
+        raise
+    except Exception as exc:
+        log.error("bronze clustering: rolling back the failed plan failed too (%s)", type(exc).__name__)
+        return []
+
+
+@dataclass(frozen=True)
+class _Read:
+    """A batch's flattened rows and their statistics, and the cached DataFrames they are made of."""
+
+    rows: DataFrame
+    stats: BatchStats
+    cached: tuple[DataFrame, ...]
+
+    def unpersist(self) -> None:
+        for df in self.cached:
+            df.unpersist()
+
+
+def _read_apart(deps: BatchDeps, files: Sequence[LandedFile], started: datetime) -> _Read:
+    """The batch's rows, read whole; if a worker dies reading them, read apart until every part lands.
+
+    A worker killed by the OS (out of memory) dies again on every retry of the same batch, so the stream would stop
+    for good. Apart means the same work the batch does (split, flatten, cache), on halves of the files, each
+    finished before the next starts: files that only die together then land. Only a file that kills its worker
+    when read alone, twice, is quarantined; one that died for another reason and then parses lands.
+    """
+    whole = _read(deps, files, started)
+    try:
+        return _Read(whole, _aggregate(whole), (whole,))
+    except Exception as exc:
+        whole.unpersist()
+        if not worker_died(exc):
+            raise
+    log.error("a worker died reading the batch's %d files; reading them apart", len(files))
+    parts, poison = _land(deps, files, started, died=1)
+    if poison:
+        log.error(
+            "%d of %d files kill the parsing worker when read alone: %s",
+            len(poison),
+            len(files),
+            [f.uri for f in poison],
+        )
+        parts.append(_read(deps, [], started, poison=poison))
+    rows = functools.reduce(lambda a, b: a.unionByName(b), parts)
+    return _Read(rows, _aggregate(rows), tuple(parts))
+
+
+def _land(
+    deps: BatchDeps, files: Sequence[LandedFile], started: datetime, *, died: int = 0
+) -> tuple[list[DataFrame], list[LandedFile]]:
+    """Read `files` as one finished (cached) part; on a worker death, each half apart; a file alone gets two tries.
+
+    `died`: how often reading exactly these files already killed a worker. Returns the parts that landed and the
+    files that killed their worker alone twice.
+    """
+    while died < (2 if len(files) == 1 else 1):
+        part = _read(deps, files, started)
+        try:
+            part.count()  # fills the cache: this part is read now, not together with the others at the write
+            return [part], []
+        except Exception as exc:
+            part.unpersist()
+            if not worker_died(exc):
+                raise
+            died += 1
+    if len(files) == 1:
+        return [], list(files)
+    half = len(files) // 2
+    first, first_poison = _land(deps, files[:half], started)
+    second, second_poison = _land(deps, files[half:], started)
+    return first + second, first_poison + second_poison
+
+
+def _read(
+    deps: BatchDeps, files: Sequence[LandedFile], started: datetime, poison: Sequence[LandedFile] = ()
+) -> DataFrame:
+    """The batch's flattened records, cached for the statistics and the writes; `poison` files are quarantined."""
+    fhir = deps.config.fhir
+    readable = [f for f in files if f not in poison]
+    records = read_records(deps.spark, readable, fhir) if readable else None
+    if poison:
+        quarantined = poison_records(deps.spark, poison)
+        records = quarantined if records is None else records.unionByName(quarantined)
+    assert records is not None  # a batch has at least one file
+    rows = flatten(
+        records,
+        ingested_at=started,
+        keep_resource_json=fhir.keep_resource_json,
+        raw_slice_chars=fhir.raw_slice_chars,
+        future_tolerance_hours=fhir.future_tolerance_hours,
+        key_scope=deps.config.key_scope,
+        source=deps.config.source,
+    )
+    return only_positions(rows, deps.positions).persist()
+
+
+def only_positions(rows: DataFrame, positions: Mapping[str, frozenset[str]]) -> DataFrame:
+    """The rows of files limited to some positions (deps.positions) reduced to those; other files' rows all."""
+    if not positions:
+        return rows
+    limited = F.col("sourcename").isin(list(positions))
+    wanted = [F.lit(f"{uri}\u0000{p}") for uri, chosen in positions.items() for p in chosen]
+    chosen = F.concat_ws("\u0000", "sourcename", "source_position").isin(wanted) if wanted else F.lit(False)
+    return rows.where(~limited | chosen)
+
+
+def _register(deps: BatchDeps, table: TableDef, partitions: Sequence[str] = ()) -> None:
+    """Keep the catalog in step with a write; a catalog failure never fails a batch whose data is written.
+
+    What a failed call did not register is retried with the next batch's call, and the next start adds any
+    partition still missing (`Catalog.ensure`).
+    """
+    try:
+        deps.catalog.sync(table, partitions)
+    except Exception as exc:
+        log.warning("catalog: registering %s failed (%s); retried later", table.name, type(exc).__name__)
+
+
+def _aggregate(rows: DataFrame) -> BatchStats:
+    """All batch statistics in one pass (this action also fills the cache the writes then read)."""
+    good = F.col("reject_reason").isNull()
+    row = rows.agg(
+        F.count(F.lit(1)).alias("rows_in"),
+        F.count(F.when((F.col("kind") == "resource") & good, 1)).alias("rows_written"),
+        F.count(F.when((F.col("kind") == "delete") & good, 1)).alias("delete_requests"),
+        F.count(F.when(~good, 1)).alias("rows_rejected"),
+        F.count(F.when(F.col("kind") == "skipped", 1)).alias("rows_skipped"),
+    ).first()
+    assert row is not None  # an aggregation without grouping always returns one row
+    return BatchStats(**row.asDict())
+
+
+def decision_key(uri: str, version: str, position: str) -> str:
+    """What a timeless DELETE's settled ordering is recorded under: the file's object, its version, the entry."""
+    return hashlib.sha256("\u0000".join((canonical_uri(uri), version, position)).encode()).hexdigest()
+
+
+def _settle_deletes(
+    deps: BatchDeps, candidates: DataFrame, stored: DataFrame | None, files: Sequence[LandedFile]
+) -> DataFrame:
+    """Order each DELETE without a time as it was ordered the first time its file version was read.
+
+    It takes an ordering just above the newest version it finds (ordering.settle_timeless_deletes), which depends on
+    the table when it is applied. Read again (reingest, a replayed file), the same entry would find today's table:
+    a newer version re-created since would be deleted. So the first decision per (file version, position) is kept
+    in the ledger, before the write, and reused.
+    """
+    settled = settle_timeless_deletes(candidates, stored, deps.encounter.key_columns)
+    found = settled.where(timeless_delete()).select(
+        "sourcename", "source_position", F.unix_micros("precombine_ts").alias("micros")
+    )
+    rows = found.collect()
+    if not rows:
+        return settled
+    versions = {f.uri: file_version(f) for f in files}
+    keys = {(r.sourcename, r.source_position): decision_key(r.sourcename, versions[r.sourcename], r.source_position)
+            for r in rows}  # fmt: skip
+    known = deps.ledger.decisions(keys.values())
+    fresh = {keys[(r.sourcename, r.source_position)]: str(r.micros) for r in rows}
+    fresh = {k: v for k, v in fresh.items() if k not in known}
+    if fresh:
+        deps.ledger.decide(fresh, deps.fence())
+    if not known:
+        return settled
+    reused = [(src, pos, int(known[k])) for (src, pos), k in keys.items() if k in known]
+    decided = deps.spark.createDataFrame(reused, "sourcename string, source_position string, _decided long")
+    ordering = F.coalesce(F.timestamp_micros("_decided"), F.col("precombine_ts"))
+    joined = settled.join(F.broadcast(decided), ["sourcename", "source_position"], "left")
+    return joined.withColumn("precombine_ts", ordering).select(*candidates.columns)
+
+
+def _stored_versions(deps: BatchDeps) -> DataFrame:
+    """(encounter_id, precombine_ts, is_deleted) of every stored version; called once the table has a commit.
+
+    Read only for batches with deletes, before the write (the writer lease keeps anyone else from writing in
+    between): what the deletes remove, and what a delete without an event time takes its ordering from.
+    """
+    stored = deps.writer.read(deps.encounter)
+    # Tables written before tombstones existed have no is_deleted column: all their rows are live.
+    deleted = F.coalesce(F.col("is_deleted"), F.lit(False)) if "is_deleted" in stored.columns else F.lit(False)
+    return stored.select(*deps.encounter.key_columns, "precombine_ts", deleted.alias("is_deleted"))
+
+
+def _write_log(
+    deps: BatchDeps,
+    intent: BatchIntent,
+    already: int,
+    stats: BatchStats,
+    instant: str | None,
+    oldest_modified: datetime | None = None,
+) -> None:
+    """The batch's ingest-log row; its lag is not known when recovery writes it (`oldest_modified` None)."""
+    ended = deps.clock()
+    row: dict[str, Any] = {
+        "batch_key": intent.batch_key,
+        "run_id": intent.run_id,
+        "batch_id": intent.batch_id,
+        "files": list(intent.files),
+        "file_count": len(intent.files),
+        "files_already_committed": already,
+        **stats.__dict__,
+        "started_at": intent.started_at,
+        "ended_at": ended,
+        "commit_instant": instant,
+        "lag_seconds": lag_seconds(oldest_modified, ended),
+    }
+    df = deps.spark.createDataFrame([row], INGEST_LOG_SCHEMA)
+    deps.fence()
+    deps.writer.upsert(deps.ingest_log, df, {BATCH_KEY: intent.batch_key})
+    _register(deps, table_def(deps.ingest_log, df.schema))
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What `recover` did with each open intent."""
+
+    finished: tuple[str, ...] = ()  # log row and/or ledger commit completed from what Hudi had
+    abandoned: tuple[str, ...] = ()  # nothing committed: files will be ingested again
+    clustered: tuple[str, ...] = ()  # bronze clustering plans a crash left pending, run to completion
+
+
+def recover(deps: BatchDeps) -> Recovery:
+    """Finish or abandon every batch a crash left half done; run before the stream starts."""
+    # A clustering plan left pending would make Hudi refuse the next upserts into its files (see HudiWriter.cluster).
+    clustered = deps.writer.pending_clustering(deps.encounter)
+    if clustered:
+        deps.fence()
+        try:
+            deps.writer.cluster(deps.encounter, clustering_options(deps.config), schedule=False)
+            log.warning("recovery: finished %d bronze clustering plan(s) a crash left pending", len(clustered))
+        except Exception as exc:  # a plan that fails every time must not keep the stream from starting
+            deps.fence()
+            deps.writer.rollback_clustering(deps.encounter)
+            log.warning(
+                "recovery: %d bronze clustering plan(s) a crash left pending failed to run (%s); rolled back",
+                len(clustered),
+                type(exc).__name__,
+            )
+            clustered = []
+    finished, abandoned = [], []
+    for intent in deps.ledger.open_intents():
+        logged = deps.writer.find_commit(deps.ingest_log, intent.batch_key)
+        if logged is None:
+            commit = deps.writer.find_commit(deps.encounter, intent.batch_key)
+            if commit is None:
+                deps.ledger.abandon(intent.batch_key, deps.fence())
+                abandoned.append(intent.batch_key)
+                log.warning(
+                    "recovery: batch %s wrote nothing; its %d files will be re-ingested",
+                    intent.batch_key,
+                    len(intent.files),
+                )
+                continue
+            stats = BatchStats.from_json(commit.extra.get(BATCH_STATS, "{}"))
+            _write_log(deps, intent, 0, stats, commit.instant)
+        deps.ledger.commit(intent.batch_key, intent.files, deps.clock(), deps.fence())
+        finished.append(intent.batch_key)
+        log.warning(
+            "recovery: batch %s was written; bookkeeping finished for %d files", intent.batch_key, len(intent.files)
+        )
+    return Recovery(tuple(finished), tuple(abandoned), tuple(clustered))
