@@ -4,18 +4,33 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install jars lint format bench clean deploy
+CODE := streaming tests benchmarks deploy
 
-demo: install jars
+.PHONY: help demo test quick check docs install jars lint format bench clean deploy
+
+help:  ## what each target does
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z]+):.*## /  make \1\t/' | expand -t 16
+
+demo: install jars  ## set up, generate ~3,000 FHIR Encounters, ingest them locally, print a summary
 	$(VENV)/bin/bronze-encounter demo
 
-test: install jars
-	$(VENV)/bin/ruff check streaming tests benchmarks deploy
-	$(VENV)/bin/ruff format --check streaming tests benchmarks deploy
-	$(VENV)/bin/cfn-lint deploy/*.json
+test: install jars check  ## set up, the static checks, then the whole suite (unit, Spark + Hudi, moto, the fault harness)
 	$(PY) -m pytest
 
-install: $(STAMP)
+quick: install check  ## the static checks and the tests that start no JVM (seconds, not minutes)
+	$(PY) -m pytest -m "not slow"
+
+check: install  ## ruff (lint and format), mypy --strict on streaming/, the import layers, cfn-lint
+	$(VENV)/bin/ruff check $(CODE)
+	$(VENV)/bin/ruff format --check $(CODE)
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/cfn-lint deploy/*.json
+
+docs: install jars  ## rewrite every README block made from the code (the catalog's starts a local Spark)
+	$(PY) -m streaming.generated
+
+install: $(STAMP)  ## the .venv with the project and its pinned tools (again when pyproject.toml changes)
 
 # Re-install whenever pyproject.toml changes; the stamp keeps repeated runs instant.
 $(STAMP): pyproject.toml
@@ -26,19 +41,17 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # Hudi, hadoop-aws and the AWS SDK bundle from Maven Central into ~/.cache/bronze-encounter/jars (SHA-1 checked).
-jars: install
-	$(PY) -m streaming.jars > /dev/null
+jars: install  ## Hudi, hadoop-aws and the AWS SDK bundle from Maven Central into the jar cache
+	$(PY) -m streaming.lakehouse.jars > /dev/null
 
-lint: install
-	$(VENV)/bin/ruff check streaming tests benchmarks deploy
-	$(VENV)/bin/cfn-lint deploy/*.json
+lint: check  ## the same as check
 
-format: install
-	$(VENV)/bin/ruff format streaming tests benchmarks deploy
+format: install  ## ruff format the code in place
+	$(VENV)/bin/ruff format $(CODE)
 
 # Every benchmark at the issue's sizes (a few hours on 2 cores; Delta and Iceberg jars fetched into the jar cache
 # first); JSON, Markdown and PNG plots land in benchmarks/results/. e.g. make bench BENCH_ARGS="--only backfill --scale 0.1"
-bench: install jars
+bench: install jars  ## every benchmark at full size (hours); BENCH_ARGS="--only backfill --scale 0.1"
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
 
 # make deploy STACK=name [LANDING_BUCKET=b LAKEHOUSE_BUCKET=b ARTIFACTS_BUCKET=b (a new stack)] [YES=1] [DRY_RUN=1]
@@ -46,7 +59,7 @@ bench: install jars
 # builds and uploads a version, prints the change set, applies it once confirmed (YES=1: without asking) and
 # restarts the job on its checkpoint; parameters not given keep the stack's values. VERSION= or ROLLBACK=1 deploys
 # a version uploaded before. docs/operations.md has the rest.
-deploy: install
+deploy: install  ## deploy to AWS (docs/deploy.md): STACK=... LANDING_BUCKET=... ..
 	$(PY) deploy/deploy.py --stack $(or $(STACK),bronze-encounter) \
 		$(if $(LANDING_BUCKET),--landing-bucket $(LANDING_BUCKET)) \
 		$(if $(LAKEHOUSE_BUCKET),--lakehouse-bucket $(LAKEHOUSE_BUCKET)) \
@@ -54,5 +67,5 @@ deploy: install
 		$(if $(VERSION),--version $(VERSION)) $(if $(ROLLBACK),--rollback) $(if $(YES),--yes) $(if $(DRY_RUN),--dry-run) \
 		$(if $(PROFILE),--profile $(PROFILE)) $(if $(REGION),--region $(REGION)) $(DEPLOY_ARGS)
 
-clean:
+clean:  ## remove the .venv and local work folders
 	rm -rf $(VENV) work data .pytest_cache .ruff_cache
