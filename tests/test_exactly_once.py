@@ -170,6 +170,7 @@ def _live(spark: Any, table: str) -> set[str]:
 
 def test_second_writer_is_refused_while_the_lease_is_live(spark: Any, tmp_path: Path) -> None:
     landing = tmp_path / "landing"
+    landing.mkdir()
     config = job_config(tmp_path, landing, lease_wait_seconds="1")
     ledger = SqliteLedger(config.ledger_path)
     name = lease_name(config)

@@ -227,9 +227,10 @@ def test_job_run_publishes_rows_written(spark: Any, aws_env: str, unique_name: s
     written = _statistics(unique_name, "RowsWritten")
     assert (written["Sum"], written["SampleCount"]) == (21, len(summary.batches))
     assert _statistics(unique_name, "Files")["Sum"] == len(generated.files)
-    # The backlog comes from streaming.ops.status, asked once (first batch): by then the ledger committed every file.
+    # The heartbeat's first tick, before the stream starts, lists the backlog the run found: the three files; the
+    # next listing is minutes away (metrics.waiting_every_seconds).
     waiting = _statistics(unique_name, "FilesWaiting")
-    assert (waiting["SampleCount"], waiting["Sum"]) == (1, 0)
+    assert (waiting["SampleCount"], waiting["Sum"]) == (1, len(generated.files))
 
 
 def test_a_full_listing_publishes_overwritten_ignored_and_listed_files(aws_env: str, unique_name: str) -> None:

@@ -367,7 +367,7 @@ def two_commits(spark: Any, samples: Path, tmp_path_factory: pytest.TempPathFact
     config = job_config(root, landing)
     assert job.run(config, once=True, spark=spark).rows_written == 900
     first_instant = q.query(config, "SELECT commit_instant FROM bronze_encounter_ingest_log").column(0)[0].as_py()
-    changed = {**first[7], "status": "cancelled", "meta": {"lastUpdated": "2099-01-01T00:00:00Z"}}
+    changed = {**first[7], "status": "cancelled", "meta": {"lastUpdated": "2024-01-01T00:00:00Z"}}
     added = json.loads(lines[900])
     (landing / "b.ndjson").write_text(json.dumps(changed) + "\n" + json.dumps(added) + "\n")
     assert job.run(config, once=True, spark=spark).rows_written == 2

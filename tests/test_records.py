@@ -4,6 +4,7 @@ access errors; and the reason codes reading and flattening emit, checked against
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -127,7 +128,10 @@ def test_flattened_fixtures_carry_table_codes_from_their_own_stage(spark: Any, t
     from streaming.bronze.flatten import flatten
 
     now = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-    paths = [*sorted(FIXTURES.glob("r*/*")), *_write_fault_files(tmp_path)]
+    future = tmp_path / "future.json"  # the fixtures are dated in the past; one event time ahead of the clock
+    ahead = {"resourceType": "Encounter", "id": "ahead", "meta": {"lastUpdated": "2999-01-01T00:00:00Z"}}
+    future.write_text(json.dumps(ahead))
+    paths = [*sorted(FIXTURES.glob("r*/*")), *_write_fault_files(tmp_path), future]
     landed = [records.LandedFile(f"file:{p}", p.stat().st_size, now) for p in paths]
     rows = flatten(records.read_records(spark, landed, LIMITS), ingested_at=now)
     rejects = rows.where("reject_reason IS NOT NULL").select("kind", "reject_reason").distinct().collect()

@@ -188,6 +188,9 @@ class Heartbeat:
             self.blocked = None
 
     def start(self) -> None:
+        # The first tick before the stream starts: a job blocked from its first moment says so at once, and the
+        # backlog it lists is the one the run found.
+        self.beat()
         self._thread = threading.Thread(target=self._run, name="bronze-heartbeat", daemon=True)
         self._thread.start()
 
@@ -197,7 +200,6 @@ class Heartbeat:
             self._thread.join(timeout=self.every + 10)
 
     def _run(self) -> None:
-        self.beat()
         while not self._stop.wait(self.every):
             self.beat()
 
