@@ -64,6 +64,11 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], int, str]] = {
         exits.CONFIG,
         "source /does/not/exist does not exist",
     ),
+    "status, a warehouse without tables": (
+        lambda t: ["status", "--source", str(_folder(t)), "--warehouse", str(_folder(t, "empty"))],
+        exits.CONFIG,
+        "holds none of the tables",
+    ),
     "status --env with no such settings file": (
         lambda t: ["status", "--env", "prod"],
         exits.CONFIG,

@@ -526,10 +526,12 @@ def _query_limit(text: str | None) -> int | None:
 
 
 def _status(args: argparse.Namespace) -> int:
+    from streaming.ops import query as q
     from streaming.ops import status as st
 
     config = load_config(args)
     conf.check_source(config)
+    q.require_tables(config)
     state = st.collect(config, last=args.last)
     print(json.dumps(state.to_json(), indent=2) if args.format == "json" else st.render_text(state))
     if not args.check:

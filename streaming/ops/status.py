@@ -405,10 +405,8 @@ def collect(config: JobConfig, *, now: datetime | None = None, last: int = 10) -
     """Gather the whole status: the backlog, the writer lease, the last `last` batches, quarantine, tables."""
     now = now or datetime.now(UTC)
     found, lease = ledger_view(config, now)
+    batches = recent_batches(config, max(last, 1))  # the newest tells whether the lease's run ingested anything
     tables = [table_figures(name, uri) for name, uri in q.table_uris(config).items()]
-    # Before a job's first write there is no table: status still shows the backlog and the writer, and says so.
-    written = any(t.exists for t in tables)
-    batches = recent_batches(config, max(last, 1)) if written else []  # the newest: did the lease's run ingest?
     verdict = judge(found, last_commit_at=last_commit_at(tables), lease=lease, settings=config.status, now=now)
     return Status(
         at=now,
@@ -421,7 +419,7 @@ def collect(config: JobConfig, *, now: datetime | None = None, last: int = 10) -
         lease=lease,
         run_ingested=None if lease is None else bool(batches) and batches[0].run_id == lease.owner,
         batches=batches[: max(last, 0)],
-        quarantine=quarantine_counts(config) if written else {},
+        quarantine=quarantine_counts(config),
         tables=tables,
     )
 
@@ -432,13 +430,8 @@ def collect(config: JobConfig, *, now: datetime | None = None, last: int = 10) -
 def render_text(status: Status) -> str:
     """The status for people: the verdict first, then the backlog, the writer, batches, quarantine and tables."""
     s, b = status.settings, status.backlog
-    lines = [f"{status.verdict.state}: {status.verdict.reason}"]
-    if not any(t.exists for t in status.tables):
-        lines.append(
-            f"no table written yet: warehouse {status.warehouse} holds none of the tables; a job that has not"
-            " written yet, or check --warehouse (or --env/--stack)"
-        )
-    lines += [
+    lines = [
+        f"{status.verdict.state}: {status.verdict.reason}",
         "",
         f"status at  {_time(status.at)}",
         f"source     {status.source}",
