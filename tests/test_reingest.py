@@ -219,3 +219,22 @@ def test_replay_quarantine_is_refused_while_another_writer_holds_the_lease(spark
     assert _quarantine(spark, config) == before
     assert read_table(spark, config.table_uri(config.tables.ingest_log)) == log_before
     assert deep.exists()
+
+
+def test_replay_quarantine_of_a_vanished_file_records_it_unreadable_and_keeps_its_rows(
+    spark: Any, tmp_path: Path
+) -> None:
+    """A file gone since its rows were quarantined (deleted, not archived) is read as unreadable_file, as the stream
+    records a file gone before it was read; the rows it had stay, being all that is left of those records."""
+    config, deep, _ = _strictly_quarantined(spark, tmp_path)
+    before = _quarantine(spark, config)
+    deep.unlink()
+
+    result = reingest.replay_quarantine(config, reason="nesting_too_deep", spark=spark)
+
+    assert result.files == (f"file:{deep}",)
+    assert (result.rows_fixed, result.rows_still_quarantined) == (0, 4)  # deep.ndjson's three old rows and the new
+    assert _quarantine(spark, config) == before | {("deep.ndjson", "file", "unreadable_file")}
+    assert [b.stats.rows_rejected for b in result.summary.batches] == [1]
+    bronze = read_table(spark, config.table_uri(config.tables.encounter))
+    assert sorted(r["encounter_id"] for r in bronze) == ["ok1", "ok2"]
