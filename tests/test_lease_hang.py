@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from aws_fixtures import create_ledger_table
 from harness import TcpProxy
-
-from streaming.lease import VALID_SHARE, WriterLease
-from streaming.ledger import LedgerUnavailable
 from streaming.ledger_dynamodb import DynamoDbLedger
+
+from streaming.ledger import LedgerUnavailable
+from streaming.ledger.lease import VALID_SHARE, WriterLease
 
 pytestmark = pytest.mark.slow  # seconds of real time against moto
 

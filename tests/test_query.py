@@ -254,7 +254,7 @@ DELETED = {"e-deleted-17"}
 @pytest.fixture(scope="module")
 def edges(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, list[Stay]]:
     """EDGE_ENCOUNTERS ingested by the real job, then a Bundle DELETE in a second run; with the stays that remain."""
-    from streaming import job
+    from streaming.pipeline import job
 
     root = tmp_path_factory.mktemp("edges")
     landing = root / "landing"

@@ -1,4 +1,4 @@
-"""One region rule for every AWS client and store (streaming/aws.py): a setting, else AWS_REGION, else
+"""One region rule for every AWS client and store (streaming/adapters/aws.py): a setting, else AWS_REGION, else
 AWS_DEFAULT_REGION, else the profile's. The pinned boto3 reads only AWS_DEFAULT_REGION, so each variable is set
 alone here, in a region other than the fixtures' (moto keeps DynamoDB tables per region: a client in the wrong
 region does not find the table)."""
@@ -16,12 +16,12 @@ import boto3
 import pytest
 from aws_fixtures import REGION, TEMPLATE
 
-from streaming import aws
 from streaming import config as conf
+from streaming.adapters import aws
 from streaming.generate import generate
+from streaming.lakehouse.session import s3a_conf
 from streaming.ledger import open_ledger
-from streaming.query import storage_options
-from streaming.session import s3a_conf
+from streaming.ops.query import storage_options
 
 ROOT = Path(__file__).resolve().parents[1]
 ELSEWHERE = "eu-west-1"  # not the fixtures' region, so a client that fell back to it would miss the table

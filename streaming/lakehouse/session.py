@@ -51,7 +51,7 @@ JOB_SPARK_CONF: dict[str, str] = {**HUDI_SPARK_CONF, **RETENTION_CONF}
 def s3a_conf(environ: dict[str, str] | None = None) -> dict[str, str]:
     """Point s3a at AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL when set (moto locally), as boto3 does, in the region
     every AWS client uses (aws.resolve_region)."""
-    from streaming import aws
+    from streaming.adapters import aws
 
     env = os.environ if environ is None else environ
     conf = {

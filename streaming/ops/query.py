@@ -142,7 +142,7 @@ def hudi_uri(uri: str) -> str:
 
 def storage_options(uri: str) -> dict[str, str]:
     """hudi-rs (object_store) options for an S3 table from the environment boto3 also reads; none for local."""
-    from streaming import aws
+    from streaming.adapters import aws
 
     if not hudi_uri(uri).startswith("s3://"):
         return {}
