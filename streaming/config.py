@@ -34,7 +34,7 @@ class LedgerConfig:
     backend: str = "sqlite"  # "sqlite" (embedded, on local disk) or "dynamodb"
     path: str = ""  # sqlite file; empty means <warehouse>/_ledger/ledger.sqlite3 (warehouse must be local)
     table: str = "bronze_encounter_ledger"  # DynamoDB table name
-    region: str = ""  # DynamoDB region; empty means boto3's own lookup (AWS_REGION / AWS_DEFAULT_REGION)
+    region: str = ""  # DynamoDB region; empty: aws.resolve_region (AWS_REGION, AWS_DEFAULT_REGION, profile)
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ class MetricsConfig:
 
     backend: str = "none"  # "cloudwatch" (put_metric_data after every batch) or "none"
     namespace: str = "BronzeEncounter"  # CloudWatch namespace; every metric has the dimension Table=<tables.encounter>
-    region: str = ""  # CloudWatch region; empty means boto3's own lookup (AWS_REGION / AWS_DEFAULT_REGION)
+    region: str = ""  # CloudWatch region; empty: aws.resolve_region (AWS_REGION, AWS_DEFAULT_REGION, profile)
     waiting_every_seconds: int = 300  # FilesWaiting/OldestWaitingSeconds at most this often (they list the source)
     # Heartbeat and Blocked every this many seconds, from a timer that runs whatever the batches do: a stream that is
     # up but blocked, or gone, is told by them (metrics.py; the template's alarms).
@@ -85,7 +85,7 @@ class CatalogConfig:
     """Where the three tables are registered by name (database `tables.database`), so SQL engines find them."""
 
     backend: str = "local"  # "glue" (AWS Glue Data Catalog), "local" (JSON under <warehouse>/_catalog) or "none"
-    region: str = ""  # Glue region; empty means boto3's own lookup (AWS_REGION / AWS_DEFAULT_REGION)
+    region: str = ""  # Glue region; empty: aws.resolve_region (AWS_REGION, AWS_DEFAULT_REGION, profile)
 
 
 @dataclass(frozen=True)

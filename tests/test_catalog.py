@@ -8,6 +8,7 @@ import random
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -280,6 +281,22 @@ def glue_writes(aws_env: str) -> Iterator[list[str]]:
         events.unregister("before-call.glue", unique_id="catalog-test-writes")
 
 
+@pytest.fixture
+def glue_calls(aws_env: str) -> Iterator[list[str]]:
+    """Names of every Glue call, reads included, made through the shared client (the one the job's catalog uses)."""
+    calls: list[str] = []
+
+    def record(model: Any, **_: Any) -> None:
+        calls.append(model.name)
+
+    events = _glue().meta.events
+    events.register("before-call.glue", record, unique_id="catalog-test-calls")
+    try:
+        yield calls
+    finally:
+        events.unregister("before-call.glue", unique_id="catalog-test-calls")
+
+
 def _hudi_schema(spark: Any, uri: str) -> Any:
     return spark.read.format("hudi").load(uri).schema
 
@@ -386,7 +403,7 @@ def test_empty_landing_registers_all_three_tables(spark: Any, aws_env: str, uniq
 
 @pytest.mark.slow
 def test_partitions_follow_new_hospitals_only_and_heal_after_a_crash(
-    spark: Any, glue_writes: list[str], unique_name: str, tmp_path: Path
+    spark: Any, glue_writes: list[str], glue_calls: list[str], unique_name: str, tmp_path: Path
 ) -> None:
     database = _database(unique_name)
     landing = tmp_path / "landing"
@@ -400,20 +417,33 @@ def test_partitions_follow_new_hospitals_only_and_heal_after_a_crash(
     versions = {name: _versions(database, name) for name in TABLES}
     assert versions == dict.fromkeys(TABLES, 1)  # created once; adding partitions is no UpdateTable
 
-    # More rows, only hospitals already there: no new table version, no new partition.
-    known = sorted(generated.per_hospital)
-    _write_ndjson(landing / "more.ndjson", known * 2, seed=33)
+    # What a start calls in Glue, all of it reads: a run with nothing to ingest.
     glue_writes.clear()
-    job.run(config, once=True, spark=spark)
+    glue_calls.clear()
+    assert job.run(config, once=True, spark=spark).files == 0
+    at_start = list(glue_calls)
+    assert at_start and glue_writes == []
+
+    # More rows, only hospitals already there, in two batches: no new table version, no new partition.
+    known = sorted(generated.per_hospital)
+    _write_ndjson(landing / "more-1.ndjson", known, seed=33)
+    _write_ndjson(landing / "more-2.ndjson", known, seed=35)
+    glue_writes.clear()
+    glue_calls.clear()
+    summary = job.run(replace(config, max_files_per_trigger=1), once=True, spark=spark)
+    assert len(summary.batches) == 2
     assert glue_writes == []  # a batch that changes neither schema nor partitions makes no Glue write at all
+    assert glue_calls == at_start  # ... and no read either: every call of the run is the start's
     assert {name: _versions(database, name) for name in TABLES} == versions
     assert _partitions(database, "bronze_encounter") == first
 
     # A new hospital: exactly one more partition, located at the folder Hudi wrote.
     _write_ndjson(landing / "new.ndjson", ["Harbor Point Clinic's Annex"], seed=34)
     glue_writes.clear()
+    glue_calls.clear()
     job.run(config, once=True, spark=spark)
     assert glue_writes == ["BatchCreatePartition"]
+    assert glue_calls == [*at_start, "BatchCreatePartition"]
     after = _partitions(database, "bronze_encounter")
     assert set(after) - set(first) == {("Harbor Point Clinic's Annex",)}
     assert after == _expected_partitions(spark, uri, uri)

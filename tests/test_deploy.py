@@ -826,24 +826,39 @@ def test_a_running_run_is_stopped_first_then_one_run_starts_and_none_when_the_st
     assert f"job {stack}: BatchStopJobRun of ['{run_id}'] failed: An error occurred (500)" in captured.err
     assert {rid: run["JobRunState"] for rid, run in _runs(stack).items()} == {run_id: "RUNNING"}
 
-    # Glue accepts the stop (answered here, as Glue does): the run ends, and then one new run starts.
+    # Glue accepts the stop (answered here, as Glue does): the run ends STOPPED in moto, and then one new run starts.
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.glue.models import glue_backends
+
     session = _session()
     stops: list[dict[str, Any]] = []
 
     def stop(params: dict[str, Any]) -> dict[str, Any]:
         stops.append(params)
-        glue_run_transition({"progression": "immediate"})  # the stopped run ends at its next read
+        for rid in params["JobRunIds"]:
+            glue_backends[DEFAULT_ACCOUNT_ID][session.region_name].get_job_run(stack, rid).status = "STOPPED"
         return {"SuccessfulSubmissions": [{"JobName": stack, "JobRunId": r} for r in params["JobRunIds"]], "Errors": []}
 
     _answer(session, "glue.BatchStopJobRun", stop)
+    # What the deploy asked Glue after the stop, in order: each state it read, and when it started the new run.
+    seen: list[str] = []
+    session.events.register(
+        "after-call.glue.GetJobRun", lambda parsed, **_: seen.append(parsed["JobRun"]["JobRunState"])
+    )
+    session.events.register("before-call.glue.StartJobRun", lambda **_: seen.append("StartJobRun"))
     assert _deploy(deploy, stack, s3_bucket, wheel, "--yes", "--restart", "--stop-timeout", "30", session=session) == 0
     out = capsys.readouterr().out.splitlines()
     assert stops == [{"JobName": stack, "JobRunIds": [run_id]}]
-    (new_run,) = set(_runs(stack)) - {run_id}
+    assert seen == ["STOPPED", "StartJobRun"], "the new run must start only once the stopped one has ended"
+    runs = _runs(stack)
+    (new_run,) = set(runs) - {run_id}
+    checkpoint = f"s3://lake-b/_checkpoints/{stack}/bronze/bronze_encounter/"
     assert out[-2:] == [
         f"job {stack}: stopped run(s) {run_id}",
-        f"job {stack}: started run {new_run}, resuming from s3://lake-b/_checkpoints/{stack}/bronze/bronze_encounter/",
+        f"job {stack}: started run {new_run}, resuming from {checkpoint}",
     ]
+    assert {rid: run["JobRunState"] for rid, run in runs.items() if rid != new_run} == {run_id: "STOPPED"}
+    assert runs[run_id]["Arguments"]["--checkpoint"] == runs[new_run]["Arguments"]["--checkpoint"] == checkpoint
 
 
 def test_waiting_for_stopped_runs_polls_glue_until_they_end_or_times_out(

@@ -96,15 +96,22 @@ def test_newest_version_wins_and_late_older_versions_do_not(spark: Any, tmp_path
     }
     assert rows["e1"]["sourcename"].endswith("/a.ndjson")
 
-    # A forced replay of an old file (ledger and checkpoint wiped, as a manual backfill would) changes no
-    # business column: equal or older versions never replace what is there.
+    # A forced replay of one old file, b.ndjson (ledger and checkpoint wiped, as a manual backfill would; a.ndjson
+    # moved away). Its e1 is older than the stored one: it must not replace it (the row keeps its commit). Its e2
+    # and e3 are the stored versions: equal values, so the one ingested later wins (ordering rule), the same
+    # content in a new commit. No business column changes.
     before = {k: tuple(r[c] for c in BUSINESS) for k, r in rows.items()}
+    commits = {k: r["_hoodie_commit_time"] for k, r in rows.items()}
     for suffix in ("", "-wal", "-shm"):
         Path(config.ledger_path + suffix).unlink(missing_ok=True)
     shutil.rmtree(config.checkpoint_uri)
-    job.run(config, once=True, spark=spark)
-    after = {k: tuple(r[c] for c in BUSINESS) for k, r in _rows(spark, table).items()}
-    assert after == before
+    (landing / "a.ndjson").rename(tmp_path / "a.ndjson")
+    (replay,) = job.run(config, once=True, spark=spark).batches
+    assert [Path(f).name for f in replay.files] == ["b.ndjson"]
+    after = _rows(spark, table)
+    assert {k: tuple(r[c] for c in BUSINESS) for k, r in after.items()} == before
+    replayed = {k for k, r in after.items() if r["_hoodie_commit_time"] != commits[k]}
+    assert replayed == {"e2", "e3"}, "the older e1 replaced the stored one, or an equal version did not"
 
 
 def test_hospital_change_moves_the_row_and_an_older_move_does_not(spark: Any, tmp_path: Path) -> None:

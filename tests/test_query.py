@@ -5,7 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections import Counter, defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,10 +26,16 @@ from streaming.ops.sql_output import render
 README = Path(__file__).resolve().parents[1] / "README.md"
 TABLES = ("bronze_encounter", "bronze_encounter_ingest_log", "bronze_encounter_quarantine")
 # The class labels analysts group by, written out here so the test does not lean on streaming.fhir.mapping.
-LABELS = {"AMB": "Outpatient-Ambulatory", "IMP": "Inpatient", "EMER": "Emergency"}
+LABELS = {
+    "AMB": "Outpatient-Ambulatory",
+    "IMP": "Inpatient",
+    "ACUTE": "Inpatient",
+    "NONAC": "Inpatient",
+    "EMER": "Emergency",
+}
 
 
-# -- plain-Python answers from encounters.ndjson ------------------------------------------------------------------
+# -- plain-Python answers, from the Encounters' JSON --------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -35,67 +44,126 @@ def encounters(samples: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
+@dataclass(frozen=True)
+class Stay:
+    """One Encounter as the ready queries see it, read from its R4 or R5 JSON here (not by the job's mapping)."""
+
+    id: str
+    status: str | None
+    label: str
+    patient: str | None
+    hospital: str
+    department: str
+    start: datetime | None
+    end: datetime | None
+
+
 def _time(text: str | None) -> datetime | None:
     return datetime.fromisoformat(text).astimezone(UTC) if text else None
 
 
-def _period(e: dict[str, Any]) -> tuple[datetime | None, datetime | None]:
-    period = e.get("period") or {}
-    return _time(period.get("start")), _time(period.get("end"))
+def stay(e: dict[str, Any]) -> Stay:
+    r5 = isinstance(e["class"], list)  # R5: a list of CodeableConcepts and actualPeriod; R4: one Coding and period
+    code = e["class"][0]["coding"][0]["code"] if r5 else e["class"]["code"]
+    period = e.get("actualPeriod" if r5 else "period") or {}
+    return Stay(
+        id=e["id"],
+        status=e.get("status"),
+        label=LABELS[code],  # KeyError: the data holds a class this test does not know
+        patient=(e.get("subject") or {}).get("reference"),
+        hospital=e["serviceProvider"]["display"],
+        department=e["location"][0]["location"]["display"],
+        start=_time(period.get("start")),
+        end=_time(period.get("end")),
+    )
 
 
-def _label(e: dict[str, Any]) -> str:
-    return LABELS[e["class"]["code"]]  # KeyError: the samples hold a class this test does not know
+@pytest.fixture(scope="module")
+def stays(encounters: list[dict[str, Any]]) -> list[Stay]:
+    return [stay(e) for e in encounters]
 
 
-def _happened(e: dict[str, Any]) -> bool:
-    return e.get("status") not in ("cancelled", "entered-in-error")
+def _happened(s: Stay) -> bool:
+    return s.status not in ("cancelled", "entered-in-error")  # no status at all: it happened
 
 
-def expected_durations(encounters: list[dict[str, Any]]) -> dict[str, tuple[int, float, float]]:
+def _minutes(s: Stay) -> float | None:
+    """The stay's length, when it has a start and an end not before it."""
+    return (s.end - s.start).total_seconds() / 60 if s.start and s.end and s.end >= s.start else None
+
+
+def expected_durations(stays: list[Stay]) -> dict[str, tuple[int, float, float]]:
     minutes: dict[str, list[float]] = defaultdict(list)
-    for e in encounters:
-        start, end = _period(e)
-        if e["status"] in ("finished", "completed") and start and end and end >= start:
-            minutes[_label(e)].append((end - start).total_seconds() / 60)
+    for s in stays:
+        if s.status in ("finished", "completed") and (m := _minutes(s)) is not None:
+            minutes[s.label].append(m)
     return {label: (len(m), sum(m) / len(m), max(m)) for label, m in minutes.items()}
 
 
-def expected_readmissions(encounters: list[dict[str, Any]]) -> dict[str, tuple[int, int]]:
-    stays = [e for e in encounters if _label(e) == "Inpatient" and _happened(e) and _period(e)[0]]
-    by_patient: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for e in stays:
-        by_patient[e["subject"]["reference"]].append(e)
+def expected_readmissions(stays: list[Stay]) -> dict[str, tuple[int, int, float]]:
+    inpatient = [s for s in stays if s.label == "Inpatient" and _happened(s) and s.patient and s.start]
+    by_patient: dict[str | None, list[Stay]] = defaultdict(list)
+    for s in inpatient:
+        by_patient[s.patient].append(s)
     result: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for e in stays:
-        discharge = _period(e)[1]
-        if discharge is None:
+    for s in inpatient:
+        if s.end is None:  # still in hospital: not an admission yet, but it can be another's readmission
             continue
         again = any(
-            discharge < _period(other)[0] <= discharge + timedelta(days=30)
-            for other in by_patient[e["subject"]["reference"]]
-            if other["id"] != e["id"]
+            s.end < other.start <= s.end + timedelta(days=30)  # type: ignore[operator]
+            for other in by_patient[s.patient]
+            if other.id != s.id
         )
-        counts = result[e["serviceProvider"]["display"]]
+        counts = result[s.hospital]
         counts[0] += 1
         counts[1] += int(again)
-    return {hospital: (n, r) for hospital, (n, r) in result.items()}
+    return {hospital: (n, r, r / n) for hospital, (n, r) in result.items()}
 
 
-def expected_utilisation(encounters: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[int, int, float]]:
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
-    for e in encounters:
-        if _happened(e):
-            groups[(e["serviceProvider"]["display"], e["location"][0]["location"]["display"])].append(e)
-    out = {}
+def expected_utilisation(stays: list[Stay]) -> dict[tuple[str, str], tuple[int, int, float | None]]:
+    groups: dict[tuple[str, str], list[Stay]] = defaultdict(list)
+    for s in stays:
+        if _happened(s):
+            groups[(s.hospital, s.department)].append(s)
+    out: dict[tuple[str, str], tuple[int, int, float | None]] = {}
     for key, group in groups.items():
-        hours = 0.0
-        for e in group:
-            start, end = _period(e)
-            if start and end and end >= start:
-                hours += (end - start).total_seconds() / 3600
-        out[key] = (len(group), len({e["subject"]["reference"] for e in group}), hours)
+        minutes = [m for s in group if (m := _minutes(s)) is not None]
+        patients = {s.patient for s in group if s.patient}  # one without a patient is no patient
+        out[key] = (len(group), len(patients), sum(minutes) / 60 if minutes else None)
     return out
+
+
+# Each ready query's answer in the plain-Python shape: its key columns, its figures, and how far each figure may
+# be off because the SQL rounds it (avg_minutes and total_hours to 0.1, readmission_rate to 0.001).
+READY: dict[str, tuple[Callable[[list[Stay]], dict[Any, tuple[Any, ...]]], tuple[str, ...], tuple[str, ...]]] = {
+    "durations_by_type": (expected_durations, ("encounter_type",), ("encounters", "avg_minutes", "max_minutes")),
+    "readmissions_30d": (
+        expected_readmissions,
+        ("hospital_name",),
+        ("admissions", "readmissions_30d", "readmission_rate"),
+    ),
+    "utilisation": (expected_utilisation, ("hospital_name", "department"), ("encounters", "patients", "total_hours")),
+}
+ROUNDED = {"avg_minutes": 0.05, "total_hours": 0.05, "readmission_rate": 0.0005}
+
+
+def mismatches(config: Any, name: str, stays: list[Stay], sql: str | None = None) -> list[str]:
+    """Where the ready query `name` (or `sql` in its place) answers otherwise than plain Python on `stays`."""
+    compute, keys, figures = READY[name]
+    want = compute(stays)
+    rows = query(config, sql or next(q.sql for q in queries.QUERIES if q.name == name)).to_pylist()
+    got = {tuple(r[k] for k in keys) if len(keys) > 1 else r[keys[0]]: tuple(r[f] for f in figures) for r in rows}
+    problems = [f"{key}: expected, not answered" for key in want.keys() - got.keys()]
+    problems += [f"{key}: answered, not expected" for key in got.keys() - want.keys()]
+    for key in want.keys() & got.keys():
+        for figure, answered, expected in zip(figures, got[key], want[key], strict=True):
+            same = (answered is None) == (expected is None) and (
+                expected is None
+                or math.isclose(answered, expected, rel_tol=1e-9, abs_tol=ROUNDED.get(figure, 0) + 1e-9)
+            )
+            if not same:
+                problems.append(f"{key} {figure}: {answered}, expected {expected}")
+    return problems
 
 
 # -- the tables, written once by the real job ----------------------------------------------------------------------
@@ -113,6 +181,98 @@ def synthea(spark: Any, samples: Path, tmp_path_factory: pytest.TempPathFactory)
     summary = job.run(config, once=True, spark=spark)
     assert summary.rows_written == 3927
     return config
+
+
+# Encounters the Synthea samples lack (all of theirs are finished, R4, AMB/IMP/EMER, none deleted, none ending before
+# they start), each one changing some ready query's answer if the filter meant for it were dropped. Times are days
+# after T0; patients p1-p5; two hospitals, two departments.
+T0 = datetime(2024, 3, 1, 8, 0, tzinfo=UTC)
+NORTH, SOUTH = "Edge North", "Edge South"
+
+
+def _edge(
+    eid: str,
+    status: str | None,
+    code: str,
+    patient: str | None,
+    hospital: str,
+    ward: str,
+    start: timedelta | None,
+    end: timedelta | None,
+    *,
+    r5: bool = False,
+) -> dict[str, Any]:
+    system = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+    times = {
+        k: (T0 + v).isoformat().replace("+00:00", "Z") for k, v in (("start", start), ("end", end)) if v is not None
+    }
+    e: dict[str, Any] = {
+        "resourceType": "Encounter",
+        "id": eid,
+        "meta": {"lastUpdated": "2024-06-01T00:00:00Z"},
+        "class": [{"coding": [{"system": system, "code": code}]}] if r5 else {"system": system, "code": code},
+        "actualPeriod" if r5 else "period": times,
+        "location": [{"location": {"display": ward}}],
+        "serviceProvider": {"display": hospital},
+    }
+    if status is not None:
+        e["status"] = status
+    if patient is not None:
+        e["subject"] = {"reference": f"Patient/{patient}"}
+    return e
+
+
+D, H = timedelta(days=1), timedelta(hours=1)
+EDGE_ENCOUNTERS = [
+    # p1: IMP, readmitted 8 days later as ACUTE, which is readmitted exactly 30 days after its discharge by an R5
+    # NONAC `completed` stay, which is readmitted by nothing: the stay after it is cancelled.
+    _edge("e-imp-1", "finished", "IMP", "p1", NORTH, "Ward 1", 0 * D, 2 * D),
+    _edge("e-acute-2", "finished", "ACUTE", "p1", NORTH, "Ward 1", 10 * D, 12 * D),
+    _edge("e-nonac-3", "completed", "NONAC", "p1", SOUTH, "Ward 2", 42 * D, 43 * D, r5=True),
+    _edge("e-cancelled-4", "cancelled", "IMP", "p1", NORTH, "Ward 1", 50 * D, 51 * D),
+    _edge("e-amb-5", "finished", "AMB", "p1", NORTH, "Ward 1", 0 * D, H / 2),
+    # p3: IMP, then a stay entered in error, then one still in progress (a readmission, not yet an admission).
+    _edge("e-imp-6", "finished", "IMP", "p3", SOUTH, "Ward 2", 0 * D, 1 * D),
+    _edge("e-error-7", "entered-in-error", "IMP", "p3", SOUTH, "Ward 2", 3 * D, 4 * D),
+    _edge("e-ongoing-8", "in-progress", "IMP", "p3", SOUTH, "Ward 2", 20 * D, None),
+    # p4: a stay ending before it starts, an ambulatory visit in progress with both times, one without a status.
+    _edge("e-backwards-9", "finished", "IMP", "p4", NORTH, "Ward 2", 5 * D, 4 * D),
+    _edge("e-ongoing-10", "in-progress", "AMB", "p4", NORTH, "Ward 1", 0 * D, H),
+    _edge("e-no-status-11", None, "AMB", "p4", NORTH, "Ward 2", 1 * D, 1 * D + 2 * H),
+    # p5: a stay without a start; two stays a second more than 30 days apart (no readmission).
+    _edge("e-no-start-12", "finished", "IMP", "p5", NORTH, "Ward 1", None, 3 * D),
+    _edge("e-imp-13", "finished", "IMP", "p5", SOUTH, "Ward 2", 0 * D, 1 * D),
+    _edge("e-imp-14", "finished", "IMP", "p5", SOUTH, "Ward 2", 31 * D + timedelta(seconds=1), 32 * D),
+    # No patient; p2: an emergency visit, and a stay a Bundle DELETE removes.
+    _edge("e-no-patient-15", "finished", "IMP", None, SOUTH, "Ward 1", 0 * D, 2 * D),
+    _edge("e-emer-16", "finished", "EMER", "p2", SOUTH, "Ward 2", 0 * D, 1.5 * H),
+    _edge("e-deleted-17", "finished", "IMP", "p2", NORTH, "Ward 1", 0 * D, 1 * D),
+]
+DELETED = {"e-deleted-17"}
+
+
+@pytest.fixture(scope="module")
+def edges(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, list[Stay]]:
+    """EDGE_ENCOUNTERS ingested by the real job, then a Bundle DELETE in a second run; with the stays that remain."""
+    from streaming.pipeline import job
+
+    root = tmp_path_factory.mktemp("edges")
+    landing = root / "landing"
+    landing.mkdir()
+    (landing / "edges.ndjson").write_text("".join(json.dumps(e) + "\n" for e in EDGE_ENCOUNTERS))
+    config = job_config(root, landing)
+    first = job.run(config, once=True, spark=spark)
+    assert (first.rows_written, first.rows_rejected) == (len(EDGE_ENCOUNTERS), 0)
+    delete = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "meta": {"lastUpdated": "2024-06-02T00:00:00Z"},
+        "entry": [{"request": {"method": "DELETE", "url": f"Encounter/{eid}"}} for eid in sorted(DELETED)],
+    }
+    (landing / "delete.json").write_text(json.dumps(delete))
+    second = job.run(config, once=True, spark=spark)
+    assert [b.stats.rows_deleted for b in second.batches] == [len(DELETED)]
+    return config, [stay(e) for e in EDGE_ENCOUNTERS if e["id"] not in DELETED]
 
 
 @pytest.mark.slow
@@ -135,38 +295,63 @@ def test_star_and_whole_rows_read_every_column(synthea: Any, encounters: list[di
 
 
 @pytest.mark.slow
-def test_durations_by_type(synthea: Any, encounters: list[dict[str, Any]]) -> None:
-    result = query(synthea, queries.DURATIONS_BY_TYPE.sql).to_pylist()
-    expected = expected_durations(encounters)
-    assert {r["encounter_type"] for r in result} == set(expected) == set(LABELS.values())
-    for r in result:
-        n, avg, longest = expected[r["encounter_type"]]
-        assert r["encounters"] == n
-        assert r["avg_minutes"] == pytest.approx(avg, abs=0.05 + 1e-9)  # rounded to one decimal in SQL
-        assert r["max_minutes"] == pytest.approx(longest)
+def test_durations_by_type(synthea: Any, stays: list[Stay]) -> None:
+    assert set(expected_durations(stays)) == set(LABELS.values())
+    assert mismatches(synthea, "durations_by_type", stays) == []
 
 
 @pytest.mark.slow
-def test_readmissions_30d(synthea: Any, encounters: list[dict[str, Any]]) -> None:
-    result = query(synthea, queries.READMISSIONS_30D.sql).to_pylist()
-    expected = expected_readmissions(encounters)
-    assert sum(n for n, _ in expected.values()) == 451  # the Synthea inpatient stays
-    assert sum(r for _, r in expected.values()) > 0
-    assert {r["hospital_name"]: (r["admissions"], r["readmissions_30d"]) for r in result} == expected
-    for r in result:
-        assert r["readmission_rate"] == pytest.approx(r["readmissions_30d"] / r["admissions"], abs=0.0005 + 1e-9)
+def test_readmissions_30d(synthea: Any, stays: list[Stay]) -> None:
+    expected = expected_readmissions(stays)
+    assert sum(n for n, _, _ in expected.values()) == 451  # the Synthea inpatient stays
+    assert sum(r for _, r, _ in expected.values()) > 0
+    assert mismatches(synthea, "readmissions_30d", stays) == []
 
 
 @pytest.mark.slow
-def test_utilisation(synthea: Any, encounters: list[dict[str, Any]]) -> None:
-    result = query(synthea, queries.UTILISATION.sql).to_pylist()
-    expected = expected_utilisation(encounters)
-    assert {(r["hospital_name"], r["department"]): (r["encounters"], r["patients"]) for r in result} == {
-        key: (n, patients) for key, (n, patients, _) in expected.items()
-    }
-    for r in result:
-        hours = expected[(r["hospital_name"], r["department"])][2]
-        assert r["total_hours"] == pytest.approx(hours, abs=0.05 + 1e-9)
+def test_utilisation(synthea: Any, stays: list[Stay]) -> None:
+    assert mismatches(synthea, "utilisation", stays) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(READY))
+def test_ready_queries_leave_out_what_did_not_happen(edges: tuple[Any, list[Stay]], name: str) -> None:
+    config, stays = edges
+    assert mismatches(config, name, stays) == []
+
+
+# Each exclusion in the ready SQL, taken out (or narrowed) as a regression would: the edge data must then give
+# another answer. (query, text in its SQL, what the regression writes instead)
+MUTATIONS = [
+    ("durations_by_type", "WHERE status IN ('finished', 'completed')", "WHERE true"),  # cancelled, in progress
+    ("durations_by_type", "('finished', 'completed')", "('finished')"),  # R5 `completed`
+    ("durations_by_type", "AND discharge_time >= admission_time", ""),  # end before start
+    ("readmissions_30d", "encounter_type = 'Inpatient'", "class_code = 'IMP'"),  # ACUTE, NONAC
+    ("readmissions_30d", "encounter_type = 'Inpatient'", "true"),
+    ("readmissions_30d", "NOT IN ('cancelled', 'entered-in-error')", "NOT IN ('entered-in-error')"),
+    ("readmissions_30d", "NOT IN ('cancelled', 'entered-in-error')", "NOT IN ('cancelled')"),
+    ("readmissions_30d", "AND patient_ref IS NOT NULL", ""),
+    ("readmissions_30d", "AND admission_time IS NOT NULL", ""),
+    ("readmissions_30d", "WHERE i.discharge_time IS NOT NULL", ""),  # in progress: no admission yet
+    ("readmissions_30d", "AND r.encounter_id <> i.encounter_id", ""),  # a stay ending before it starts
+    ("readmissions_30d", "r.admission_time <= i.discharge_time", "r.admission_time < i.discharge_time"),
+    ("utilisation", "NOT is_deleted AND ", ""),  # tombstones
+    ("utilisation", "NOT IN ('cancelled', 'entered-in-error')", "NOT IN ('entered-in-error')"),
+    ("utilisation", "NOT IN ('cancelled', 'entered-in-error')", "NOT IN ('cancelled')"),
+    ("utilisation", "coalesce(status, '')", "status"),  # no status: it happened
+    ("utilisation", "CASE WHEN discharge_time >= admission_time", "CASE WHEN true"),  # end before start
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "text", "instead"), MUTATIONS)
+def test_the_edge_data_tells_each_filter_from_its_absence(
+    edges: tuple[Any, list[Stay]], name: str, text: str, instead: str
+) -> None:
+    config, stays = edges
+    sql = next(q.sql for q in queries.QUERIES if q.name == name)
+    assert text in sql, f"{name} no longer says {text!r}: update MUTATIONS"
+    assert mismatches(config, name, stays, sql.replace(text, instead)) != [], f"{name} without {text!r}"
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -163,3 +164,77 @@ def test_replay_quarantine_takes_back_what_a_fix_makes_valid(spark: Any, tmp_pat
     nothing = reingest.replay_quarantine(fixed, reason="nesting_too_deep", spark=spark)
     assert (nothing.files, nothing.rows_fixed) == ((), 0)
     assert len(read_table(spark, fixed.table_uri(fixed.tables.ingest_log))) == 2
+
+
+def _strictly_quarantined(spark: Any, tmp_path: Path) -> tuple[Any, Path, Path]:
+    """Two files whose bad lines a too strict limit (max_depth 8) quarantined: deep.ndjson (two too deep, one
+    malformed) and broken.ndjson (one malformed). Returns the fixed config (default limit) and both files."""
+    landing = tmp_path / "landing"
+    deep = _write(
+        landing / "deep.ndjson",
+        [_encounter("ok1", "finished", "2024-01-01T09:00:00Z"), _deep("deep1", 12), _deep("deep2", 12), "{broken"],
+    )
+    broken = _write(landing / "broken.ndjson", [_encounter("ok2", "finished", "2024-01-01T09:00:00Z"), "{nope"])
+    job.run(job_config(tmp_path, landing, **{"fhir.max_depth": 8}), once=True, spark=spark)
+    return job_config(tmp_path, landing), deep, broken
+
+
+def _quarantine(spark: Any, config: Any) -> set[tuple[str, str, str]]:
+    rows = read_table(spark, config.table_uri(config.tables.quarantine))
+    return {(Path(r["sourcename"]).name, r["source_position"], r["reason"]) for r in rows}
+
+
+def test_replay_quarantine_without_a_reason_takes_every_file_behind_a_quarantine_row(
+    spark: Any, tmp_path: Path
+) -> None:
+    config, deep, broken = _strictly_quarantined(spark, tmp_path)
+
+    result = reingest.replay_quarantine(config, spark=spark)
+
+    assert result.files == (f"file:{broken}", f"file:{deep}")  # every reason: both files
+    assert (result.rows_fixed, result.rows_still_quarantined) == (2, 2)
+    assert _quarantine(spark, config) == {
+        ("deep.ndjson", "line 4", "malformed_json"),
+        ("broken.ndjson", "line 2", "malformed_json"),
+    }
+    (replay,) = result.summary.batches
+    rows = read_table(spark, config.table_uri(config.tables.quarantine))
+    assert {r["batch_key"] for r in rows} == {replay.batch_key}  # rows still bad carry the replay's batch key
+    bronze = read_table(spark, config.table_uri(config.tables.encounter))
+    assert sorted(r["encounter_id"] for r in bronze) == ["deep1", "deep2", "ok1", "ok2"]
+
+
+def test_replay_quarantine_is_refused_while_another_writer_holds_the_lease(spark: Any, tmp_path: Path) -> None:
+    config, deep, _ = _strictly_quarantined(spark, tmp_path)
+    before = _quarantine(spark, config)
+    log_before = read_table(spark, config.table_uri(config.tables.ingest_log))
+    ledger = open_ledger(config)
+    try:
+        ledger.acquire_lease(lease_name(config), "the-stream", timedelta(minutes=5))
+        with pytest.raises(LeaseHeld, match="the-stream"):
+            reingest.replay_quarantine(replace(config, lease_wait_seconds=0), spark=spark)
+        assert ledger.open_intents() == []
+    finally:
+        ledger.close()
+    assert _quarantine(spark, config) == before
+    assert read_table(spark, config.table_uri(config.tables.ingest_log)) == log_before
+    assert deep.exists()
+
+
+def test_replay_quarantine_of_a_vanished_file_records_it_unreadable_and_keeps_its_rows(
+    spark: Any, tmp_path: Path
+) -> None:
+    """A file gone since its rows were quarantined (deleted, not archived) is read as unreadable_file, as the stream
+    records a file gone before it was read; the rows it had stay, being all that is left of those records."""
+    config, deep, _ = _strictly_quarantined(spark, tmp_path)
+    before = _quarantine(spark, config)
+    deep.unlink()
+
+    result = reingest.replay_quarantine(config, reason="nesting_too_deep", spark=spark)
+
+    assert result.files == (f"file:{deep}",)
+    assert (result.rows_fixed, result.rows_still_quarantined) == (0, 4)  # deep.ndjson's three old rows and the new
+    assert _quarantine(spark, config) == before | {("deep.ndjson", "file", "unreadable_file")}
+    assert [b.stats.rows_rejected for b in result.summary.batches] == [1]
+    bronze = read_table(spark, config.table_uri(config.tables.encounter))
+    assert sorted(r["encounter_id"] for r in bronze) == ["ok1", "ok2"]

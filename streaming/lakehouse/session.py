@@ -49,7 +49,10 @@ JOB_SPARK_CONF: dict[str, str] = {**HUDI_SPARK_CONF, **RETENTION_CONF}
 
 
 def s3a_conf(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """Point s3a at AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL when set (moto locally), as boto3 does."""
+    """Point s3a at AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL when set (moto locally), as boto3 does, in the region
+    every AWS client uses (aws.resolve_region)."""
+    from streaming.adapters import aws
+
     env = os.environ if environ is None else environ
     conf = {
         # Glue 5.1 serves s3:// through S3A; do the same locally so URIs mean the same thing in both places.
@@ -65,8 +68,7 @@ def s3a_conf(environ: dict[str, str] | None = None) -> dict[str, str]:
             "spark.hadoop.fs.s3a.change.detection.mode": "none",
             "spark.hadoop.fs.s3a.multiobjectdelete.enable": "false",
         }
-    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
-    if region:
+    if region := aws.resolve_region(environ=env):
         conf["spark.hadoop.fs.s3a.endpoint.region"] = region
     return conf
 

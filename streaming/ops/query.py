@@ -142,6 +142,8 @@ def hudi_uri(uri: str) -> str:
 
 def storage_options(uri: str) -> dict[str, str]:
     """hudi-rs (object_store) options for an S3 table from the environment boto3 also reads; none for local."""
+    from streaming.adapters import aws
+
     if not hudi_uri(uri).startswith("s3://"):
         return {}
     env = os.environ
@@ -151,8 +153,7 @@ def storage_options(uri: str) -> dict[str, str]:
         options["aws_endpoint"] = endpoint
         if endpoint.startswith("http://"):  # a local stand-in (moto); object_store refuses http otherwise
             options["aws_allow_http"] = "true"
-    region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
-    if region:
+    if region := aws.resolve_region(environ=env):
         options["aws_region"] = region
     for var, key in (
         ("AWS_ACCESS_KEY_ID", "aws_access_key_id"),

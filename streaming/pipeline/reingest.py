@@ -168,18 +168,21 @@ def _take(
                 landed_file(restore(config, uri, recorded_landing(recorded.get(uri))), missing_ok=missing_ok)
                 for uri in uris
             ]
+            # A file gone since (a replay only: reingest refuses it) is read whole, so the batch records it as
+            # `unreadable_file` like the stream does; its old rows stay, all that is left of those records.
+            gone = frozenset(f.uri for f in files if missing_ok and not storage.exists(f.uri))
             spark = spark or build_spark(config.spark)
             deps = dataclasses.replace(
                 writer_deps(spark, config, ledger, summary.run_id, lease),
                 retake=frozenset(f.uri for f in files),
-                positions=dict(positions or {}),
+                positions={uri: found for uri, found in (positions or {}).items() if uri not in gone},
             )
             summary.recovery = recover(deps)  # finish a crashed batch first: its files may be among these
             listing = spark.createDataFrame([(f.uri, f.length, f.modified) for f in files], LISTING_SCHEMA)
             result = process_batch(listing, 0, deps)
             summary.batches.append(result)
             lease.check()  # the clean-up is a write too
-            fixed, remaining = _drop_stale_quarantine(deps, result)
+            fixed, remaining = _drop_stale_quarantine(deps, result, gone)
     finally:
         ledger.close()
     log.info(
@@ -188,8 +191,9 @@ def _take(
     return summary, (fixed, remaining)
 
 
-def _drop_stale_quarantine(deps: BatchDeps, result: BatchResult) -> tuple[int, int]:
-    """Delete the quarantine rows of the batch's files that this batch did not write again.
+def _drop_stale_quarantine(deps: BatchDeps, result: BatchResult, gone: frozenset[str] = frozenset()) -> tuple[int, int]:
+    """Delete the quarantine rows of the batch's files that this batch did not write again; those of files `gone`
+    (nothing could be read again) all stay.
 
     Returns (rows removed, rows the files still have), both from one read of the table.
     """
@@ -198,7 +202,7 @@ def _drop_stale_quarantine(deps: BatchDeps, result: BatchResult) -> tuple[int, i
     rows = deps.spark.read.format("hudi").load(deps.quarantine.uri).where(F.col("sourcename").isin(list(result.files)))
     if deps.positions:  # positions not read again say nothing about what they hold now
         rows = only_positions(rows, deps.positions)
-    stale = F.col("batch_key") != result.batch_key
+    stale = (F.col("batch_key") != result.batch_key) & ~F.col("sourcename").isin(list(gone))
     rows = rows.withColumn("_stale", stale).persist()  # counted, then the stale keys are deleted
     try:
         counts = rows.agg(F.count(F.when(stale, 1)).alias("stale"), F.count(F.when(~stale, 1)).alias("kept")).first()

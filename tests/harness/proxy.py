@@ -1,4 +1,5 @@
-"""A TCP proxy between the job and the moto server, so a test can take the DynamoDB ledger away and back."""
+"""A TCP proxy between the job and the moto server, so a test can take the DynamoDB ledger away and back: refused
+at once (`pause`), or hung, accepting and never answering (`hang`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import threading
 class TcpProxy:
     """Forwards a loopback port to `target`. `pause()` is an outage until `resume()`: open connections are cut and
     every new one is reset as soon as it arrives, counted in `refused` (so a test knows the job felt the outage).
-    Each forwarded connection is two pump threads.
+    `hang()` is the other kind of outage, a ledger that stops answering: new connections are accepted and held
+    open without a byte in either direction, and what callers send on open connections is dropped (both counted in
+    `held`), so only the callers' own timeouts end their requests. Each forwarded connection is two pump threads.
     """
 
     def __init__(self, target_host: str, target_port: int, host: str = "127.0.0.1") -> None:
@@ -19,10 +22,13 @@ class TcpProxy:
         self.host = host
         self.port = 0
         self.refused = 0
+        self.held = 0
         self._lock = threading.Lock()
         self._conns: set[socket.socket] = set()
         self._listener: socket.socket | None = None
         self._down = threading.Event()
+        self._hung = threading.Event()
+        self._held: list[socket.socket] = []
         self._closing = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -57,6 +63,11 @@ class TcpProxy:
             if self._down.is_set():
                 self._reset(client)
                 continue
+            if self._hung.is_set():
+                with self._lock:
+                    self.held += 1
+                    self._held.append(client)
+                continue
             client.settimeout(None)
             try:
                 upstream = socket.create_connection(self.target, timeout=5)
@@ -86,6 +97,10 @@ class TcpProxy:
     def _pump(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                if self._hung.is_set():  # what arrives is swallowed, nothing answers
+                    with self._lock:
+                        self.held += 1
+                    continue
                 dst.sendall(data)
         except OSError:
             pass
@@ -112,8 +127,21 @@ class TcpProxy:
             self._down.set()
         self._cut_all()
 
+    def hang(self) -> None:
+        """The ledger stops answering: connections are accepted, requests swallowed, until `resume()`."""
+        self._hung.set()
+
     def resume(self) -> None:
+        """The outage ends: forward again; connections held while hung are closed (their callers gave up)."""
         self._down.clear()
+        self._hung.clear()
+        self._drop_held()
+
+    def _drop_held(self) -> None:
+        with self._lock:
+            held, self._held = self._held, []
+        for s in held:
+            self._close(s)
 
     def close(self) -> None:
         self._closing.set()
@@ -122,4 +150,5 @@ class TcpProxy:
         if self._listener:
             self._listener.close()
             self._listener = None
+        self._drop_held()
         self._cut_all()
