@@ -1,8 +1,9 @@
-"""Every part of README.md made from the code, in one place: `make docs` rewrites them, one test checks them.
+"""Every documentation block made from the code, in one place: `make docs` rewrites them, one test checks them.
 
-Each block sits between `<!-- NAME:start ... -->` and `<!-- NAME:end -->`; its text comes from the module that owns
-the data (the mapping, the reason codes, the ordering cases, the ready queries, the exit codes, the catalog's table
-definitions), so the README cannot drift from what the code does.
+Each block sits between `<!-- NAME:start ... -->` and `<!-- NAME:end -->` in the file TARGETS names for it; its
+text comes from the module that owns the data (the mapping, the reason codes, the ordering cases, the ready
+queries, the exit codes, the catalog's table definitions), so the documentation cannot drift from what the code
+does.
 
     python -m streaming.generated        # what `make docs` runs (the catalog block starts a local Spark)
 """
@@ -12,7 +13,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+REFERENCE = ROOT / "docs" / "reference.md"
+DESIGN = ROOT / "docs" / "design.md"
+
+# Which file holds each block: the ordering cases sit with the rule they illustrate, the rest in the reference.
+TARGETS: dict[str, Path] = {
+    "mapping": README,
+    "reasons": README,
+    "ordering": README,
+    "queries": README,
+    "exits": README,
+    "catalog": README,
+}
 
 
 def markers(name: str) -> tuple[str, str]:
@@ -25,7 +39,7 @@ def render(text: str, name: str, body: str) -> str:
     start, end = markers(name)
     head, found, rest = text.partition(start)
     if not found:
-        raise ValueError(f"README has no {start!r}")
+        raise ValueError(f"{TARGETS[name].relative_to(ROOT)} has no {start!r}")
     _, _, tail = rest.partition(end)
     return f"{head}{start}\n{body}\n{end}{tail}"
 
@@ -56,17 +70,29 @@ def blocks() -> dict[str, Callable[[], str]]:
     }
 
 
+def marked(path: Path) -> set[str]:
+    """The names of the blocks marked in the file at `path`."""
+    lines = path.read_text().splitlines()
+    return {
+        line.split(":start")[0].removeprefix("<!-- ")
+        for line in lines
+        if line.startswith("<!-- ") and ":start (" in line
+    }
+
+
 def fresh(name: str, text: str | None = None) -> bool:
-    """Whether the README's block `name` is what the code makes now."""
-    text = README.read_text() if text is None else text
+    """Whether block `name`, in its file (or in `text`), is what the code makes now."""
+    text = TARGETS[name].read_text() if text is None else text
     return render(text, name, blocks()[name]()) == text
 
 
 def main() -> None:
-    text = README.read_text()
-    for name, make in blocks().items():
-        text = render(text, name, make())
-    README.write_text(text)
+    makers = blocks()
+    for path in sorted(set(TARGETS.values())):
+        text = path.read_text()
+        for name in (n for n, target in TARGETS.items() if target == path):
+            text = render(text, name, makers[name]())
+        path.write_text(text)
 
 
 if __name__ == "__main__":
