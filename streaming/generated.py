@@ -2,16 +2,20 @@
 
 Each block sits between `<!-- NAME:start ... -->` and `<!-- NAME:end -->` in the file TARGETS names for it; its
 text comes from the module that owns the data (the mapping, the reason codes, the ordering cases, the ready
-queries, the exit codes, the catalog's table definitions), so the documentation cannot drift from what the code
-does.
+queries, the exit codes, the catalog's table definitions, the settings, the metrics), so the documentation cannot
+drift from what the code does.
 
     python -m streaming.generated        # what `make docs` runs (the catalog block starts a local Spark)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import ast
+import dataclasses
+import json
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -20,12 +24,14 @@ DESIGN = ROOT / "docs" / "design.md"
 
 # Which file holds each block: the ordering cases sit with the rule they illustrate, the rest in the reference.
 TARGETS: dict[str, Path] = {
-    "mapping": README,
-    "reasons": README,
+    "mapping": REFERENCE,
+    "reasons": REFERENCE,
     "ordering": README,
-    "queries": README,
-    "exits": README,
-    "catalog": README,
+    "queries": REFERENCE,
+    "exits": REFERENCE,
+    "catalog": REFERENCE,
+    "settings": REFERENCE,
+    "metrics": REFERENCE,
 }
 
 
@@ -53,6 +59,66 @@ def _catalog() -> str:
     return readme_table(build_spark(settings.spark), settings)
 
 
+def _value(value: Any) -> str:
+    """A default as the settings file writes it (TOML)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value:_}" if value >= 10_000 else str(value)
+    if isinstance(value, Mapping):
+        return "{}"
+    return json.dumps(value)
+
+
+def _comments(source: list[str], node: ast.AnnAssign) -> str:
+    """The comment lines just above a field and the comment at the end of its line, as one sentence."""
+    above: list[str] = []
+    at = node.lineno - 2
+    while at >= 0 and source[at].strip().startswith("#"):
+        above.insert(0, source[at].strip().removeprefix("#").strip())
+        at -= 1
+    _, hashed, trailing = source[node.lineno - 1].partition("  # ")
+    return " ".join([*above, trailing.strip()] if hashed else above)
+
+
+def settings_table() -> str:
+    """Every settings key with its default and the comment it has in streaming/config.py (where it is documented)."""
+    from streaming import config
+
+    source_text = Path(config.__file__).read_text()
+    source = source_text.splitlines()
+    classes = {n.name: n for n in ast.walk(ast.parse(source_text)) if isinstance(n, ast.ClassDef)}
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+
+    def add(instance: Any, prefix: str) -> None:
+        for node in classes[type(instance).__name__].body:
+            if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+                continue
+            value = getattr(instance, node.target.id)
+            if dataclasses.is_dataclass(value):
+                continue  # a section: its own rows follow
+            meaning = _comments(source, node).replace("|", "\\|")
+            rows.append(f"| `{prefix}{node.target.id}` | `{_value(value)}` | {meaning} |")
+        for f in dataclasses.fields(instance):
+            section = getattr(instance, f.name)
+            if dataclasses.is_dataclass(section):
+                doc = (type(section).__doc__ or "").strip()
+                rows.append(f"| **`[{f.name}]`** | | {doc} |")
+                add(section, f"{f.name}.")
+
+    add(config.JobConfig(), "")
+    return "\n".join(rows)
+
+
+def metrics_table() -> str:
+    """Every CloudWatch metric the job publishes and what it says (streaming/pipeline/metrics.py)."""
+    from streaming.pipeline import metrics
+
+    rows = ["| metric | what it says |", "|---|---|"]
+    rows += [f"| `{name}` | {meaning} |" for name, meaning in metrics.METRICS.items()]
+    return "\n".join(rows)
+
+
 def blocks() -> dict[str, Callable[[], str]]:
     """Each generated block's name and the function that makes it (imported on use: the catalog needs Spark)."""
     from streaming.bronze import ordering
@@ -67,6 +133,8 @@ def blocks() -> dict[str, Callable[[], str]]:
         "queries": ready_queries.readme_block,
         "exits": exits.readme_table,
         "catalog": _catalog,
+        "settings": settings_table,
+        "metrics": metrics_table,
     }
 
 

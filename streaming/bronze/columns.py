@@ -95,7 +95,7 @@ QUARANTINE = TableDoc(
             ),
             "sourcename": PIPELINE_COLUMNS["sourcename"],
             "source_position": "where in that file: `line N`, `entry N`, `line N entry M` or `file`",
-            "reason": "reason code (README: Input shapes and quarantine)",
+            "reason": "reason code (docs/reference.md, Reason codes)",
             "message": "what was wrong, naming the element, never its value",
             "raw_slice": "the start of the raw text (fhir.raw_slice_chars characters)",
             "batch_key": "the batch that quarantined it (see the ingest log)",
