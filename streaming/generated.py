@@ -26,7 +26,7 @@ DESIGN = ROOT / "docs" / "design.md"
 TARGETS: dict[str, Path] = {
     "mapping": REFERENCE,
     "reasons": REFERENCE,
-    "ordering": README,
+    "ordering": DESIGN,
     "queries": REFERENCE,
     "exits": REFERENCE,
     "catalog": REFERENCE,

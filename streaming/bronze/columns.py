@@ -1,6 +1,6 @@
 """What the three tables hold, as data: each table's description and each column's meaning.
 
-The catalog registers these as the table description and the column comments (`catalog_defs`), and the README's
+The catalog registers these as the table description and the column comments (`catalog_defs`), and docs/reference.md's
 table definitions show them. Bronze's meanings are the mapping table's (`mapping.RULES`, `PIPELINE_COLUMNS`); the
 ingest log's schema is defined here with its meanings, one line per column; the quarantine's columns are projected
 by `flatten.quarantine_rows` and mean what is written here. Only the mapping is imported: the catalog, the Hudi
