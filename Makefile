@@ -27,7 +27,7 @@ check: install  ## ruff (lint and format), mypy --strict on streaming/, the impo
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/cfn-lint deploy/*.json
 
-docs: install jars  ## rewrite every README block made from the code (the catalog's starts a local Spark)
+docs: install jars  ## rewrite every documentation block made from the code (the catalog's starts a local Spark)
 	$(PY) -m streaming.generated
 
 install: $(STAMP)  ## the .venv with the project and its pinned tools (again when pyproject.toml changes)

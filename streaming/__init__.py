@@ -2,7 +2,7 @@
 
 The layers, from the entrypoints down; imports only ever point down (pyproject.toml [tool.importlinter]):
 
-    generated   the README blocks made from the code           cli        the command line and the Glue entry
+    generated   the doc blocks made from the code              cli        the command line and the Glue entry
     pipeline    one micro-batch, the stream, re-reads, metrics  views      SQL on FHIR ViewDefinitions
     catalog     tables registered by name (Glue, local)         ops        JVM-free reads: SQL, status, backlog
     lakehouse   Spark and Hudi: tables, timeline, checkpoint    bronze     records -> rows: flatten, ordering, columns

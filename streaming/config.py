@@ -97,13 +97,13 @@ class LayoutConfig:
     # rewrites (about one such file per hospital in the batch) however large the table grows. Hudi's default, 100,
     # lets the rewrite grow for months: measured, a batch took ~0.9 s more per MiB of those files (8 hospitals, 2
     # cores), and the ingest log's one-row commit rewrote the whole log. Larger: fewer, bigger files for readers,
-    # slower batches (README, Performance). 0: every batch writes new files (the job does not compact them).
+    # slower batches (docs/performance.md). 0: every batch writes new files (the job does not compact them).
     small_file_mb: int = 1
     # At most every this many seconds, after a batch that wrote (its files committed), the job clusters bronze
     # (Hudi's clustering, a `replacecommit`): in each hospital with more than one file below `cluster_file_mb`,
     # those files are rewritten into as few files of up to `cluster_file_mb`. The stream's 1 MiB files then do not
     # pile up for readers (Athena pays per file). A file that reached `cluster_file_mb` is not clustered again; an
-    # update to it rewrites all of it (copy-on-write), which is why the size stays moderate (README, Performance).
+    # update to it rewrites all of it (copy-on-write), which is why the size stays moderate (docs/performance.md).
     # 0: never.
     cluster_every_seconds: int = 3600
     cluster_file_mb: int = 16
@@ -123,7 +123,7 @@ class StatusConfig:
     # then marked truncated (a lower bound): one listing costs a ledger lookup per file (DynamoDB: 100 a request).
     max_listed: int = 100_000
     # With this many committed files still in the source, `status` says listing grows: each trigger lists them all
-    # again (10,000 cost +4.7 s a trigger); `source_archive` moves them out (README "Exactly once").
+    # again (10,000 cost +4.7 s a trigger); `source_archive` moves them out (docs/design.md, "Exactly once").
     listing_warn_files: int = 10_000
 
 
@@ -143,7 +143,7 @@ class JobConfig:
     max_files_per_trigger: int = 500  # bounds one micro-batch (and the ledger's batch intent item)
     lease_ttl_seconds: int = 60  # single-writer lease; renewed every third of it, a dead job's expires after it
     lease_wait_seconds: int = 75  # how long a starting job waits for another holder's lease to expire
-    # What makes an encounter one row (README "Which key"). FHIR makes Encounter.id unique per server only:
+    # What makes an encounter one row (docs/design.md, "Which key"). FHIR makes Encounter.id unique per server only:
     # "id" (default) keys by the id alone; "meta.source" or "folder" (the first folder under the landing prefix)
     # name the system it came from, kept in `source_system` and part of the key, so two EHRs that both number
     # from 1 do not overwrite each other. Fixed for a table once it has data (a change is refused at start).

@@ -1,18 +1,38 @@
-"""Every part of README.md made from the code, in one place: `make docs` rewrites them, one test checks them.
+"""Every documentation block made from the code, in one place: `make docs` rewrites them, one test checks them.
 
-Each block sits between `<!-- NAME:start ... -->` and `<!-- NAME:end -->`; its text comes from the module that owns
-the data (the mapping, the reason codes, the ordering cases, the ready queries, the exit codes, the catalog's table
-definitions), so the README cannot drift from what the code does.
+Each block sits between `<!-- NAME:start ... -->` and `<!-- NAME:end -->` in the file TARGETS names for it; its
+text comes from the module that owns the data (the mapping, the reason codes, the ordering cases, the ready
+queries, the exit codes, the catalog's table definitions, the settings, the metrics), so the documentation cannot
+drift from what the code does.
 
     python -m streaming.generated        # what `make docs` runs (the catalog block starts a local Spark)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import ast
+import dataclasses
+import json
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+REFERENCE = ROOT / "docs" / "reference.md"
+DESIGN = ROOT / "docs" / "design.md"
+
+# Which file holds each block: the ordering cases sit with the rule they illustrate, the rest in the reference.
+TARGETS: dict[str, Path] = {
+    "mapping": REFERENCE,
+    "reasons": REFERENCE,
+    "ordering": DESIGN,
+    "queries": REFERENCE,
+    "exits": REFERENCE,
+    "catalog": REFERENCE,
+    "settings": REFERENCE,
+    "metrics": REFERENCE,
+}
 
 
 def markers(name: str) -> tuple[str, str]:
@@ -25,7 +45,7 @@ def render(text: str, name: str, body: str) -> str:
     start, end = markers(name)
     head, found, rest = text.partition(start)
     if not found:
-        raise ValueError(f"README has no {start!r}")
+        raise ValueError(f"{TARGETS[name].relative_to(ROOT)} has no {start!r}")
     _, _, tail = rest.partition(end)
     return f"{head}{start}\n{body}\n{end}{tail}"
 
@@ -37,6 +57,66 @@ def _catalog() -> str:
 
     settings = conf.load(conf.env_file("local"))
     return readme_table(build_spark(settings.spark), settings)
+
+
+def _value(value: Any) -> str:
+    """A default as the settings file writes it (TOML)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value:_}" if value >= 10_000 else str(value)
+    if isinstance(value, Mapping):
+        return "{}"
+    return json.dumps(value)
+
+
+def _comments(source: list[str], node: ast.AnnAssign) -> str:
+    """The comment lines just above a field and the comment at the end of its line, as one sentence."""
+    above: list[str] = []
+    at = node.lineno - 2
+    while at >= 0 and source[at].strip().startswith("#"):
+        above.insert(0, source[at].strip().removeprefix("#").strip())
+        at -= 1
+    _, hashed, trailing = source[node.lineno - 1].partition("  # ")
+    return " ".join([*above, trailing.strip()] if hashed else above)
+
+
+def settings_table() -> str:
+    """Every settings key with its default and the comment it has in streaming/config.py (where it is documented)."""
+    from streaming import config
+
+    source_text = Path(config.__file__).read_text()
+    source = source_text.splitlines()
+    classes = {n.name: n for n in ast.walk(ast.parse(source_text)) if isinstance(n, ast.ClassDef)}
+    rows = ["| key | default | meaning |", "|---|---|---|"]
+
+    def add(instance: Any, prefix: str) -> None:
+        for node in classes[type(instance).__name__].body:
+            if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+                continue
+            value = getattr(instance, node.target.id)
+            if dataclasses.is_dataclass(value):
+                continue  # a section: its own rows follow
+            meaning = _comments(source, node).replace("|", "\\|")
+            rows.append(f"| `{prefix}{node.target.id}` | `{_value(value)}` | {meaning} |")
+        for f in dataclasses.fields(instance):
+            section = getattr(instance, f.name)
+            if dataclasses.is_dataclass(section):
+                doc = (type(section).__doc__ or "").strip()
+                rows.append(f"| **`[{f.name}]`** | | {doc} |")
+                add(section, f"{f.name}.")
+
+    add(config.JobConfig(), "")
+    return "\n".join(rows)
+
+
+def metrics_table() -> str:
+    """Every CloudWatch metric the job publishes and what it says (streaming/pipeline/metrics.py)."""
+    from streaming.pipeline import metrics
+
+    rows = ["| metric | what it says |", "|---|---|"]
+    rows += [f"| `{name}` | {meaning} |" for name, meaning in metrics.METRICS.items()]
+    return "\n".join(rows)
 
 
 def blocks() -> dict[str, Callable[[], str]]:
@@ -53,20 +133,34 @@ def blocks() -> dict[str, Callable[[], str]]:
         "queries": ready_queries.readme_block,
         "exits": exits.readme_table,
         "catalog": _catalog,
+        "settings": settings_table,
+        "metrics": metrics_table,
+    }
+
+
+def marked(path: Path) -> set[str]:
+    """The names of the blocks marked in the file at `path`."""
+    lines = path.read_text().splitlines()
+    return {
+        line.split(":start")[0].removeprefix("<!-- ")
+        for line in lines
+        if line.startswith("<!-- ") and ":start (" in line
     }
 
 
 def fresh(name: str, text: str | None = None) -> bool:
-    """Whether the README's block `name` is what the code makes now."""
-    text = README.read_text() if text is None else text
+    """Whether block `name`, in its file (or in `text`), is what the code makes now."""
+    text = TARGETS[name].read_text() if text is None else text
     return render(text, name, blocks()[name]()) == text
 
 
 def main() -> None:
-    text = README.read_text()
-    for name, make in blocks().items():
-        text = render(text, name, make())
-    README.write_text(text)
+    makers = blocks()
+    for path in sorted(set(TARGETS.values())):
+        text = path.read_text()
+        for name in (n for n, target in TARGETS.items() if target == path):
+            text = render(text, name, makers[name]())
+        path.write_text(text)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ def copy_samples(samples: Path, landing: Path, *, bundles: bool = True) -> list[
     return [Path(shutil.copy(src, landing / src.name)) for src in sources]
 
 
-# -- the documented hospital_partition rule (README "Partitions"), re-implemented for test_flatten and test_partitions
+# -- the hospital_partition rule as documented (docs/design.md, "Partitions"), for test_flatten and test_partitions
 
 HUDI_ESCAPED = set("\"#%'*/:=?[\\]^{")  # characters Hudi's partition-path URL encoding writes as %XX
 

@@ -34,7 +34,7 @@ from streaming.fhir.parse import FileSplitter
 # -- single resources --------------------------------------------------------------------------------------------
 SINGLE = encounter("enc-1", subject={"reference": "Patient/p1"})
 SINGLE_SHAPES: dict[str, tuple[bytes, str]] = {
-    "compact": (compact(SINGLE).encode(), "line 1"),  # one-line NDJSON, as the README says
+    "compact": (compact(SINGLE).encode(), "line 1"),  # one-line NDJSON, as docs/design.md says
     "compact-no-newline-bom": (UTF8_BOM + compact(SINGLE).encode(), "line 1"),
     "compact-bom-newline": (UTF8_BOM + compact(SINGLE).encode() + b"\r\n", "line 1"),
     "pretty": (json.dumps(SINGLE, indent=2).encode(), "file"),

@@ -1,7 +1,7 @@
 """Cleaning on a long stream: old file versions are still removed, but not by a clean after every commit.
 
 Copy-on-write leaves the replaced version of a file behind on nearly every batch. Hudi's default tries a clean after
-each commit once 10 are retained; the tables here clean every 10th commit instead (README, Performance).
+each commit once 10 are retained; the tables here clean every 10th commit instead (docs/performance.md).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 After a batch that wrote, at most every `layout.cluster_every_seconds`, the job clusters bronze. A job killed
 during it leaves the plan pending, and Hudi then refuses every upsert into a file group the plan holds: the stream
 would fail on the first update of an encounter in those files, after every restart. Recovery finishes the plan
-before the stream starts (README, Exactly once).
+before the stream starts (docs/design.md, Exactly once).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
-"""Each documented exit code (streaming/cli/exits.py, the README's table) is what the CLI returns in its situation.
+"""Each documented exit code (streaming/cli/exits.py, docs/reference.md's table) is what the CLI returns in its case.
 
-One scenario per code, driven from the same table the README is generated from: a code the table documents and no
-scenario covers fails the test, so does a scenario that ends with another code.
+One scenario per code, driven from the same table docs/reference.md is generated from: a code the table documents
+and no scenario covers fails the test, so does a scenario that ends with another code.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The README's generated sections match their source: the mapping (streaming/fhir/mapping.py) and the reason codes
-(streaming/fhir/reasons.py); one FHIR id pattern serves every check.
+"""The reference's generated sections (docs/reference.md) match their source: the mapping
+(streaming/fhir/mapping.py) and the reason codes (streaming/fhir/reasons.py); one FHIR id pattern serves every check.
 """
 
 from __future__ import annotations
@@ -10,11 +10,11 @@ from pathlib import Path
 from streaming.fhir import mapping, reasons
 from streaming.fhir.mapping import RULES
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+REFERENCE = Path(__file__).resolve().parents[1] / "docs" / "reference.md"
 
 
-def test_every_rule_is_in_the_readme() -> None:
-    text = README.read_text()
+def test_every_rule_is_in_the_reference() -> None:
+    text = REFERENCE.read_text()
     for rule in RULES:
         assert f"| `{rule.column}` | `{rule.r4}` | `{rule.r5}` |" in text
 
@@ -35,12 +35,12 @@ def test_required_bronze_columns_are_mapped() -> None:
     assert required <= {rule.column for rule in RULES}
 
 
-def test_readme_lists_every_reason_code() -> None:
-    """Every code in the table has a README row, and no rejecting module keeps a code of its own outside the table."""
+def test_reference_lists_every_reason_code() -> None:
+    """Every code in the table has a reference row; no rejecting module keeps a code of its own outside the table."""
     from streaming.bronze import flatten, records
     from streaming.fhir import bytestream, parse
 
-    text = README.read_text()
+    text = REFERENCE.read_text()
     codes = [
         value
         for module in (bytestream, parse, records, flatten)
@@ -54,7 +54,7 @@ def test_readme_lists_every_reason_code() -> None:
     assert set(codes) <= reasons.CODES, f"reason codes outside streaming/fhir/reasons.py: {set(codes) - reasons.CODES}"
     assert len(reasons.CODES) == len(reasons.REASONS) >= 14
     missing = [r.code for r in reasons.REASONS if f"| `{r.code}` |" not in text]
-    assert not missing, f"reason codes not documented in README: {missing}"
+    assert not missing, f"reason codes not documented in docs/reference.md: {missing}"
 
 
 def test_reason_constants_are_exactly_the_table() -> None:
@@ -66,7 +66,7 @@ def test_reason_constants_are_exactly_the_table() -> None:
 
 
 def test_one_fhir_id_pattern_in_every_form() -> None:
-    """The anchored form, the practitioner reference pattern and the README text all spell mapping.FHIR_ID."""
+    """The anchored form, the practitioner reference pattern and the reference text all spell mapping.FHIR_ID."""
     assert f"^{mapping.FHIR_ID}\\z" == mapping.FHIR_ID_RE  # Java's end of text (tests/test_flatten.py runs it)
     ids = ["a", "A-1.b", "x" * 64, "2f0c.9-Z"]
     not_ids = ["", "x" * 65, "has space", "a_b", "é", "a/b", "a\n"]
@@ -75,4 +75,4 @@ def test_one_fhir_id_pattern_in_every_form() -> None:
     assert practitioner.match("Practitioner/" + "x" * 64 + "/_history/2")
     assert not practitioner.match("Practitioner/" + "x" * 65)
     assert not practitioner.match("Practitioner/a_b")
-    assert f"(`{mapping.FHIR_ID}`)" in README.read_text()
+    assert f"(`{mapping.FHIR_ID}`)" in REFERENCE.read_text()

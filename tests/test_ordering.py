@@ -1,4 +1,4 @@
-"""The ordering rule (streaming/bronze/ordering.py, README "Ordering"): every case of its table, through the real job.
+"""The ordering rule (streaming/bronze/ordering.py, docs/design.md): every case of its table, through the real job.
 
 Each case gets its own encounter id. The first run lands every case's stored version, the second its incoming
 one; the expected winner comes from the case, its expected row from the version that case says wins.
@@ -64,7 +64,7 @@ def _write(landing: Path, name: str, eid: str, version: Version, status: str, la
 
 
 def _ordering(version: Version, landed: datetime) -> datetime:
-    """precombine_ts of a version by the README's rule (read back as naive UTC)."""
+    """precombine_ts of a version by the documented rule (read back as naive UTC)."""
     event = version.own_event if version.own_event is not None else version.event
     return (BASE + timedelta(days=event)).replace(tzinfo=None) if event is not None else _landing_tier(landed)
 

@@ -1,4 +1,4 @@
-"""`query` (hudi-rs + DuckDB, no JVM) and the README's downstream queries, checked against plain-Python answers."""
+"""`query` (hudi-rs + DuckDB, no JVM) and the ready queries (docs/reference.md), checked against plain Python."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from streaming.ops import ready_queries as queries
 from streaming.ops.query import QueryError, TableUnreadable, columns_used, query, table_schemas
 from streaming.ops.sql_output import render
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+REFERENCE = Path(__file__).resolve().parents[1] / "docs" / "reference.md"
 TABLES = ("bronze_encounter", "bronze_encounter_ingest_log", "bronze_encounter_quarantine")
 # The class labels analysts group by, written out here so the test does not lean on streaming.fhir.mapping.
 LABELS = {

@@ -473,7 +473,7 @@ def test_text_shows_the_verdict_first_then_overwritten_ignored_listing_writer_an
     assert (
         "  listing grows: 12,000 committed files stay in the source and every trigger lists them again"
         " (status.listing_warn_files = 10,000); set source_archive to move ingested files out of the prefix"
-        ' (README "Exactly once")'
+        ' (docs/design.md, "Exactly once")'
     ) in lines
     header = lines.index("batches, newest first:") + 1
     assert lines[header].split() == [
@@ -528,8 +528,8 @@ def test_with_an_archive_set_a_growing_listing_points_at_the_archive() -> None:
     text = status.render_text(_status(archive="/archive"))
     assert (
         "  listing grows: 12,000 committed files stay in the source and every trigger lists them, though"
-        " source_archive is set (/archive): ingested files are not moved out (the archive's permissions? README"
-        ' "Exactly once")'
+        " source_archive is set (/archive): ingested files are not moved out (the archive's permissions?"
+        ' docs/design.md, "Exactly once")'
     ) in text.splitlines()
 
 
@@ -604,7 +604,7 @@ def test_check_exits_0_only_when_ok(
         state if form == "json" else f"{state}: the reason"
     )
     assert cli.main(args) == 0  # without --check the verdict is shown, not exited with
-    assert (cli.EXIT_BEHIND, cli.EXIT_STALLED) == (6, 7)  # documented in the README and --help
+    assert (cli.EXIT_BEHIND, cli.EXIT_STALLED) == (6, 7)  # documented in docs/reference.md and --help
 
 
 def test_the_lease_is_read_from_the_ledger_and_a_missing_ledger_is_not_created(tmp_path: Path) -> None:

@@ -390,7 +390,7 @@ def test_the_ledger_grant_is_exactly_what_the_ledger_code_calls() -> None:
 
 
 def test_log_grant_covers_exactly_the_log_groups_glue_names_for_the_security_configuration() -> None:
-    """AWS's naming for a job with a security configuration that encrypts logs (cited in the README's role table).
+    """AWS's naming for a job with a security configuration that encrypts logs (cited in docs/deploy.md's role table).
 
     Glue 2.0 and later: `/aws-glue/jobs/<security configuration>-role/<role name>/output` and `.../error`
     (docs.aws.amazon.com/glue/latest/dg/reduced-start-times-spark-etl-jobs.html, "Logging"); a continuous log group
@@ -755,7 +755,7 @@ def test_the_reader_policy_grants_exactly_athena_reads_of_the_tables() -> None:
 
     table = "bronze/bronze_encounter/"
     assert s3("GetObject", table + "hospital_partition=A/f.parquet") and s3("GetObject", table + ".hoodie/x.commit")
-    assert s3("GetObject", "bronze/bronze_encounter_quarantine/q.parquet")  # PHI too: README, Athena
+    assert s3("GetObject", "bronze/bronze_encounter_quarantine/q.parquet")  # PHI too: docs/deploy.md, Athena
     assert lists(table) and allowed(statements, "s3:GetBucketLocation", "arn:aws:s3:::lake-b")
     for action in ("PutObject", "DeleteObject"):
         assert not s3(action, table + "f.parquet"), action

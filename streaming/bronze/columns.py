@@ -1,6 +1,6 @@
 """What the three tables hold, as data: each table's description and each column's meaning.
 
-The catalog registers these as the table description and the column comments (`catalog_defs`), and the README's
+The catalog registers these as the table description and the column comments (`catalog_defs`), and docs/reference.md's
 table definitions show them. Bronze's meanings are the mapping table's (`mapping.RULES`, `PIPELINE_COLUMNS`); the
 ingest log's schema is defined here with its meanings, one line per column; the quarantine's columns are projected
 by `flatten.quarantine_rows` and mean what is written here. Only the mapping is imported: the catalog, the Hudi
@@ -95,7 +95,7 @@ QUARANTINE = TableDoc(
             ),
             "sourcename": PIPELINE_COLUMNS["sourcename"],
             "source_position": "where in that file: `line N`, `entry N`, `line N entry M` or `file`",
-            "reason": "reason code (README: Input shapes and quarantine)",
+            "reason": "reason code (docs/reference.md, Reason codes)",
             "message": "what was wrong, naming the element, never its value",
             "raw_slice": "the start of the raw text (fhir.raw_slice_chars characters)",
             "batch_key": "the batch that quarantined it (see the ingest log)",

@@ -1,4 +1,4 @@
-"""Which version of an encounter wins: the ordering rule in one place, with the cases the README and tests share.
+"""Which version of an encounter wins: the ordering rule in one place, with the cases docs/design.md and tests share.
 
 The rule never compares an event time with a landing time:
 
@@ -115,7 +115,7 @@ def rows_deleted(winners: DataFrame, stored: DataFrame, keys: Sequence[str] = ("
     return tombstones.join(live, list(keys)).where("_stored_at <= _deleted_at").count()
 
 
-# -- the rule as cases: the README table and tests/test_ordering.py read these --------------------------------
+# -- the rule as cases: docs/design.md's table and tests/test_ordering.py read these --------------------------------
 
 
 @dataclass(frozen=True)
@@ -187,7 +187,7 @@ CASES: tuple[Case, ...] = (
 
 
 def readme_table() -> str:
-    """The README's ordering table, generated from CASES (each case is also run by tests/test_ordering.py)."""
+    """The ordering table in docs/design.md, generated from CASES (each case is also run by tests/test_ordering.py)."""
     lines = ["| stored | incoming (later batch) | table keeps | why |", "|---|---|---|---|"]
     for c in CASES:
         stored = c.stored.describe() if c.stored else "nothing"

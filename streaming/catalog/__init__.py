@@ -9,7 +9,7 @@ tables at job start; the parts live beside it:
 - `catalog_glue`, `catalog_local`: the Glue Data Catalog and the JSON files under `<warehouse>/_catalog`, with
   `register_in_spark` making the local definitions session tables.
 
-`make docs` regenerates the README's table definitions from them.
+`make docs` regenerates the table definitions in docs/reference.md from them.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from streaming.config import ConfigError, JobConfig
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-# What other modules import from here (batch, job, the README's example), wherever it is defined.
+# What other modules import from here (batch, job, docs/design.md's example), wherever it is defined.
 __all__ = [
     "Catalog",
     "NoCatalog",
@@ -64,7 +64,7 @@ def ensure_catalog(spark: SparkSession, config: JobConfig) -> Catalog:
 
 
 def readme_table(spark: SparkSession, config: JobConfig) -> str:
-    """The README's table definitions: each table's description, columns and partition keys with their comments."""
+    """The table definitions in docs/reference.md: each table's description, columns and partition keys, commented."""
     lines = []
     for table in table_defs(spark, config):
         partitioned = ", ".join(f"`{k} {t}`" for k, t in table.partition_columns)

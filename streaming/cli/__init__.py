@@ -43,7 +43,9 @@ EPILOG = "\n".join(
         "settings: command-line flag > settings file (--config, else checkpoints_conf/<env>.toml) > defaults; every",
         "key is documented in streaming/config.py.",
         *textwrap.wrap(
-            "exit codes: " + ", ".join(f"{e.code} {e.short}" for e in exits.EXIT_CODES) + " (README, Exit codes).",
+            "exit codes: "
+            + ", ".join(f"{e.code} {e.short}" for e in exits.EXIT_CODES)
+            + " (docs/reference.md, Exit codes).",
             width=115,
         ),
     ]

@@ -1,9 +1,9 @@
-"""The CLI's exit codes and the errors each one stands for: one table, read by the CLI and the README.
+"""The CLI's exit codes and the errors each one stands for: one table, read by the CLI and docs/reference.md.
 
 Every error a user can cause or fix (a setting, a path, credentials, a query, a held lease, an outage, a file that
 cannot be read) ends a command with one line on stderr (what was wrong, what to do) and its exit code; only an
 unexpected error is code 1, and even then the traceback waits for `--verbose`. `make docs`
-refreshes the README's table.
+refreshes the table in docs/reference.md.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ class Rule:
     """Errors that end a command with `code`, and the one line said for them."""
 
     code: int
-    names: tuple[str, ...]  # what the README lists
+    names: tuple[str, ...]  # what the reference lists
     matches: Callable[[BaseException], bool]
     line: Callable[[BaseException], str] = str
 
@@ -94,7 +94,7 @@ def _denied(exc: BaseException) -> bool:
 
 
 _NO_CREDENTIALS = ("NoCredentialsError", "PartialCredentialsError")
-# Most specific first; the first rule that matches decides. The README's "raised for" column is made from these.
+# Most specific first; the first rule that matches decides. The reference's "raised for" column is made from these.
 RULES: tuple[Rule, ...] = (
     Rule(CONFIG, ("ConfigError", "QueryError", "LedgerMisconfigured", "CheckpointMismatch"),
          lambda e: isinstance(e, ConfigError)),
@@ -128,7 +128,7 @@ def classify(exc: BaseException) -> tuple[int, str]:
 
 
 def readme_table() -> str:
-    """The README's exit-code table, generated from EXIT_CODES."""
+    """The reference's exit-code table, generated from EXIT_CODES."""
     lines = ["| code | | meaning | raised for |", "|---|---|---|---|"]
     for ec in EXIT_CODES:
         raised = [name for rule in RULES if rule.code == ec.code for name in rule.names]

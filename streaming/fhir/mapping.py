@@ -1,9 +1,9 @@
-"""The FHIR Encounter -> bronze column mapping: one table, read by `flatten.py` and shown in the README.
+"""The FHIR Encounter -> bronze column mapping: one table, read by `flatten.py` and shown in docs/reference.md.
 
 Each rule names a bronze column, the Spark SQL expression that finds its value in an R4 Encounter and in an R5
 Encounter, an optional fallback when that is empty, and a `kind` that says how the raw value is normalised.
 The expressions run over the parsed resource (`READ_SCHEMA`) plus the helper columns in `DERIVED`. Adding a
-column is one line here (and `make docs` refreshes the README table).
+column is one line here (and `make docs` refreshes the table in docs/reference.md).
 
 One row per Encounter: list elements are never exploded; each column documents which element it takes.
 """
@@ -16,7 +16,7 @@ from typing import Literal
 from streaming.fhir.reasons import BAD_DATETIME, INVALID_ID, MISSING_ID
 
 # A FHIR id (R4 and R5 `id` datatype): the one spelling of it; every other form (anchored, inside a reference
-# pattern, in the README) is built from this. The same text works as a Python and a Spark (Java) regex.
+# pattern, in docs/reference.md) is built from this. The same text works as a Python and a Spark (Java) regex.
 FHIR_ID = "[A-Za-z0-9.-]{1,64}"
 # Anchored for Spark (Java regex): `\z` is the end of the text; `$` would also match before a final newline.
 FHIR_ID_RE = f"^{FHIR_ID}\\z"
@@ -170,7 +170,7 @@ FHIR_DATETIME_RE = (
     r"(T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\.[0-9]{1,9})?(Z|[+-]((0[0-9]|1[0-3]):[0-5][0-9]|14:00)))?)?)?$"
 )
 
-# Columns a flattened row carries besides the mapped ones (written by the pipeline, documented in the README).
+# Columns a flattened row carries besides the mapped ones (written by the pipeline, documented in docs/reference.md).
 PIPELINE_COLUMNS: dict[str, str] = {
     "fhir_version": (
         "R4 or R5: the version's own elements decide, else an R5-only status code (see `fhir_version` above);"
@@ -212,7 +212,7 @@ PIPELINE_COLUMNS: dict[str, str] = {
 
 
 def readme_table() -> str:
-    """Return the README's mapping section, generated from RULES/DERIVED so the two cannot drift apart."""
+    """Return the reference's mapping section, generated from RULES/DERIVED so the two cannot drift apart."""
     lines = [
         "| column | R4 | R5 | fallback | meaning |",
         "|---|---|---|---|---|",

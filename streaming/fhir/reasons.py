@@ -1,6 +1,6 @@
-"""Every reason code a quarantine row can carry, in one table: the code imports it, the README's table is made from it.
+"""Every reason code a quarantine row can carry, one table: the code imports it, the reference table is made of it.
 
-`make docs` refreshes the README section; a test fails when the two differ.
+`make docs` refreshes the docs/reference.md section; a test fails when the two differ.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ SCHEMA_MISMATCH = "schema_mismatch"
 
 @dataclass(frozen=True)
 class Reason:
-    """One reason code: where it is raised and what it means (a README table row)."""
+    """One reason code: where it is raised and what it means (a row of the reference table)."""
 
     code: str
     raised_in: Stage
@@ -73,7 +73,7 @@ CODES: frozenset[str] = frozenset(reason.code for reason in REASONS)
 
 
 def readme_table() -> str:
-    """Return the README's reason-code section, generated from REASONS so the two cannot drift apart."""
+    """Return the reference's reason-code section, generated from REASONS so the two cannot drift apart."""
     lines = ["| reason | stage | meaning |", "|---|---|---|"]
     lines += [f"| `{r.code}` | `{r.raised_in}` | {r.meaning} |" for r in REASONS]
     lines += ["", *(f"- `{stage}`: {where}" for stage, where in STAGES.items())]

@@ -35,7 +35,7 @@ COMMON_OPTIONS: dict[str, str] = {
     # Hudi tries to clean (delete file versions older than the 10 retained commits) after every commit. Copy-on-write
     # leaves a replaced version behind nearly every batch, so every batch paid a clean: its plan, three timeline
     # instants and a metadata-table commit. Every 10th commit keeps at most 20 commits' versions on disk instead of
-    # 11; measured, small upserts after 15 commits: p50 2.71 s -> 2.03 s (README, Performance).
+    # 11; measured, small upserts after 15 commits: p50 2.71 s -> 2.03 s (docs/performance.md).
     "hoodie.clean.max.commits": "10",
     # No fixed hoodie.*.shuffle.parallelism: Hudi then takes the input's partition count, which follows the
     # cluster (spark.sql.shuffle.partitions after newest_versions' aggregation; AQE shrinks it for small batches).
@@ -200,7 +200,7 @@ class HudiWriter:
         """Write `df` as new records, without looking any key up: only for keys the table cannot hold yet.
 
         A table without a completed commit holds no key, and the caller's rows carry each key once; there the
-        index lookup and the upsert's workload profile are pure cost (measured: README, Performance).
+        index lookup and the upsert's workload profile are pure cost (measured: docs/performance.md).
         """
         self._write(spec, df, commit_meta, BULK_INSERT_OPTIONS)
 

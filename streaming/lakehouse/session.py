@@ -36,7 +36,7 @@ HUDI_SPARK_CONF: dict[str, str] = {
 # The driver keeps every finished job, stage and SQL query in its status store (also with the UI off) up to these
 # caps; of Spark's 1,000 each, jobs fill in ~5 minutes, SQL queries in ~35 (a batch is ~30 jobs, ~5 queries), so
 # the heap grew for as long as a soak ran. Measured, live heap after a full GC at 1, 5 and 9 minutes of steady
-# arrival: 109 -> 135 -> 174 MB with Spark's caps, 100 -> 121 -> 126 MB with these (README, Performance). Glue's
+# arrival: 109 -> 135 -> 174 MB with Spark's caps, 100 -> 121 -> 126 MB with these (docs/performance.md). Glue's
 # Spark UI reads the event log, not this store.
 RETENTION_CONF: dict[str, str] = {
     "spark.ui.retainedJobs": "100",

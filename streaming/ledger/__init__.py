@@ -3,7 +3,7 @@
 One contract, two stores: SQLite on local disk (the embedded default) and DynamoDB (`ledger_dynamodb.py`).
 A micro-batch first records an *intent* (batch key + its files), then writes Hudi, then `commit`s: the files
 become committed and the intent closes. An intent still open after a crash names exactly the files whose
-bookkeeping a restart must finish (see README, "Exactly once").
+bookkeeping a restart must finish (see docs/design.md, "Exactly once").
 
 The same store holds the single-writer *lease* of a job, so two instances cannot write one table.
 """

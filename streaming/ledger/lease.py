@@ -9,7 +9,7 @@ So the lease carries an epoch that grows with every takeover, and the holder:
 - passes the fence (name, owner, epoch) to every ledger change, which the store applies only while that owner
   still holds that epoch, in the same transaction (`Ledger.begin/commit/abandon`).
 
-What this guarantees, and what it does not, is in the README ("One writer").
+What this guarantees, and what it does not, is in docs/design.md ("One writer, fenced").
 """
 
 from __future__ import annotations

@@ -569,7 +569,7 @@ class Result:
 
 @contextmanager
 def stream(config: JobConfig, sql: str, *, as_of: str | None = None) -> Iterator[Result]:
-    """Run `sql` (DuckDB dialect; the README's Athena queries run as written) and hand its rows over batch by batch.
+    """Run `sql` (DuckDB dialect; the ready Athena queries run as written) and hand its rows over batch by batch.
 
     Raises QueryError with DuckDB's message when the SQL is wrong, or TableUnreadable (a QueryError) naming a
     table that exists but cannot be read, also while the batches are read. A table the job has not written yet

@@ -1,4 +1,4 @@
-"""Ready SQL for the questions analysts ask of `bronze.bronze_encounter`, shown in the README.
+"""Ready SQL for the questions analysts ask of `bronze.bronze_encounter`, shown in docs/reference.md.
 
 Each query runs as written on Athena (Trino) and in `streaming.ops.query` (DuckDB), so it keeps to what both engines
 mean the same way: CTEs, `CAST`, `count`/`avg`/`max`/`sum`, `round(double, n)`, correlated `EXISTS`, interval
@@ -124,7 +124,7 @@ QUERIES: tuple[Query, ...] = (DURATIONS_BY_TYPE, READMISSIONS_30D, UTILISATION)
 
 
 def readme_block() -> str:
-    """The README's queries section: each query's description, then its SQL."""
+    """The ready-queries section of docs/reference.md: each query's description, then its SQL."""
     parts = []
     for q in QUERIES:
         parts.append(f"`{q.name}`: {q.description}\n\n```sql\n{q.sql}\n```")

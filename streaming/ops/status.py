@@ -551,11 +551,11 @@ def _listing_advice(status: Status) -> str:
     if status.source_archive:
         return (
             f"{committed}, though source_archive is set ({status.source_archive}): ingested files are not moved"
-            ' out (the archive\'s permissions? README "Exactly once")'
+            ' out (the archive\'s permissions? docs/design.md, "Exactly once")'
         )
     return (
         f"{committed} again (status.listing_warn_files = {status.settings.listing_warn_files:,}); set source_archive"
-        ' to move ingested files out of the prefix (README "Exactly once")'
+        ' to move ingested files out of the prefix (docs/design.md, "Exactly once")'
     )
 
 
