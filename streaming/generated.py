@@ -27,6 +27,7 @@ TARGETS: dict[str, Path] = {
     "mapping": REFERENCE,
     "reasons": REFERENCE,
     "ordering": DESIGN,
+    "steps": DESIGN,
     "queries": REFERENCE,
     "exits": REFERENCE,
     "catalog": REFERENCE,
@@ -125,11 +126,13 @@ def blocks() -> dict[str, Callable[[], str]]:
     from streaming.cli import exits
     from streaming.fhir import mapping, reasons
     from streaming.ops import ready_queries
+    from streaming.pipeline import batch
 
     return {
         "mapping": mapping.readme_table,
         "reasons": reasons.readme_table,
         "ordering": ordering.readme_table,
+        "steps": batch.readme_steps,
         "queries": ready_queries.readme_block,
         "exits": exits.readme_table,
         "catalog": _catalog,

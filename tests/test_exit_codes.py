@@ -134,7 +134,7 @@ def test_a_once_batch_whose_ledger_goes_away_mid_batch_exits_4_and_commits_nothi
 
     def run_with_outage(*args: Any, **kwargs: Any) -> Any:
         # The ledger leaves after the bronze commit: the batch's ingest-log row and ledger commit cannot happen.
-        return real_run(*args, hook=lambda step: proxy.pause() if step == "after_hudi_commit" else None, **kwargs)
+        return real_run(*args, hook=lambda step: proxy.pause() if step == "after_bronze" else None, **kwargs)
 
     monkeypatch.setattr(job, "run", run_with_outage)
     monkeypatch.setattr("streaming.lakehouse.session.build_spark", lambda *_a, **_k: spark)

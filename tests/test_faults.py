@@ -70,13 +70,15 @@ pytestmark = pytest.mark.slow
 # (nothing of it counted; its files ingested again), finished by it from what Hudi had, or committed before the
 # kill (the restart's replay of its batch id finds every file committed).
 AFTER_KILL_AT = {
-    "after_flatten": ABANDONED,
+    "after_intent": ABANDONED,
+    "after_read": ABANDONED,
     "after_quarantine": ABANDONED,
-    "after_hudi_commit": FINISHED,
+    "after_bronze": FINISHED,
     "after_ingest_log": FINISHED,
-    "after_ledger_commit": COMMITTED,
-    "before_checkpoint_commit": COMMITTED,
+    "after_ledger": COMMITTED,
+    "after_upkeep": COMMITTED,
 }
+LOSE_CHECKPOINT_AT = "after_upkeep"  # the last point: its batch is committed, Spark's checkpoint not yet
 WAIT = 420  # seconds any single job process may take (a loaded 2-core runner starts a JVM slowly)
 # SIGTERM: its handler sets the job's stop at once (a blocking call is interrupted for it, PEP 475); a batch still
 # open this long after the signal was in flight when the job heard it. Tries before the scenario fails.
@@ -91,7 +93,7 @@ def sqlite_ledger(warehouse: Path) -> SqliteLedgerView:
 def test_every_named_kill_point_recovers_and_a_lost_checkpoint_reingests_nothing(spark: Any, tmp_path: Path) -> None:
     """Kill at each named point in turn, one restart recovering the crash before it, each restart with new files.
 
-    Between the kill at after_ledger_commit and the next start the checkpoint is deleted: the restart re-lists
+    Between the kill at after_ledger and the next start the checkpoint is deleted: the restart re-lists
     every file, the ledger skips the committed ones, and only the new files are written.
     """
     assert set(AFTER_KILL_AT) == set(POINTS)
@@ -140,6 +142,8 @@ def test_every_named_kill_point_recovers_and_a_lost_checkpoint_reingests_nothing
                 landing.bad_lines("w6/bad-w6.ndjson", landing.encounters(fresh)[0]),
                 landing.versions("w6/newer-w6.ndjson", base0[5:7], shift=timedelta(days=5), status="cancelled"),
             ]
+        if step == 7:  # the final run's: new files after the lost checkpoint
+            return landing.generated("w7", files=1, per_file=3, seed=108)
         return []
 
     new_since_loss: list[Path] = []
@@ -150,7 +154,7 @@ def test_every_named_kill_point_recovers_and_a_lost_checkpoint_reingests_nothing
         """The run after a kill at `point` closed the batch that kill interrupted (and replayed it, if done)."""
         batch = crashed[point]
         assert batch.key not in ledger.open_intents(), f"restart after a kill at {point} left it open\n{proc.tail()}"
-        if batch.committed and point != "after_ledger_commit":  # that replay is gone with the checkpoint
+        if batch.committed and point != "after_ledger":  # that replay is gone with the checkpoint
             replayed[point] = replay_found_committed(proc, batch)
             lines = proc.batch_lines()
             assert replayed[point], f"no replay of batch {batch.batch_id} found its {len(batch.files)} files: {lines}"
@@ -158,7 +162,7 @@ def test_every_named_kill_point_recovers_and_a_lost_checkpoint_reingests_nothing
     with Job(tmp_path, landing.root, warehouse) as job:
         previous = None
         for step, point in enumerate(POINTS):
-            if point == "before_checkpoint_commit":  # lose the checkpoint; remember what was committed before
+            if point == LOSE_CHECKPOINT_AT:  # lose the checkpoint; remember what was committed before
                 old_files = ledger.committed(landing.expected().files)
                 assert old_files == landing.expected().files, "a kill after the ledger commit lost a commit"
                 old_instants = bronze_instants(spark, warehouse)
@@ -171,7 +175,7 @@ def test_every_named_kill_point_recovers_and_a_lost_checkpoint_reingests_nothing
                 shutil.rmtree(warehouse / "_checkpoints")
                 clock.mark("checkpoint deleted")
             landed = land(step)
-            if point == "before_checkpoint_commit":
+            if point == LOSE_CHECKPOINT_AT:
                 new_since_loss += landed
             proc = job.run(f"kill-{point}", kill_at=point, timeout=WAIT)
             clock.mark(f"killed at {point}")
@@ -192,7 +196,7 @@ def test_every_named_kill_point_recovers_and_a_lost_checkpoint_reingests_nothing
     # Each kill's batch ended as its kill point says, and nothing of any of them is half counted.
     fates = {point: fate(spark, warehouse, ledger, batch) for point, batch in crashed.items()}
     assert fates == AFTER_KILL_AT, f"what became of each killed batch: {fates}"
-    assert replayed == {"before_checkpoint_commit": True}, f"replays of batches committed before the kill: {replayed}"
+    assert replayed == {LOSE_CHECKPOINT_AT: True}, f"replays of batches committed before the kill: {replayed}"
 
     # Since the checkpoint was lost: batches of the new files only, the old ones skipped by the ledger...
     columns = ["batch_key", "files", "files_already_committed", "commit_instant"]
@@ -506,7 +510,7 @@ def test_a_writer_frozen_past_its_lease_writes_nothing_after_another_took_over(s
     # A 6 s lease renewed every 2 s; B waits up to 60 s for it, so it takes over once A's lease runs out.
     settings = {**CONTINUOUS_SETTINGS, "lease_ttl_seconds": "6", "lease_wait_seconds": "60"}
     with Job(tmp_path, landing.root, warehouse, settings=settings) as job:
-        stalled = job.start("stalled", once=False, kill_at="after_flatten", kill_flag=tmp_path / "froze", freeze=True)
+        stalled = job.start("stalled", once=False, kill_at="after_read", kill_flag=tmp_path / "froze", freeze=True)
         wait_until("A frozen mid-batch", stalled.frozen, WAIT, every=0.2, detail=stalled.tail)
         frozen = open_batch(ledger)
         assert frozen is not None, stalled.tail()

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from aws_fixtures import create_ledger_table
 from harness import TcpProxy
-from streaming.ledger.dynamodb import DynamoDbLedger
 
 from streaming.ledger import LedgerUnavailable
+from streaming.ledger.dynamodb import DynamoDbLedger
 from streaming.ledger.lease import VALID_SHARE, WriterLease
 
 pytestmark = pytest.mark.slow  # seconds of real time against moto

@@ -1,20 +1,11 @@
-"""One micro-batch, and the recovery that finishes a batch a crash interrupted.
+"""One micro-batch, as its steps, and the recovery that finishes a batch a crash interrupted.
 
-Order of operations for a batch (README, "Exactly once"):
-
-1. list the batch's files and drop those the ledger has committed;
-2. ledger intent: batch key + files;
-3. read, split and flatten the files (cached once, used for statistics and both writes);
-4. quarantine upsert (keyed by file + position, so a rewrite replaces, never duplicates);
-5. bronze upsert (a bulk insert into a table without a commit), its commit carrying the batch key and the batch
-   statistics;
-6. ingest-log upsert (keyed by batch key);
-7. ledger commit: files committed, intent closed;
-8. return: Spark then commits the checkpoint.
-
-After a crash, `recover` looks at every open intent: ingest-log row present -> only the ledger commit is missing;
-bronze commit present -> write the log row from the commit's statistics, then commit; neither -> nothing of the
-batch counts: abandon the intent and let the replay (or a re-listing) ingest the files again.
+`process_batch` lists the batch's files and drops those the ledger has committed, then runs `STEPS` in order (the
+README's step list is made from them); each is a named function over the batch's shared state (`_Batch`), timed and
+reported under its name, and the fault harness kills the job after each (`after_<name>`). After a crash, `recover`
+looks at every open intent: ingest-log row present -> only the ledger commit is missing; bronze commit present ->
+write the log row from the commit's statistics, then commit; neither -> nothing of the batch counts: abandon the
+intent and let the replay (or a re-listing) ingest the files again.
 """
 
 from __future__ import annotations
@@ -54,16 +45,6 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 log = logging.getLogger(__name__)
-
-# The steps `BatchDeps.hook` is called after, in order: where a crash can land between two durable writes.
-STEPS = (
-    "after_flatten",
-    "after_quarantine",
-    "after_hudi_commit",
-    "after_ingest_log",
-    "after_ledger_commit",
-    "before_checkpoint_commit",
-)
 
 
 @dataclass(frozen=True)
@@ -112,8 +93,8 @@ class BatchDeps:
     positions: Mapping[str, frozenset[str]] = field(default_factory=dict)
     # Where the tables are registered by name (Glue, local JSON); the default registers nothing.
     catalog: Catalog = field(default_factory=NoCatalog)
-    # Called with the name of each step of the batch protocol as it completes (see STEPS): the fault harness
-    # kills or freezes the job there. Nothing in production passes one.
+    # Called with `after_<step>` as each of STEPS completes: the fault harness kills or freezes the job there.
+    # Nothing in production passes one.
     hook: Callable[[str], None] = lambda step: None
 
     @property
@@ -166,120 +147,208 @@ def batch_key(run_id: str, batch_id: int) -> str:
     return f"{run_id}-{batch_id:06d}"
 
 
+@dataclass
+class _Batch:
+    """What one batch's steps share: its files, what was read, what was written."""
+
+    deps: BatchDeps
+    batch_id: int
+    started: datetime
+    files: list[LandedFile]  # the batch's new files, by URI
+    already: int  # files listed for the batch that the ledger had committed
+    key: str = ""
+    read: _Read | None = None
+    stats: BatchStats = field(default_factory=BatchStats)
+    instant: str | None = None  # the bronze commit, when the batch wrote one
+    services: tuple[str, ...] = ()
+    failed: tuple[str, ...] = ()
+
+    @property
+    def uris(self) -> tuple[str, ...]:
+        return tuple(f.uri for f in self.files)
+
+    @property
+    def oldest(self) -> datetime:
+        # Spark hands naive local times, the source log aware UTC ones: astimezone makes both comparable.
+        return min(f.modified.astimezone(UTC) for f in self.files)
+
+    def intent(self) -> BatchIntent:
+        return BatchIntent(self.key, self.deps.run_id, self.batch_id, self.uris, self.started)
+
+
 def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchResult:
-    """foreachBatch body: ingest the files of one micro-batch exactly once (see module docstring)."""
-    started = deps.clock()
+    """foreachBatch body: ingest the files of one micro-batch exactly once, step by step (STEPS)."""
     began = time.monotonic()
+    batch = _list(listing, batch_id, deps)
+    if not batch.files:
+        log.info("batch %s: %d files, all already committed; nothing to do", batch_id, batch.already)
+        seconds = time.monotonic() - began
+        return BatchResult(None, (), batch.already, BatchStats(), batch_id, seconds, ended_at=deps.clock())
+    timings: dict[str, float] = {}
+    try:
+        for step in STEPS:
+            lap = time.monotonic()
+            step.run(batch)
+            timings[step.name] = round(time.monotonic() - lap, 2)
+            deps.hook(f"after_{step.name}")
+    finally:
+        if batch.read is not None:
+            batch.read.unpersist()
+    _log_batch(batch, timings)
+    return BatchResult(
+        batch.key,
+        batch.uris,
+        batch.already,
+        batch.stats,
+        batch_id,
+        time.monotonic() - began,
+        oldest_modified=batch.oldest,
+        ended_at=deps.clock(),
+        services=batch.services,
+        services_failed=batch.failed,
+    )
+
+
+def _list(listing: DataFrame, batch_id: int, deps: BatchDeps) -> _Batch:
+    """The batch's files, zero-byte ones included, less those the ledger has committed (unless taken again)."""
+    started = deps.clock()
     listed = [LandedFile(r.path, r.length, r.modificationTime) for r in listing.collect()]
     if deps.source_files is not None:  # zero-byte files never reach the DataFrame; they must not vanish
         seen = {f.uri for f in listed}
         listed += [LandedFile(uri, 0, modified) for uri, modified in deps.source_files(batch_id) if uri not in seen]
     done = deps.ledger.committed(f.uri for f in listed) - deps.retake
     new = sorted((f for f in listed if f.uri not in done), key=lambda f: f.uri)
-    if not new:
-        log.info("batch %s: %d files, all already committed; nothing to do", batch_id, len(listed))
-        seconds = time.monotonic() - began
-        return BatchResult(None, (), len(done), BatchStats(), batch_id=batch_id, seconds=seconds, ended_at=deps.clock())
+    return _Batch(deps, batch_id, started, new, len(done), key=batch_key(deps.run_id, batch_id))
 
-    key = batch_key(deps.run_id, batch_id)
-    uris = tuple(f.uri for f in new)
-    intent = BatchIntent(key, deps.run_id, batch_id, uris, started)
-    deps.ledger.begin(intent, deps.fence())
 
-    timings: dict[str, float] = {}
-    mark = time.monotonic()
+def _begin(batch: _Batch) -> None:
+    """Ledger intent: the batch key and its files, before anything is written."""
+    batch.deps.ledger.begin(batch.intent(), batch.deps.fence())
 
-    def lap(step: str) -> None:
-        nonlocal mark
-        now = time.monotonic()
-        timings[step] = round(now - mark, 2)
-        mark = now
 
-    read = _read_apart(deps, new, started)
-    rows, stats = read.rows, read.stats
+def _read_step(batch: _Batch) -> None:
+    """Read, split and flatten the files, cached once; one aggregation gives every count."""
+    batch.read = _read_apart(batch.deps, batch.files, batch.started)
+    batch.stats = batch.read.stats
+
+
+def _quarantine(batch: _Batch) -> None:
+    """Quarantine upsert of the rejected records, keyed by sha256(file, position): a rewrite replaces them."""
+    deps, read = batch.deps, _rows_of(batch)
+    if not batch.stats.rows_rejected:
+        return
+    rejected = quarantine_rows(read.rows, batch.key, batch.batch_id, batch.started)
+    deps.fence()  # Hudi has no lock of its own: a writer that lost its lease must not start a write
+    deps.writer.upsert(deps.quarantine, rejected, {BATCH_KEY: batch.key})
+    _register(deps, table_def(deps.quarantine, rejected.schema))
+
+
+def _bronze(batch: _Batch) -> None:
+    """Bronze upsert of one version per encounter (a bulk insert into a table without a commit); its commit carries
+    the batch key and the counts."""
+    deps, stats = batch.deps, batch.stats
+    if not (stats.rows_written or stats.delete_requests):
+        return
+    # One version per encounter, chosen by the ordering rule; Hudi then orders it against the stored one.
+    candidates = _rows_of(batch).rows.where("reject_reason IS NULL AND kind IN ('resource', 'delete')")
+    keys = deps.encounter.key_columns
+    # Into a table without a commit (the first batch, a backfill) no key can exist yet: nothing to look up.
+    fresh = not deps.writer.has_commits(deps.encounter)
+    write = deps.writer.bulk_insert if fresh else deps.writer.upsert
+    stored = None
+    if stats.delete_requests:
+        stored = None if fresh else _stored_versions(deps)
+        candidates = _settle_deletes(deps, candidates, stored, batch.files)
+    # Persisted: counted against the table before and after the write, the per-key aggregation runs once.
+    written = bronze_rows(candidates, keys).persist()
     try:
-        lap("read")
-        deps.hook("after_flatten")
-        meta = {BATCH_KEY: key}
-        if stats.rows_rejected:
-            rejected = quarantine_rows(rows, key, batch_id, started)
-            deps.fence()  # Hudi has no lock of its own: a writer that lost its lease must not start a write
-            deps.writer.upsert(deps.quarantine, rejected, meta)
-            _register(deps, table_def(deps.quarantine, rejected.schema))
-        lap("quarantine")
-        deps.hook("after_quarantine")
-        instant = None
-        if stats.rows_written or stats.delete_requests:
-            # One version per encounter, chosen by the ordering rule; Hudi then orders it against the stored one.
-            candidates = rows.where("reject_reason IS NULL AND kind IN ('resource', 'delete')")
-            keys = deps.encounter.key_columns
-            # Into a table without a commit (the first batch, a backfill) no key can exist yet: nothing to look up.
-            fresh = not deps.writer.has_commits(deps.encounter)
-            write = deps.writer.bulk_insert if fresh else deps.writer.upsert
-            stored = None
-            if stats.delete_requests:
-                stored = None if fresh else _stored_versions(deps)
-                candidates = _settle_deletes(deps, candidates, stored, new)
-            # Persisted: counted against the table before and after the write, the per-key aggregation runs once.
-            written = bronze_rows(candidates, keys).persist()
-            try:
-                if stored is not None:
-                    stats = replace(stats, rows_deleted=rows_deleted(written, stored, keys))
-                deps.fence()
-                write(deps.encounter, written, {**meta, BATCH_STATS: stats.to_json()})
-                commit = deps.writer.find_commit(deps.encounter, key)
-                if commit is not None and not fresh:
-                    stale = deps.writer.kept_older(deps.encounter, commit, written.where(~F.col("is_deleted")))
-                    stats = replace(stats, rows_written=stats.rows_written - stale, rows_stale=stale)
-            finally:
-                written.unpersist()
-            instant = commit.instant if commit else None
-            # New hospitals become catalog partitions; a crash before this line heals at the next start (ensure).
-            _register(deps, table_def(deps.encounter, written.schema), commit.partitions if commit else ())
-        lap("bronze")
-        deps.hook("after_hudi_commit")
+        if stored is not None:
+            stats = replace(stats, rows_deleted=rows_deleted(written, stored, keys))
+        deps.fence()
+        write(deps.encounter, written, {BATCH_KEY: batch.key, BATCH_STATS: stats.to_json()})
+        commit = deps.writer.find_commit(deps.encounter, batch.key)
+        if commit is not None and not fresh:
+            stale = deps.writer.kept_older(deps.encounter, commit, written.where(~F.col("is_deleted")))
+            stats = replace(stats, rows_written=stats.rows_written - stale, rows_stale=stale)
     finally:
-        read.unpersist()
+        written.unpersist()
+    batch.stats, batch.instant = stats, commit.instant if commit else None
+    # New hospitals become catalog partitions; a crash before this line heals at the next start (ensure).
+    _register(deps, table_def(deps.encounter, written.schema), commit.partitions if commit else ())
 
-    # Spark hands naive local times, the source log aware UTC ones: astimezone makes both comparable.
-    oldest = min(f.modified.astimezone(UTC) for f in new)
-    _write_log(deps, intent, len(done), stats, instant, oldest)
-    lap("ingest_log")
-    deps.hook("after_ingest_log")
-    deps.ledger.commit(key, uris, deps.clock(), deps.fence(), {f.uri: file_version(f) for f in new})
-    lap("ledger")
-    deps.hook("after_ledger_commit")
-    services, failed = _upkeep(deps, key)
-    lap("cluster")
+
+def _ingest_log(batch: _Batch) -> None:
+    """Ingest-log upsert, keyed by the batch key."""
+    _write_log(batch.deps, batch.intent(), batch.already, batch.stats, batch.instant, batch.oldest)
+
+
+def _commit(batch: _Batch) -> None:
+    """Ledger commit: the files committed with the versions read, the intent closed."""
+    deps = batch.deps
+    versions = {f.uri: file_version(f) for f in batch.files}
+    deps.ledger.commit(batch.key, batch.uris, deps.clock(), deps.fence(), versions)
+
+
+def _services(batch: _Batch) -> None:
+    """Table services when due (clustering), after the commit and best effort: a failure never stops ingestion."""
+    batch.services, batch.failed = _upkeep(batch.deps, batch.key)
+
+
+def _rows_of(batch: _Batch) -> _Read:
+    assert batch.read is not None  # the read step came first
+    return batch.read
+
+
+def _log_batch(batch: _Batch, timings: Mapping[str, float]) -> None:
+    stats = batch.stats
     log.info(
         "batch %s (%s): files=%d already_committed=%d rows_in=%d written=%d deleted=%d (of %d delete requests)"
         " rejected=%d skipped=%d seconds=%s",
-        batch_id,
-        key,
-        len(uris),
-        len(done),
+        batch.batch_id,
+        batch.key,
+        len(batch.files),
+        batch.already,
         stats.rows_in,
         stats.rows_written,
         stats.rows_deleted,
         stats.delete_requests,
         stats.rows_rejected,
         stats.rows_skipped,
-        timings,
+        dict(timings),
     )
-    deps.hook("before_checkpoint_commit")
-    seconds = time.monotonic() - began
-    return BatchResult(
-        key,
-        uris,
-        len(done),
-        stats,
-        batch_id,
-        seconds,
-        oldest_modified=oldest,
-        ended_at=deps.clock(),
-        services=services,
-        services_failed=failed,
-    )
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a batch: its name (in timings, logs, the fault harness's `after_<name>`) and what it does."""
+
+    name: str
+    run: Callable[[_Batch], None]
+
+    @property
+    def doc(self) -> str:
+        return " ".join((self.run.__doc__ or "").split())
+
+
+# The batch, in order. A crash between two of them is what recovery (and the fault harness) covers.
+STEPS: tuple[Step, ...] = (
+    Step("intent", _begin),
+    Step("read", _read_step),
+    Step("quarantine", _quarantine),
+    Step("bronze", _bronze),
+    Step("ingest_log", _ingest_log),
+    Step("ledger", _commit),
+    Step("upkeep", _services),
+)
+
+
+def readme_steps() -> str:
+    """The design page's step list (docs/design.md), made from STEPS."""
+    lines = ["1. `list`: the batch's files, less those the ledger has committed (nothing left: nothing to do);"]
+    for n, step in enumerate(STEPS, start=2):
+        lines.append(f"{n}. `{step.name}`: {step.doc[:1].lower()}{step.doc[1:].rstrip('.')};")
+    lines.append(f"{len(STEPS) + 2}. return: Spark commits the checkpoint.")
+    return "\n".join(lines)
 
 
 def _upkeep(deps: BatchDeps, key: str) -> tuple[tuple[str, ...], tuple[str, ...]]:

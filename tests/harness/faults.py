@@ -12,7 +12,7 @@ import signal
 
 from streaming.pipeline.batch import STEPS
 
-POINTS = STEPS  # every step of the batch protocol is a kill point
+POINTS = tuple(f"after_{step.name}" for step in STEPS)  # after every step of the batch protocol: a kill point
 
 
 def point(name: str) -> None:
