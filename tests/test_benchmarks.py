@@ -16,7 +16,17 @@ from typing import Any
 import pytest
 
 from benchmarks import peers, procs, run
-from benchmarks.scenarios import SCENARIOS, Bench, CommitWatch, Sizes, _growth, goal, land_to_visible, layout
+from benchmarks.scenarios import (
+    SCENARIOS,
+    Bench,
+    CommitWatch,
+    Sizes,
+    _growth,
+    deploy_files_per_trigger,
+    goal,
+    land_to_visible,
+    layout,
+)
 from streaming import config as conf
 from streaming.lakehouse import jars
 
@@ -98,21 +108,34 @@ def check_figures(results: dict[str, Any], out: Path) -> None:
 
     listing = scenarios["listing"]
     most = max(sizes.listing_files)
-    assert set(listing["prefixes"]) == {str(n) for n in sizes.listing_files} | {f"{most}+archive"}
+    # Every size with the deploy's settings (the archive), the largest again without it.
+    assert set(listing["prefixes"]) == {f"{n}+archive" for n in sizes.listing_files} | {str(most)}
+    assert listing["baseline"] == f"{min(sizes.listing_files)}+archive"
+    assert listing["max_files_per_trigger"] == deploy_files_per_trigger()
     for name, p in listing["prefixes"].items():
         assert p["files"] == int(name.removesuffix("+archive"))
         assert p["archive"] == name.endswith("+archive")
+        assert p["max_files_per_trigger"] == listing["max_files_per_trigger"], name
         assert p["new_files"] == sizes.listing_triggers + 1, name
         # The archived prefix had one more file, whose batch made Spark archive the ingested ones.
         assert p["rows"] == p["files"] + p["new_files"] + p["archive"], name
-        assert p["triggers"] == sizes.listing_triggers, name
-        assert positive(p["restart_seconds"], p["overhead_seconds_p50"], p["listing_seconds_p50"]), name
+        assert p["triggers"] == len(p["overheads"]) == sizes.listing_triggers, name
+        assert positive(p["restart_seconds"], p["restart_before_batch_seconds"], p["first_batch_seconds"]), name
+        assert positive(p["overhead_seconds_p50"], p["overhead_seconds_mean"], p["overhead_seconds_max"]), name
+        assert positive(p["listing_seconds_p50"]), name
         if p["archive"]:  # only the newest batches' files are still there
             assert p["files_left_in_prefix"] <= 2, name
         else:
             assert p["files_left_in_prefix"] == p["files"] + p["new_files"], name
-    assert isinstance(listing["added_seconds_per_trigger"], float)
-    assert isinstance(listing["added_seconds_per_trigger_archive"], float)
+    added = [
+        "added_seconds_per_trigger",
+        "added_seconds_per_trigger_mean",
+        "added_restart_seconds",
+        "added_restart_before_batch_seconds",
+        "added_seconds_per_trigger_no_archive",
+        "added_restart_seconds_no_archive",
+    ]
+    assert all(isinstance(listing[figure], float) for figure in added), listing
 
     soak = scenarios["soak"]
     soaked = round(sizes.soak_seconds * sizes.arrival_per_second)
