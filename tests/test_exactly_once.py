@@ -190,3 +190,30 @@ def test_second_writer_is_refused_while_the_lease_is_live(spark: Any, tmp_path: 
         ledger.release_lease(name, "other-instance")
         ledger.close()
     job.run(config, once=True, spark=spark)  # once released, the job starts
+
+
+def test_a_table_written_before_tombstones_takes_deletes(spark: Any, tmp_path: Path) -> None:
+    """A bronze table of an earlier release has no is_deleted column: its rows are all live, a DELETE tombstones one
+    (the column is added by the write, as Hudi refuses a write that drops one), the others stay."""
+    from streaming.lakehouse.hudi import HudiWriter, encounter_table
+
+    first = job_config(tmp_path / "first", tmp_path / "first" / "landing")
+    _land(
+        Path(first.source),
+        "a.ndjson",
+        [_encounter(e, updated="2024-05-01T00:00:00Z", hospital="Alpha") for e in ("e1", "e2")],
+    )
+    job.run(first, once=True, spark=spark)
+    written = spark.read.format("hudi").load(first.table_uri("bronze_encounter"))
+    old = written.drop("is_deleted", *[c for c in written.columns if c.startswith("_hoodie_")])
+    assert "is_deleted" not in old.columns
+
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    config = job_config(tmp_path, landing)
+    HudiWriter(spark).upsert(encounter_table(config), old, {})  # the earlier release's table
+    _delete_bundle(landing, "delete.json", ["e1"])
+    job.run(config, once=True, spark=spark)
+
+    rows = _rows(spark, config.table_uri("bronze_encounter"))
+    assert {eid: bool(r["is_deleted"]) for eid, r in rows.items()} == {"e1": True, "e2": False}
