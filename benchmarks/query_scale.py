@@ -36,7 +36,7 @@ import pyarrow as pa
 from streaming import config as conf
 
 if TYPE_CHECKING:
-    from benchmarks.scenarios import Bench
+    from benchmarks.scenarios.common import Bench
 
 Figures = dict[str, Any]
 MODES = ("before", "after")
@@ -48,7 +48,7 @@ def query_scale(bench: Bench) -> Figures:
     """Build the table, then run each query before and after, each run a fresh process."""
     # Imported here, not above: a measuring process imports this module and must not pay for the rest.
     from benchmarks import procs
-    from benchmarks.scenarios import _files_for, goal
+    from benchmarks.scenarios.common import _files_for, goal
     from streaming.generate import generate
 
     rows = bench.sizes.query_rows

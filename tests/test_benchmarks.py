@@ -19,14 +19,11 @@ from benchmarks import peers, procs, run
 from benchmarks.scenarios import (
     SCENARIOS,
     Bench,
-    CommitWatch,
     Sizes,
     _growth,
     deploy_files_per_trigger,
-    goal,
-    land_to_visible,
-    layout,
 )
+from benchmarks.scenarios.common import CommitWatch, goal, land_to_visible, layout
 from streaming import config as conf
 from streaming.lakehouse import jars
 
