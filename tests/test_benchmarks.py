@@ -16,14 +16,10 @@ from typing import Any
 import pytest
 
 from benchmarks import peers, procs, run
-from benchmarks.scenarios import (
-    SCENARIOS,
-    Bench,
-    Sizes,
-    _growth,
-    deploy_files_per_trigger,
-)
+from benchmarks.scenarios import SCENARIOS, Bench, Sizes
 from benchmarks.scenarios.common import CommitWatch, goal, land_to_visible, layout
+from benchmarks.scenarios.listing import deploy_files_per_trigger
+from benchmarks.scenarios.soak import _growth
 from streaming import config as conf
 from streaming.lakehouse import jars
 

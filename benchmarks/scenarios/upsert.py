@@ -1,0 +1,182 @@
+"""upsert: batches of updates (some moving hospital) into a small and a large table."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import statistics
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from benchmarks import eventlog, procs
+from benchmarks.scenarios.common import Bench, Figures, _files_for, count_rows, event_conf, goal, layout
+from streaming.generate import HOSPITALS, GeneratedSet, generate
+
+
+def _updates(
+    base: list[Path], *, batches: int, size: int, moving: float, seed: int
+) -> tuple[list[list[str]], Counter[str]]:
+    """Update batches of existing encounters (newer lastUpdated, some at another hospital) and the hospital moves."""
+    lines = [(p, i) for p in base if p.suffix == ".ndjson" for i in range(_line_count(p))]
+    rng = random.Random(seed)
+    picked = rng.sample(lines, min(len(lines), batches * size))
+    wanted: dict[Path, set[int]] = {}
+    for path, index in picked:
+        wanted.setdefault(path, set()).add(index)
+    chosen: dict[tuple[Path, int], dict[str, Any]] = {}
+    for path, indexes in wanted.items():
+        for index, line in enumerate(path.read_text().splitlines()):
+            if index in indexes:
+                chosen[(path, index)] = json.loads(line)
+    moves: Counter[str] = Counter()
+    out: list[list[str]] = []
+    for b in range(batches):
+        batch = []
+        for j, key in enumerate(picked[b * size : (b + 1) * size]):
+            resource = chosen[key]
+            updated = datetime.fromisoformat(resource["meta"]["lastUpdated"].replace("Z", "+00:00"))
+            resource["meta"]["lastUpdated"] = (updated + timedelta(days=1 + b)).astimezone(UTC).isoformat()
+            resource["status"] = "finished"
+            if j < size * moving:
+                old = resource["serviceProvider"]["display"]
+                new = HOSPITALS[(HOSPITALS.index(old) + 1 + b) % len(HOSPITALS)]
+                resource["serviceProvider"]["display"] = new
+                moves[old] -= 1
+                moves[new] += 1
+            batch.append(json.dumps(resource, separators=(",", ":")))
+        out.append(batch)
+    return out, moves
+
+
+def _line_count(path: Path) -> int:
+    with path.open("rb") as fh:
+        return sum(1 for line in fh if line.strip())
+
+
+@dataclass(frozen=True)
+class _UpsertTable:
+    """One table of the upsert benchmark: its folder, the files it is seeded with, its update batches."""
+
+    rows: int
+    root: Path
+    generated: GeneratedSet
+    updates: list[list[str]]  # NDJSON lines per batch; the first batch warms the JVM up (not counted)
+    moves: Counter[str]  # rows each hospital gains (+) or loses (-) through the updates
+
+    @property
+    def base(self) -> Path:
+        return self.root / "base"
+
+    @property
+    def warehouse(self) -> Path:
+        return self.root / "warehouse"
+
+
+def _upsert_table(bench: Bench, rows: int) -> _UpsertTable:
+    """Generate a table's seed files and its update batches (some rows moving hospital)."""
+    sizes = bench.sizes
+    root = bench.fresh(f"upsert-{rows}")
+    per_file = min(10_000, max(1, rows // 8))
+    generated = generate(root / "base", files=_files_for(rows, per_file), per_file=per_file, seed=31)
+    updates, moves = _updates(
+        list(generated.files),
+        batches=sizes.upsert_batches + 1,  # the first warms the JVM up (JIT, code generation): not counted
+        size=sizes.upsert_batch,
+        moving=sizes.upsert_moving,
+        seed=32,
+    )
+    return _UpsertTable(rows, root, generated, updates, moves)
+
+
+def _seed(bench: Bench, tables: list[_UpsertTable]) -> procs.Finished:
+    """Bulk-insert the tables' seed files in one process (`benchmarks.peers seed`), then drop the files."""
+    log_dir = tables[0].root
+    seeded = bench.run(
+        procs.python(
+            "-m", "benchmarks.peers", "seed", "--config", str(bench.settings(log_dir / "seed.toml")),
+            *[arg for t in tables for arg in ("--source", str(t.base), "--warehouse", str(t.warehouse))],
+        ),
+        log=log_dir / "seed.log",
+    )  # fmt: skip
+    for table in tables:
+        shutil.rmtree(table.base)  # the table holds them now; at 5M rows the files are ~7 GB
+    return seeded
+
+
+def _measure_upserts(bench: Bench, table: _UpsertTable, seeded: procs.Finished) -> Figures:
+    """The job takes a seeded table's update batches one per trigger; the bronze step and Hudi's phases of each."""
+    root, warehouse, landing = table.root, table.warehouse, table.root / "landing"
+    landing.mkdir()
+    for b, lines in enumerate(table.updates):
+        path = landing / f"updates-{b:03d}.ndjson"
+        path.write_text("\n".join(lines) + "\n")
+        os.utime(path, (time.time() + b, time.time() + b))  # the file source takes them oldest first
+    events = root / "events"
+    config = bench.settings(root / "bench.toml", spark_conf=event_conf(events))
+    done = bench.run(
+        procs.job(
+            "run", "--once", "--config", str(config), "--source", str(landing), "--warehouse", str(warehouse),
+            "--max-files-per-trigger", "1",
+        ),
+        log=root / "job.log",
+    )  # fmt: skip
+    steps = done.batch_steps()
+    phases = eventlog.hudi_phases(eventlog.read(events), table="bronze_encounter")
+    per_hospital = count_rows(
+        warehouse,
+        "SELECT hospital_name AS h, count(*) AS n, count(DISTINCT encounter_id) AS k FROM bronze_encounter GROUP BY 1",
+    )
+    expected = Counter(dict(table.generated.per_hospital))
+    expected.update(table.moves)
+    warmup, *measured = [
+        {
+            "batch_id": line["batch_id"],
+            "rows": line["rows_written"],
+            "seconds": line["seconds"],
+            "steps": steps.get(line["batch_id"], {}),
+        }
+        for _, line in done.events("batch")
+    ]
+    return {
+        "table_rows": len(table.generated.encounter_ids),
+        "setup_seconds": round(seeded.wall_seconds, 1),  # the seed process (a quick run's seeds every table)
+        "warmup_batch": warmup,
+        "batches": measured,
+        "bronze_seconds_p50": statistics.median(b["steps"]["bronze"] for b in measured),
+        "hudi_phases": {b: p for b, p in phases.items() if b != str(warmup["batch_id"])},
+        "rows_after": sum(r["n"] for r in per_hospital),
+        "keys_after": sum(r["k"] for r in per_hospital),
+        "per_hospital_matches": {r["h"]: r["n"] for r in per_hospital} == {h: n for h, n in expected.items() if n},
+        "layout": layout(warehouse / "bronze_encounter"),
+        "cpu_seconds": done.cpu_seconds,
+    }
+
+
+def upsert(bench: Bench) -> Figures:
+    """Batches of updates into a small and a large table: the bronze step per batch and where its time goes."""
+    sizes = bench.sizes
+    tables: dict[str, Figures] = {}
+    # A full run seeds each table in a process of its own just before its updates (a 5M-row table's seed files are
+    # ~7 GB, dropped once seeded); a quick run seeds both in one process.
+    for group in [sizes.upsert_tables] if bench.quick else [(rows,) for rows in sizes.upsert_tables]:
+        prepared = [_upsert_table(bench, rows) for rows in group]
+        seeded = _seed(bench, prepared)
+        measured = bench.each(lambda table, seeded=seeded: _measure_upserts(bench, table, seeded), prepared)
+        tables.update({str(table.rows): m for table, m in zip(prepared, measured, strict=True)})
+    small, large = (tables[str(r)] for r in sizes.upsert_tables)
+    ratio = round(large["bronze_seconds_p50"] / small["bronze_seconds_p50"], 3)
+    return {
+        "batch_rows": sizes.upsert_batch,
+        "moving_share": sizes.upsert_moving,
+        "tables": tables,
+        "large_vs_small": ratio,
+        "goals": [
+            goal(f"bronze step into {large['table_rows']:,} rows vs {small['table_rows']:,}", ratio, 1.3, at_most=True)
+        ],
+    }
