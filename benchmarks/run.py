@@ -13,11 +13,11 @@ run side by side, and the JIT stops at C1.
 `--scale 0.1` shrinks the data sizes of a full run; `--latency-seconds` / `--soak-seconds` its durations.
 Every process keeps its temporary files under `--workdir`.
 
-Scenarios are in benchmarks/scenarios.py, the contenders in benchmarks/peers.py, process measurement in
-benchmarks/procs.py, Spark event-log reading (also `python -m benchmarks.eventlog DIR`, a profile of a run) in
-benchmarks/eventlog.py. Every contender is a whole process (start-up counted the same way). Machines here have
-2 shared cores: each result records the machine, the load average before and after, and CPU seconds beside wall
-seconds.
+Scenarios are in benchmarks/scenarios/ (a module each, what they share in common.py), the contenders in
+benchmarks/peers.py, process measurement in benchmarks/procs.py, Spark event-log reading
+(also `python -m benchmarks.eventlog DIR`, a profile of a run) in benchmarks/eventlog.py. Every contender is a whole
+process (start-up counted the same way). Machines here have 2 shared cores: each result records the machine, the
+load average before and after, and CPU seconds beside wall seconds.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ Scenarios answer issue 9's questions; each returns plain data (the `results.json
 - read:     the read step's profile on the backfill's files: cold, warm, and each projection of flatten.
 - query_scale: `query` on a large table, a point lookup and a one-hospital count, before and after issue 27
   (benchmarks/query_scale.py).
+
+Each scenario is a module of this package (benchmarks/scenarios/<name>.py) that imports only common.py: the sizes
+(Sizes), the run (Bench), goal() and the helpers they share.
 """
 
 from __future__ import annotations
