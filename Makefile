@@ -20,7 +20,7 @@ test: install jars check  ## set up, the static checks, then the whole suite (un
 quick: install check  ## the static checks and the tests that start no JVM (seconds, not minutes)
 	$(PY) -m pytest -m "not slow"
 
-check: install  ## ruff (lint and format), mypy --strict on streaming/, the import layers, cfn-lint
+check: install  ## ruff (lint and format), mypy --strict on streaming/, benchmarks/ and deploy/, the import layers, cfn-lint
 	$(VENV)/bin/ruff check $(CODE)
 	$(VENV)/bin/ruff format --check $(CODE)
 	$(VENV)/bin/mypy

@@ -230,9 +230,9 @@ def quarantine(rows: DataFrame, stats: BatchStats, out: Path, batch_id: int) -> 
     The generated files hold none: then this costs what the job's check costs, the statistics already counted.
     """
     if stats.rows_rejected:
-        from streaming.pipeline.batch import _quarantine_rows
+        from streaming.bronze.flatten import quarantine_rows
 
-        rejected = _quarantine_rows(rows, f"bench-{batch_id}", batch_id, datetime.now(UTC))
+        rejected = quarantine_rows(rows, f"bench-{batch_id}", batch_id, datetime.now(UTC))
         rejected.write.mode("append").parquet(str(out / "quarantine"))
 
 
@@ -344,7 +344,7 @@ def run_merge(
     `written` is printed inside foreachBatch after each MERGE: the last one is the contender's end, before the
     stream's own shutdown and the counts (ours ends at its last batch the same way).
     """
-    from streaming.pipeline.batch import bronze_rows as job_winners
+    from streaming.bronze.flatten import bronze_rows as job_winners
 
     schema_of = bronze_rows(native_records(spark, source, stream=False), mapping=mapping)  # analysis only
     if kind == "delta":
@@ -500,7 +500,7 @@ def _codec(spark: SparkSession, kind: str, mapping: str) -> str:
     """The Parquet compression each contender used by default (they differ: part of what is measured)."""
     if kind == "iceberg":
         props = {r["key"]: r["value"] for r in spark.sql(f"SHOW TBLPROPERTIES {iceberg_table(mapping)}").collect()}
-        return props.get("write.parquet.compression-codec", "zstd")
+        return str(props.get("write.parquet.compression-codec", "zstd"))
     return str(spark.conf.get("spark.sql.parquet.compression.codec"))
 
 

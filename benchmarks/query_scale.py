@@ -29,7 +29,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import pyarrow as pa
 
@@ -211,7 +211,7 @@ def _after(config: conf.JobConfig, sql: str, out: io.TextIOBase) -> tuple[int, F
     from streaming.ops.sql_output import write
 
     with q.stream(config, sql) as result:
-        written = write(result, result.schema, "csv", out)
+        written = write(result, result.schema, "csv", cast(TextIO, out))  # a text sink: write() is all it uses
     read = result.reads["bronze_encounter"]
     return written.rows, {"slices": read.slices, "slices_read": read.slices_read, "filters": len(read.filters)}
 

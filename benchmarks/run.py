@@ -337,12 +337,14 @@ def markdown(results: dict[str, Any]) -> str:
             " flatten filling the cache.",
             "",
         ]
-        steps = ", ".join(f"{st['step']} ({st['columns']} columns) {_fmt(st['seconds'])}" for st in rd["flatten_steps"])
+        flatten_steps = ", ".join(
+            f"{st['step']} ({st['columns']} columns) {_fmt(st['seconds'])}" for st in rd["flatten_steps"]
+        )
         out += _table(
             ["read cold s", "read warm s", "split alone s", "records s", "+ from_json s", "flatten by projection s",
              "flatten + cache s"],
             [[rd["read_cold_seconds"], rd["read_warm_seconds"], rd["split_seconds"], rd["records_scan_seconds"],
-              rd["from_json_seconds"], steps, rd["flatten_and_cache_seconds"]]],
+              rd["from_json_seconds"], flatten_steps, rd["flatten_and_cache_seconds"]]],
         )  # fmt: skip
     goals = [(name, g) for name, sc in s.items() for g in sc.get("goals", [])]
     out += ["## Goals", ""]

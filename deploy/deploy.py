@@ -228,7 +228,7 @@ def _stored_digest(s3: Any, bucket: str, key: str) -> str | None:
         if exc.response["Error"]["Code"] in ("404", "NoSuchKey", "NotFound"):
             return None
         raise
-    return metadata.get(DIGEST_KEY, "")
+    return str(metadata.get(DIGEST_KEY, ""))
 
 
 def stored_version(s3: Any, bucket: str, prefix: str, name: str) -> Version:
@@ -317,7 +317,8 @@ def resolve_parameters(
 def describe_stack(cfn: Any, stack: str) -> dict[str, Any] | None:
     """The stack, or None when there is none of that name (access errors are raised, not read as 'none')."""
     try:
-        return cfn.describe_stacks(StackName=stack)["Stacks"][0]
+        described: dict[str, Any] = cfn.describe_stacks(StackName=stack)["Stacks"][0]
+        return described
     except ClientError as exc:
         error = exc.response["Error"]
         if error.get("Code") == "ValidationError" and "does not exist" in error.get("Message", ""):
@@ -375,7 +376,7 @@ def create_plan(
 def _change_set_pages(cfn: Any, stack: str, name: str) -> Iterator[dict[str, Any]]:
     token = None
     while True:
-        extra = {"NextToken": token} if token else {}
+        extra: dict[str, str] = {"NextToken": token} if token else {}
         page = cfn.describe_change_set(StackName=stack, ChangeSetName=name, IncludePropertyValues=True, **extra)
         yield page
         token = page.get("NextToken")
@@ -423,7 +424,7 @@ def plan_lines(plan: Plan) -> list[str]:
 
 def failure_events(cfn: Any, stack: str, since: datetime, limit: int = 10) -> list[str]:
     """The stack's failed resource events since `since`, oldest first (the first one is usually the cause)."""
-    failed = []
+    failed: list[dict[str, Any]] = []
     for page in cfn.get_paginator("describe_stack_events").paginate(StackName=stack):
         for event in page["StackEvents"]:
             if event["Timestamp"] < since:
@@ -457,7 +458,7 @@ def execute_plan(cfn: Any, stack: str, plan: Plan, *, poll_seconds: float = 10.0
         )
         block = [f"stack {stack}: {status}: {what}", *(events or ["  (no failure events found)"])]
         raise DeployError("\n".join(block), EXIT_FAILED) from None
-    return (describe_stack(cfn, stack) or {}).get("StackStatus", "")
+    return str((describe_stack(cfn, stack) or {}).get("StackStatus", ""))
 
 
 _CLOCK_SKEW = timedelta(seconds=60)  # our clock against CloudFormation's event times

@@ -99,7 +99,7 @@ def _objects(s3: Any, bucket: str, prefix: str) -> Iterator[dict[str, Any]]:
 
 
 def stop(session: Any, stack: Stack, timeout: float) -> list[str]:
-    stopped = _deploy_py().stop_job(session.client("glue"), stack.job, timeout_seconds=timeout)
+    stopped: list[str] = _deploy_py().stop_job(session.client("glue"), stack.job, timeout_seconds=timeout)
     print(f"job {stack.job}: " + (f"stopped run(s) {', '.join(stopped)}" if stopped else "no run was active"))
     print(f"job {stack.job}: no run active; its checkpoint and the ledger keep where it stopped")
     return stopped
@@ -108,7 +108,7 @@ def stop(session: Any, stack: Stack, timeout: float) -> list[str]:
 def start(session: Any, stack: Stack) -> str:
     glue = session.client("glue")
     checkpoint = glue.get_job(JobName=stack.job)["Job"].get("DefaultArguments", {}).get("--checkpoint", "")
-    run = glue.start_job_run(JobName=stack.job)["JobRunId"]  # no Arguments: the job's own, so its checkpoint
+    run: str = glue.start_job_run(JobName=stack.job)["JobRunId"]  # no Arguments: the job's own, so its checkpoint
     print(f"job {stack.job}: started run {run}, resuming from {checkpoint}")
     return run
 

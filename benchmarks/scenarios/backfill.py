@@ -63,6 +63,7 @@ def backfill(bench: Bench) -> Figures:
     found: dict[str, dict[str, Figures]] = {mapping: {} for mapping in peers.MAPPINGS}
     # A full run gives each peer and mapping a process of its own, its JVM start counted as ours is; a quick run
     # starts one process for all of them (their times are not compared there): each then counts from its `start`.
+    groups: list[tuple[tuple[str, ...], tuple[str, ...]]]
     if bench.quick:
         groups = [(peers.CONTENDERS, peers.MAPPINGS)]
     else:

@@ -147,7 +147,8 @@ class Bench:
                 future.set_result(measure())
             except BaseException as exc:
                 future.set_exception(exc)
-        return future.result()
+        result: _Out = future.result()
+        return result
 
     def each(self, measure: Callable[[_In], _Out], items: Sequence[_In]) -> list[_Out]:
         """`measure` over `items`: one after another in a full run (none disturbs another), at once in a quick run."""
@@ -241,7 +242,8 @@ def count_rows(warehouse: Path, sql: str) -> list[dict[str, Any]]:
     from streaming.ops import query
 
     config = conf.load(conf.env_file("local"), {"warehouse": str(warehouse)})
-    return query.query(config, sql).to_pylist()
+    rows: list[dict[str, Any]] = query.query(config, sql).to_pylist()
+    return rows
 
 
 def parquet_codec(table_dir: Path) -> str:
@@ -424,7 +426,7 @@ def steady(
                 break
 
         def all_visible() -> bool:
-            return sum(b["files"] for b in job.lines_seen("batch")) >= len(staged)
+            return bool(sum(b["files"] for b in job.lines_seen("batch")) >= len(staged))
 
         _wait(all_visible, job, timeout=max(600.0, 10 * trigger))
         stop_sampling.set()

@@ -4,6 +4,7 @@ settings (source_archive), and the many again without it.
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 
@@ -32,7 +33,7 @@ def _listing_prefix(bench: Bench, files: int, *, archive: bool) -> Figures:
     landing, staging, warehouse = root / "landing", root / "staging", root / "warehouse"
     generated = generate(landing, files=files, per_file=1, seed=41)
     arrivals = _stage_arrivals(staging, files=sizes.listing_triggers + 2, per_file=1, seed=42)
-    where = ("--source", str(landing), "--warehouse", str(warehouse))
+    where: tuple[str, ...] = ("--source", str(landing), "--warehouse", str(warehouse))
     if archive:
         where += ("--set", f"source_archive={root / 'archive'}")
     ingest = None
@@ -62,7 +63,7 @@ def _listing_prefix(bench: Bench, files: int, *, archive: bool) -> Figures:
     job = bench.start(procs.job("run", "--config", str(config), *where, *stream_max), log=root / "stream.log")
     try:
         for i in range(len(arrivals)):  # the next file once the previous one's batch is done
-            _wait(lambda n=i + 1, j=job: len(j.lines_seen("batch")) >= n, job, timeout=900)
+            _wait(functools.partial(_batches_done, job, i + 1), job, timeout=900)
             if i + 1 < len(arrivals):
                 _land(arrivals[i + 1], landing)
     finally:
@@ -101,6 +102,10 @@ def _listing_prefix(bench: Bench, files: int, *, archive: bool) -> Figures:
     }
 
 
+def _batches_done(job: procs.Watched, count: int) -> bool:
+    return len(job.lines_seen("batch")) >= count
+
+
 def listing(bench: Bench) -> Figures:
     """A prefix of many already-ingested files vs few, with the deploy's settings: each trigger's time outside the
     batch, and a restart; the largest prefix again without `source_archive` (the deploy's default turned off).
@@ -120,7 +125,7 @@ def listing(bench: Bench) -> Figures:
     base, archived, kept = prefixes[f"{few}+archive"], prefixes[f"{many}+archive"], prefixes[str(many)]
 
     def added(prefix: Figures, figure: str) -> float:
-        return round(prefix[figure] - base[figure], 3)
+        return round(float(prefix[figure]) - float(base[figure]), 3)
 
     per_trigger, restart = added(archived, "overhead_seconds_p50"), added(archived, "restart_seconds")
     settings = f"source_archive, {base['max_files_per_trigger']:,} files per trigger"

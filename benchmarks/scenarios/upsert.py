@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import random
@@ -167,7 +168,7 @@ def upsert(bench: Bench) -> Figures:
     for group in [sizes.upsert_tables] if bench.quick else [(rows,) for rows in sizes.upsert_tables]:
         prepared = [_upsert_table(bench, rows) for rows in group]
         seeded = _seed(bench, prepared)
-        measured = bench.each(lambda table, seeded=seeded: _measure_upserts(bench, table, seeded), prepared)
+        measured = bench.each(functools.partial(_measure_upserts, bench, seeded=seeded), prepared)
         tables.update({str(table.rows): m for table, m in zip(prepared, measured, strict=True)})
     small, large = (tables[str(r)] for r in sizes.upsert_tables)
     ratio = round(large["bronze_seconds_p50"] / small["bronze_seconds_p50"], 3)
