@@ -428,8 +428,7 @@ def event(name: str, **fields: Any) -> None:
     print(json.dumps({"event": name, "at": time.time(), **fields}), flush=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run contenders (or the seed, or the jar fetch) in this process."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "kinds",
@@ -451,6 +450,12 @@ def main(argv: list[str] | None = None) -> int:
         help="simple: Spark's reader, direct paths, as plain Spark would (default); job: the job's read and flatten;"
         " repeatable: each contender runs once per mapping",
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run contenders (or the seed, or the jar fetch) in this process."""
+    parser = _parser()
     args = parser.parse_args(argv)
     kinds: list[str] = args.kinds
     mappings: list[str] = args.mapping or ["simple"]
@@ -467,17 +472,30 @@ def main(argv: list[str] | None = None) -> int:
     if kinds == ["seed"]:
         if not args.source or len(args.source) != len(args.warehouse):
             parser.error("seed takes one --warehouse per --source")
-        from streaming.lakehouse.session import build_spark  # the job's own session: Hudi, its Spark settings
-
-        spark = build_spark(resources, app_name="bench-seed")
-        for source, warehouse in zip(args.source, args.warehouse, strict=True):
-            target = str(Path(warehouse).resolve())
-            rows = run_seed(spark, str(Path(source).resolve()), target, settings_file)
-            event("rows", warehouse=target, rows=rows, keys=rows)
-        spark.stop()
+        _seed(args, resources, settings_file)
         return 0
     if len(args.source) != 1 or args.out is None:
         parser.error("contenders take one --source and an --out")
+    _contenders(args, kinds, mappings, resources, settings_file)
+    return 0
+
+
+def _seed(args: argparse.Namespace, resources: conf.SparkConfig, settings_file: Path) -> None:
+    """Write each --source into its --warehouse with the job's own session (Hudi, its Spark settings)."""
+    from streaming.lakehouse.session import build_spark
+
+    spark = build_spark(resources, app_name="bench-seed")
+    for source, warehouse in zip(args.source, args.warehouse, strict=True):
+        target = str(Path(warehouse).resolve())
+        rows = run_seed(spark, str(Path(source).resolve()), target, settings_file)
+        event("rows", warehouse=target, rows=rows, keys=rows)
+    spark.stop()
+
+
+def _contenders(
+    args: argparse.Namespace, kinds: list[str], mappings: list[str], resources: conf.SparkConfig, settings_file: Path
+) -> None:
+    """Run each contender once per mapping in one session, each into <out>/<mapping>/<kind>."""
     source = str(Path(args.source[0]).resolve())
     out = args.out.resolve()
     config = conf.load(settings_file, {"source": source})  # the job's read settings, for the `job` mapping
@@ -493,7 +511,6 @@ def main(argv: list[str] | None = None) -> int:
                 counted = run_merge(spark, kind, source, target, args.max_files_per_trigger, mapping, config)
             event("rows", kind=kind, mapping=mapping, **counted._asdict(), codec=_codec(spark, kind, mapping))
     spark.stop()
-    return 0
 
 
 def _codec(spark: SparkSession, kind: str, mapping: str) -> str:

@@ -34,6 +34,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -145,207 +146,9 @@ def markdown(results: dict[str, Any]) -> str:
         changed = ", ".join(f"`{k} = {v}`" for k, v in results["job_settings"].items())
         out += [f"Job settings changed for this run (`--set`): {changed}.", ""]
     s = {name: sc for name, sc in results["scenarios"].items() if "error" not in sc}
-    if "backfill" in s:
-        b = s["backfill"]
-        processes = (
-            "the peers one process (a quick run), ours its own"
-            if results["mode"] == "quick"
-            else "each contender and mapping a fresh process"
-        )
-        out += _section(
-            "Backfill",
-            f"{b['input']['files']} files, {b['input']['encounters']:,} encounters, "
-            f"{b['input']['bytes'] / 2**20:.0f} MB; {processes}, each into a fresh table. Seconds: process start "
-            "(or, sharing a process, the peer's own start) to its last write committed (ours: its last batch); "
-            "CPU s: the process tree's over the same stretch; process s and process CPU s: the whole process, "
-            "the counts after the write included. Each peer runs with two mappings: "
-            + "; ".join(f"**{m}**: {text}" for m, text in b["mappings"].items())
-            + ". The job's read and mapping is the like-for-like comparison: the same read, mapping, validation, "
-            "quarantine and ordering as ours, so it differs in the table format and in our exactly-once "
-            "bookkeeping (ledger, ingest log, catalog) only.",
-        )
-        columns = ["seconds", "cpu_seconds", "process_seconds", "process_cpu_seconds", "batches", "rows", "keys"]
-        ours = b["ours"]
-        rows = [["ours", "-", *(ours[c] for c in columns), ours["rejected"], ours["codec"]]]
-        rows += [
-            [kind, mapping, *(c[col] for col in columns), c["rejected"], c["codec"]]
-            for mapping, contenders in b["peers"].items()
-            for kind, c in contenders.items()
-        ]
-        out += _table(
-            ["contender", "mapping", "seconds", "CPU s", "process s", "process CPU s", "batches", "rows", "keys",
-             "rejected", "codec"],
-            rows,
-        )  # fmt: skip
-        out += [f"Ours: steps {ours['steps']}, outside batches {ours['outside_batches_seconds']} s.", ""]
-        mappings = list(b["throughput_ratio"])
-        out += [
-            "Theirs / ours, side by side (> 1: ours faster, or cheaper in CPU):",
-            "",
-            *_table(
-                ["peer", *(f"seconds, {m}" for m in mappings), *(f"CPU, {m}" for m in mappings)],
-                [
-                    [
-                        kind.removeprefix("vs_"),
-                        *(b[r][m][kind] for r in ("throughput_ratio", "cpu_ratio") for m in mappings),
-                    ]
-                    for kind in b["throughput_ratio"][mappings[0]]
-                ],
-            ),
-        ]
-    if "latency" in s:
-        lat = s["latency"]
-        out += _section(
-            "Small-batch latency",
-            f"{lat['arrival']['files_per_second']} files/s of {lat['arrival']['encounters_per_file']} encounters "
-            "(every 4th file a single resource); land -> visible = file landed to its Hudi commit completed.",
-        )
-        rows = []
-        for run in lat["runs"].values():
-            steps = _median_steps(run["batches"])
-            rows.append(
-                [
-                    run["trigger_seconds"],
-                    run["files_landed"],
-                    run["files_visible"],
-                    run["valid"],
-                    run["latency_p50_seconds"],
-                    run["latency_p95_seconds"],
-                    run["latency_max_seconds"],
-                    len(run["batches"]),
-                    run["batch_seconds_p50"],
-                    ", ".join(f"{k} {v}" for k, v in steps.items()),
-                ]
-            )
-        out += _table(
-            ["trigger s", "files", "visible", "valid", "p50 s", "p95 s", "max s", "batches", "batch p50 s",
-             "median steps s"],
-            rows,
-        )  # fmt: skip
-        out += [
-            "Valid: every landed file became visible; a run where some did not has percentiles over the rest only, "
-            "so it meets no goal.",
-            "",
-        ]
-    if "upsert" in s:
-        u = s["upsert"]
-        out += _section(
-            "Upsert scaling",
-            f"Batches of {u['batch_rows']:,} updates ({u['moving_share']:.0%} move hospital) into a seeded table;"
-            " bronze = the job's bronze step; Hudi phases summed over the batches (Spark job wall time).",
-        )
-        rows = [
-            [
-                t["table_rows"],
-                t["bronze_seconds_p50"],
-                ", ".join(f"{b['steps'].get('bronze', '-')}" for b in t["batches"]),
-                json.dumps(_sum_phases(t["hudi_phases"])),
-                t["rows_after"],
-                t["keys_after"],
-                t["per_hospital_matches"],
-                t["layout"]["files"],
-            ]
-            for t in u["tables"].values()
-        ]
-        out += _table(
-            [
-                "table rows",
-                "bronze p50 s",
-                "bronze per batch s",
-                "Hudi phases s",
-                "rows after",
-                "keys",
-                "hospitals ok",
-                "files",
-            ],
-            rows,
-        )
-    if "listing" in s:
-        li = s["listing"]
-        out += _section(
-            "Listing scaling",
-            "Already-ingested files under the prefix, the job run with the deploy's settings (`source_archive`,"
-            f" {li['max_files_per_trigger']:,} files per trigger); the largest prefix again without `source_archive`"
-            " (kept). A continuous job (trigger 2 s) restarts with one new file waiting, then gets one new file per"
-            " trigger. Restart = process start to that file's batch done (before batch: without the batch itself);"
-            " overhead = trigger time outside the batch (listing, offset and commit logs, every 10th the source log's"
-            " compaction).",
-        )
-        rows = [
-            [
-                f"{p['files']:,} {'archived' if p['archive'] else 'kept'}",
-                p["restart_seconds"],
-                p["restart_before_batch_seconds"],
-                p["first_trigger_overhead_seconds"],
-                p["listing_seconds_p50"],
-                p["overhead_seconds_p50"],
-                p["overhead_seconds_mean"],
-                p["overhead_seconds_max"],
-                p["batch_seconds_p50"],
-            ]
-            for p in li["prefixes"].values()
-        ]
-        out += _table(
-            ["files", "restart s", "before batch s", "first trigger overhead s", "listing p50 s", "overhead p50 s",
-             "overhead mean s", "overhead max s", "batch p50 s"],
-            rows,
-        )  # fmt: skip
-        out += [
-            f"Against {li['baseline']}, with the deploy's settings: per trigger {li['added_seconds_per_trigger']} s"
-            f" (mean {li['added_seconds_per_trigger_mean']} s), to a restart {li['added_restart_seconds']} s"
-            f" ({li['added_restart_before_batch_seconds']} s before its batch). Without `source_archive`: per"
-            f" trigger {li['added_seconds_per_trigger_no_archive']} s, to a restart"
-            f" {li['added_restart_seconds_no_archive']} s.",
-            "",
-        ]
-    if "soak" in s:
-        so = s["soak"]
-        lay = so["layout"]
-        mem = so["memory"]
-        out += _section(
-            "Soak",
-            f"{so['seconds']:.0f} s of steady arrival at trigger {so['trigger_seconds']} s; driver memory sampled "
-            "(JVM live heap after a full GC, JVM and Python RSS).",
-        )
-        out += _table(
-            ["files", "rows", "heap first/last MB", "JVM RSS first/last MB", "heap change (lowest / median)",
-             "files/partition", "avg file MB", "files on disk", "batch s first/last third", "p50/p95 s"],
-            [[
-                so["files_landed"], so["rows"],
-                f"{mem[0]['heap_after_gc_mb']} / {mem[-1]['heap_after_gc_mb']}" if mem else "-",
-                f"{mem[0]['jvm_rss_mb']} / {mem[-1]['jvm_rss_mb']}" if mem else "-",
-                f"{so['heap_growth']} / {so['heap_growth_median']}",
-                lay["files_per_partition_avg"], lay["avg_file_mb"], lay["files_on_disk"],
-                f"{_fmt(so['batch_seconds_first_third_p50'])} / {_fmt(so['batch_seconds_last_third_p50'])}",
-                f"{_fmt(so['latency_p50_seconds'])} / {_fmt(so['latency_p95_seconds'])}",
-            ]],
-        )  # fmt: skip
-    if "split" in s:
-        sp = s["split"]
-        out += ["## Split (no JVM)", ""]
-        out += _table(
-            ["records", "FileSplitter s", "json.loads s", "ratio"],
-            [[sp["records"], sp["ours_seconds"], sp["baseline_seconds"], sp["ratio"]]],
-        )
-    if "read" in s:
-        rd = s["read"]
-        out += ["## Read step profile", ""]
-        out += [
-            f"{rd['files']} files, {rd['records']:,} records, one process with the job's session. The batch's read"
-            " (split, flatten, cache, statistics) cold and warm; then over the split records held in memory, each"
-            " figure cumulative: the records alone, `from_json` alone, flatten built up one projection at a time,"
-            " flatten filling the cache.",
-            "",
-        ]
-        flatten_steps = ", ".join(
-            f"{st['step']} ({st['columns']} columns) {_fmt(st['seconds'])}" for st in rd["flatten_steps"]
-        )
-        out += _table(
-            ["read cold s", "read warm s", "split alone s", "records s", "+ from_json s", "flatten by projection s",
-             "flatten + cache s"],
-            [[rd["read_cold_seconds"], rd["read_warm_seconds"], rd["split_seconds"], rd["records_scan_seconds"],
-              rd["from_json_seconds"], flatten_steps, rd["flatten_and_cache_seconds"]]],
-        )  # fmt: skip
+    for name, section in _SECTIONS.items():
+        if name in s:
+            out += section(s[name], results)
     goals = [(name, g) for name, sc in s.items() for g in sc.get("goals", [])]
     out += ["## Goals", ""]
     out += _table(
@@ -356,6 +159,245 @@ def markdown(results: dict[str, Any]) -> str:
     if errors:
         out += ["## Failed", ""] + [f"- {name}: {error.splitlines()[-1]}" for name, error in errors] + [""]
     return "\n".join(out)
+
+
+def _md_backfill(b: dict[str, Any], results: dict[str, Any]) -> list[str]:
+    """Backfill: ours and each peer per mapping, and the ratios."""
+    out: list[str] = []
+    processes = (
+        "the peers one process (a quick run), ours its own"
+        if results["mode"] == "quick"
+        else "each contender and mapping a fresh process"
+    )
+    out += _section(
+        "Backfill",
+        f"{b['input']['files']} files, {b['input']['encounters']:,} encounters, "
+        f"{b['input']['bytes'] / 2**20:.0f} MB; {processes}, each into a fresh table. Seconds: process start "
+        "(or, sharing a process, the peer's own start) to its last write committed (ours: its last batch); "
+        "CPU s: the process tree's over the same stretch; process s and process CPU s: the whole process, "
+        "the counts after the write included. Each peer runs with two mappings: "
+        + "; ".join(f"**{m}**: {text}" for m, text in b["mappings"].items())
+        + ". The job's read and mapping is the like-for-like comparison: the same read, mapping, validation, "
+        "quarantine and ordering as ours, so it differs in the table format and in our exactly-once "
+        "bookkeeping (ledger, ingest log, catalog) only.",
+    )
+    columns = ["seconds", "cpu_seconds", "process_seconds", "process_cpu_seconds", "batches", "rows", "keys"]
+    ours = b["ours"]
+    rows = [["ours", "-", *(ours[c] for c in columns), ours["rejected"], ours["codec"]]]
+    rows += [
+        [kind, mapping, *(c[col] for col in columns), c["rejected"], c["codec"]]
+        for mapping, contenders in b["peers"].items()
+        for kind, c in contenders.items()
+    ]
+    out += _table(
+        ["contender", "mapping", "seconds", "CPU s", "process s", "process CPU s", "batches", "rows", "keys",
+         "rejected", "codec"],
+        rows,
+    )  # fmt: skip
+    out += [f"Ours: steps {ours['steps']}, outside batches {ours['outside_batches_seconds']} s.", ""]
+    mappings = list(b["throughput_ratio"])
+    out += [
+        "Theirs / ours, side by side (> 1: ours faster, or cheaper in CPU):",
+        "",
+        *_table(
+            ["peer", *(f"seconds, {m}" for m in mappings), *(f"CPU, {m}" for m in mappings)],
+            [
+                [
+                    kind.removeprefix("vs_"),
+                    *(b[r][m][kind] for r in ("throughput_ratio", "cpu_ratio") for m in mappings),
+                ]
+                for kind in b["throughput_ratio"][mappings[0]]
+            ],
+        ),
+    ]
+    return out
+
+
+def _md_latency(lat: dict[str, Any], results: dict[str, Any]) -> list[str]:
+    """Small-batch latency per trigger interval."""
+    out: list[str] = []
+    out += _section(
+        "Small-batch latency",
+        f"{lat['arrival']['files_per_second']} files/s of {lat['arrival']['encounters_per_file']} encounters "
+        "(every 4th file a single resource); land -> visible = file landed to its Hudi commit completed.",
+    )
+    rows = []
+    for run in lat["runs"].values():
+        steps = _median_steps(run["batches"])
+        rows.append(
+            [
+                run["trigger_seconds"],
+                run["files_landed"],
+                run["files_visible"],
+                run["valid"],
+                run["latency_p50_seconds"],
+                run["latency_p95_seconds"],
+                run["latency_max_seconds"],
+                len(run["batches"]),
+                run["batch_seconds_p50"],
+                ", ".join(f"{k} {v}" for k, v in steps.items()),
+            ]
+        )
+    out += _table(
+        ["trigger s", "files", "visible", "valid", "p50 s", "p95 s", "max s", "batches", "batch p50 s",
+         "median steps s"],
+        rows,
+    )  # fmt: skip
+    out += [
+        "Valid: every landed file became visible; a run where some did not has percentiles over the rest only, "
+        "so it meets no goal.",
+        "",
+    ]
+    return out
+
+
+def _md_upsert(u: dict[str, Any], results: dict[str, Any]) -> list[str]:
+    """Upsert scaling per table size."""
+    out: list[str] = []
+    out += _section(
+        "Upsert scaling",
+        f"Batches of {u['batch_rows']:,} updates ({u['moving_share']:.0%} move hospital) into a seeded table;"
+        " bronze = the job's bronze step; Hudi phases summed over the batches (Spark job wall time).",
+    )
+    rows = [
+        [
+            t["table_rows"],
+            t["bronze_seconds_p50"],
+            ", ".join(f"{b['steps'].get('bronze', '-')}" for b in t["batches"]),
+            json.dumps(_sum_phases(t["hudi_phases"])),
+            t["rows_after"],
+            t["keys_after"],
+            t["per_hospital_matches"],
+            t["layout"]["files"],
+        ]
+        for t in u["tables"].values()
+    ]
+    out += _table(
+        [
+            "table rows",
+            "bronze p50 s",
+            "bronze per batch s",
+            "Hudi phases s",
+            "rows after",
+            "keys",
+            "hospitals ok",
+            "files",
+        ],
+        rows,
+    )
+    return out
+
+
+def _md_listing(li: dict[str, Any], results: dict[str, Any]) -> list[str]:
+    """Listing scaling per prefix size."""
+    out: list[str] = []
+    out += _section(
+        "Listing scaling",
+        "Already-ingested files under the prefix, the job run with the deploy's settings (`source_archive`,"
+        f" {li['max_files_per_trigger']:,} files per trigger); the largest prefix again without `source_archive`"
+        " (kept). A continuous job (trigger 2 s) restarts with one new file waiting, then gets one new file per"
+        " trigger. Restart = process start to that file's batch done (before batch: without the batch itself);"
+        " overhead = trigger time outside the batch (listing, offset and commit logs, every 10th the source log's"
+        " compaction).",
+    )
+    rows = [
+        [
+            f"{p['files']:,} {'archived' if p['archive'] else 'kept'}",
+            p["restart_seconds"],
+            p["restart_before_batch_seconds"],
+            p["first_trigger_overhead_seconds"],
+            p["listing_seconds_p50"],
+            p["overhead_seconds_p50"],
+            p["overhead_seconds_mean"],
+            p["overhead_seconds_max"],
+            p["batch_seconds_p50"],
+        ]
+        for p in li["prefixes"].values()
+    ]
+    out += _table(
+        ["files", "restart s", "before batch s", "first trigger overhead s", "listing p50 s", "overhead p50 s",
+         "overhead mean s", "overhead max s", "batch p50 s"],
+        rows,
+    )  # fmt: skip
+    out += [
+        f"Against {li['baseline']}, with the deploy's settings: per trigger {li['added_seconds_per_trigger']} s"
+        f" (mean {li['added_seconds_per_trigger_mean']} s), to a restart {li['added_restart_seconds']} s"
+        f" ({li['added_restart_before_batch_seconds']} s before its batch). Without `source_archive`: per"
+        f" trigger {li['added_seconds_per_trigger_no_archive']} s, to a restart"
+        f" {li['added_restart_seconds_no_archive']} s.",
+        "",
+    ]
+    return out
+
+
+def _md_soak(so: dict[str, Any], results: dict[str, Any]) -> list[str]:
+    """Soak: memory, layout and batch times over the run."""
+    out: list[str] = []
+    lay = so["layout"]
+    mem = so["memory"]
+    out += _section(
+        "Soak",
+        f"{so['seconds']:.0f} s of steady arrival at trigger {so['trigger_seconds']} s; driver memory sampled "
+        "(JVM live heap after a full GC, JVM and Python RSS).",
+    )
+    out += _table(
+        ["files", "rows", "heap first/last MB", "JVM RSS first/last MB", "heap change (lowest / median)",
+         "files/partition", "avg file MB", "files on disk", "batch s first/last third", "p50/p95 s"],
+        [[
+            so["files_landed"], so["rows"],
+            f"{mem[0]['heap_after_gc_mb']} / {mem[-1]['heap_after_gc_mb']}" if mem else "-",
+            f"{mem[0]['jvm_rss_mb']} / {mem[-1]['jvm_rss_mb']}" if mem else "-",
+            f"{so['heap_growth']} / {so['heap_growth_median']}",
+            lay["files_per_partition_avg"], lay["avg_file_mb"], lay["files_on_disk"],
+            f"{_fmt(so['batch_seconds_first_third_p50'])} / {_fmt(so['batch_seconds_last_third_p50'])}",
+            f"{_fmt(so['latency_p50_seconds'])} / {_fmt(so['latency_p95_seconds'])}",
+        ]],
+    )  # fmt: skip
+    return out
+
+
+def _md_split(sp: dict[str, Any], results: dict[str, Any]) -> list[str]:
+    """Split (no JVM): FileSplitter against json.loads."""
+    out: list[str] = []
+    out += ["## Split (no JVM)", ""]
+    out += _table(
+        ["records", "FileSplitter s", "json.loads s", "ratio"],
+        [[sp["records"], sp["ours_seconds"], sp["baseline_seconds"], sp["ratio"]]],
+    )
+    return out
+
+
+def _md_read(rd: dict[str, Any], results: dict[str, Any]) -> list[str]:
+    """Read step profile."""
+    out: list[str] = []
+    out += ["## Read step profile", ""]
+    out += [
+        f"{rd['files']} files, {rd['records']:,} records, one process with the job's session. The batch's read"
+        " (split, flatten, cache, statistics) cold and warm; then over the split records held in memory, each"
+        " figure cumulative: the records alone, `from_json` alone, flatten built up one projection at a time,"
+        " flatten filling the cache.",
+        "",
+    ]
+    steps = ", ".join(f"{st['step']} ({st['columns']} columns) {_fmt(st['seconds'])}" for st in rd["flatten_steps"])
+    out += _table(
+        ["read cold s", "read warm s", "split alone s", "records s", "+ from_json s", "flatten by projection s",
+         "flatten + cache s"],
+        [[rd["read_cold_seconds"], rd["read_warm_seconds"], rd["split_seconds"], rd["records_scan_seconds"],
+          rd["from_json_seconds"], steps, rd["flatten_and_cache_seconds"]]],
+    )  # fmt: skip
+    return out
+
+
+# One section per scenario, in this order; each gets the scenario's results and the run's.
+_SECTIONS: dict[str, Callable[[dict[str, Any], dict[str, Any]], list[str]]] = {
+    "backfill": _md_backfill,
+    "latency": _md_latency,
+    "upsert": _md_upsert,
+    "listing": _md_listing,
+    "soak": _md_soak,
+    "split": _md_split,
+    "read": _md_read,
+}
 
 
 def _median_steps(batches: list[dict[str, Any]]) -> dict[str, float]:
@@ -393,94 +435,122 @@ def plots(results: dict[str, Any], out: Path) -> list[Path]:
         plt.close(fig)
         made.append(path)
 
-    if "latency" in s:
-        runs = list(s["latency"]["runs"].values())
-        fig, axes = plt.subplots(2, len(runs), figsize=(6 * len(runs), 7), squeeze=False)
-        for col, run in enumerate(runs):
-            ax = axes[0][col]
-            ax.plot(range(1, len(run["latencies"]) + 1), run["latencies"], ".", markersize=4)
-            ax.set_title(f"trigger {run['trigger_seconds']} s: land -> visible per file")
-            ax.set_xlabel("file (landing order)")
-            ax.set_ylabel("seconds")
-            _stacked_steps(axes[1][col], run["batches"], f"trigger {run['trigger_seconds']} s: steps per batch")
-        save(fig, "latency.png")
-    if "soak" in s:
-        so = s["soak"]
-        fig, axes = plt.subplots(3, 1, figsize=(9, 9))
-        mem = so["memory"]
-        t = [m["t"] / 60 for m in mem]
-        for key, label in (
-            ("heap_after_gc_mb", "JVM live heap (after full GC)"),
-            ("jvm_rss_mb", "JVM RSS"),
-            ("python_rss_mb", "Python driver RSS"),
-        ):
-            axes[0].plot(t, [m[key] for m in mem], marker="o", markersize=3, label=label)
-        axes[0].set_ylabel("MiB")
-        axes[0].set_xlabel("minutes since the job started")
-        axes[0].set_title("driver memory over the soak")
-        axes[0].legend()
-        lay = so["layouts"]
-        axes[1].plot(
-            [x["t"] / 60 for x in lay],
-            [x["files_per_partition_avg"] for x in lay],
-            marker="o",
-            markersize=3,
-            label="files per partition",
-        )
-        axes[1].set_xlabel("minutes since the arrival started")
-        twin = axes[1].twinx()
-        twin.plot(
-            [x["t"] / 60 for x in lay],
-            [x["avg_file_mb"] for x in lay],
-            color="tab:orange",
-            marker="s",
-            markersize=3,
-            label="average file MB",
-        )
-        axes[1].set_title("table layout (latest file slices)")
-        axes[1].legend(loc="upper left")
-        twin.legend(loc="lower right")
-        _stacked_steps(axes[2], so["batches"], "steps per batch")
-        save(fig, "soak.png")
-    if "upsert" in s:
-        tables = list(s["upsert"]["tables"].values())
-        fig, ax = plt.subplots(figsize=(8, 5))
-        phases = sorted({k for t in tables for k in _sum_phases(t["hudi_phases"])})
-        labels = [f"{t['table_rows']:,} rows" for t in tables]
-        bottom = [0.0] * len(tables)
-        for phase in phases:
-            values = [_sum_phases(t["hudi_phases"]).get(phase, 0.0) / max(1, len(t["batches"])) for t in tables]
-            ax.bar(labels, values, bottom=bottom, label=phase)
-            bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-        ax.plot(labels, [t["bronze_seconds_p50"] for t in tables], "k_", markersize=40, mew=2, label="bronze step p50")
-        ax.set_ylabel("seconds per batch")
-        ax.set_title(f"upsert of {s['upsert']['batch_rows']:,} rows: Hudi phases per batch")
-        ax.legend()
-        save(fig, "upsert_scaling.png")
-    if "backfill" in s:
-        b = s["backfill"]
-        contenders = {"ours": b["ours"]}
-        contenders |= {f"{kind}\n{mapping}": c for mapping, peers_ in b["peers"].items() for kind, c in peers_.items()}
-        fig, ax = plt.subplots(figsize=(10, 4.5))
-        names = list(contenders)
-        width = 0.4
-        xs = range(len(names))
-        ax.bar([x - width / 2 for x in xs], [contenders[n]["seconds"] for n in names], width, label="wall s")
-        ax.bar([x + width / 2 for x in xs], [contenders[n]["cpu_seconds"] for n in names], width, label="CPU s")
-        ax.set_xticks(list(xs), names)
-        ax.set_title(f"backfill of {s['backfill']['input']['encounters']:,} encounters")
-        ax.legend()
-        save(fig, "backfill.png")
-    if "listing" in s:
-        prefixes = list(s["listing"]["prefixes"].values())
-        fig, ax = plt.subplots(figsize=(7, 4.5))
-        labels = [f"{p['files']:,} files {'archived' if p['archive'] else 'kept'}" for p in prefixes]
-        ax.bar(labels, [p["overhead_seconds_p50"] for p in prefixes], label="trigger overhead p50 s")
-        ax.plot(labels, [p["restart_seconds"] for p in prefixes], "ko", label="restart s")
-        ax.set_title("listing scaling")
-        ax.legend()
-        save(fig, "listing.png")
+    for name, (file_name, plot) in _PLOTS.items():
+        if name in s:
+            save(plot(plt, s), file_name)
     return made
+
+
+def _plot_latency(plt: Any, s: dict[str, Any]) -> Any:
+    """Land -> visible per file and the steps per batch, one column per trigger interval."""
+    runs = list(s["latency"]["runs"].values())
+    fig, axes = plt.subplots(2, len(runs), figsize=(6 * len(runs), 7), squeeze=False)
+    for col, run in enumerate(runs):
+        ax = axes[0][col]
+        ax.plot(range(1, len(run["latencies"]) + 1), run["latencies"], ".", markersize=4)
+        ax.set_title(f"trigger {run['trigger_seconds']} s: land -> visible per file")
+        ax.set_xlabel("file (landing order)")
+        ax.set_ylabel("seconds")
+        _stacked_steps(axes[1][col], run["batches"], f"trigger {run['trigger_seconds']} s: steps per batch")
+    return fig
+
+
+def _plot_soak(plt: Any, s: dict[str, Any]) -> Any:
+    """Driver memory, table layout and steps per batch over the soak."""
+    so = s["soak"]
+    fig, axes = plt.subplots(3, 1, figsize=(9, 9))
+    mem = so["memory"]
+    t = [m["t"] / 60 for m in mem]
+    for key, label in (
+        ("heap_after_gc_mb", "JVM live heap (after full GC)"),
+        ("jvm_rss_mb", "JVM RSS"),
+        ("python_rss_mb", "Python driver RSS"),
+    ):
+        axes[0].plot(t, [m[key] for m in mem], marker="o", markersize=3, label=label)
+    axes[0].set_ylabel("MiB")
+    axes[0].set_xlabel("minutes since the job started")
+    axes[0].set_title("driver memory over the soak")
+    axes[0].legend()
+    lay = so["layouts"]
+    axes[1].plot(
+        [x["t"] / 60 for x in lay],
+        [x["files_per_partition_avg"] for x in lay],
+        marker="o",
+        markersize=3,
+        label="files per partition",
+    )
+    axes[1].set_xlabel("minutes since the arrival started")
+    twin = axes[1].twinx()
+    twin.plot(
+        [x["t"] / 60 for x in lay],
+        [x["avg_file_mb"] for x in lay],
+        color="tab:orange",
+        marker="s",
+        markersize=3,
+        label="average file MB",
+    )
+    axes[1].set_title("table layout (latest file slices)")
+    axes[1].legend(loc="upper left")
+    twin.legend(loc="lower right")
+    _stacked_steps(axes[2], so["batches"], "steps per batch")
+    return fig
+
+
+def _plot_upsert(plt: Any, s: dict[str, Any]) -> Any:
+    """Hudi phases per batch and the bronze step, per table size."""
+    tables = list(s["upsert"]["tables"].values())
+    fig, ax = plt.subplots(figsize=(8, 5))
+    phases = sorted({k for t in tables for k in _sum_phases(t["hudi_phases"])})
+    labels = [f"{t['table_rows']:,} rows" for t in tables]
+    bottom = [0.0] * len(tables)
+    for phase in phases:
+        values = [_sum_phases(t["hudi_phases"]).get(phase, 0.0) / max(1, len(t["batches"])) for t in tables]
+        ax.bar(labels, values, bottom=bottom, label=phase)
+        bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+    ax.plot(labels, [t["bronze_seconds_p50"] for t in tables], "k_", markersize=40, mew=2, label="bronze step p50")
+    ax.set_ylabel("seconds per batch")
+    ax.set_title(f"upsert of {s['upsert']['batch_rows']:,} rows: Hudi phases per batch")
+    ax.legend()
+    return fig
+
+
+def _plot_backfill(plt: Any, s: dict[str, Any]) -> Any:
+    """Wall and CPU seconds of ours and each peer."""
+    b = s["backfill"]
+    contenders = {"ours": b["ours"]}
+    contenders |= {f"{kind}\n{mapping}": c for mapping, peers_ in b["peers"].items() for kind, c in peers_.items()}
+    fig, ax = plt.subplots(figsize=(10, 4.5))
+    names = list(contenders)
+    width = 0.4
+    xs = range(len(names))
+    ax.bar([x - width / 2 for x in xs], [contenders[n]["seconds"] for n in names], width, label="wall s")
+    ax.bar([x + width / 2 for x in xs], [contenders[n]["cpu_seconds"] for n in names], width, label="CPU s")
+    ax.set_xticks(list(xs), names)
+    ax.set_title(f"backfill of {s['backfill']['input']['encounters']:,} encounters")
+    ax.legend()
+    return fig
+
+
+def _plot_listing(plt: Any, s: dict[str, Any]) -> Any:
+    """Trigger overhead and restart time per prefix size."""
+    prefixes = list(s["listing"]["prefixes"].values())
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    labels = [f"{p['files']:,} files {'archived' if p['archive'] else 'kept'}" for p in prefixes]
+    ax.bar(labels, [p["overhead_seconds_p50"] for p in prefixes], label="trigger overhead p50 s")
+    ax.plot(labels, [p["restart_seconds"] for p in prefixes], "ko", label="restart s")
+    ax.set_title("listing scaling")
+    ax.legend()
+    return fig
+
+
+# One plot per scenario, in this order: its file and the function drawing it from the scenarios' results.
+_PLOTS: dict[str, tuple[str, Callable[[Any, dict[str, Any]], Any]]] = {
+    "latency": ("latency.png", _plot_latency),
+    "soak": ("soak.png", _plot_soak),
+    "upsert": ("upsert_scaling.png", _plot_upsert),
+    "backfill": ("backfill.png", _plot_backfill),
+    "listing": ("listing.png", _plot_listing),
+}
 
 
 def _stacked_steps(ax: Any, batches: list[dict[str, Any]], title: str) -> None:
@@ -513,8 +583,7 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the chosen scenarios, write results.json, results.md and the plots; 1 when a scenario failed."""
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny sizes, every figure still produced (smoke run)")
     parser.add_argument(
@@ -544,6 +613,12 @@ def main(argv: list[str] | None = None) -> int:
         metavar="N",
         help="run N scenarios at a time: for smoke runs only, the timings then disturb each other (default: 1)",
     )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the chosen scenarios, write results.json, results.md and the plots; 1 when a scenario failed."""
+    parser = _parser()
     args = parser.parse_args(argv)
     wanted = [name.strip() for name in args.only.split(",") if name.strip()]
     unknown = [name for name in wanted if name not in scenarios.SCENARIOS]

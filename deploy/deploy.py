@@ -679,9 +679,7 @@ def deploy(args: argparse.Namespace, session: Any, confirm: Callable[[str], bool
     target = find_target(cfn, args, given)
     stack, previous = target.name, target.previous
     if args.list_versions:
-        for m in list_versions(s3, target.bucket, target.prefix):
-            mark = "  <- running" if m["version"] == target.running else ""
-            print(f"{m['version']}  built {m['built_at']}  commit {m['commit']}{mark}")
+        _print_versions(s3, target)
         return 0
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -702,11 +700,7 @@ def deploy(args: argparse.Namespace, session: Any, confirm: Callable[[str], bool
         # Listed before the question, uploaded only once the change set is confirmed.
         uploads = upload_version(s3, target.bucket, target.prefix, version, dry_run=True) if version.files else {}
 
-        print(f"stack {stack}: version {running} -> {version.name} (commit {version.commit})")
-        print(*(f"note: {n}" for n in notes), sep="\n", end="\n" if notes else "")
-        for key, uploaded in uploads.items():
-            print(f"{'upload' if uploaded else 'same':<8} s3://{target.bucket}/{key}")
-        print(*(plan_lines(plan) or ["no changes"]), sep="\n")
+        _print_plan(target, version, notes, uploads, plan)
         job = values["JobName"]
         reasons = [] if args.no_restart else restart_reasons(plan, running, version.name, args.restart)
         why = "--no-restart" if args.no_restart else ", ".join(reasons) or "nothing changed"
@@ -720,23 +714,58 @@ def deploy(args: argparse.Namespace, session: Any, confirm: Callable[[str], bool
         if plan.empty:
             print(f"stack {stack}: nothing to deploy")
         else:
-            if not args.yes and not confirm(f"Execute change set {plan.name} on stack {stack}?"):
-                discard_plan(cfn, stack, plan)
-                raise DeployError(
-                    f"stack {stack}: not confirmed; the change set is deleted and nothing changed"
-                    " (--yes executes without asking)",
-                    EXIT_NOT_CONFIRMED,
-                )
-            # New keys: the running job keeps the version it names until the update below succeeds.
-            if version.files:
-                upload_version(s3, target.bucket, target.prefix, version, dry_run=False)
-            print(f"stack {stack}: {execute_plan(cfn, stack, plan)}, version {version.name}")
+            _apply(cfn, s3, args, target, version, plan, confirm)
     if not reasons:
         print(f"job {job}: not restarted ({why})")
         return 0
+    return _restart(session, job, why, args.stop_timeout)
+
+
+def _print_versions(s3: Any, target: Target) -> None:
+    """--list-versions: every version uploaded to the stack's artifacts, the running one marked."""
+    for m in list_versions(s3, target.bucket, target.prefix):
+        mark = "  <- running" if m["version"] == target.running else ""
+        print(f"{m['version']}  built {m['built_at']}  commit {m['commit']}{mark}")
+
+
+def _print_plan(target: Target, version: Version, notes: list[str], uploads: dict[str, bool], plan: Plan) -> None:
+    """What the deploy would do: the version change, notes on parameters, the uploads and the change set."""
+    print(f"stack {target.name}: version {target.running} -> {version.name} (commit {version.commit})")
+    print(*(f"note: {n}" for n in notes), sep="\n", end="\n" if notes else "")
+    for key, uploaded in uploads.items():
+        print(f"{'upload' if uploaded else 'same':<8} s3://{target.bucket}/{key}")
+    print(*(plan_lines(plan) or ["no changes"]), sep="\n")
+
+
+def _apply(
+    cfn: Any,
+    s3: Any,
+    args: argparse.Namespace,
+    target: Target,
+    version: Version,
+    plan: Plan,
+    confirm: Callable[[str], bool],
+) -> None:
+    """Once confirmed (or --yes): upload the version's files, then execute the change set."""
+    stack = target.name
+    if not args.yes and not confirm(f"Execute change set {plan.name} on stack {stack}?"):
+        discard_plan(cfn, stack, plan)
+        raise DeployError(
+            f"stack {stack}: not confirmed; the change set is deleted and nothing changed"
+            " (--yes executes without asking)",
+            EXIT_NOT_CONFIRMED,
+        )
+    # New keys: the running job keeps the version it names until the update below succeeds.
+    if version.files:
+        upload_version(s3, target.bucket, target.prefix, version, dry_run=False)
+    print(f"stack {stack}: {execute_plan(cfn, stack, plan)}, version {version.name}")
+
+
+def _restart(session: Any, job: str, why: str, stop_timeout: float) -> int:
+    """Restart the Glue job on its checkpoint; EXIT_FAILED (the stack stays deployed) when it cannot."""
     print(f"job {job}: restarting ({why})")
     try:
-        done = restart_job(session.client("glue"), job, timeout_seconds=args.stop_timeout)
+        done = restart_job(session.client("glue"), job, timeout_seconds=stop_timeout)
     except (JobStopFailed, JobStopTimedOut, ClientError) as exc:
         # A ClientError: no such job, no permission, or a run started meanwhile (ConcurrentRunsExceededException).
         failure = str(exc) if isinstance(exc, RuntimeError) else f"job {job}: {exc}"

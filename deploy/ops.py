@@ -23,7 +23,7 @@ import argparse
 import importlib.util
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -382,29 +382,42 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _checkpoint_task(session: Any, stack: Stack, args: argparse.Namespace) -> None:
+    if args.move_aside:
+        move_checkpoint_aside(session, stack)
+    else:
+        copy_checkpoint(session, stack, args.copy_from)
+
+
+def _ledger_restore_task(session: Any, stack: Stack, args: argparse.Namespace) -> None:
+    to = args.to if args.to.tzinfo else args.to.replace(tzinfo=UTC)
+    ledger_restore(session, stack, to, args.into)
+
+
+# Each task's function with its arguments taken from the command line (see `parser`).
+_TASKS: dict[str, Callable[[Any, Stack, argparse.Namespace], object]] = {
+    "stop": lambda session, stack, args: stop(session, stack, args.timeout),
+    "start": lambda session, stack, args: start(session, stack),
+    "alarms": lambda session, stack, args: alarms(session, stack, args.state),
+    "land": lambda session, stack, args: land(session, stack, args.source, args.into),
+    "checkpoint": _checkpoint_task,
+    "ledger-restore": _ledger_restore_task,
+    "ledger-copy-back": lambda session, stack, args: ledger_copy_back(
+        session, stack, args.source, delete_source=args.delete_copy
+    ),
+    "rotate-key": lambda session, stack, args: rotate_key(session, stack),
+    "archive-lifecycle": lambda session, stack, args: archive_lifecycle(
+        session, stack, args.expire_days, args.glacier_days
+    ),
+    "delete-stack": lambda session, stack, args: delete_stack(session, stack, confirmed=args.yes, timeout=args.timeout),
+}
+
+
 def run(args: argparse.Namespace, session: Any) -> None:
     stack = read_stack(session.client("cloudformation"), args.stack)
-    if args.task == "stop":
-        stop(session, stack, args.timeout)
-    elif args.task == "start":
-        start(session, stack)
-    elif args.task == "alarms":
-        alarms(session, stack, args.state)
-    elif args.task == "land":
-        land(session, stack, args.source, args.into)
-    elif args.task == "checkpoint":
-        move_checkpoint_aside(session, stack) if args.move_aside else copy_checkpoint(session, stack, args.copy_from)
-    elif args.task == "ledger-restore":
-        to = args.to if args.to.tzinfo else args.to.replace(tzinfo=UTC)
-        ledger_restore(session, stack, to, args.into)
-    elif args.task == "ledger-copy-back":
-        ledger_copy_back(session, stack, args.source, delete_source=args.delete_copy)
-    elif args.task == "rotate-key":
-        rotate_key(session, stack)
-    elif args.task == "archive-lifecycle":
-        archive_lifecycle(session, stack, args.expire_days, args.glacier_days)
-    elif args.task == "delete-stack":
-        delete_stack(session, stack, confirmed=args.yes, timeout=args.timeout)
+    task = _TASKS.get(args.task)
+    if task is not None:
+        task(session, stack, args)
 
 
 def main(argv: list[str] | None = None, session: Any = None) -> int:

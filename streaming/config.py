@@ -242,28 +242,35 @@ def _merge(obj: Any, values: Mapping[str, Any], prefix: str) -> Any:
     for key, value in values.items():
         if key not in known:
             raise ConfigError(f"unknown setting {prefix}{key}")
-        current = getattr(obj, key)
-        if dataclasses.is_dataclass(current):
-            if not isinstance(value, Mapping):
-                raise ConfigError(f"{prefix}{key} must be a table")
-            changes[key] = _merge(current, value, f"{prefix}{key}.")
-        elif isinstance(current, Mapping):
-            if not isinstance(value, Mapping):
-                raise ConfigError(f"{prefix}{key} must be a table")
-            changes[key] = {**current, **{str(k): str(v) for k, v in value.items()}}
-        else:
-            expected = type(current)
-            if expected is int and isinstance(value, str) and value.strip().lstrip("-").isdigit():
-                value = int(value)  # flags arrive as text
-            elif expected is bool and isinstance(value, str):
-                word = value.strip().lower()
-                if word not in _TRUE + _FALSE:
-                    raise ConfigError(f"{prefix}{key} must be true or false, got {value!r}")
-                value = word in _TRUE
-            if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-                raise ConfigError(f"{prefix}{key} must be {expected.__name__}, got {type(value).__name__}")
-            changes[key] = value
+        changes[key] = _merged_value(getattr(obj, key), value, prefix, key)
     return dataclasses.replace(obj, **changes)
+
+
+def _merged_value(current: Any, value: Any, prefix: str, key: str) -> Any:
+    """The new value of setting `prefix+key`: a nested table merged, a string map extended, or a checked scalar."""
+    if dataclasses.is_dataclass(current):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{prefix}{key} must be a table")
+        return _merge(current, value, f"{prefix}{key}.")
+    if isinstance(current, Mapping):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{prefix}{key} must be a table")
+        return {**current, **{str(k): str(v) for k, v in value.items()}}
+    return _scalar(type(current), value, f"{prefix}{key}")
+
+
+def _scalar(expected: type, value: Any, name: str) -> Any:
+    """`value` as the `expected` scalar type; flags arrive as text, so ints and booleans are parsed from it."""
+    if expected is int and isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)  # flags arrive as text
+    elif expected is bool and isinstance(value, str):
+        word = value.strip().lower()
+        if word not in _TRUE + _FALSE:
+            raise ConfigError(f"{name} must be true or false, got {value!r}")
+        value = word in _TRUE
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise ConfigError(f"{name} must be {expected.__name__}, got {type(value).__name__}")
+    return value
 
 
 def nest(flat: Mapping[str, Any], into: dict[str, Any] | None = None) -> dict[str, Any]:

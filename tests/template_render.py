@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -99,29 +100,9 @@ class Rendered:
             return node
         if len(node) == 1:
             ((fn, arg),) = node.items()
-            if fn == "Ref":
-                return self._ref(arg)
-            if fn == "Fn::Sub":
-                if isinstance(arg, list):  # [text, {name: value}]: the names are substituted first
-                    text, names = arg
-                    for name, value in names.items():
-                        text = text.replace("${" + name + "}", str(self._eval(value)))
-                    return self._sub(text)
-                return self._sub(arg)
-            if fn == "Fn::Split":
-                return str(self._eval(arg[1])).split(arg[0])
-            if fn == "Fn::Select":
-                return self._eval(arg[1])[int(arg[0])]
-            if fn == "Fn::Join":
-                return arg[0].join(str(x) for x in self._eval(arg[1]))
-            if fn == "Fn::GetAtt":
-                return self._get_att(*arg)
-            if fn == "Fn::If":
-                return self._eval(arg[1] if self.conditions[arg[0]] else arg[2])
-            if fn == "Fn::Equals":
-                return self._eval(arg[0]) == self._eval(arg[1])
-            if fn == "Fn::Not":
-                return not self._eval(arg[0])
+            intrinsic = _INTRINSICS.get(fn)
+            if intrinsic is not None:
+                return intrinsic(self, arg)
             assert not fn.startswith("Fn::"), f"renderer does not know {fn}"
         return {k: v for k, v in ((k, self._eval(v)) for k, v in node.items()) if v is not NO_VALUE}
 
@@ -135,6 +116,29 @@ class Rendered:
 
     def key_arn(self) -> str:
         return self.params["KmsKeyArn"] or self._get_att("Key", "Arn")
+
+
+def _fn_sub(r: Rendered, arg: Any) -> Any:
+    if isinstance(arg, list):  # [text, {name: value}]: the names are substituted first
+        text, names = arg
+        for name, value in names.items():
+            text = text.replace("${" + name + "}", str(r._eval(value)))
+        return r._sub(text)
+    return r._sub(arg)
+
+
+# CloudFormation's intrinsic functions the template uses: name -> (renderer, its argument) -> value.
+_INTRINSICS: dict[str, Callable[[Rendered, Any], Any]] = {
+    "Ref": lambda r, arg: r._ref(arg),
+    "Fn::Sub": _fn_sub,
+    "Fn::Split": lambda r, arg: str(r._eval(arg[1])).split(arg[0]),
+    "Fn::Select": lambda r, arg: r._eval(arg[1])[int(arg[0])],
+    "Fn::Join": lambda r, arg: arg[0].join(str(x) for x in r._eval(arg[1])),
+    "Fn::GetAtt": lambda r, arg: r._get_att(*arg),
+    "Fn::If": lambda r, arg: r._eval(arg[1] if r.conditions[arg[0]] else arg[2]),
+    "Fn::Equals": lambda r, arg: r._eval(arg[0]) == r._eval(arg[1]),
+    "Fn::Not": lambda r, arg: not r._eval(arg[0]),
+}
 
 
 def render(*, partition: str = "aws", stack: str = STACK, **overrides: str) -> Rendered:

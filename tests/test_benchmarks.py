@@ -51,11 +51,27 @@ def check_figures(results: dict[str, Any], out: Path) -> None:
     """Every figure each scenario promises is there, counts equal what was generated, files were written."""
     scenarios = results["scenarios"]
     sizes = Sizes.quick()
-    machine = results["machine"]
+    _check_machine(results["machine"])
+    _check_backfill(scenarios["backfill"], sizes)
+    _check_latency(scenarios["latency"], sizes)
+    _check_upsert(scenarios["upsert"], sizes)
+    _check_listing(scenarios["listing"], sizes)
+    _check_soak(scenarios["soak"], sizes)
+    assert scenarios["split"]["records"] == scenarios["split"]["baseline_records"] > 0
+    _check_source_log(scenarios["sourcelog"], sizes)
+    _check_read(scenarios["read"], sizes)
+    _check_goals(scenarios)
+    _check_outputs(out)
+
+
+def _check_machine(machine: dict[str, Any]) -> None:
+    """The machine the run describes: cores, memory, CPU model, the versions measured."""
     assert positive(machine["cores"], machine["memory_gb"]) and machine["cpu_model"]
     assert {"pyspark", "java", "hudi-spark3.5-bundle_2.12", "delta", "iceberg"} <= set(machine["versions"])
 
-    backfill = scenarios["backfill"]
+
+def _check_backfill(backfill: dict[str, Any], sizes: Sizes) -> None:
+    """Ours and every peer with both mappings, each counting every generated encounter."""
     expected = encounters(sizes.backfill_files, sizes.backfill_per_file)
     assert backfill["input"]["encounters"] == expected
     # Every peer with both mappings; rejects are counted by the job's (none here: the generated files are valid).
@@ -79,8 +95,11 @@ def check_figures(results: dict[str, Any], out: Path) -> None:
         assert {m: set(r) for m, r in ratios.items()} == every_peer
         assert all(positive(*r.values()) for r in ratios.values())
 
+
+def _check_latency(latency: dict[str, Any], sizes: Sizes) -> None:
+    """One run per trigger interval, every landed file visible."""
     landed = round(sizes.latency_seconds * sizes.arrival_per_second)
-    runs = scenarios["latency"]["runs"]
+    runs = latency["runs"]
     assert set(runs) == {f"trigger_{t}s" for t in sizes.latency_triggers}
     for name, r in runs.items():
         assert r["files_landed"] == r["files_visible"] == len(r["latencies"]) == landed, name
@@ -89,7 +108,9 @@ def check_figures(results: dict[str, Any], out: Path) -> None:
         assert positive(r["latency_p50_seconds"], r["latency_p95_seconds"], r["latency_max_seconds"]), name
         assert r["batches"] and all(positive(b["seconds"], b["steps"]["bronze"]) for b in r["batches"]), name
 
-    upsert = scenarios["upsert"]
+
+def _check_upsert(upsert: dict[str, Any], sizes: Sizes) -> None:
+    """One table per size, rows moved not kept twice."""
     assert set(upsert["tables"]) == {str(n) for n in sizes.upsert_tables}
     for name, t in upsert["tables"].items():
         assert t["table_rows"] >= int(name)
@@ -99,7 +120,9 @@ def check_figures(results: dict[str, Any], out: Path) -> None:
         assert positive(t["bronze_seconds_p50"]) and t["hudi_phases"], name
     assert positive(upsert["large_vs_small"])
 
-    listing = scenarios["listing"]
+
+def _check_listing(listing: dict[str, Any], sizes: Sizes) -> None:
+    """Every prefix size with the archive, the largest again without it."""
     most = max(sizes.listing_files)
     # Every size with the deploy's settings (the archive), the largest again without it.
     assert set(listing["prefixes"]) == {f"{n}+archive" for n in sizes.listing_files} | {str(most)}
@@ -130,7 +153,9 @@ def check_figures(results: dict[str, Any], out: Path) -> None:
     ]
     assert all(isinstance(listing[figure], float) for figure in added), listing
 
-    soak = scenarios["soak"]
+
+def _check_soak(soak: dict[str, Any], sizes: Sizes) -> None:
+    """The soak's files, rows, memory samples and layout."""
     soaked = round(sizes.soak_seconds * sizes.arrival_per_second)
     assert soak["files_landed"] == soak["files_visible"] == soaked
     assert soak["rows"] == soak["keys"] == encounters(soaked + 1, sizes.arrival_per_file)
@@ -139,15 +164,18 @@ def check_figures(results: dict[str, Any], out: Path) -> None:
     assert positive(soak["layout"]["files_per_partition_avg"], soak["layout"]["avg_file_mb"])
     assert soak["heap_growth"] is not None and soak["heap_growth_median"] is not None and soak["layouts"]
 
-    assert scenarios["split"]["records"] == scenarios["split"]["baseline_records"] > 0
 
-    source_log = scenarios["sourcelog"]
+def _check_source_log(source_log: dict[str, Any], sizes: Sizes) -> None:
+    """The source log's compaction batch read whole and by range."""
     assert source_log["entries_logged"] == sizes.sourcelog_entries
     # The compaction batch's own files only, whichever way it was read.
     assert source_log["batch_entries"] == source_log["whole_history_entries"] > 0
     assert positive(source_log["whole_history_seconds"], source_log["range_seconds"])
 
-    read = scenarios["read"]
+
+def _check_read(read: dict[str, Any], sizes: Sizes) -> None:
+    """The read step profile over the backfill's files."""
+    expected = encounters(sizes.backfill_files, sizes.backfill_per_file)
     assert (read["files"], read["records"]) == (sizes.backfill_files, expected)  # the backfill's files, all read
     assert positive(read["read_cold_seconds"], read["read_warm_seconds"], read["split_seconds"])
     assert positive(read["records_scan_seconds"], read["from_json_seconds"], read["flatten_and_cache_seconds"])
@@ -155,6 +183,10 @@ def check_figures(results: dict[str, Any], out: Path) -> None:
     assert len(steps) > 1 and [st["step"] for st in steps] == list(range(1, len(steps) + 1))  # each projection
     assert positive(*(st["seconds"] for st in steps))
 
+
+def _check_goals(scenarios: dict[str, Any]) -> None:
+    """The goals each scenario states, counted per scenario."""
+    backfill = scenarios["backfill"]
     # Counted per scenario: a total hid query_scale's two goals (it said 9 while a run made 11).
     counts = {"backfill": 3 * len(peers.MAPPINGS), "latency": 2, "upsert": 1, "listing": 2, "soak": 1, "query_scale": 2}
     assert {name: len(s["goals"]) for name, s in scenarios.items() if s["goals"]} == counts
@@ -163,6 +195,10 @@ def check_figures(results: dict[str, Any], out: Path) -> None:
     backfill_goals = [g["goal"] for g in backfill["goals"]]
     for text in backfill["mappings"].values():  # the three peers' goals under each mapping
         assert sum(text in name for name in backfill_goals) == len(peers.CONTENDERS), text
+
+
+def _check_outputs(out: Path) -> None:
+    """results.md with every section, and the plots as PNG files."""
     markdown = (out / "results.md").read_text()
     assert all(f"seconds, {m} | " in markdown and f"CPU, {m} |" in markdown for m in peers.MAPPINGS)
     for header in (

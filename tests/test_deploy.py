@@ -425,6 +425,14 @@ def test_a_new_stack_is_created_from_the_reviewed_change_set_records_its_version
 
     # moto provisions the rest for real: the ledger table with its index, the key, the topic, the rule, the
     # analysts' managed policy and the dashboard.
+    outputs = _check_provisioned(stack, s3_bucket)
+
+    # Issue 33: deployed without an archive option, the job archives, and its role has the move's grants.
+    _check_archive_grants(job, outputs)
+
+
+def _check_provisioned(stack: str, s3_bucket: str) -> dict[str, str]:
+    """What a new stack provisions beside the job (moto makes it for real); the stack's outputs."""
     table = aws.client("dynamodb").describe_table(TableName=f"{s3_bucket}-ledger")["Table"]
     assert [ix["IndexName"] for ix in table["GlobalSecondaryIndexes"]] == ["open_intents"]
     outputs = _outputs(stack)
@@ -450,8 +458,11 @@ def test_a_new_stack_is_created_from_the_reviewed_change_set_records_its_version
     ]
     dashboard = json.loads(aws.client("cloudwatch").get_dashboard(DashboardName=stack)["DashboardBody"])
     assert {w["type"] for w in dashboard["widgets"]} == {"metric", "alarm"}
+    return outputs
 
-    # Issue 33: deployed without an archive option, the job archives, and its role has the move's grants.
+
+def _check_archive_grants(job: dict[str, Any], outputs: dict[str, str]) -> None:
+    """The job archives to the default prefix, and its role may move files there."""
     assert job["DefaultArguments"]["--source-archive"] == "s3://landing-b/fhir/archive/"
     role = outputs["RoleArn"].rsplit("/", 1)[-1]
     inline = aws.client("iam").get_role_policy(RoleName=role, PolicyName="bronze-encounter")["PolicyDocument"]

@@ -23,6 +23,8 @@ import os
 import random
 import shutil
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -101,50 +103,11 @@ def test_every_named_kill_point_recovers_and_a_lost_checkpoint_reingests_nothing
     landing = Landing(tmp_path / "landing")
     warehouse = tmp_path / "warehouse"
     ledger = sqlite_ledger(warehouse)
-    specs = tables(warehouse)
 
     w0 = landing.generated("w0", files=4, per_file=3, seed=101)  # the 4th file is one pretty .json resource
     base0 = landing.encounters(w0)
     landing.bad_lines("w0/bad-w0.ndjson", base0[0])  # rejects in the first batch: after_quarantine has work
-    w2: list[dict[str, Any]] = []
-
-    def land(step: int) -> list[Path]:
-        """New files before each start: new encounters, newer versions, late older versions, bad records."""
-        nonlocal w2
-        if step == 1:
-            return [
-                *landing.generated("w1", files=2, per_file=3, seed=102),
-                landing.versions("w1/newer-w1.ndjson", base0[1:5], shift=timedelta(days=2), status="cancelled"),
-            ]
-        if step == 2:
-            files = landing.generated("w2", files=2, per_file=3, seed=103)
-            w2 = landing.encounters(files)
-            return [*files, landing.bad_file("w2/not-json-w2.json")]
-        if step == 3:  # late: older than the originals, landing after the newer versions
-            return [
-                *landing.generated("w3", files=1, per_file=3, seed=104),
-                landing.versions("w3/late-w3.ndjson", base0[1:5], shift=-timedelta(days=1), status="entered-in-error"),
-            ]
-        if step == 4:
-            return [
-                *landing.generated("w4", files=1, per_file=3, seed=105),
-                landing.versions("w4/newer-w4.ndjson", w2[:3], shift=timedelta(days=3), status="cancelled"),
-            ]
-        if step == 5:  # newer than the originals, older than w4's versions: late, must not win either
-            return [
-                *landing.generated("w5", files=1, per_file=3, seed=106),
-                landing.versions("w5/late-w5.ndjson", w2[:3], shift=timedelta(days=1), status="finished"),
-            ]
-        if step == 6:
-            fresh = landing.generated("w6", files=1, per_file=3, seed=107)
-            return [
-                *fresh,
-                landing.bad_lines("w6/bad-w6.ndjson", landing.encounters(fresh)[0]),
-                landing.versions("w6/newer-w6.ndjson", base0[5:7], shift=timedelta(days=5), status="cancelled"),
-            ]
-        if step == 7:  # the final run's: new files after the lost checkpoint
-            return landing.generated("w7", files=1, per_file=3, seed=108)
-        return []
+    land = _KillPointWaves(landing, base0).land
 
     new_since_loss: list[Path] = []
     crashed: dict[str, CrashedBatch] = {}  # kill point -> the batch that kill interrupted, as the ledger showed it
@@ -163,15 +126,7 @@ def test_every_named_kill_point_recovers_and_a_lost_checkpoint_reingests_nothing
         previous = None
         for step, point in enumerate(POINTS):
             if point == LOSE_CHECKPOINT_AT:  # lose the checkpoint; remember what was committed before
-                old_files = ledger.committed(landing.expected().files)
-                assert old_files == landing.expected().files, "a kill after the ledger commit lost a commit"
-                old_instants = bronze_instants(spark, warehouse)
-                old_rows = {
-                    r["encounter_id"]: r["_hoodie_commit_time"]
-                    for r in read_rows(spark, specs["bronze"], ["encounter_id", "_hoodie_commit_time"])
-                }
-                old_log = {r["batch_key"] for r in read_rows(spark, specs["log"], ["batch_key"])}
-                old_quarantine = read_rows(spark, specs["quarantine"], ["quarantine_id", "_hoodie_commit_time"])
+                before_loss = _BeforeLoss.of(spark, warehouse, landing, ledger)
                 shutil.rmtree(warehouse / "_checkpoints")
                 clock.mark("checkpoint deleted")
             landed = land(step)
@@ -198,24 +153,122 @@ def test_every_named_kill_point_recovers_and_a_lost_checkpoint_reingests_nothing
     assert fates == AFTER_KILL_AT, f"what became of each killed batch: {fates}"
     assert replayed == {LOSE_CHECKPOINT_AT: True}, f"replays of batches committed before the kill: {replayed}"
 
+    _check_since_loss(spark, warehouse, landing, before_loss, new_since_loss)
+    print(f"named kill points + checkpoint loss: {clock}")
+
+
+class _KillPointWaves:
+    """The new files landed before each start of the named-kill-point scenario (`land(step)`): new encounters,
+    newer versions, late older versions, bad records."""
+
+    def __init__(self, landing: Landing, base0: list[dict[str, Any]]) -> None:
+        self.landing, self.base0 = landing, base0
+        self.w2: list[dict[str, Any]] = []
+        self.steps: dict[int, Callable[[], list[Path]]] = {
+            1: self._w1,
+            2: self._w2,
+            3: self._w3,
+            4: self._w4,
+            5: self._w5,
+            6: self._w6,
+            7: self._w7,
+        }
+
+    def land(self, step: int) -> list[Path]:
+        wave = self.steps.get(step)
+        return wave() if wave is not None else []
+
+    def _w1(self) -> list[Path]:
+        return [
+            *self.landing.generated("w1", files=2, per_file=3, seed=102),
+            self.landing.versions("w1/newer-w1.ndjson", self.base0[1:5], shift=timedelta(days=2), status="cancelled"),
+        ]
+
+    def _w2(self) -> list[Path]:
+        files = self.landing.generated("w2", files=2, per_file=3, seed=103)
+        self.w2 = self.landing.encounters(files)
+        return [*files, self.landing.bad_file("w2/not-json-w2.json")]
+
+    def _w3(self) -> list[Path]:  # late: older than the originals, landing after the newer versions
+        return [
+            *self.landing.generated("w3", files=1, per_file=3, seed=104),
+            self.landing.versions(
+                "w3/late-w3.ndjson", self.base0[1:5], shift=-timedelta(days=1), status="entered-in-error"
+            ),
+        ]
+
+    def _w4(self) -> list[Path]:
+        return [
+            *self.landing.generated("w4", files=1, per_file=3, seed=105),
+            self.landing.versions("w4/newer-w4.ndjson", self.w2[:3], shift=timedelta(days=3), status="cancelled"),
+        ]
+
+    def _w5(self) -> list[Path]:  # newer than the originals, older than w4's versions: late, must not win either
+        return [
+            *self.landing.generated("w5", files=1, per_file=3, seed=106),
+            self.landing.versions("w5/late-w5.ndjson", self.w2[:3], shift=timedelta(days=1), status="finished"),
+        ]
+
+    def _w6(self) -> list[Path]:
+        fresh = self.landing.generated("w6", files=1, per_file=3, seed=107)
+        return [
+            *fresh,
+            self.landing.bad_lines("w6/bad-w6.ndjson", self.landing.encounters(fresh)[0]),
+            self.landing.versions("w6/newer-w6.ndjson", self.base0[5:7], shift=timedelta(days=5), status="cancelled"),
+        ]
+
+    def _w7(self) -> list[Path]:  # the final run's: new files after the lost checkpoint
+        return self.landing.generated("w7", files=1, per_file=3, seed=108)
+
+
+@dataclass(frozen=True)
+class _BeforeLoss:
+    """What was committed when the checkpoint was lost: files, bronze instants and rows, log batches, quarantine."""
+
+    files: set[str]
+    instants: list[str]
+    rows: dict[str, str]
+    log: set[str]
+    quarantine: list[dict[str, Any]]
+
+    @classmethod
+    def of(cls, spark: Any, warehouse: Path, landing: Landing, ledger: SqliteLedgerView) -> _BeforeLoss:
+        specs = tables(warehouse)
+        old_files = ledger.committed(landing.expected().files)
+        assert old_files == landing.expected().files, "a kill after the ledger commit lost a commit"
+        old_instants = bronze_instants(spark, warehouse)
+        old_rows = {
+            r["encounter_id"]: r["_hoodie_commit_time"]
+            for r in read_rows(spark, specs["bronze"], ["encounter_id", "_hoodie_commit_time"])
+        }
+        old_log = {r["batch_key"] for r in read_rows(spark, specs["log"], ["batch_key"])}
+        old_quarantine = read_rows(spark, specs["quarantine"], ["quarantine_id", "_hoodie_commit_time"])
+        return cls(old_files, old_instants, old_rows, old_log, old_quarantine)
+
+
+def _check_since_loss(
+    spark: Any, warehouse: Path, landing: Landing, before: _BeforeLoss, new_since_loss: list[Path]
+) -> None:
+    """Only the files landed since the checkpoint loss were written; nothing committed before was rewritten."""
+    specs = tables(warehouse)
     # Since the checkpoint was lost: batches of the new files only, the old ones skipped by the ledger...
     columns = ["batch_key", "files", "files_already_committed", "commit_instant"]
-    new_log = [r for r in read_rows(spark, specs["log"], columns) if r["batch_key"] not in old_log]
+    new_log = [r for r in read_rows(spark, specs["log"], columns) if r["batch_key"] not in before.log]
     assert sorted(f for r in new_log for f in r["files"]) == sorted(file_uri(p) for p in new_since_loss)
-    assert max(r["files_already_committed"] for r in new_log) == len(old_files), "re-listed old files not skipped"
+    assert max(r["files_already_committed"] for r in new_log) == len(before.files), "re-listed old files not skipped"
     # ...the bronze timeline grew by exactly those batches' commits...
     instants = bronze_instants(spark, warehouse)
-    assert instants[: len(old_instants)] == old_instants
-    assert sorted(instants[len(old_instants) :]) == sorted(r["commit_instant"] for r in new_log)
+    assert instants[: len(before.instants)] == before.instants
+    assert sorted(instants[len(before.instants) :]) == sorted(r["commit_instant"] for r in new_log)
     # ...and no row the new files do not touch was rewritten, nor any old quarantine row.
     touched = {e["id"] for e in landing.encounters(new_since_loss)}
     rows = read_rows(spark, specs["bronze"], ["encounter_id", "_hoodie_commit_time"])
     rewritten = [
         r["encounter_id"]
         for r in rows
-        if r["encounter_id"] in old_rows
+        if r["encounter_id"] in before.rows
         and r["encounter_id"] not in touched
-        and r["_hoodie_commit_time"] != old_rows[r["encounter_id"]]
+        and r["_hoodie_commit_time"] != before.rows[r["encounter_id"]]
     ]
     assert not rewritten, f"{len(rewritten)} old rows were rewritten after the checkpoint loss: {sorted(rewritten)[:5]}"
     quarantine = {
@@ -224,11 +277,10 @@ def test_every_named_kill_point_recovers_and_a_lost_checkpoint_reingests_nothing
     }
     changed = [
         r["quarantine_id"][:12]
-        for r in old_quarantine
+        for r in before.quarantine
         if quarantine.get(r["quarantine_id"]) != r["_hoodie_commit_time"]
     ]
     assert not changed, f"old quarantine rows rewritten after the checkpoint loss: {changed}"
-    print(f"named kill points + checkpoint loss: {clock}")
 
 
 def _wait_for_new_batch(ledger: SqliteLedgerView, seen: set[str], proc: Any, timeout: float) -> set[str]:
@@ -276,15 +328,6 @@ def test_random_kills_converge_to_one_uninterrupted_run(spark: Any, tmp_path: Pa
     base = landing.encounters(first)
     landing.bad_lines("a/bad-a.ndjson", base[0])
 
-    def land(wave: int) -> None:
-        if wave == 1:
-            landing.move_in(staged[15:30], "b")
-            landing.versions("b/newer-b.ndjson", base[1:7], shift=timedelta(days=2), status="cancelled")
-        elif wave == 2:
-            landing.move_in(staged[30:], "c")
-            landing.versions("c/late-c.ndjson", base[1:7], shift=-timedelta(hours=6), status="entered-in-error")
-            landing.bad_file("c/not-json-c.json")
-
     kills: list[str] = []
     interrupted: list[CrashedBatch] = []  # batches left open by a kill (one may fall between batches, or stay open
     # through a second kill that lands before the next start recovered it)
@@ -297,43 +340,14 @@ def test_random_kills_converge_to_one_uninterrupted_run(spark: Any, tmp_path: Pa
         for k in range(3):
             seen |= ledger.open_intents()  # a killed run's open intent is not a new batch
             proc = job.start(f"continuous-{k}", once=False)
-            if k == 0:  # a moment of the first batch: in a new warehouse it creates the three tables
-                seen |= _wait_for_new_batch(ledger, seen, proc, WAIT)
-                delay = rng.uniform(0.0, 20.0)
-                time.sleep(delay)
-                where = f"{delay:.1f}s into the first batch"
-            elif k == 1:  # any moment: JVM start, lease wait, recovery or a batch
-                delay = rng.uniform(2.0, 30.0)
-                time.sleep(delay)
-                where = f"{delay:.1f}s after start"
-            else:  # a moment of a warm batch, scaled by the length of the one before it (the first one is slow)
-                share = rng.uniform(0.0, 1.2)
-                for _ in range(2):
-                    batch = _wait_for_new_batch(ledger, seen, proc, WAIT)
-                    seen |= batch
-                    began = time.monotonic()
-                    _wait_for_batch_end(ledger, batch, proc, WAIT)
-                    length = time.monotonic() - began
-                seen |= _wait_for_new_batch(ledger, seen, proc, WAIT)
-                time.sleep(share * length)
-                where = f"{share:.0%} of {length:.1f}s into the 3rd batch"
-                if not interrupted and not ledger.open_intents():
-                    # No kill so far landed inside a batch, nor would this one: it moves into the next batch, so
-                    # the scenario tests what it is named for (recovering a batch a kill cut short), or fails.
-                    seen |= _wait_for_new_batch(ledger, seen, proc, WAIT)
-                    where += ", after its end: moved to the start of the next batch"
+            # Waits until the moment to kill; `seen` (updated in place) takes the batches it saw start.
+            where = _kill_moment(k, rng, ledger, seen, proc, bool(interrupted))
             assert proc.alive(), f"{replay}: the continuous job ended by itself\n{proc.tail()}"
-            code = proc.kill()
-            done = len(ledger.all_committed())
-            if (cut := open_batch(ledger)) is not None:
-                interrupted.append(cut)
-            inside = f"batch {cut.key} open" if cut else "no batch open"
-            kills.append(
-                f"{where}, {inside} ({done}/{len(landing.files)} files committed, inflight: {left_inflight(warehouse)})"
-            )
+            code, kill = _kill(proc, ledger, landing, warehouse, where, interrupted)
+            kills.append(kill)
             clock.mark(f"kill {k}: {kills[-1]}")
             assert code == KILLED, f"{replay}: {proc.tail()}"
-            land(k + 1)
+            _land_random_kills_wave(landing, staged, base, k + 1)
             if k == 1:  # every file has landed: the reference run can go, beside the faulty one
                 ref = uninterrupted.start("reference", once=True)
 
@@ -358,6 +372,70 @@ def test_random_kills_converge_to_one_uninterrupted_run(spark: Any, tmp_path: Pa
     problems = compare_business_rows(business_rows(spark, warehouse), business_rows(spark, reference))
     assert not problems, f"{context}: killed run differs from the uninterrupted one: {problems}"
     print(f"random kills ({context}): {clock}")
+
+
+def _kill(
+    proc: JobProcess,
+    ledger: SqliteLedgerView,
+    landing: Landing,
+    warehouse: Path,
+    where: str,
+    interrupted: list[CrashedBatch],
+) -> tuple[int, str]:
+    """SIGKILL the job: its exit code and what the kill hit; a batch it left open is added to `interrupted`."""
+    code = proc.kill()
+    done = len(ledger.all_committed())
+    if (cut := open_batch(ledger)) is not None:
+        interrupted.append(cut)
+    inside = f"batch {cut.key} open" if cut else "no batch open"
+    kill = f"{where}, {inside} ({done}/{len(landing.files)} files committed, inflight: {left_inflight(warehouse)})"
+    return code, kill
+
+
+def _land_random_kills_wave(landing: Landing, staged: list[Path], base: list[dict[str, Any]], wave: int) -> None:
+    """The random-kills scenario's waves after the first: the rest of the staged files, newer and late versions."""
+    if wave == 1:
+        landing.move_in(staged[15:30], "b")
+        landing.versions("b/newer-b.ndjson", base[1:7], shift=timedelta(days=2), status="cancelled")
+    elif wave == 2:
+        landing.move_in(staged[30:], "c")
+        landing.versions("c/late-c.ndjson", base[1:7], shift=-timedelta(hours=6), status="entered-in-error")
+        landing.bad_file("c/not-json-c.json")
+
+
+def _kill_moment(
+    k: int, rng: random.Random, ledger: SqliteLedgerView, seen: set[str], proc: JobProcess, interrupted: bool
+) -> str:
+    """Wait for the `k`th run's random kill moment; where it is, in words. `seen` grows by the batches waited for.
+
+    `interrupted`: an earlier kill already landed inside a batch.
+    """
+    if k == 0:  # a moment of the first batch: in a new warehouse it creates the three tables
+        seen |= _wait_for_new_batch(ledger, seen, proc, WAIT)
+        delay = rng.uniform(0.0, 20.0)
+        time.sleep(delay)
+        return f"{delay:.1f}s into the first batch"
+    if k == 1:  # any moment: JVM start, lease wait, recovery or a batch
+        delay = rng.uniform(2.0, 30.0)
+        time.sleep(delay)
+        return f"{delay:.1f}s after start"
+    # A moment of a warm batch, scaled by the length of the one before it (the first one is slow).
+    share = rng.uniform(0.0, 1.2)
+    for _ in range(2):
+        batch = _wait_for_new_batch(ledger, seen, proc, WAIT)
+        seen |= batch
+        began = time.monotonic()
+        _wait_for_batch_end(ledger, batch, proc, WAIT)
+        length = time.monotonic() - began
+    seen |= _wait_for_new_batch(ledger, seen, proc, WAIT)
+    time.sleep(share * length)
+    where = f"{share:.0%} of {length:.1f}s into the 3rd batch"
+    if not interrupted and not ledger.open_intents():
+        # No kill so far landed inside a batch, nor would this one: it moves into the next batch, so the scenario
+        # tests what it is named for (recovering a batch a kill cut short), or fails.
+        seen |= _wait_for_new_batch(ledger, seen, proc, WAIT)
+        where += ", after its end: moved to the start of the next batch"
+    return where
 
 
 def _checkpoint_settled(warehouse: Path) -> bool:
@@ -437,65 +515,84 @@ def test_second_writer_ledger_outage_and_sigterm(spark: Any, tmp_path: Path, aws
             # Take the ledger away while a batch is in flight, and land more files during the outage: the job must
             # stay up, reach for the ledger meanwhile (its lease renewals alone do every 10 s) and, once it is back,
             # ingest everything exactly once.
-            seen = ledger.open_intents()
-            landing.generated("b", files=4, per_file=3, seed=402)
-            wait_until("a batch in flight", lambda: ledger.open_intents() - seen, WAIT, every=0.05, detail=proc.tail)
-            proxy.pause()
-            outage = time.monotonic()
-            clock.mark("ledger down")
-            landing.generated("c", files=3, per_file=3, seed=403)
-            landing.bad_file("c/not-json-c.json")
-            while time.monotonic() - outage < 32:
-                assert proc.alive(), f"the job died during the ledger outage\n{proc.tail()}"
-                time.sleep(1)
-            proxy.resume()
-            clock.mark(f"ledger back; {proxy.refused} ledger connections refused meanwhile")
-            assert proxy.refused > 0, f"the job never reached for the ledger during the outage\n{proc.tail()}"
-            files = landing.expected().files
-            wait_all_committed("every file committed after the outage", proc, ledger, files, WAIT)
-            clock.mark(f"caught up; {_batches_run(proc)}")
+            _ledger_outage(proc, ledger, landing, proxy, clock)
 
             # SIGTERM while a batch is in flight: the job finishes it, then exits 0. Only a signal the job heard
             # while the batch was still open tests that: the batch's intent must still be open STOP_HEARD after the
             # signal (the handler runs at once); otherwise the timing is tried again with a new wave, on a new job.
-            for attempt in range(SIGTERM_ATTEMPTS):
-                seen = ledger.open_intents()
-                wave = f"d{attempt}"
-                staged = Landing(tmp_path / f"staged-{attempt}")  # one rename lands them: a single batch (max 5)
-                staged.generated(wave, files=4, per_file=3, seed=404 + attempt)
-                staged.bad_file(f"{wave}/not-json-{wave}.json")
-                uris = {file_uri(p) for p in landing.adopt(staged, wave)}
-                batch = wait_until(
-                    "the next batch",
-                    lambda seen=seen, uris=uris: (
-                        (ledger.open_intents() - seen) or (ledger.committed(uris) == uris and {"done"})
-                    ),
-                    WAIT,
-                    every=0.05,
-                    detail=proc.tail,
-                )
-                if batch == {"done"}:  # over before it was seen: land another wave on the same job
-                    clock.mark(f"attempt {attempt}: the batch was over before it was seen")
-                    continue
-                proc.terminate()
-                time.sleep(STOP_HEARD)
-                in_flight = bool(ledger.open_intents() & batch)
-                code = proc.wait(WAIT)
-                clock.mark(f"attempt {attempt}: SIGTERM {'during' if in_flight else 'after'} a batch")
-                assert code == 0, proc.tail()
-                assert ledger.committed(uris) == uris, f"SIGTERM did not let the batch finish\n{proc.tail()}"
-                assert not ledger.open_intents(), f"SIGTERM left the batch open\n{proc.tail()}"
-                if in_flight:
-                    break
-                proc = job.start(f"continuous-{attempt + 1}", once=False)  # the timing again, on a new job
-                _idle_state(proc, warehouse, ledger, landing.expected().files)
-            else:
-                raise AssertionError(f"no SIGTERM of {SIGTERM_ATTEMPTS} landed inside a batch ({clock})")
+            _sigterm_during_a_batch(job, proc, ledger, landing, warehouse, tmp_path, clock)
     finally:
         proxy.close()
 
     check_invariants(spark, warehouse, landing, ledger, f"second writer, ledger outage, SIGTERM ({clock})")
     print(f"second writer, ledger outage, SIGTERM: {clock}")
+
+
+def _ledger_outage(
+    proc: JobProcess, ledger: DynamoLedgerView, landing: Landing, proxy: TcpProxy, clock: Stopwatch
+) -> None:
+    """The ledger taken away (>= 30 s) while a batch is in flight, files landing meanwhile; all committed after."""
+    seen = ledger.open_intents()
+    landing.generated("b", files=4, per_file=3, seed=402)
+    wait_until("a batch in flight", lambda: ledger.open_intents() - seen, WAIT, every=0.05, detail=proc.tail)
+    proxy.pause()
+    outage = time.monotonic()
+    clock.mark("ledger down")
+    landing.generated("c", files=3, per_file=3, seed=403)
+    landing.bad_file("c/not-json-c.json")
+    while time.monotonic() - outage < 32:
+        assert proc.alive(), f"the job died during the ledger outage\n{proc.tail()}"
+        time.sleep(1)
+    proxy.resume()
+    clock.mark(f"ledger back; {proxy.refused} ledger connections refused meanwhile")
+    assert proxy.refused > 0, f"the job never reached for the ledger during the outage\n{proc.tail()}"
+    files = landing.expected().files
+    wait_all_committed("every file committed after the outage", proc, ledger, files, WAIT)
+    clock.mark(f"caught up; {_batches_run(proc)}")
+
+
+def _sigterm_during_a_batch(
+    job: Job,
+    proc: JobProcess,
+    ledger: DynamoLedgerView,
+    landing: Landing,
+    warehouse: Path,
+    tmp_path: Path,
+    clock: Stopwatch,
+) -> None:
+    """SIGTERM heard while a batch is open: the job finishes the batch and exits 0 (tried SIGTERM_ATTEMPTS times)."""
+    for attempt in range(SIGTERM_ATTEMPTS):
+        seen = ledger.open_intents()
+        wave = f"d{attempt}"
+        staged = Landing(tmp_path / f"staged-{attempt}")  # one rename lands them: a single batch (max 5)
+        staged.generated(wave, files=4, per_file=3, seed=404 + attempt)
+        staged.bad_file(f"{wave}/not-json-{wave}.json")
+        uris = {file_uri(p) for p in landing.adopt(staged, wave)}
+        batch = wait_until(
+            "the next batch",
+            lambda seen=seen, uris=uris: (
+                (ledger.open_intents() - seen) or (ledger.committed(uris) == uris and {"done"})
+            ),
+            WAIT,
+            every=0.05,
+            detail=proc.tail,
+        )
+        if batch == {"done"}:  # over before it was seen: land another wave on the same job
+            clock.mark(f"attempt {attempt}: the batch was over before it was seen")
+            continue
+        proc.terminate()
+        time.sleep(STOP_HEARD)
+        in_flight = bool(ledger.open_intents() & batch)
+        code = proc.wait(WAIT)
+        clock.mark(f"attempt {attempt}: SIGTERM {'during' if in_flight else 'after'} a batch")
+        assert code == 0, proc.tail()
+        assert ledger.committed(uris) == uris, f"SIGTERM did not let the batch finish\n{proc.tail()}"
+        assert not ledger.open_intents(), f"SIGTERM left the batch open\n{proc.tail()}"
+        if in_flight:
+            return
+        proc = job.start(f"continuous-{attempt + 1}", once=False)  # the timing again, on a new job
+        _idle_state(proc, warehouse, ledger, landing.expected().files)
+    raise AssertionError(f"no SIGTERM of {SIGTERM_ATTEMPTS} landed inside a batch ({clock})")
 
 
 def test_a_writer_frozen_past_its_lease_writes_nothing_after_another_took_over(spark: Any, tmp_path: Path) -> None:

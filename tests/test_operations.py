@@ -15,7 +15,7 @@ import shlex
 import subprocess
 import sys
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -188,26 +188,104 @@ def test_the_runbook_runs_as_written(
     dynamodb, cloudwatch, kms = aws.client("dynamodb"), aws.client("cloudwatch"), aws.client("kms")
     for bucket in (v["LANDING"], v["LAKEHOUSE"], v["ARTIFACTS"], v["EXPORTS"]):
         s3.create_bucket(Bucket=bucket)
-    env = {**os.environ, **v}
-    runbook = iter(b for b in blocks() if b.kind == "sh")
     stack = v["STACK"]
-
-    def params() -> dict[str, str]:
-        described = cfn.describe_stacks(StackName=stack)["Stacks"][0]
-        return {p["ParameterKey"]: p["ParameterValue"] for p in described["Parameters"]}
-
-    def outputs() -> dict[str, str]:
-        described = cfn.describe_stacks(StackName=stack)["Stacks"][0]
-        return {o["OutputKey"]: o["OutputValue"] for o in described["Outputs"]}
-
-    def active_runs() -> list[str]:
-        runs = glue.get_job_runs(JobName=stack)["JobRuns"]
-        return [r["Id"] for r in runs if r["JobRunState"] in ("STARTING", "RUNNING", "WAITING", "STOPPING")]
-
-    def keys(bucket: str, prefix: str) -> list[str]:
-        return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
+    rb = _Runbook(stack, {**os.environ, **v}, iter(b for b in blocks() if b.kind == "sh"), s3, cfn, glue)
 
     # The stack ran an earlier version before (so there is one to roll back to).
+    earlier = _deploy_earlier(rb, v, tmp_path)
+
+    # Deploy, review, roll back.
+    out = rb.run_next()
+    built = rb.params()["ArtifactsVersion"]
+    assert built != earlier and f"stack {stack}: UPDATE_COMPLETE, version {built}" in out
+    assert [line.split()[0] for line in out.splitlines() if re.match(r"[0-9a-f]{12}  built", line)] == [earlier, built]
+    assert len(rb.active_runs()) == 1  # the deploy restarted the job
+    out = rb.run_next()
+    assert rb.params()["NumberOfWorkers"] == "2" and glue.get_job(JobName=stack)["Job"]["NumberOfWorkers"] == 2
+    assert "NumberOfWorkers  2 -> 4" in out and "NumberOfWorkers  4 -> 2" in out  # each change printed first
+    assert (rb.params()["ArtifactsVersion"], rb.params()["PreviousVersion"]) == (earlier, built)  # rolled back
+    assert glue.get_job(JobName=stack)["Job"]["Command"]["ScriptLocation"].endswith(f"/{earlier}/glue_entry.py")
+
+    # Stop, reingest or replay, restart: by now the job has written its tables (copied in from a local run).
+    _tables_written(spark, tmp_path, s3, v["LAKEHOUSE"], "bronze/")
+    s3.put_object(Bucket=v["LANDING"], Key="fhir/encounter/2026/12/01/export-0001.ndjson", Body=b"{}\n")
+    out = rb.run_next()
+    assert rb.active_runs() == []
+    alarms = cloudwatch.describe_alarms(AlarmNamePrefix=f"{stack}-")["MetricAlarms"]
+    assert len(alarms) == 7 and not any(a["ActionsEnabled"] for a in alarms)
+    assert "export-0001.ndjson" in out or "1" in out  # status read the deployed settings and listed the landing
+    rb.run_next()
+    assert len(rb.active_runs()) == 1
+    assert all(a["ActionsEnabled"] for a in cloudwatch.describe_alarms(AlarmNamePrefix=f"{stack}-")["MetricAlarms"])
+
+    # Backfill a month of files.
+    for day in ("01", "02", "03"):
+        s3.put_object(Bucket=v["EXPORTS"], Key=f"2026-05/{day}/encounters.ndjson", Body=b"{}\n")
+    rb.run_next()
+    assert rb.keys(v["LANDING"], "fhir/encounter/backfill/") == [
+        f"fhir/encounter/backfill/2026-05/{day}/encounters.ndjson" for day in ("01", "02", "03")
+    ]
+
+    # A lost or broken checkpoint: moved aside, and a run starts on a fresh one.
+    checkpoint = _checkpoint_blocks(rb, v["LAKEHOUSE"])
+
+    # Restore the ledger: a copy as it was, inspected, then the live table made equal to it.
+    ledger = _ledger_blocks(rb, dynamodb)
+
+    # Rotate the key.
+    key = rb.outputs()["KeyArn"]
+    assert kms.list_key_rotations(KeyId=key).get("Rotations", []) == []
+    rb.run_next()
+    assert len(kms.list_key_rotations(KeyId=key)["Rotations"]) == 1
+
+    # Expire archived files: the stack's rule added, the bucket's other rules kept.
+    _lifecycle_block(rb, v["LANDING"])
+
+    # Delete the stack: the preview deletes nothing; then the job stops and the stack goes, the data stays.
+    key_id = key.rsplit("/", 1)[-1]
+    out = rb.run_next()
+    assert "Nothing is deleted now: rerun with --yes." in out and f"stack {stack}: deleted. Kept:" in out
+    live_stacks = {s["StackName"] for s in cfn.describe_stacks()["Stacks"]}
+    assert stack not in live_stacks and rb.active_runs() == []
+    assert dynamodb.describe_table(TableName=ledger)["Table"]["TableStatus"] == "ACTIVE"  # DeletionPolicy Retain
+    assert key_id in {k["KeyId"] for k in kms.list_keys()["Keys"]}  # the key stayed (its alias went)
+    assert f"the KMS key {key} (Retain)" in out
+    assert rb.keys(v["LAKEHOUSE"], checkpoint) and rb.keys(v["ARTIFACTS"], f"bronze-encounter/{built}/")
+    assert next(rb.blocks, None) is None  # every block ran
+
+
+@dataclass
+class _Runbook:
+    """The runbook's shell blocks, run one after another with `env`, and what the checks read of the stack."""
+
+    stack: str
+    env: dict[str, str]
+    blocks: Iterator[Block]
+    s3: Any
+    cfn: Any
+    glue: Any
+
+    def run_next(self) -> str:
+        return _run(next(self.blocks), self.env)
+
+    def params(self) -> dict[str, str]:
+        described = self.cfn.describe_stacks(StackName=self.stack)["Stacks"][0]
+        return {p["ParameterKey"]: p["ParameterValue"] for p in described["Parameters"]}
+
+    def outputs(self) -> dict[str, str]:
+        described = self.cfn.describe_stacks(StackName=self.stack)["Stacks"][0]
+        return {o["OutputKey"]: o["OutputValue"] for o in described["Outputs"]}
+
+    def active_runs(self) -> list[str]:
+        runs = self.glue.get_job_runs(JobName=self.stack)["JobRuns"]
+        return [r["Id"] for r in runs if r["JobRunState"] in ("STARTING", "RUNNING", "WAITING", "STOPPING")]
+
+    def keys(self, bucket: str, prefix: str) -> list[str]:
+        return [o["Key"] for o in self.s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])]
+
+
+def _deploy_earlier(rb: _Runbook, v: dict[str, str], tmp_path: Path) -> str:
+    """Deploy a version before the runbook's (without a restart); its name."""
     deploy = _script("deploy/deploy.py", "deploy_script")
     buckets = [
         "--landing-bucket",
@@ -217,102 +295,60 @@ def test_the_runbook_runs_as_written(
         "--artifacts-bucket",
         v["ARTIFACTS"],
     ]
-    assert deploy.main(["--stack", stack, *buckets, "--wheel", str(_wheel(tmp_path)), "--yes", "--no-restart"]) == 0
-    earlier = params()["ArtifactsVersion"]
+    assert deploy.main(["--stack", rb.stack, *buckets, "--wheel", str(_wheel(tmp_path)), "--yes", "--no-restart"]) == 0
+    return rb.params()["ArtifactsVersion"]
 
-    # Deploy, review, roll back.
-    out = _run(next(runbook), env)
-    built = params()["ArtifactsVersion"]
-    assert built != earlier and f"stack {stack}: UPDATE_COMPLETE, version {built}" in out
-    assert [line.split()[0] for line in out.splitlines() if re.match(r"[0-9a-f]{12}  built", line)] == [earlier, built]
-    assert len(active_runs()) == 1  # the deploy restarted the job
-    out = _run(next(runbook), env)
-    assert params()["NumberOfWorkers"] == "2" and glue.get_job(JobName=stack)["Job"]["NumberOfWorkers"] == 2
-    assert "NumberOfWorkers  2 -> 4" in out and "NumberOfWorkers  4 -> 2" in out  # each change printed first
-    assert (params()["ArtifactsVersion"], params()["PreviousVersion"]) == (earlier, built)  # rolled back
-    assert glue.get_job(JobName=stack)["Job"]["Command"]["ScriptLocation"].endswith(f"/{earlier}/glue_entry.py")
 
-    # Stop, reingest or replay, restart: by now the job has written its tables (copied in from a local run).
-    _tables_written(spark, tmp_path, s3, v["LAKEHOUSE"], "bronze/")
-    s3.put_object(Bucket=v["LANDING"], Key="fhir/encounter/2026/12/01/export-0001.ndjson", Body=b"{}\n")
-    out = _run(next(runbook), env)
-    assert active_runs() == []
-    alarms = cloudwatch.describe_alarms(AlarmNamePrefix=f"{stack}-")["MetricAlarms"]
-    assert len(alarms) == 7 and not any(a["ActionsEnabled"] for a in alarms)
-    assert "export-0001.ndjson" in out or "1" in out  # status read the deployed settings and listed the landing
-    _run(next(runbook), env)
-    assert len(active_runs()) == 1
-    assert all(a["ActionsEnabled"] for a in cloudwatch.describe_alarms(AlarmNamePrefix=f"{stack}-")["MetricAlarms"])
-
-    # Backfill a month of files.
-    for day in ("01", "02", "03"):
-        s3.put_object(Bucket=v["EXPORTS"], Key=f"2026-05/{day}/encounters.ndjson", Body=b"{}\n")
-    _run(next(runbook), env)
-    assert keys(v["LANDING"], "fhir/encounter/backfill/") == [
-        f"fhir/encounter/backfill/2026-05/{day}/encounters.ndjson" for day in ("01", "02", "03")
-    ]
-
-    # A lost or broken checkpoint: moved aside, and a run starts on a fresh one.
-    checkpoint = outputs()["Checkpoint"].removeprefix(f"s3://{v['LAKEHOUSE']}/")
-    assert checkpoint == f"_checkpoints/{stack}/bronze/bronze_encounter/"
+def _checkpoint_blocks(rb: _Runbook, lakehouse: str) -> str:
+    """The checkpoint moved aside (a run starts on a fresh one), then an older one copied in; its S3 prefix."""
+    checkpoint = rb.outputs()["Checkpoint"].removeprefix(f"s3://{lakehouse}/")
+    assert checkpoint == f"_checkpoints/{rb.stack}/bronze/bronze_encounter/"
     for name in ("metadata", "offsets/0", "commits/0"):
-        s3.put_object(Bucket=v["LAKEHOUSE"], Key=checkpoint + name, Body=b"x")
-    before = set(glue.get_job_runs(JobName=stack)["JobRuns"][i]["Id"] for i in range(len(active_runs())))
-    _run(next(runbook), env)
-    assert keys(v["LAKEHOUSE"], checkpoint) == []
-    aside = [k for k in keys(v["LAKEHOUSE"], f"_checkpoints/{stack}/") if ".aside-" in k]
-    assert sorted(k.rsplit("/", 2)[-2:][-1] for k in aside) == ["0", "0", "metadata"] and len(active_runs()) == 1
-    assert set(active_runs()).isdisjoint(before)
+        rb.s3.put_object(Bucket=lakehouse, Key=checkpoint + name, Body=b"x")
+    before = set(rb.glue.get_job_runs(JobName=rb.stack)["JobRuns"][i]["Id"] for i in range(len(rb.active_runs())))
+    rb.run_next()
+    assert rb.keys(lakehouse, checkpoint) == []
+    aside = [k for k in rb.keys(lakehouse, f"_checkpoints/{rb.stack}/") if ".aside-" in k]
+    assert sorted(k.rsplit("/", 2)[-2:][-1] for k in aside) == ["0", "0", "metadata"] and len(rb.active_runs()) == 1
+    assert set(rb.active_runs()).isdisjoint(before)
     # ...and an older deployment's checkpoint copied to the stack's path.
     old = "_checkpoints/bronze_encounter/"
     for name in ("metadata", "offsets/7", "commits/7"):
-        s3.put_object(Bucket=v["LAKEHOUSE"], Key=old + name, Body=name.encode())
-    _run(next(runbook), env)
-    assert sorted(keys(v["LAKEHOUSE"], checkpoint)) == [checkpoint + n for n in ("commits/7", "metadata", "offsets/7")]
-    assert len(active_runs()) == 1
+        rb.s3.put_object(Bucket=lakehouse, Key=old + name, Body=name.encode())
+    rb.run_next()
+    assert sorted(rb.keys(lakehouse, checkpoint)) == [checkpoint + n for n in ("commits/7", "metadata", "offsets/7")]
+    assert len(rb.active_runs()) == 1
+    return checkpoint
 
-    # Restore the ledger: a copy as it was, inspected, then the live table made equal to it.
-    ledger = params()["LedgerTableName"]
+
+def _ledger_blocks(rb: _Runbook, dynamodb: Any) -> str:
+    """A copy of the ledger as it was, then the live table made equal to it; the live table's name."""
+    ledger = rb.params()["LedgerTableName"]
     for pk in ("file#a", "file#b"):
         dynamodb.put_item(TableName=ledger, Item={"pk": {"S": pk}, "state": {"S": "committed"}})
-    _run(next(runbook), env)
-    copy = f"{stack}-ledger-before"
+    rb.run_next()
+    copy = f"{rb.stack}-ledger-before"
     assert dynamodb.describe_table(TableName=copy)["Table"]["TableStatus"] == "ACTIVE"
     # The incident, after the time restored to (moto restores the table as it is: the damage comes after).
     dynamodb.delete_item(TableName=ledger, Key={"pk": {"S": "file#a"}})
     dynamodb.put_item(TableName=ledger, Item={"pk": {"S": "junk"}, "state": {"S": "x"}})
-    _run(next(runbook), env)
+    rb.run_next()
     live = {i["pk"]["S"] for i in dynamodb.scan(TableName=ledger)["Items"]}
     assert {"file#a", "file#b"} <= live and "junk" not in live
-    assert copy not in dynamodb.list_tables()["TableNames"] and len(active_runs()) == 1
+    assert copy not in dynamodb.list_tables()["TableNames"] and len(rb.active_runs()) == 1
+    return ledger
 
-    # Rotate the key.
-    key = outputs()["KeyArn"]
-    assert kms.list_key_rotations(KeyId=key).get("Rotations", []) == []
-    _run(next(runbook), env)
-    assert len(kms.list_key_rotations(KeyId=key)["Rotations"]) == 1
 
-    # Expire archived files: the stack's rule added, the bucket's other rules kept.
+def _lifecycle_block(rb: _Runbook, landing: str) -> None:
+    """The stack's expiry rule added to the landing bucket, the bucket's other rules kept."""
     other = {"ID": "other-team", "Filter": {"Prefix": "tmp/"}, "Status": "Enabled", "Expiration": {"Days": 1}}
-    s3.put_bucket_lifecycle_configuration(Bucket=v["LANDING"], LifecycleConfiguration={"Rules": [other]})
-    _run(next(runbook), env)
-    rules = {r["ID"]: r for r in s3.get_bucket_lifecycle_configuration(Bucket=v["LANDING"])["Rules"]}
-    assert set(rules) == {"other-team", f"bronze-encounter-archive-{stack}"}
-    ours = rules[f"bronze-encounter-archive-{stack}"]
+    rb.s3.put_bucket_lifecycle_configuration(Bucket=landing, LifecycleConfiguration={"Rules": [other]})
+    rb.run_next()
+    rules = {r["ID"]: r for r in rb.s3.get_bucket_lifecycle_configuration(Bucket=landing)["Rules"]}
+    assert set(rules) == {"other-team", f"bronze-encounter-archive-{rb.stack}"}
+    ours = rules[f"bronze-encounter-archive-{rb.stack}"]
     assert (ours["Filter"], ours["Expiration"]) == ({"Prefix": "fhir/archive/"}, {"Days": 2555})
     assert ours["Transitions"] == [{"Days": 90, "StorageClass": "GLACIER_IR"}]
-
-    # Delete the stack: the preview deletes nothing; then the job stops and the stack goes, the data stays.
-    key_id = key.rsplit("/", 1)[-1]
-    out = _run(next(runbook), env)
-    assert "Nothing is deleted now: rerun with --yes." in out and f"stack {stack}: deleted. Kept:" in out
-    live_stacks = {s["StackName"] for s in cfn.describe_stacks()["Stacks"]}
-    assert stack not in live_stacks and active_runs() == []
-    assert dynamodb.describe_table(TableName=ledger)["Table"]["TableStatus"] == "ACTIVE"  # DeletionPolicy Retain
-    assert key_id in {k["KeyId"] for k in kms.list_keys()["Keys"]}  # the key stayed (its alias went)
-    assert f"the KMS key {key} (Retain)" in out
-    assert keys(v["LAKEHOUSE"], checkpoint) and keys(v["ARTIFACTS"], f"bronze-encounter/{built}/")
-    assert next(runbook, None) is None  # every block ran
 
 
 def test_tasks_that_could_lose_data_refuse_with_exit_2_and_say_why(

@@ -411,19 +411,11 @@ def steady(
         # A warm-up file first: arrival starts once the stream runs, so start-up is not counted as latency.
         _land(staged[0], landing)
         _wait(lambda: bool(job.lines_seen("batch")), job, timeout=600)
-        landed: dict[str, float] = {}
         began = time.monotonic()
         if sample_every:
             job.sample_memory()
             sampler.start()
-        for i, path in enumerate(staged[1:]):
-            due = began + i / sizes.arrival_per_second
-            while (wait := due - time.monotonic()) > 0:
-                time.sleep(min(wait, 0.2))
-            name_, at = _land(path, landing)
-            landed[name_] = at
-            if not job.running():
-                break
+        landed = _arrive(staged[1:], landing, began, sizes.arrival_per_second, job)
 
         def all_visible() -> bool:
             return bool(sum(b["files"] for b in job.lines_seen("batch")) >= len(staged))
@@ -452,19 +444,7 @@ def steady(
     }
     seen = land_to_visible(landed, visible_at)
     latencies = seen["latencies"]
-    steps = done.batch_steps()
-    batch_lines = {b["batch_id"]: b for _, b in done.events("batch")}
-    warmup, *batches = [
-        {
-            "batch_id": bid,
-            "files": line["files"],
-            "rows": line["rows_written"],
-            "seconds": line["seconds"],
-            "steps": steps.get(bid, {}),
-        }
-        for bid, line in sorted(batch_lines.items())
-        if line["files"]
-    ]
+    warmup, *batches = _batches(done)
     counted = count_rows(warehouse, "SELECT count(*) AS n, count(DISTINCT encounter_id) AS k FROM bronze_encounter")
     return {
         "trigger_seconds": trigger,
@@ -483,6 +463,37 @@ def steady(
         "layout": layout(table),
         "cpu_seconds": done.cpu_seconds,
     }
+
+
+def _arrive(staged: list[Path], landing: Path, began: float, per_second: float, job: procs.Watched) -> dict[str, float]:
+    """Land the files at `per_second` from `began` on (file name -> when it landed); stop early if the job exits."""
+    landed: dict[str, float] = {}
+    for i, path in enumerate(staged):
+        due = began + i / per_second
+        while (wait := due - time.monotonic()) > 0:
+            time.sleep(min(wait, 0.2))
+        name_, at = _land(path, landing)
+        landed[name_] = at
+        if not job.running():
+            break
+    return landed
+
+
+def _batches(done: procs.Finished) -> list[Figures]:
+    """The job's batches that took files, in order, each with its steps."""
+    steps = done.batch_steps()
+    batch_lines = {b["batch_id"]: b for _, b in done.events("batch")}
+    return [
+        {
+            "batch_id": bid,
+            "files": line["files"],
+            "rows": line["rows_written"],
+            "seconds": line["seconds"],
+            "steps": steps.get(bid, {}),
+        }
+        for bid, line in sorted(batch_lines.items())
+        if line["files"]
+    ]
 
 
 def _steady_run(bench: Bench, name: str, *, trigger: int, seconds: float, sample_every: float | None = None) -> Figures:

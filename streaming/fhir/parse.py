@@ -150,6 +150,22 @@ def _delete_target(url: str) -> tuple[str | None, str | None]:
     return parts[-2], parts[-1]
 
 
+def _conditional_keys(request: Any, rtype: str) -> list[str]:
+    """The conditional references (`Type?search`) an entry's request describes.
+
+    A conditional reference (`Organization?identifier=s|v`) is kept as sent, but it may still name the entry that a
+    conditional create (ifNoneExist) or conditional update (url) in this Bundle describes.
+    """
+    keys: list[str] = []
+    if isinstance(request, dict):
+        if_none_exist, url = request.get("ifNoneExist"), request.get("url")
+        if isinstance(if_none_exist, str) and if_none_exist:
+            keys.append(f"{rtype}?{if_none_exist.lstrip('?')}")
+        if isinstance(url, str) and url.startswith(f"{rtype}?"):
+            keys.append(url)
+    return keys
+
+
 @dataclass
 class _BundleIndex:
     """What a Bundle's entries say about each other: fullUrl -> Type/id, and names of organisations/locations."""
@@ -164,32 +180,30 @@ class _BundleIndex:
             resource = entry.get("resource") if isinstance(entry, dict) else None
             if not isinstance(resource, dict):
                 continue
-            rtype, rid = resource.get("resourceType"), resource.get("id")
+            rtype = resource.get("resourceType")
             if not isinstance(rtype, str):
                 continue
-            keys: list[str] = []
-            local = f"{rtype}/{rid}" if isinstance(rid, str) and rid else None
-            if local:
-                keys.append(local)
-            full_url = entry.get("fullUrl")
-            if isinstance(full_url, str) and full_url:
-                if local:
-                    index.targets[full_url] = local
-                keys.append(full_url)
-            # A conditional reference (`Organization?identifier=s|v`) is kept as sent, but it may still name the
-            # entry that a conditional create (ifNoneExist) or conditional update (url) in this Bundle describes.
-            request = entry.get("request")
-            if isinstance(request, dict):
-                if_none_exist, url = request.get("ifNoneExist"), request.get("url")
-                if isinstance(if_none_exist, str) and if_none_exist:
-                    keys.append(f"{rtype}?{if_none_exist.lstrip('?')}")
-                if isinstance(url, str) and url.startswith(f"{rtype}?"):
-                    keys.append(url)
+            keys = index._keys(entry, resource, rtype)
             name = resource.get("name")
             if rtype in ("Organization", "Location") and isinstance(name, str) and name:
                 for key in keys:
                     index.names.setdefault(key, name)
         return index
+
+    def _keys(self, entry: dict[str, Any], resource: dict[str, Any], rtype: str) -> list[str]:
+        """The references that may name this entry (Type/id, fullUrl, conditional urls); records fullUrl -> Type/id."""
+        rid = resource.get("id")
+        keys: list[str] = []
+        local = f"{rtype}/{rid}" if isinstance(rid, str) and rid else None
+        if local:
+            keys.append(local)
+        full_url = entry.get("fullUrl")
+        if isinstance(full_url, str) and full_url:
+            if local:
+                self.targets[full_url] = local
+            keys.append(full_url)
+        keys.extend(_conditional_keys(entry.get("request"), rtype))
+        return keys
 
     def context(self, resource: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
         ref_map: dict[str, str] = {}
@@ -261,32 +275,36 @@ class FileSplitter:
         index = _BundleIndex.of(entries)
         prefix = "" if position == "file" else f"{position} "
         for i, entry in enumerate(entries):
-            where = f"{prefix}entry {i}"
-            if not isinstance(entry, dict):
-                yield self._quarantine(where, BAD_BUNDLE_ENTRY, "entry is not an object", _slice_of(entry))
-                continue
-            # The entry object sits at depth + 2 (Bundle -> entry array -> entry).
-            if too_deep and _depth_exceeds(entry, limit - depth - 1):
-                yield self._quarantine(where, TOO_DEEP, f"nesting deeper than {limit}", _slice_of(entry))
-                continue
-            request = entry.get("request")
-            if isinstance(request, dict) and str(request.get("method", "")).upper() == "DELETE":
-                yield _stamped(self._delete(where, request, entry), bundle, entry)
-                continue
-            resource = entry.get("resource")
-            if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
-                yield self._quarantine(where, BAD_BUNDLE_ENTRY, "entry has no FHIR resource", _slice_of(entry))
-                continue
-            rtype = resource["resourceType"]
-            if rtype == "Encounter":
-                ref_map, ref_names = index.context(resource)
-                yield _stamped(
-                    self._resource(resource, where, _resource_text(resource), ref_map, ref_names), bundle, entry
-                )
-            elif rtype == "Bundle":
-                yield from self._bundle(resource, where, depth + 3)
-            else:
-                yield Record("skipped", where, resource_type=_text(rtype))
+            yield from self._entry(entry, f"{prefix}entry {i}", bundle, index, depth, too_deep)
+
+    def _entry(
+        self, entry: Any, where: str, bundle: dict[str, Any], index: _BundleIndex, depth: int, too_deep: bool
+    ) -> Iterator[Record]:
+        """Records of one Bundle entry at `where`; `depth` and `too_deep` are its Bundle's (see `_bundle`)."""
+        limit = self.limits.max_depth
+        if not isinstance(entry, dict):
+            yield self._quarantine(where, BAD_BUNDLE_ENTRY, "entry is not an object", _slice_of(entry))
+            return
+        # The entry object sits at depth + 2 (Bundle -> entry array -> entry).
+        if too_deep and _depth_exceeds(entry, limit - depth - 1):
+            yield self._quarantine(where, TOO_DEEP, f"nesting deeper than {limit}", _slice_of(entry))
+            return
+        request = entry.get("request")
+        if isinstance(request, dict) and str(request.get("method", "")).upper() == "DELETE":
+            yield _stamped(self._delete(where, request, entry), bundle, entry)
+            return
+        resource = entry.get("resource")
+        if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+            yield self._quarantine(where, BAD_BUNDLE_ENTRY, "entry has no FHIR resource", _slice_of(entry))
+            return
+        rtype = resource["resourceType"]
+        if rtype == "Encounter":
+            ref_map, ref_names = index.context(resource)
+            yield _stamped(self._resource(resource, where, _resource_text(resource), ref_map, ref_names), bundle, entry)
+        elif rtype == "Bundle":
+            yield from self._bundle(resource, where, depth + 3)
+        else:
+            yield Record("skipped", where, resource_type=_text(rtype))
 
     def _delete(self, position: str, request: dict[str, Any], entry: dict[str, Any]) -> Record:
         url = request.get("url")

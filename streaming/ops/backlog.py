@@ -94,59 +94,86 @@ def backlog(
 
 def _compare(config: JobConfig, ledger: Ledger | None, now: datetime, examples: int) -> Backlog:
     limit = config.status.max_listed
-    seen = listed = listed_committed = waiting = overwritten = ignored = 0
+    tally = _Tally(examples)
+    seen = 0
     truncated = False
-    oldest: list[tuple[datetime, str]] = []  # a few more than `examples`, cut back now and then
-    oldest_at: datetime | None = None
-    overwritten_files: list[str] = []
-    ignored_files: list[str] = []
-    heads = 0
     for page in _pages(config.source):
         if seen + len(page) > limit:
             page, truncated = page[: limit - seen], True
         seen += len(page)
-        for entry in page:
-            if entry.ignored:
-                ignored += 1
-                if len(ignored_files) < examples:
-                    ignored_files.append(entry.uri)
-        files = [e for e in page if not e.ignored]
-        versions, committed = _lookup(ledger, [e.uri for e in files])
-        listed += len(files)
-        for entry in files:
-            if entry.uri not in committed:
-                waiting += 1
-                oldest_at = entry.modified if oldest_at is None else min(oldest_at, entry.modified)
-                oldest.append((entry.modified, entry.uri))
-                if len(oldest) > 4 * max(examples, 1):
-                    oldest = sorted(oldest)[:examples]
-                continue
-            listed_committed += 1
-            recorded = versions.get(entry.uri)
-            if recorded is None or not _differs(recorded, entry):
-                continue
-            if is_s3(entry.uri) and entry.size == _size(recorded) and heads < _HEADS:
-                heads += 1  # same size, another time: maybe a file moved back from the archive, not a new version
-                if _still_landed(entry.uri, recorded):
-                    continue
-            overwritten += 1
-            if len(overwritten_files) < examples:
-                overwritten_files.append(entry.uri)
+        tally.add_page(page, ledger)
         if truncated:
             break
-    return Backlog(
-        at=now,
-        listed=listed,
-        listed_committed=listed_committed,
-        waiting=waiting,
-        oldest_waiting_seconds=None if oldest_at is None else (now - oldest_at).total_seconds(),
-        overwritten=overwritten,
-        ignored=ignored,
-        truncated=truncated,
-        waiting_files=tuple((uri, modified) for modified, uri in sorted(oldest)[:examples]),
-        overwritten_files=tuple(overwritten_files),
-        ignored_files=tuple(ignored_files),
-    )
+    return tally.backlog(now, truncated)
+
+
+@dataclass
+class _Tally:
+    """The counts and examples of one listing so far, page by page (see `Backlog`)."""
+
+    examples: int
+    listed: int = 0
+    listed_committed: int = 0
+    waiting: int = 0
+    overwritten: int = 0
+    ignored: int = 0
+    heads: int = 0  # S3 objects whose metadata was read (at most _HEADS)
+    oldest: list[tuple[datetime, str]] = field(
+        default_factory=list
+    )  # a few more than `examples`, cut back now and then
+    oldest_at: datetime | None = None
+    overwritten_files: list[str] = field(default_factory=list)
+    ignored_files: list[str] = field(default_factory=list)
+
+    def add_page(self, page: list[_Entry], ledger: Ledger | None) -> None:
+        for entry in page:
+            if entry.ignored:
+                self.ignored += 1
+                if len(self.ignored_files) < self.examples:
+                    self.ignored_files.append(entry.uri)
+        files = [e for e in page if not e.ignored]
+        versions, committed = _lookup(ledger, [e.uri for e in files])
+        self.listed += len(files)
+        for entry in files:
+            if entry.uri not in committed:
+                self._add_waiting(entry)
+            else:
+                self.listed_committed += 1
+                self._check_version(entry, versions.get(entry.uri))
+
+    def _add_waiting(self, entry: _Entry) -> None:
+        self.waiting += 1
+        self.oldest_at = entry.modified if self.oldest_at is None else min(self.oldest_at, entry.modified)
+        self.oldest.append((entry.modified, entry.uri))
+        if len(self.oldest) > 4 * max(self.examples, 1):
+            self.oldest = sorted(self.oldest)[: self.examples]
+
+    def _check_version(self, entry: _Entry, recorded: str | None) -> None:
+        """Count a committed file as overwritten when its listed version is not the `recorded` one."""
+        if recorded is None or not _differs(recorded, entry):
+            return
+        if is_s3(entry.uri) and entry.size == _size(recorded) and self.heads < _HEADS:
+            self.heads += 1  # same size, another time: maybe a file moved back from the archive, not a new version
+            if _still_landed(entry.uri, recorded):
+                return
+        self.overwritten += 1
+        if len(self.overwritten_files) < self.examples:
+            self.overwritten_files.append(entry.uri)
+
+    def backlog(self, now: datetime, truncated: bool) -> Backlog:
+        return Backlog(
+            at=now,
+            listed=self.listed,
+            listed_committed=self.listed_committed,
+            waiting=self.waiting,
+            oldest_waiting_seconds=None if self.oldest_at is None else (now - self.oldest_at).total_seconds(),
+            overwritten=self.overwritten,
+            ignored=self.ignored,
+            truncated=truncated,
+            waiting_files=tuple((uri, modified) for modified, uri in sorted(self.oldest)[: self.examples]),
+            overwritten_files=tuple(self.overwritten_files),
+            ignored_files=tuple(self.ignored_files),
+        )
 
 
 def _lookup(ledger: Ledger | None, uris: list[str]) -> tuple[dict[str, str], set[str]]:

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -401,18 +401,24 @@ def pushdown_filters(
         if node.get("type") != "SELECT_NODE" or not node.get("where_clause") or node.get("sample"):
             continue
         for name, schema in schemas.items():
-            refs = references.get(name, [])
-            if len(refs) != 1 or refs[0].get("sample") or refs[0].get("at_clause") or refs[0].get("column_name_alias"):
-                continue
-            place = _placement(node.get("from_table"), refs[0])
-            if place is None:
-                continue
-            qualifier = str(refs[0].get("alias") or refs[0].get("table_name")).lower()
-            for conjunct in _conjuncts(node["where_clause"]):
-                for pushed in _filters(con, conjunct, schema, qualifier, alone=place == "alone"):
-                    if pushed not in found.setdefault(name, []):
-                        found[name].append(pushed)
+            for pushed in _select_filters(con, node, references.get(name, []), schema):
+                if pushed not in found.setdefault(name, []):
+                    found[name].append(pushed)
     return found
+
+
+def _select_filters(
+    con: duckdb.DuckDBPyConnection, node: dict[str, Any], refs: list[dict[str, Any]], schema: pa.Schema
+) -> Iterator[Filter]:
+    """The filters one SELECT's WHERE puts on a table named by `refs` (its references in the statement), if safe."""
+    if len(refs) != 1 or refs[0].get("sample") or refs[0].get("at_clause") or refs[0].get("column_name_alias"):
+        return
+    place = _placement(node.get("from_table"), refs[0])
+    if place is None:
+        return
+    qualifier = str(refs[0].get("alias") or refs[0].get("table_name")).lower()
+    for conjunct in _conjuncts(node["where_clause"]):
+        yield from _filters(con, conjunct, schema, qualifier, alone=place == "alone")
 
 
 def _parse(con: duckdb.DuckDBPyConnection, sql: str) -> dict[str, Any] | None:
@@ -459,46 +465,79 @@ def _filters(
     kind = expr.get("type")
 
     def column(node: Any) -> pa.Field | None:
-        if not isinstance(node, dict) or node.get("type") != "COLUMN_REF":
-            return None
-        names = [str(n).lower() for n in node.get("column_names") or []]
-        if len(names) == 2 and names[0] == qualifier:
-            names = names[1:]
-        elif len(names) != 1 or not alone:  # joined: an unqualified name may be the other table's
-            return None
-        index = schema.get_field_index(names[0])  # -1 when absent or ambiguous
-        return schema.field(index) if index >= 0 else None
+        return _column(node, schema, qualifier, alone=alone)
 
     if kind in _COMPARISONS:
-        left, right = expr.get("left"), expr.get("right")
-        op, swapped = _COMPARISONS[kind]
-        if column(right) is not None:
-            left, right, op = right, left, swapped
-        target = column(left)
-        if target is None:
-            return []
-        value = _literal(con, right, target)
-        return [] if value is None else [(target.name, op, value)]
+        return _comparison(con, expr, _COMPARISONS[kind], column)
     if kind == "COMPARE_BETWEEN":
-        target = column(expr.get("input"))
-        if target is None:
-            return []
-        low, high = (_literal(con, expr.get(end), target) for end in ("lower", "upper"))
-        return [] if low is None or high is None else [(target.name, ">=", low), (target.name, "<=", high)]
+        return _between(con, expr, column)
     negated = kind == "OPERATOR_NOT" and len(expr.get("children") or []) == 1
     inner = expr["children"][0] if negated else expr
     if inner.get("type") == "COMPARE_IN":
-        first, *rest = inner.get("children") or [None]
-        target = column(first)
-        values = [None if target is None else _literal(con, node, target) for node in rest]
-        if target is None or not values or None in values:
-            return []
-        # hudi-rs splits an IN list at unescaped commas and trims each value: one that trimming changes stays out.
-        if any(not v or v != v.strip() for v in values):
-            return []
-        escaped = ",".join(str(v).replace("\\", "\\\\").replace(",", "\\,") for v in values)
-        return [(target.name, "NOT IN" if negated else "IN", escaped)]
+        return _in_list(con, inner, column, negated=negated)
     return []
+
+
+def _column(node: Any, schema: pa.Schema, qualifier: str, *, alone: bool) -> pa.Field | None:
+    """The table's column a COLUMN_REF names (qualified by `qualifier` unless the table is `alone`), else None."""
+    if not isinstance(node, dict) or node.get("type") != "COLUMN_REF":
+        return None
+    names = [str(n).lower() for n in node.get("column_names") or []]
+    if len(names) == 2 and names[0] == qualifier:
+        names = names[1:]
+    elif len(names) != 1 or not alone:  # joined: an unqualified name may be the other table's
+        return None
+    index = schema.get_field_index(names[0])  # -1 when absent or ambiguous
+    return schema.field(index) if index >= 0 else None
+
+
+def _comparison(
+    con: duckdb.DuckDBPyConnection,
+    expr: dict[str, Any],
+    ops: tuple[str, str],
+    column: Callable[[Any], pa.Field | None],
+) -> list[Filter]:
+    """`column op literal` (either way round; `ops` is the operator and its swapped form) as one filter."""
+    left, right = expr.get("left"), expr.get("right")
+    op, swapped = ops
+    if column(right) is not None:
+        left, right, op = right, left, swapped
+    target = column(left)
+    if target is None:
+        return []
+    value = _literal(con, right, target)
+    return [] if value is None else [(target.name, op, value)]
+
+
+def _between(
+    con: duckdb.DuckDBPyConnection, expr: dict[str, Any], column: Callable[[Any], pa.Field | None]
+) -> list[Filter]:
+    """`column BETWEEN low AND high` as two filters, >= and <=."""
+    target = column(expr.get("input"))
+    if target is None:
+        return []
+    low, high = (_literal(con, expr.get(end), target) for end in ("lower", "upper"))
+    return [] if low is None or high is None else [(target.name, ">=", low), (target.name, "<=", high)]
+
+
+def _in_list(
+    con: duckdb.DuckDBPyConnection,
+    inner: dict[str, Any],
+    column: Callable[[Any], pa.Field | None],
+    *,
+    negated: bool,
+) -> list[Filter]:
+    """`column [NOT] IN (literals)` as one filter, its values comma-joined the way hudi-rs splits them."""
+    first, *rest = inner.get("children") or [None]
+    target = column(first)
+    values = [None if target is None else _literal(con, node, target) for node in rest]
+    if target is None or not values or None in values:
+        return []
+    # hudi-rs splits an IN list at unescaped commas and trims each value: one that trimming changes stays out.
+    if any(not v or v != v.strip() for v in values):
+        return []
+    escaped = ",".join(str(v).replace("\\", "\\\\").replace(",", "\\,") for v in values)
+    return [(target.name, "NOT IN" if negated else "IN", escaped)]
 
 
 def _literal(con: duckdb.DuckDBPyConnection, node: Any, target: pa.Field) -> str | None:

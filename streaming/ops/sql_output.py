@@ -13,7 +13,7 @@ import io
 import json
 import math
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -49,34 +49,55 @@ def write(
     if fmt not in FORMATS:
         raise ValueError(f"unknown output format {fmt!r} (one of {', '.join(FORMATS)})")
     shown = _Limited(iter(batches), limit)
-    names = schema.names
-    if fmt == "table":
-        numeric = [_is_numeric(field.type) for field in schema]
-        cells = [[_cell(value) for value in row] for batch in shown for row in _rows(batch)]
-        out.write(_aligned(names, cells, numeric))
-    elif fmt == "csv":
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(names)
-        for batch in shown:
-            writer.writerows([_text(value) for value in row] for row in _rows(batch))
-    else:
-        first = True
-        for batch in shown:
-            for row in _rows(batch):
-                line = json.dumps(dict(zip(names, map(plain, row), strict=True)), ensure_ascii=False)
-                if fmt == "ndjson":
-                    out.write(line + "\n")
-                else:
-                    out.write(("[\n" if first else ",\n") + line)
-                first = False
-        if fmt == "json":
-            out.write("[]\n" if first else "\n]\n")
+    _WRITERS[fmt](shown, schema, out)
     rows = shown.rows
     if not shown.stopped:
         return Written(rows, rows)
     if not count:
         return Written(rows, None)
     return Written(rows, rows + shown.rest + sum(batch.num_rows for batch in shown.remaining))
+
+
+def _write_table(shown: _Limited, schema: pa.Schema, out: TextIO) -> None:
+    numeric = [_is_numeric(field.type) for field in schema]
+    cells = [[_cell(value) for value in row] for batch in shown for row in _rows(batch)]
+    out.write(_aligned(schema.names, cells, numeric))
+
+
+def _write_csv(shown: _Limited, schema: pa.Schema, out: TextIO) -> None:
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(schema.names)
+    for batch in shown:
+        writer.writerows([_text(value) for value in row] for row in _rows(batch))
+
+
+def _write_json(shown: _Limited, schema: pa.Schema, out: TextIO) -> None:
+    """An array of row objects, written row by row as the batches come."""
+    first = True
+    for line in _json_lines(shown, schema.names):
+        out.write(("[\n" if first else ",\n") + line)
+        first = False
+    out.write("[]\n" if first else "\n]\n")
+
+
+def _write_ndjson(shown: _Limited, schema: pa.Schema, out: TextIO) -> None:
+    for line in _json_lines(shown, schema.names):
+        out.write(line + "\n")
+
+
+def _json_lines(shown: _Limited, names: list[str]) -> Iterator[str]:
+    for batch in shown:
+        for row in _rows(batch):
+            yield json.dumps(dict(zip(names, map(plain, row), strict=True)), ensure_ascii=False)
+
+
+# One writer per name in FORMATS.
+_WRITERS: dict[str, Callable[[_Limited, pa.Schema, TextIO], None]] = {
+    "table": _write_table,
+    "csv": _write_csv,
+    "json": _write_json,
+    "ndjson": _write_ndjson,
+}
 
 
 def render(table: pa.Table, fmt: str) -> str:

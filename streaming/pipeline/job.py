@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.streaming.query import StreamingQuery
 
+    from streaming.pipeline.metrics import Heartbeat
+
 log = logging.getLogger(__name__)
 
 # The file source's fixed schema; only path/length/modificationTime are selected, so file contents are never
@@ -197,17 +199,7 @@ def run(
                         if error is exc:
                             raise
                         raise error from exc
-                    if beat is not None:
-                        beat.blocked = "file_unreadable" if isinstance(error, FileReadError) else "ledger_unavailable"
-                    if isinstance(error, FileReadError):
-                        log.error("%s; stream stopped, trying again in %.0fs", error, retry_in)
-                        stop.wait(retry_in)
-                        retry_in = min(retry_in * 2, FILE_RETRY_MAX_SECONDS)
-                    else:
-                        log.error("ledger unavailable (%s); stream stopped until it answers again", error)
-                        _wait_for_ledger(ledger, stop)
-                        if beat is not None:
-                            beat.blocked = None  # it answers again (a file error is cleared by the next commit)
+                    retry_in = _wait_out(error, retry_in, ledger, stop, beat)
                     restarted = True
     finally:
         if beat is not None:
@@ -215,6 +207,31 @@ def run(
         ledger.close()
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def _wait_out(
+    error: LedgerUnavailable | FileReadError,
+    retry_in: float,
+    ledger: Ledger,
+    stop: threading.Event,
+    beat: Heartbeat | None,
+) -> float:
+    """Wait out an outage that stopped the stream (continuous mode); the next file retry delay.
+
+    An unreadable file: wait `retry_in` seconds (doubled for the next time, up to the cap). The ledger: probe it
+    until it answers. The heartbeat says the job is blocked meanwhile.
+    """
+    if beat is not None:
+        beat.blocked = "file_unreadable" if isinstance(error, FileReadError) else "ledger_unavailable"
+    if isinstance(error, FileReadError):
+        log.error("%s; stream stopped, trying again in %.0fs", error, retry_in)
+        stop.wait(retry_in)
+        return min(retry_in * 2, FILE_RETRY_MAX_SECONDS)
+    log.error("ledger unavailable (%s); stream stopped until it answers again", error)
+    _wait_for_ledger(ledger, stop)
+    if beat is not None:
+        beat.blocked = None  # it answers again (a file error is cleared by the next commit)
+    return retry_in
 
 
 def _wait_for_ledger(ledger: Ledger, stop: threading.Event, every: float = 5.0) -> None:

@@ -268,10 +268,7 @@ class _Compiler:
         if isinstance(node, fp.Literal):
             return self.literal(node)
         if isinstance(node, fp.Member):
-            base = scope.this if node.base is None else self.expr(node.base, scope)
-            if node.base is None and isinstance(base, _Value) and base.sql == RESOURCE and node.name == self.resource:
-                return base  # `Patient.name`: the type name starts the path
-            return self.member(base, node.name)
+            return self.member_expr(node, scope)
         if isinstance(node, fp.Call):
             base = scope.this if node.base is None else self.expr(node.base, scope)
             return self.call(base, node, scope)
@@ -284,13 +281,24 @@ class _Compiler:
                 return scope.this
             raise Unsupported(f"${node.name} is not supported")
         if isinstance(node, fp.Unary):
-            operand = self.single(self.value(self.expr(node.operand, scope)), f"operand of unary {node.op}")
-            if operand.type and operand.type not in _NUMBERS:
-                raise FhirTypeError(f"unary {node.op} needs a number, got {operand.type}")
-            return operand if node.op == "+" or not operand.type else _Value(f"(- {operand.sql})", operand.type, False)
+            return self.unary(node, scope)
         if isinstance(node, fp.Binary):
             return self.binary(node, scope)
         raise Unsupported(f"{type(node).__name__} is not supported")
+
+    def member_expr(self, node: fp.Member, scope: _Scope) -> _Value | _Choice:
+        """`base.name`, or `name` on `$this`; the resource's type name starting a path stands for the resource."""
+        base = scope.this if node.base is None else self.expr(node.base, scope)
+        if node.base is None and isinstance(base, _Value) and base.sql == RESOURCE and node.name == self.resource:
+            return base  # `Patient.name`: the type name starts the path
+        return self.member(base, node.name)
+
+    def unary(self, node: fp.Unary, scope: _Scope) -> _Value:
+        """Unary `+` / `-` of a number."""
+        operand = self.single(self.value(self.expr(node.operand, scope)), f"operand of unary {node.op}")
+        if operand.type and operand.type not in _NUMBERS:
+            raise FhirTypeError(f"unary {node.op} needs a number, got {operand.type}")
+        return operand if node.op == "+" or not operand.type else _Value(f"(- {operand.sql})", operand.type, False)
 
     def value(self, value: _Value | _Choice) -> _Value:
         """The value itself; a choice element not narrowed by ofType() has no one type to compile to."""
@@ -437,36 +445,57 @@ class _Compiler:
         if name in ("exists", "empty") and isinstance(base, _Choice) and not args:
             exists = self.choice_exists(base)
             return _Value(exists if name == "exists" else f"NOT {exists}", "boolean", False)
-        value = self.value(base)
-        if name == "where":
-            return self.filter(value, args[0], scope)
-        if name == "exists":
-            value = self.filter(value, args[0], scope) if args else value
-            return _Value(self.exists(value), "boolean", False)
-        if name == "empty":
-            return _Value(f"NOT {self.exists(value)}", "boolean", False)
-        if name in ("first", "last"):
-            if not value.many:
-                return value
-            sql = f"get({value.sql}, 0)" if name == "first" else f"try_element_at({value.sql}, -1)"
-            return _Value(sql, value.type, False, value.node)
-        if name == "count":
-            sql = f"size({self.as_array(value)})" if value.type else "0"
-            return _Value(sql, "integer", False)
-        if name == "not":
-            return _Value(f"(NOT {self.boolean(value, 'the input of not()')})", "boolean", False)
-        if name == "extension":
-            extensions = self.value(self.member(value, "extension"))
-            url = fp.Binary("=", fp.Member(None, "url"), args[0])
-            return self.filter(extensions, url, scope)
-        if name == "join":
-            return self.join(value, args, scope)
-        if name in ("lowBoundary", "highBoundary"):
-            return self.boundary(value, high=name == "highBoundary")
-        if name == "getResourceKey":
-            if value.sql != RESOURCE:
-                raise FhirTypeError("getResourceKey() applies to the view's resource")
-            return self.read(value, "id", "id", False)
+        return _FUNCTIONS[name](self, self.value(base), args, scope)
+
+    # The functions after ofType() and a choice's exists()/empty(): each takes its (valued) input, args and scope.
+
+    def fn_where(self, value: _Value, args: tuple[fp.Node, ...], scope: _Scope) -> _Value:
+        return self.filter(value, args[0], scope)
+
+    def fn_exists(self, value: _Value, args: tuple[fp.Node, ...], scope: _Scope) -> _Value:
+        value = self.filter(value, args[0], scope) if args else value
+        return _Value(self.exists(value), "boolean", False)
+
+    def fn_empty(self, value: _Value, args: tuple[fp.Node, ...], scope: _Scope) -> _Value:
+        return _Value(f"NOT {self.exists(value)}", "boolean", False)
+
+    def fn_first(self, value: _Value, args: tuple[fp.Node, ...], scope: _Scope) -> _Value:
+        if not value.many:
+            return value
+        return _Value(f"get({value.sql}, 0)", value.type, False, value.node)
+
+    def fn_last(self, value: _Value, args: tuple[fp.Node, ...], scope: _Scope) -> _Value:
+        if not value.many:
+            return value
+        return _Value(f"try_element_at({value.sql}, -1)", value.type, False, value.node)
+
+    def fn_count(self, value: _Value, args: tuple[fp.Node, ...], scope: _Scope) -> _Value:
+        sql = f"size({self.as_array(value)})" if value.type else "0"
+        return _Value(sql, "integer", False)
+
+    def fn_not(self, value: _Value, args: tuple[fp.Node, ...], scope: _Scope) -> _Value:
+        return _Value(f"(NOT {self.boolean(value, 'the input of not()')})", "boolean", False)
+
+    def fn_extension(self, value: _Value, args: tuple[fp.Node, ...], scope: _Scope) -> _Value:
+        extensions = self.value(self.member(value, "extension"))
+        url = fp.Binary("=", fp.Member(None, "url"), args[0])
+        return self.filter(extensions, url, scope)
+
+    def fn_join(self, value: _Value, args: tuple[fp.Node, ...], scope: _Scope) -> _Value:
+        return self.join(value, args, scope)
+
+    def fn_low_boundary(self, value: _Value, args: tuple[fp.Node, ...], scope: _Scope) -> _Value:
+        return self.boundary(value, high=False)
+
+    def fn_high_boundary(self, value: _Value, args: tuple[fp.Node, ...], scope: _Scope) -> _Value:
+        return self.boundary(value, high=True)
+
+    def fn_get_resource_key(self, value: _Value, args: tuple[fp.Node, ...], scope: _Scope) -> _Value:
+        if value.sql != RESOURCE:
+            raise FhirTypeError("getResourceKey() applies to the view's resource")
+        return self.read(value, "id", "id", False)
+
+    def fn_get_reference_key(self, value: _Value, args: tuple[fp.Node, ...], scope: _Scope) -> _Value:
         target = self.type_name(args[0], resource=True) if args else None
         return self.reference_key(value, target)
 
@@ -575,34 +604,50 @@ class _Compiler:
         left = self.value(self.expr(node.left, scope))
         right = self.value(self.expr(node.right, scope))
         if op in ("and", "or", "xor", "implies"):
-            a = self.boolean(left, f"left operand of {op}")
-            b = self.boolean(right, f"right operand of {op}")
-            if op in ("and", "or"):
-                return _Value(f"({a} {op.upper()} {b})", "boolean", False)
-            if op == "xor":
-                return _Value(f"({a} <> {b})", "boolean", False)
-            return _Value(f"(NOT {a} OR {b})", "boolean", False)
+            return self.logic(op, left, right)
         if op in ("=", "!="):
             return self.equality(op, left, right)
         if op in ("<", "<=", ">", ">="):
-            lhs, rhs = self.comparable(op, left, right, ordered=True)
-            if lhs is None or rhs is None:
-                return _Value("CAST(NULL AS BOOLEAN)", "boolean", False)
-            return _Value(f"({lhs} {op} {rhs})", "boolean", False)
+            return self.ordering(op, left, right)
         if op in ("in", "contains"):
-            item, collection = (left, right) if op == "in" else (right, left)
-            if not item.type or not collection.type:
-                return _Value("CAST(NULL AS BOOLEAN)" if not item.type else "false", "boolean", False)
-            self.compatible(op, item, collection)
-            single = self.single(item, f"left operand of {op}").sql
-            return _Value(f"array_contains({self.as_array(collection)}, {single})", "boolean", False)
+            return self.membership(op, left, right)
         if op == "|":
-            if not left.type or not right.type:
-                return left if left.type else right
-            if model.spark_type(left.type) != model.spark_type(right.type) or self.complex(left) or self.complex(right):
-                raise Unsupported(f"a union of {left.type} and {right.type} is not supported")
-            return _Value(f"array_distinct(concat({self.as_array(left)}, {self.as_array(right)}))", left.type, True)
+            return self.union_of(left, right)
         return self.arithmetic(op, left, right)
+
+    def logic(self, op: str, left: _Value, right: _Value) -> _Value:
+        """`and`, `or`, `xor`, `implies` over booleans."""
+        a = self.boolean(left, f"left operand of {op}")
+        b = self.boolean(right, f"right operand of {op}")
+        if op in ("and", "or"):
+            return _Value(f"({a} {op.upper()} {b})", "boolean", False)
+        if op == "xor":
+            return _Value(f"({a} <> {b})", "boolean", False)
+        return _Value(f"(NOT {a} OR {b})", "boolean", False)
+
+    def ordering(self, op: str, left: _Value, right: _Value) -> _Value:
+        """`<`, `<=`, `>`, `>=` over single items (empty when either is empty)."""
+        lhs, rhs = self.comparable(op, left, right, ordered=True)
+        if lhs is None or rhs is None:
+            return _Value("CAST(NULL AS BOOLEAN)", "boolean", False)
+        return _Value(f"({lhs} {op} {rhs})", "boolean", False)
+
+    def membership(self, op: str, left: _Value, right: _Value) -> _Value:
+        """`item in collection` / `collection contains item`."""
+        item, collection = (left, right) if op == "in" else (right, left)
+        if not item.type or not collection.type:
+            return _Value("CAST(NULL AS BOOLEAN)" if not item.type else "false", "boolean", False)
+        self.compatible(op, item, collection)
+        single = self.single(item, f"left operand of {op}").sql
+        return _Value(f"array_contains({self.as_array(collection)}, {single})", "boolean", False)
+
+    def union_of(self, left: _Value, right: _Value) -> _Value:
+        """`left | right`: the distinct items of both (of one Spark type)."""
+        if not left.type or not right.type:
+            return left if left.type else right
+        if model.spark_type(left.type) != model.spark_type(right.type) or self.complex(left) or self.complex(right):
+            raise Unsupported(f"a union of {left.type} and {right.type} is not supported")
+        return _Value(f"array_distinct(concat({self.as_array(left)}, {self.as_array(right)}))", left.type, True)
 
     def complex(self, value: _Value) -> bool:
         """A value of a complex (struct) type, not a primitive and not empty."""
@@ -678,17 +723,21 @@ class _Compiler:
                 raise InvalidView(self.where(f"constant {spec['name']!r} is not a boolean"))
             return spec["name"], _Value("true" if value else "false", "boolean", False)
         if fhir_type in _NUMBERS:
-            if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str):
-                raise InvalidView(self.where(f"constant {spec['name']!r} is not a number"))
-            number = Decimal(str(value))
-            if fhir_type != "decimal":
-                if number != number.to_integral_value():
-                    raise InvalidView(self.where(f"constant {spec['name']!r} is not an integer"))
-                return spec["name"], _Value(str(int(number)), fhir_type, False)
-            return spec["name"], _Value(f"{number:f}BD", "decimal", False)
+            return spec["name"], self.number_constant(spec["name"], fhir_type, value)
         if not isinstance(value, str):
             raise InvalidView(self.where(f"constant {spec['name']!r} is not text"))
         return spec["name"], _Value(_text(value), fhir_type, False)
+
+    def number_constant(self, name: str, fhir_type: str, value: Any) -> _Value:
+        """A numeric constant's value as an exact literal: an integer type's must be whole."""
+        if isinstance(value, bool) or not isinstance(value, int | float | Decimal | str):
+            raise InvalidView(self.where(f"constant {name!r} is not a number"))
+        number = Decimal(str(value))
+        if fhir_type != "decimal":
+            if number != number.to_integral_value():
+                raise InvalidView(self.where(f"constant {name!r} is not an integer"))
+            return _Value(str(int(number)), fhir_type, False)
+        return _Value(f"{number:f}BD", "decimal", False)
 
     def column(self, spec: Any, scope: _Scope) -> tuple[ViewColumn, str]:
         """A column's definition and its SQL value in `scope`, cast to the type the view declares."""
@@ -781,17 +830,7 @@ class _Compiler:
         rows = self.body(spec, _Scope(_Value(item, node_type, False, body_node), position))
 
         def children(node_sql: str) -> str:
-            found = []
-            for chain in chains:
-                child = self.walk(_Value(node_sql, node_type, False, template), chain)
-                if child.type:
-                    if child.type != node_type:
-                        raise FhirTypeError(self.where(f"repeat path {'.'.join(chain)!r} leaves {node_type}"))
-                    child.node.loop = template  # type: ignore[union-attr]
-                    found.append(self.as_array(child))
-            if not found:
-                return ""
-            return self.non_null(f"concat({', '.join(found)})" if len(found) > 1 else found[0])
+            return self.repeat_children(node_sql, chains, node_type, template)
 
         too_deep = _text(self.where(f"repeat {paths} nests deeper than {self.max_depth} levels"))
 
@@ -812,6 +851,20 @@ class _Compiler:
         )
         nodes = f"flatten(transform({roots}, {start} -> {visit(start, self.max_depth)}))"
         return _Rows(rows.columns, _each(nodes, item, position, rows))
+
+    def repeat_children(self, node_sql: str, chains: list[list[str]], node_type: str, template: ReadNode) -> str:
+        """A repeat node's children through every path, as one array (SQL); "" when no path reaches any."""
+        found = []
+        for chain in chains:
+            child = self.walk(_Value(node_sql, node_type, False, template), chain)
+            if child.type:
+                if child.type != node_type:
+                    raise FhirTypeError(self.where(f"repeat path {'.'.join(chain)!r} leaves {node_type}"))
+                child.node.loop = template  # type: ignore[union-attr]
+                found.append(self.as_array(child))
+        if not found:
+            return ""
+        return self.non_null(f"concat({', '.join(found)})" if len(found) > 1 else found[0])
 
     def chain(self, path: str) -> list[str]:
         """A repeat path as element names; repeat follows plain element paths only."""
@@ -905,6 +958,25 @@ class _Compiler:
         return _Rows(columns, sql)
 
 
+_Function = Callable[[_Compiler, _Value, tuple[fp.Node, ...], _Scope], _Value]
+# FHIRPath function name -> its compiler (ofType() and a choice's exists()/empty() are handled before: see `call`).
+_FUNCTIONS: dict[str, _Function] = {
+    "where": _Compiler.fn_where,
+    "exists": _Compiler.fn_exists,
+    "empty": _Compiler.fn_empty,
+    "first": _Compiler.fn_first,
+    "last": _Compiler.fn_last,
+    "count": _Compiler.fn_count,
+    "not": _Compiler.fn_not,
+    "extension": _Compiler.fn_extension,
+    "join": _Compiler.fn_join,
+    "lowBoundary": _Compiler.fn_low_boundary,
+    "highBoundary": _Compiler.fn_high_boundary,
+    "getResourceKey": _Compiler.fn_get_resource_key,
+    "getReferenceKey": _Compiler.fn_get_reference_key,
+}
+
+
 def compile_view(
     view: Mapping[str, Any], *, fhir_version: str = "R4", max_depth: int = DEFAULT_MAX_DEPTH
 ) -> CompiledView:
@@ -935,7 +1007,15 @@ def compile_view(
         if column.name in seen:
             raise InvalidView(compiler.where(f"column name {column.name!r} is used twice"))
         seen.add(column.name)
-    conditions = [f"{RESOURCE}.`resourceType` = {_text(resource)}"]
+    conditions = [f"{RESOURCE}.`resourceType` = {_text(resource)}", *_where_conditions(compiler, view, root)]
+    schema = read_schema(compiler.root, types.primitives, compiler.depths)
+    sql = f"CASE WHEN {' AND '.join(conditions)} THEN {rows.array_sql()} END"
+    return CompiledView(name, resource, fhir_version, tuple(rows.columns), schema, sql)
+
+
+def _where_conditions(compiler: _Compiler, view: Mapping[str, Any], root: _Scope) -> list[str]:
+    """The view's `where` paths as boolean SQL, each false when its path gives empty."""
+    conditions: list[str] = []
     wheres = view.get("where", [])
     if not isinstance(wheres, list):
         raise InvalidView(compiler.where("where must be a list"))
@@ -947,6 +1027,4 @@ def compile_view(
             conditions.append(f"coalesce({compiler.boolean(value, 'where path')}, false)")
         except ViewError as exc:
             raise type(exc)(compiler.where(f"where path {spec.get('path')!r}: {exc}")) from None
-    schema = read_schema(compiler.root, types.primitives, compiler.depths)
-    sql = f"CASE WHEN {' AND '.join(conditions)} THEN {rows.array_sql()} END"
-    return CompiledView(name, resource, fhir_version, tuple(rows.columns), schema, sql)
+    return conditions

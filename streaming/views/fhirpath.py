@@ -272,33 +272,37 @@ class _Parser:
             self.take()
             self.expect("}")
             return Literal(None, "empty")
-        if token.kind == "string":
+        if token.kind in _LITERAL_TOKENS or (token.kind == "word" and token.text in ("true", "false")):
             self.take()
-            return Literal(_unescape(token.text[1:-1]), "string")
-        if token.kind == "number":
-            self.take()
-            if "." in token.text:
-                return Literal(Decimal(token.text), "decimal")
-            return Literal(int(token.text), "integer")
-        if token.kind == "datetime":
-            self.take()
-            value = token.text[1:]
-            return Literal(value, "dateTime" if "T" in value else "date")
-        if token.kind == "time":
-            self.take()
-            return Literal(token.text[2:], "time")
+            return _literal(token)
         if token.kind == "variable":
             self.take()
             name = token.text[1:]
             return Variable(_unescape(name[1:-1]) if name[0] in "'`" else name)
-        if token.kind == "word" and token.text in ("true", "false"):
-            self.take()
-            return Literal(token.text == "true", "boolean")
         if token.kind == "word" and token.text in _KEYWORDS - {"as", "contains", "in", "is"}:
             raise self.fail(token, "a term")
         if token.kind in ("word", "delimited", "special"):
             return self.invocation(None)
         raise self.fail(token, "a term")
+
+
+_LITERAL_TOKENS = ("string", "number", "datetime", "time")
+
+
+def _literal(token: _Token) -> Literal:
+    """The literal a string, number, date, time or boolean (`true`/`false` word) token spells."""
+    if token.kind == "string":
+        return Literal(_unescape(token.text[1:-1]), "string")
+    if token.kind == "number":
+        if "." in token.text:
+            return Literal(Decimal(token.text), "decimal")
+        return Literal(int(token.text), "integer")
+    if token.kind == "datetime":
+        value = token.text[1:]
+        return Literal(value, "dateTime" if "T" in value else "date")
+    if token.kind == "time":
+        return Literal(token.text[2:], "time")
+    return Literal(token.text == "true", "boolean")
 
 
 def parse(text: str) -> Node:

@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from streaming.lakehouse.hudi import HudiWriter
+from streaming.lakehouse.hudi import HudiWriter, TableSpec
 
 from .expected import Expected
 from .landing import Landing
@@ -22,10 +22,34 @@ def check_invariants(spark: Any, warehouse: Path, landing: Landing, ledger: Ledg
     exp = landing.expected()
     specs = tables(warehouse)
     problems: list[str] = []
-
-    # bronze: one row per distinct encounter id, and it is the newest version.
     newest = exp.newest
     bronze = read_rows(spark, specs["bronze"], ["encounter_id", "sourcename", "source_position"])
+    problems += _bronze_problems(bronze, newest)
+    columns = ["batch_key", "files", "rows_written", "rows_stale", "rows_rejected", "commit_instant"]
+    log = read_rows(spark, specs["log"], columns)
+    problems += _log_problems(log, exp)
+    problems += _timeline_problems(spark, specs["bronze"], log)
+    quarantine = read_rows(spark, specs["quarantine"], ["sourcename", "source_position"])
+    problems += _quarantine_problems(quarantine, exp)
+    problems += _ledger_problems(ledger, exp)
+
+    # timelines: nothing left inflight or requested.
+    writer = HudiWriter(spark)
+    for name, spec in specs.items():
+        if pending := writer.inflight(spec):
+            problems.append(f"{name}: instants left inflight: {pending}")
+
+    summary = (
+        f"{len(exp.files)} files, {len(exp.valid)} valid records of {len(newest)} ids, {len(exp.invalid)} bad;"
+        f" bronze {len(bronze)} rows, log {len(log)} batches, quarantine {len(quarantine)} rows"
+    )
+    assert not problems, f"{context}: invariants broken ({summary}):\n- " + "\n- ".join(problems)
+    return exp
+
+
+def _bronze_problems(bronze: list[dict[str, Any]], newest: dict[str, tuple[str, str]]) -> list[str]:
+    """bronze: one row per distinct encounter id, and it is the newest version."""
+    problems: list[str] = []
     counts = Counter(r["encounter_id"] for r in bronze)
     if dup := [i for i, c in counts.items() if c > 1]:
         problems.append(f"bronze: {len(dup)} ids more than once: {few(dup)}")
@@ -43,10 +67,12 @@ def check_invariants(spark: Any, warehouse: Path, landing: Landing, ledger: Ledg
         problems.append(
             f"bronze: {len(stale)} ids hold an older version: {few(stale.items())}, newest: {few(want.items())}"
         )
+    return problems
 
-    # ingest log: every file exactly once across the rows' `files`; row sums match the input.
-    columns = ["batch_key", "files", "rows_written", "rows_stale", "rows_rejected", "commit_instant"]
-    log = read_rows(spark, specs["log"], columns)
+
+def _log_problems(log: list[dict[str, Any]], exp: Expected) -> list[str]:
+    """ingest log: every file exactly once across the rows' `files`; row sums match the input."""
+    problems: list[str] = []
     logged = Counter(f for r in log for f in r["files"] or [])
     if twice := [f for f, c in logged.items() if c > 1]:
         problems.append(f"ingest log: {len(twice)} files in more than one batch: {few(Path(f).name for f in twice)}")
@@ -64,12 +90,19 @@ def check_invariants(spark: Any, warehouse: Path, landing: Landing, ledger: Ledg
     rejected = sum(r["rows_rejected"] or 0 for r in log)
     if rejected != len(exp.invalid):
         problems.append(f"ingest log: rows_rejected sums to {rejected}, the input has {len(exp.invalid)} bad records")
+    return problems
 
-    # bronze timeline: each completed commit belongs to one logged batch, and no batch wrote twice (a batch that
-    # wrote but was taken for "wrote nothing" would be written again by its replay: same rows, a second commit).
+
+def _timeline_problems(spark: Any, bronze_spec: TableSpec, log: list[dict[str, Any]]) -> list[str]:
+    """bronze timeline: each completed commit belongs to one logged batch, and no batch wrote twice.
+
+    A batch that wrote but was taken for "wrote nothing" would be written again by its replay: same rows, a second
+    commit.
+    """
+    problems: list[str] = []
     logged_instant = {r["batch_key"]: r["commit_instant"] for r in log}
     # Clustering commits (a table service, layout.cluster_every_seconds) rewrite files and belong to no batch.
-    commits = [c for c in HudiWriter(spark).commits(specs["bronze"], newest=10_000) if c.operation != "cluster"]
+    commits = [c for c in HudiWriter(spark).commits(bronze_spec, newest=10_000) if c.operation != "cluster"]
     keys = Counter(c.batch_key for c in commits)
     if twice := [k for k, c in keys.items() if c > 1]:
         problems.append(f"bronze timeline: batches committed more than once: {few(twice)}")
@@ -77,16 +110,22 @@ def check_invariants(spark: Any, warehouse: Path, landing: Landing, ledger: Ledg
         problems.append(f"bronze timeline: commits of no logged batch: {few(orphans)}")
     if wrong := [c.instant for c in commits if logged_instant.get(c.batch_key, c.instant) != c.instant]:
         problems.append(f"bronze timeline: commits whose log row names another instant: {few(wrong)}")
+    return problems
 
-    # quarantine: the bad records, once each.
-    quarantine = read_rows(spark, specs["quarantine"], ["sourcename", "source_position"])
+
+def _quarantine_problems(quarantine: list[dict[str, Any]], exp: Expected) -> list[str]:
+    """quarantine: the bad records, once each."""
     got = Counter((r["sourcename"], r["source_position"]) for r in quarantine)
     want_bad = Counter((r.uri, r.position) for r in exp.invalid)
-    if got != want_bad:
-        show = lambda c: few(f"{Path(u).name} {p} x{n}" for (u, p), n in c.items())  # noqa: E731
-        problems.append(f"quarantine: unexpected {show(got - want_bad)}; missing {show(want_bad - got)}")
+    if got == want_bad:
+        return []
+    show = lambda c: few(f"{Path(u).name} {p} x{n}" for (u, p), n in c.items())  # noqa: E731
+    return [f"quarantine: unexpected {show(got - want_bad)}; missing {show(want_bad - got)}"]
 
-    # ledger: every file committed (once: it is the store's key), nothing else, no intent left open.
+
+def _ledger_problems(ledger: LedgerView, exp: Expected) -> list[str]:
+    """ledger: every file committed (once: it is the store's key), nothing else, no intent left open."""
+    problems: list[str] = []
     committed = ledger.committed(exp.files)
     if uncommitted := exp.files - committed:
         problems.append(f"ledger: {len(uncommitted)} files not committed: {few(Path(f).name for f in uncommitted)}")
@@ -98,16 +137,4 @@ def check_invariants(spark: Any, warehouse: Path, landing: Landing, ledger: Ledg
             problems.append(f"ledger: {len(foreign)} committed files not landed by the test: {few(foreign)}")
     if intents := ledger.open_intents():
         problems.append(f"ledger: batch intents still open: {few(intents)}")
-
-    # timelines: nothing left inflight or requested.
-    writer = HudiWriter(spark)
-    for name, spec in specs.items():
-        if pending := writer.inflight(spec):
-            problems.append(f"{name}: instants left inflight: {pending}")
-
-    summary = (
-        f"{len(exp.files)} files, {len(exp.valid)} valid records of {len(newest)} ids, {len(exp.invalid)} bad;"
-        f" bronze {len(bronze)} rows, log {len(log)} batches, quarantine {len(quarantine)} rows"
-    )
-    assert not problems, f"{context}: invariants broken ({summary}):\n- " + "\n- ".join(problems)
-    return exp
+    return problems
