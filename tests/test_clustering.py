@@ -180,8 +180,11 @@ def test_a_clustering_that_fails_every_time_never_stops_ingestion(
 
     failing = job.run(config, once=True, spark=spark)
 
-    # Every batch tried (each takes over the 1 s between clusterings), failed, rolled back and went on.
-    assert [b.services_failed for b in failing.batches] == [("clustering",)] * 3
+    # Every batch once the table is 1 s old tried, failed, rolled back and went on; the first batch's table may be
+    # younger than that when it ends (a fast machine), so it may not have tried.
+    assert len(failing.batches) == 3
+    assert [b.services_failed for b in failing.batches[1:]] == [("clustering",)] * 2
+    assert failing.batches[0].services_failed in ((), ("clustering",))
     assert writer.pending_clustering(bronze) == [], _timeline(bronze.uri)
     assert not [n for n in _timeline(bronze.uri) if n.endswith(".replacecommit")]  # nothing clustered
 
