@@ -1,7 +1,8 @@
-"""Shared fixtures: one local Spark session per test run, AWS stand-ins from aws_fixtures; the `slow` mark guard."""
+"""Shared fixtures: one local Spark session per test run, AWS stand-ins from aws_fixtures; the cost-mark guard."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -38,75 +39,120 @@ def samples() -> Path:
 def spark(local_aws: str) -> Iterator[object]:
     """A session-scoped local[2] Spark with Hudi: starting the JVM once keeps the suite minutes, not hours.
 
-    It starts after `local_aws`, so s3a and the executors' boto3 reach the moto server.
+    It starts after `local_aws`, so s3a and the executors' boto3 reach the moto server, and with the real JAVA_HOME,
+    so the cost guard below counts only JVMs a test starts in another process.
     """
     from streaming.lakehouse.session import build_spark
 
-    session = build_spark(SparkConfig(master="local[2]", shuffle_partitions=2, log_level="ERROR"))
+    with pytest.MonkeyPatch.context() as mp:
+        if _REAL_JAVA_HOME is None:
+            mp.delenv("JAVA_HOME", raising=False)
+        else:
+            mp.setenv("JAVA_HOME", _REAL_JAVA_HOME)
+        session = build_spark(SparkConfig(master="local[2]", shuffle_partitions=2, log_level="ERROR"))
     yield session
     session.stop()
 
 
-# -- the `slow` mark cannot rot: a test not marked slow that starts a JVM fails ----------------------------------
+# -- cost marks that cannot rot ----------------------------------------------------------------------------------
 #
-# Statically, a test whose fixtures (direct or indirect) include `spark` fails before any fixture is set up.
-# At run time, JAVA_HOME points at a stand-in `java` that records the attempt and exits 1, so a Spark session started
-# in this process or in a child (the job's CLI, a subprocess) is caught; a session already running in this process
-# is refused at `SparkSession.builder.getOrCreate()`.
+# Three costs, each a mark (pyproject.toml's markers): none (pure Python, moto, DuckDB), `spark` (the session's
+# in-process Spark), `job` (a JVM in another process: the job's CLI, the fault harness, the benchmarks). `spark` and
+# `job` tests are `slow` too, so `-m "not slow"` is the fast tier. Checked on every run:
+#   - a test not marked `spark` or `job` that asks for the `spark` fixture fails before any fixture is set up, and one
+#     that runs `java` (JAVA_HOME points at a stand-in that records the attempt and exits 1) fails after it;
+#   - a `spark` test that runs `java` in another process, or that never asks for the `spark` fixture, fails;
+#   - a `job` test that never runs `java` fails (JAVA_HOME points at a stand-in that records it and runs the real one).
+# BRONZE_TEST_COST_REPORT=file writes each JVM test's finding there (a JSON line) instead of failing it.
 
-_JVM_GUARD = pytest.StashKey[tuple[pytest.MonkeyPatch, Path]]()
-_NOT_SLOW = "{} starts a JVM ({}) but is not marked slow: add pytest.mark.slow (see pyproject.toml's markers)"
+_REAL_JAVA_HOME = os.environ.get("JAVA_HOME")
+_GUARD = pytest.StashKey[tuple[pytest.MonkeyPatch, Path]]()
+_REFUSE = '#!/bin/sh\n: > "$BRONZE_TEST_JVM_STARTED"\necho "a test not marked spark or job started a JVM" >&2\nexit 1\n'
+_RECORD = '#!/bin/sh\n: > "$BRONZE_TEST_JVM_STARTED"\nexec "{java}" "$@"\n'
+_WRONG = {
+    "pure": "{} starts a JVM ({}) but is not marked spark or job: mark it (see pyproject.toml's markers)",
+    "spark": "{} is marked spark but {}: mark it job (a JVM in another process) or drop the mark",
+    "job": "{} is marked job but {}: mark it spark (the in-process session) or drop the mark",
+}
 
 
-def _no_jvm_home(config: pytest.Config) -> Path:
-    """A JAVA_HOME whose `java` records that it was started (in $BRONZE_TEST_JVM_STARTED) and fails."""
-    home = getattr(config, "_bronze_no_jvm_home", None)
-    if home is None:
-        home = Path(tempfile.mkdtemp(prefix="bronze-no-jvm-"))
+def _cost(item: pytest.Item) -> str:
+    """The mark a test declares: `job` beats `spark` (a job test may use the session too); none is `pure`."""
+    return next((mark for mark in ("job", "spark") if item.get_closest_marker(mark)), "pure")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if _cost(item) != "pure":
+            item.add_marker(pytest.mark.slow)
+
+
+def _java_home(config: pytest.Config, kind: str) -> Path:
+    """A JAVA_HOME whose `java` touches $BRONZE_TEST_JVM_STARTED, then fails (`refuse`) or runs the real one."""
+    homes: dict[str, Path] = config.__dict__.setdefault("_bronze_java_homes", {})
+    if kind not in homes:
+        real = shutil.which("java", path=str(Path(_REAL_JAVA_HOME) / "bin") if _REAL_JAVA_HOME else None)
+        home = Path(tempfile.mkdtemp(prefix=f"bronze-{kind}-jvm-"))
         java = home / "bin" / "java"
         java.parent.mkdir()
-        java.write_text(
-            '#!/bin/sh\n: > "$BRONZE_TEST_JVM_STARTED"\necho "a test not marked slow started a JVM" >&2\nexit 1\n'
-        )
+        java.write_text(_REFUSE if kind == "refuse" else _RECORD.format(java=real or "java"))
         java.chmod(0o755)
-        config._bronze_no_jvm_home = home  # type: ignore[attr-defined]
-    return home
+        homes[kind] = home
+    return homes[kind]
 
 
 def _refuse_spark(*_: Any, **__: Any) -> Any:
-    raise RuntimeError("a test not marked slow asked for a Spark session: add pytest.mark.slow")
+    raise RuntimeError("a test not marked spark or job asked for a Spark session: mark it (pyproject.toml)")
+
+
+def _wrong(item: pytest.Item, cost: str, why: str, spark: bool, child: bool) -> None:
+    report = os.environ.get("BRONZE_TEST_COST_REPORT")
+    if report:
+        with open(report, "a", encoding="utf-8") as out:
+            out.write(json.dumps({"test": item.nodeid, "marked": cost, "spark": spark, "child_jvm": child}) + "\n")
+        return
+    pytest.fail(_WRONG[cost].format(item.nodeid, why), pytrace=False)
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    if item.get_closest_marker("slow"):
-        return
-    if "spark" in getattr(item, "fixturenames", ()):
-        pytest.fail(_NOT_SLOW.format(item.nodeid, "it uses the `spark` fixture"), pytrace=False)
-    home = _no_jvm_home(item.config)
+    cost, spark = _cost(item), "spark" in getattr(item, "fixturenames", ())
+    if cost == "pure" and spark:
+        _wrong(item, cost, "it uses the `spark` fixture", spark, False)
+    if cost == "spark" and not spark:
+        _wrong(item, cost, "it never asks for the `spark` fixture", spark, False)
+    refuse = cost == "pure" and not os.environ.get("BRONZE_TEST_COST_REPORT")
+    home = _java_home(item.config, "refuse" if refuse else "record")
     started = home / f"{uuid.uuid4().hex}.started"
     mp = pytest.MonkeyPatch()
     mp.setenv("JAVA_HOME", str(home))
     mp.setenv("BRONZE_TEST_JVM_STARTED", str(started))
-    if "pyspark.sql" in sys.modules:  # a JVM may already run here (a slow test before): refuse to hand it out
+    if cost == "pure" and "pyspark.sql" in sys.modules:  # a JVM may already run here: refuse to hand it out
         mp.setattr(sys.modules["pyspark.sql"].SparkSession.Builder, "getOrCreate", _refuse_spark)
-    item.stash[_JVM_GUARD] = (mp, started)
+    item.stash[_GUARD] = (mp, started)
 
 
 @pytest.hookimpl(trylast=True)
 def pytest_runtest_teardown(item: pytest.Item) -> None:
-    guard = item.stash.get(_JVM_GUARD, None)
+    guard = item.stash.get(_GUARD, None)
     if guard is None:
         return
     mp, started = guard
     mp.undo()
-    del item.stash[_JVM_GUARD]
-    if started.exists():
-        started.unlink()
-        pytest.fail(_NOT_SLOW.format(item.nodeid, "`java` was run"), pytrace=False)
+    del item.stash[_GUARD]
+    child = started.exists()
+    started.unlink(missing_ok=True)
+    cost, spark = _cost(item), "spark" in getattr(item, "fixturenames", ())
+    if cost == "pure" and child:
+        _wrong(item, cost, "`java` was run", spark, child)
+    elif cost == "spark" and child:
+        _wrong(item, cost, "it runs `java` in another process", spark, child)
+    elif cost == "job" and not child:
+        _wrong(item, cost, "it never runs `java` in another process", spark, child)
+    elif os.environ.get("BRONZE_TEST_COST_REPORT") and cost != "pure":
+        _wrong(item, cost, "", spark, child)  # the report lists every JVM test, right or wrong
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    home = getattr(config, "_bronze_no_jvm_home", None)
-    if home is not None:
+    for home in config.__dict__.get("_bronze_java_homes", {}).values():
         shutil.rmtree(home, ignore_errors=True)

@@ -19,7 +19,7 @@ from streaming.generate import generate
 from streaming.ledger import open_ledger
 from streaming.pipeline import job, metrics
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.spark
 
 
 def _land(s3_bucket: str, tmp_path: Path) -> tuple[conf.JobConfig, list[str], list[str], str]:

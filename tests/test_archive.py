@@ -72,7 +72,7 @@ def test_an_archive_beside_the_source_is_accepted() -> None:
     )
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_ingested_files_move_to_the_archive_and_are_never_taken_twice(spark: Any, tmp_path: Path) -> None:
     landing, archive = tmp_path / "landing", tmp_path / "archive"
     config = job_config(tmp_path, landing, source_archive=str(archive))

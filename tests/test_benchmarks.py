@@ -33,7 +33,7 @@ def positive(*values: Any) -> bool:
     return all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in values)
 
 
-@pytest.mark.slow
+@pytest.mark.job
 def test_quick_run_produces_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "results"
     # Every scenario at once (a quick run also starts a scenario's independent processes together): the cores stay

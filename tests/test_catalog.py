@@ -315,7 +315,7 @@ def _write_ndjson(path: Path, hospitals: list[str], seed: int) -> list[str]:
     return [r["id"] for r in resources]
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_glue_run_registers_the_three_tables_as_hudi_sync_does(
     spark: Any, aws_env: str, s3_bucket: str, unique_name: str, tmp_path: Path
 ) -> None:
@@ -383,7 +383,7 @@ def test_glue_run_registers_the_three_tables_as_hudi_sync_does(
     assert _partitions(database, "bronze_encounter_quarantine") == {}
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_empty_landing_registers_all_three_tables(spark: Any, aws_env: str, unique_name: str, tmp_path: Path) -> None:
     database = _database(unique_name)
     (tmp_path / "landing").mkdir()
@@ -401,7 +401,7 @@ def test_empty_landing_registers_all_three_tables(spark: Any, aws_env: str, uniq
     assert _partitions(database, "bronze_encounter") == {}
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_partitions_follow_new_hospitals_only_and_heal_after_a_crash(
     spark: Any, glue_writes: list[str], glue_calls: list[str], unique_name: str, tmp_path: Path
 ) -> None:
@@ -464,7 +464,7 @@ def test_partitions_follow_new_hospitals_only_and_heal_after_a_crash(
     assert {name: _versions(database, name) for name in TABLES} == versions
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_a_new_column_updates_the_table_once(spark: Any, aws_env: str, unique_name: str, tmp_path: Path) -> None:
     database = _database(unique_name)
     config = job_config(tmp_path, tmp_path / "landing", **{"catalog.backend": "glue", "tables.database": database})
@@ -490,7 +490,7 @@ def test_a_new_column_updates_the_table_once(spark: Any, aws_env: str, unique_na
     assert all(_versions(database, d.name) == 1 for d in defs if d.name != log_def.name)
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_comments_reach_a_table_registered_without_them_once(
     spark: Any, glue_writes: list[str], unique_name: str, tmp_path: Path
 ) -> None:
@@ -519,7 +519,7 @@ def test_comments_reach_a_table_registered_without_them_once(
         assert _versions(database, name) == 2
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_a_failed_partition_call_is_retried_by_the_next_sync(
     spark: Any, aws_env: str, unique_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -568,7 +568,7 @@ spark.stop()
 """
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_local_catalog_lets_a_new_process_query_by_name(spark: Any, unique_name: str, tmp_path: Path) -> None:
     landing = tmp_path / "landing"
     generated = generate(landing, files=3, per_file=25, seed=35)
@@ -614,7 +614,7 @@ def test_local_catalog_lets_a_new_process_query_by_name(spark: Any, unique_name:
     assert lines["QUARANTINED"] == {f"file:{broken}": 1}
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_local_catalog_on_s3_is_written_once_through_s3a(
     spark: Any, aws_env: str, s3_bucket: str, unique_name: str, tmp_path: Path
 ) -> None:

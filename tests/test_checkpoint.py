@@ -14,7 +14,7 @@ from streaming.generate import generate
 from streaming.lakehouse.checkpoint import STAMP
 from streaming.pipeline import job
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.spark
 
 
 def _run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:

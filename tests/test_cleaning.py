@@ -17,7 +17,7 @@ from streaming.bronze.columns import INGEST_LOG_SCHEMA
 from streaming.lakehouse.hudi import HudiWriter, ingest_log_table
 from streaming.pipeline.batch import BatchStats
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.spark
 
 COMMITS = 13  # past the 10 retained: every 10th commit cleans once by now; Hudi's default, more often
 

@@ -281,7 +281,7 @@ def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-@pytest.mark.slow
+@pytest.mark.job
 def test_run_prints_one_json_line_per_batch_matching_the_ingest_log(tmp_path: Path) -> None:
     landing, written, rejected = _landing(tmp_path / "landing")
     mtimes = {f"file:{p.resolve()}": datetime.fromtimestamp(p.stat().st_mtime, UTC) for p in landing.iterdir()}
@@ -327,7 +327,7 @@ def test_run_prints_one_json_line_per_batch_matching_the_ingest_log(tmp_path: Pa
     assert (tmp_path / "wh" / "_ledger" / "ledger.sqlite3").is_file()
 
 
-@pytest.mark.slow
+@pytest.mark.job
 def test_verbose_brings_the_jvm_output_back(tmp_path: Path) -> None:
     (tmp_path / "landing").mkdir()
     args = ("run", "--source", str(tmp_path / "landing"), "--warehouse", str(tmp_path / "wh"), "--once")
@@ -338,7 +338,7 @@ def test_verbose_brings_the_jvm_output_back(tmp_path: Path) -> None:
     assert "0 batches, 0 files, 0 rows written" in verbose.stdout
 
 
-@pytest.mark.slow
+@pytest.mark.job
 def test_terminal_gets_live_progress_and_no_info_lines(tmp_path: Path) -> None:
     landing, written, rejected = _landing(tmp_path / "landing")
     args = ["run", "--source", str(landing), "--warehouse", str(tmp_path / "wh"), "--once"]
@@ -377,7 +377,7 @@ def test_terminal_gets_live_progress_and_no_info_lines(tmp_path: Path) -> None:
         assert noise not in logged and noise not in screen, noise
 
 
-@pytest.mark.slow
+@pytest.mark.job
 def test_demo_ends_with_commands_that_answer_without_code(tmp_path: Path) -> None:
     """The demo's closing hints run as printed, and `query` counts the same rows per hospital as the demo."""
     demo = _run("demo", "--workdir", str(tmp_path / "demo"), "--files", "4", "--per-file", "15", "--seed", "3")

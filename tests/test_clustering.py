@@ -57,7 +57,7 @@ def _timeline(uri: str) -> list[str]:
     return sorted(p.name for p in (Path(uri) / ".hoodie").iterdir())
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_a_job_killed_while_clustering_finishes_the_plan_and_takes_updates_into_its_files(
     spark: Any, tmp_path: Path
 ) -> None:
@@ -118,7 +118,7 @@ def test_a_job_killed_while_clustering_finishes_the_plan_and_takes_updates_into_
     assert rs_rows == spark_rows
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_a_young_table_is_not_clustered_and_a_restart_counts_from_the_last_clustering(
     spark: Any, tmp_path: Path
 ) -> None:
@@ -156,7 +156,7 @@ def test_a_young_table_is_not_clustered_and_a_restart_counts_from_the_last_clust
     assert HudiWriter(spark).clustering_due(spec, 1)
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_a_clustering_that_fails_every_time_never_stops_ingestion(
     spark: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

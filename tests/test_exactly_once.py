@@ -16,7 +16,7 @@ from streaming.ledger import LeaseHeld, SqliteLedger
 from streaming.ledger.lease import lease_name
 from streaming.pipeline import job
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.spark
 
 BUSINESS = ("encounter_id", "status", "hospital_name", "last_updated", "admission_time", "discharge_time")
 

@@ -117,7 +117,7 @@ def test_the_cli_returns_the_documented_code(
         assert time.monotonic() - began < 30  # a closed port is refused at once, not waited on for minutes
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_a_once_batch_whose_ledger_goes_away_mid_batch_exits_4_and_commits_nothing(
     spark: Any, aws_env: str, unique_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -28,7 +28,7 @@ from streaming.lakehouse.hudi import HudiWriter
 from streaming.pipeline import job
 from streaming.pipeline.batch import BatchDeps, BatchResult
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.spark
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 T0 = int(time.time()) - 6 * 3600  # recent: the file source ignores files much older than the newest it saw

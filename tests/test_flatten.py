@@ -33,7 +33,7 @@ from streaming.config import FhirConfig
 from streaming.fhir.mapping import DERIVED, RULES
 from streaming.fhir.parse import FileSplitter
 
-pytestmark = pytest.mark.slow  # every test flattens on the session Spark (a JVM)
+pytestmark = pytest.mark.spark  # every test flattens on the session Spark (a JVM)
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "fhir"
 LANDING = "file:///landing"

@@ -12,7 +12,7 @@ from helpers import job_config, read_table
 from streaming import cli
 from streaming.pipeline import job
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.spark
 
 
 def _encounter(eid: str, hospital: str, source: str | None = None) -> dict[str, Any]:

@@ -211,7 +211,7 @@ def test_backend_setting(tmp_path: Path) -> None:
         publisher(conf.load(overrides={"metrics.backend": "statsd"}))
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_job_run_publishes_rows_written(spark: Any, aws_env: str, unique_name: str, tmp_path: Path) -> None:
     from streaming.generate import generate
 

@@ -173,7 +173,7 @@ def _tables_written(spark: Any, tmp_path: Path, s3: Any, bucket: str, prefix: st
             s3.upload_file(str(path), bucket, f"{prefix}{table}/{path.relative_to(root).as_posix()}")
 
 
-@pytest.mark.slow  # builds the wheel (make deploy) and runs every block as its own processes, against moto
+@pytest.mark.spark  # builds the wheel (make deploy) and runs every block as its own processes, against moto
 def test_the_runbook_runs_as_written(
     spark: Any,
     aws_env: str,

@@ -88,7 +88,7 @@ def _live(version: Version | None) -> bool:
     return version is not None and version.kind == "resource"
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_every_case_of_the_ordering_rule(spark: Any, tmp_path: Path) -> None:
     landing = tmp_path / "landing"
     landing.mkdir()
@@ -155,7 +155,7 @@ def _version(status: str, updated: str | None = None) -> str:
     return json.dumps(resource)
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 @pytest.mark.parametrize(
     ("records", "winner"),
     [
@@ -193,7 +193,7 @@ def test_one_version_per_encounter_within_a_batch(spark: Any, records: list[tupl
         assert row["status"] == winner
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_a_delete_and_an_older_version_in_one_batch_leave_the_tombstone(spark: Any) -> None:
     delete = _record("file:///d.json", 0, None, STORED_LANDED, kind="delete")
     delete["bundle_timestamp"] = "2024-02-01T00:00:00Z"
@@ -207,7 +207,7 @@ def test_a_delete_and_an_older_version_in_one_batch_leave_the_tombstone(spark: A
     )
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_bundle_times_before_1971_are_no_event_time_and_an_own_one_is_rejected(spark: Any) -> None:
     unset_clock = _record("file:///b.json", 0, _version("finished"), STORED_LANDED)
     unset_clock["bundle_timestamp"] = "1970-01-01T00:00:00Z"

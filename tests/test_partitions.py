@@ -22,7 +22,7 @@ from streaming.bronze.records import RECORD_SCHEMA
 from streaming.config import LayoutConfig
 from streaming.lakehouse.hudi import HudiWriter, encounter_table
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.spark
 
 BLANK = (None, "", "   ", "\u00a0")
 SOURCE = "file:///landing/h.ndjson"

@@ -14,7 +14,7 @@ from helpers import copy_samples, job_config, read_table
 from streaming.lakehouse.hudi import HudiWriter, encounter_table, ingest_log_table
 from streaming.pipeline import job
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.spark
 
 
 def _ndjson_ids(path: Path) -> set[str]:

@@ -275,7 +275,7 @@ def edges(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, li
     return config, [stay(e) for e in EDGE_ENCOUNTERS if e["id"] not in DELETED]
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_counts_per_hospital_equal_the_ndjson(synthea: Any, encounters: list[dict[str, Any]]) -> None:
     expected = Counter(e["serviceProvider"]["display"] for e in encounters)
     assert len(expected) == 118
@@ -285,7 +285,7 @@ def test_counts_per_hospital_equal_the_ndjson(synthea: Any, encounters: list[dic
         assert dict(zip(*result.to_pydict().values(), strict=True)) == expected
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_star_and_whole_rows_read_every_column(synthea: Any, encounters: list[dict[str, Any]]) -> None:
     everything = query(synthea, "SELECT * FROM bronze_encounter")
     assert everything.column_names == table_schemas(synthea)["bronze_encounter"].names
@@ -294,13 +294,13 @@ def test_star_and_whole_rows_read_every_column(synthea: Any, encounters: list[di
     assert set(whole.column("e")[0].as_py()) == set(everything.column_names)
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_durations_by_type(synthea: Any, stays: list[Stay]) -> None:
     assert set(expected_durations(stays)) == set(LABELS.values())
     assert mismatches(synthea, "durations_by_type", stays) == []
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_readmissions_30d(synthea: Any, stays: list[Stay]) -> None:
     expected = expected_readmissions(stays)
     assert sum(n for n, _, _ in expected.values()) == 451  # the Synthea inpatient stays
@@ -308,12 +308,12 @@ def test_readmissions_30d(synthea: Any, stays: list[Stay]) -> None:
     assert mismatches(synthea, "readmissions_30d", stays) == []
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_utilisation(synthea: Any, stays: list[Stay]) -> None:
     assert mismatches(synthea, "utilisation", stays) == []
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 @pytest.mark.parametrize("name", list(READY))
 def test_ready_queries_leave_out_what_did_not_happen(edges: tuple[Any, list[Stay]], name: str) -> None:
     config, stays = edges
@@ -343,7 +343,7 @@ MUTATIONS = [
 ]
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 @pytest.mark.parametrize(("name", "text", "instead"), MUTATIONS)
 def test_the_edge_data_tells_each_filter_from_its_absence(
     edges: tuple[Any, list[Stay]], name: str, text: str, instead: str
@@ -354,7 +354,7 @@ def test_the_edge_data_tells_each_filter_from_its_absence(
     assert mismatches(config, name, stays, sql.replace(text, instead)) != [], f"{name} without {text!r}"
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_empty_schemas_match_the_written_tables(synthea: Any) -> None:
     """A table not written yet reads with the columns the job would write (drift here means update table_schemas)."""
     from hudi import HudiTableBuilder
@@ -364,7 +364,7 @@ def test_empty_schemas_match_the_written_tables(synthea: Any) -> None:
         assert [(f.name, str(f.type)) for f in written] == [(f.name, str(f.type)) for f in schema], name
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_reads_an_s3a_warehouse(synthea: Any, s3_bucket: str, tmp_path: Path, encounters: list[dict[str, Any]]) -> None:
     s3 = aws.client("s3")
     table = Path(synthea.table_uri("bronze_encounter"))

@@ -396,7 +396,7 @@ def _by(rows: list[dict[str, Any]], key: str) -> dict[Any, dict[str, Any]]:
     return {row[key]: row for row in rows}
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_pushed_filters_give_the_same_rows_and_read_fewer_files(two_commits: TwoCommits) -> None:
     config, now = two_commits.config, two_commits.now
     some = sorted(now)[123]
@@ -446,7 +446,7 @@ def _start_utc(e: dict[str, Any]) -> str:
     return datetime.fromisoformat(e["period"]["start"]).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_a_table_scanned_twice_reads_whole_and_answers_right(two_commits: TwoCommits) -> None:
     # Named twice, nothing is pushed; each scan gets a stream of its own (a used-up one would give no rows).
     sql = (
@@ -463,7 +463,7 @@ def test_a_table_scanned_twice_reads_whole_and_answers_right(two_commits: TwoCom
     assert readmissions.num_rows > 0
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_as_of_the_first_commit_reads_its_rows(two_commits: TwoCommits, capsys: pytest.CaptureFixture[str]) -> None:
     config, changed, added = two_commits.config, two_commits.changed, two_commits.added
     sql = "SELECT encounter_id, status FROM bronze_encounter"
@@ -480,7 +480,7 @@ def test_as_of_the_first_commit_reads_its_rows(two_commits: TwoCommits, capsys: 
     assert (code, json.loads(capsys.readouterr().out)) == (0, [{"n": 0}])  # before the first commit: empty
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_ready_query_by_name_and_from_a_file_match_the_sql(
     two_commits: TwoCommits, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -494,7 +494,7 @@ def test_ready_query_by_name_and_from_a_file_match_the_sql(
     assert capsys.readouterr().out == expected
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_a_file_that_fails_mid_read_names_its_table(two_commits: TwoCommits, tmp_path: Path) -> None:
     import shutil
 

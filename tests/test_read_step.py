@@ -118,7 +118,7 @@ CLASS_CASES: dict[str, tuple[Any, str | None]] = {
 }
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_every_shape_of_class_is_judged_as_its_fhir_type_says(spark: Any) -> None:
     from streaming.bronze.flatten import flatten
 

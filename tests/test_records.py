@@ -121,7 +121,7 @@ def test_reading_emits_exactly_the_read_codes(tmp_path: Path) -> None:
     assert seen == _codes("read")
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_flattened_fixtures_carry_table_codes_from_their_own_stage(spark: Any, tmp_path: Path) -> None:
     """The hand-written R4/R5 fixtures and the fault files, read and flattened as a batch does: file-level rejects
     keep a `read` code, the Encounters flatten rejects carry exactly the `flatten` codes."""

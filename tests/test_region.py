@@ -109,7 +109,7 @@ def test_a_setting_beats_aws_region_which_beats_aws_default_region(
     assert "spark.hadoop.fs.s3a.endpoint.region" not in s3a_conf()
 
 
-@pytest.mark.slow  # the real job's CLI (a JVM) in a separate process
+@pytest.mark.job  # the real job's CLI (a JVM) in a separate process
 def test_run_with_only_aws_region_ingests_from_s3_into_s3_with_the_dynamodb_ledger(
     aws_env: str, unique_name: str, tmp_path: Path
 ) -> None:

@@ -17,8 +17,6 @@ from streaming.ledger import LeaseHeld, open_ledger
 from streaming.ledger.lease import lease_name
 from streaming.pipeline import job, reingest
 
-pytestmark = pytest.mark.slow
-
 
 def _encounter(eid: str, status: str, updated: str, hospital: str = "General Hospital") -> dict[str, Any]:
     return {
@@ -49,6 +47,7 @@ def _deep(eid: str, depth: int) -> dict[str, Any]:
     return {**_encounter(eid, "finished", "2024-02-01T00:00:00Z"), "extension": [nested]}
 
 
+@pytest.mark.spark
 def test_reingest_takes_a_corrected_file_the_stream_will_not_list_again(spark: Any, tmp_path: Path) -> None:
     landing = tmp_path / "landing"
     feed = _write(
@@ -106,6 +105,7 @@ def test_reingest_takes_a_corrected_file_the_stream_will_not_list_again(spark: A
     assert {r["encounter_id"]: r["status"] for r in read_table(spark, bronze_uri)}["e1"] == "finished"
 
 
+@pytest.mark.spark
 def test_reingest_is_refused_while_another_writer_holds_the_lease(spark: Any, tmp_path: Path) -> None:
     landing = tmp_path / "landing"
     feed = _write(landing / "feed.ndjson", [_encounter("e1", "finished", "2024-01-01T09:00:00Z")])
@@ -126,6 +126,7 @@ def test_reingest_of_a_missing_file_is_a_usage_error(tmp_path: Path) -> None:
         reingest.reingest(config, [str(tmp_path / "nope.ndjson")])
 
 
+@pytest.mark.spark
 def test_replay_quarantine_takes_back_what_a_fix_makes_valid(spark: Any, tmp_path: Path) -> None:
     landing = tmp_path / "landing"
     deep = _write(
@@ -184,6 +185,7 @@ def _quarantine(spark: Any, config: Any) -> set[tuple[str, str, str]]:
     return {(Path(r["sourcename"]).name, r["source_position"], r["reason"]) for r in rows}
 
 
+@pytest.mark.spark
 def test_replay_quarantine_without_a_reason_takes_every_file_behind_a_quarantine_row(
     spark: Any, tmp_path: Path
 ) -> None:
@@ -204,6 +206,7 @@ def test_replay_quarantine_without_a_reason_takes_every_file_behind_a_quarantine
     assert sorted(r["encounter_id"] for r in bronze) == ["deep1", "deep2", "ok1", "ok2"]
 
 
+@pytest.mark.spark
 def test_replay_quarantine_is_refused_while_another_writer_holds_the_lease(spark: Any, tmp_path: Path) -> None:
     config, deep, _ = _strictly_quarantined(spark, tmp_path)
     before = _quarantine(spark, config)
@@ -221,6 +224,7 @@ def test_replay_quarantine_is_refused_while_another_writer_holds_the_lease(spark
     assert deep.exists()
 
 
+@pytest.mark.spark
 def test_replay_quarantine_of_a_vanished_file_records_it_unreadable_and_keeps_its_rows(
     spark: Any, tmp_path: Path
 ) -> None:

@@ -19,7 +19,7 @@ from helpers import read_table
 from streaming import cli
 from streaming.adapters import aws
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.spark
 
 LANDED = datetime(2024, 3, 1, tzinfo=UTC).timestamp()  # when the first files landed (their modification time)
 

@@ -16,7 +16,7 @@ from streaming.generate import generate
 from streaming.ledger import open_ledger
 from streaming.pipeline import job, reingest
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.spark
 
 
 def test_job_reads_and_writes_s3_with_dynamodb_ledger(

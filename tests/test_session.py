@@ -11,7 +11,7 @@ import pytest
 from streaming.lakehouse import jars
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_local_session_loads_the_jars_in_place_without_copying_them(spark: Any) -> None:
     from pyspark import SparkFiles
 
@@ -27,7 +27,7 @@ def test_local_session_loads_the_jars_in_place_without_copying_them(spark: Any) 
         assert jvm.java.lang.Class.forName(name, False, loader).getName() == name
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_the_driver_keeps_a_bounded_history_of_finished_jobs_and_queries(spark: Any) -> None:
     """A stream runs for days: its status store must stop growing after the caps, not after Spark's 1,000."""
     from streaming.lakehouse.session import RETENTION_CONF

@@ -701,7 +701,7 @@ def landed(spark: Any, samples: Path, tmp_path_factory: pytest.TempPathFactory) 
     return Landed(config, before, files, (first.run_id, second.run_id))
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_landed_files_wait_until_the_job_commits_them(landed: Landed) -> None:
     assert landed.before.files == landed.files
     assert landed.before.count == 3
@@ -709,7 +709,7 @@ def test_landed_files_wait_until_the_job_commits_them(landed: Landed) -> None:
     assert status.waiting_files(landed.config) == status.Waiting(0, None, [])
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_collect_equals_what_the_tables_hold(landed: Landed, spark: Any) -> None:
     config = landed.config
     s = status.collect(config, now=NOW, last=5)
@@ -762,7 +762,7 @@ def test_collect_equals_what_the_tables_hold(landed: Landed, spark: Any) -> None
     assert row["lag_seconds"] == batch.lag_seconds
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_a_run_that_found_nothing_leaves_its_trace(landed: Landed) -> None:
     ingested, found_nothing = landed.runs
     s = status.collect(landed.config)
@@ -777,7 +777,7 @@ def test_a_run_that_found_nothing_leaves_its_trace(landed: Landed) -> None:
     assert s.verdict.state == OK and s.verdict.reason.startswith("no file waits; the last batch committed ")
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_a_file_rewritten_in_place_after_its_commit_counts_as_overwritten(landed: Landed) -> None:
     uri = landed.files[1][0]  # empty.json: committed with the version the checkpoint's source log gave
     path = Path(uri.removeprefix("file:"))
@@ -803,7 +803,7 @@ def test_a_file_rewritten_in_place_after_its_commit_counts_as_overwritten(landed
     assert status.backlog(landed.config).overwritten == 0
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_check_exit_codes_through_the_cli_on_real_tables(landed: Landed, capsys: pytest.CaptureFixture[str]) -> None:
     config = landed.config
     args = ["status", "--source", config.source, "--warehouse", config.warehouse, "--check"]
@@ -883,7 +883,7 @@ def logged(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> Logged:
     return Logged(config, before, started)
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_a_log_without_lag_seconds_reads_with_lag_unknown(logged: Logged) -> None:
     assert logged.before == [
         Batch("run-a-000000", "run-a", NOW + timedelta(minutes=1), NOW + timedelta(minutes=1, seconds=30), 1, 2, 5,
@@ -891,7 +891,7 @@ def test_a_log_without_lag_seconds_reads_with_lag_unknown(logged: Logged) -> Non
     ]  # fmt: skip
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_batches_newest_first_limited_by_last_with_lag(logged: Logged) -> None:
     batches = status.recent_batches(logged.config, 10)
 
@@ -902,7 +902,7 @@ def test_batches_newest_first_limited_by_last_with_lag(logged: Logged) -> None:
     assert status.recent_batches(logged.config, 0) == []
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_status_json_through_the_cli_holds_the_last_batches_with_iso_times(
     logged: Logged, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -88,7 +88,7 @@ def test_bad_input_is_one_line_and_exit_2(
     assert captured.err.count("\n") == 1 and "Traceback" not in captured.err
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_views_run_reads_every_file_shape_and_prints_the_rows(
     spark: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -145,7 +145,7 @@ def test_views_run_reads_every_file_shape_and_prints_the_rows(
     assert "Ames" not in captured.err
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_views_test_writes_the_report_and_each_cases_rows(
     spark: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -34,7 +34,7 @@ def _cases() -> list[Any]:
     params = []
     for file in FILES.values():
         for index in range(len(file.tests)):
-            marks = [pytest.mark.slow]
+            marks = [pytest.mark.spark]
             if (file.name, index) in NOT_SUPPORTED:
                 marks.append(pytest.mark.xfail(reason=NOT_SUPPORTED[file.name, index], strict=True))
             params.append(pytest.param(file.name, index, id=f"{Path(file.name).stem}-{index}", marks=marks))
@@ -92,7 +92,7 @@ def _frame(spark: Any, rows: list[tuple[str, dict[str, str]]]) -> Any:
     )
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_references_resolve_through_the_bundle_map_and_keep_columns(spark: Any) -> None:
     encounter = {
         "resourceType": "Encounter",
@@ -143,7 +143,7 @@ def test_references_resolve_through_the_bundle_map_and_keep_columns(spark: Any) 
     assert [r["patient"] for r in view.apply(plain).collect()] == [None]
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_r5_resources_compile_against_the_r5_model(spark: Any) -> None:
     encounter = {
         "resourceType": "Encounter",
@@ -169,7 +169,7 @@ def test_r5_resources_compile_against_the_r5_model(spark: Any) -> None:
     assert rows == {("e5", "2024-01-02T03:04:05Z", 0, "IMP"), ("e5", "2024-01-02T03:04:05Z", 1, "ACUTE")}
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_run_time_checks_fail_the_job_naming_the_column_not_the_data(spark: Any) -> None:
     patient = {"resourceType": "Patient", "id": "p", "name": [{"family": "Secret1"}, {"family": "Secret2"}]}
     view = compile_view({"resource": "Patient", "select": [{"column": [{"name": "family", "path": "name.family"}]}]})
