@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from streaming.bronze.records import LandedFile
 from streaming.config import ConfigError, FhirConfig
 from streaming.ops.sql_output import render
-from streaming.views import runner
+from streaming.views import runner, shipped
 from streaming.views.compiler import CompiledView, compile_view
 from streaming.views.errors import ViewError
 from streaming.views.source import read_resources
@@ -20,7 +20,21 @@ if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 
-def load_view(path: Path, fhir_version: str) -> CompiledView:
+def load_view(spec: str | Path, fhir_version: str) -> CompiledView:
+    """The view `spec` names, compiled: a shipped view's name, else a ViewDefinition file; ConfigError says why not.
+
+    A name is text without a path separator or `.json`: `patient` is the shipped view, `./patient` a file.
+    """
+    text = str(spec)
+    if "/" not in text and "\\" not in text and not text.endswith(".json"):
+        try:
+            return shipped.shipped_view(text, fhir_version)
+        except ViewError as exc:
+            raise ConfigError(f"--view {text}: {exc}; or give a ViewDefinition file (e.g. ./view.json)") from None
+    return _load_file(Path(text), fhir_version)
+
+
+def _load_file(path: Path, fhir_version: str) -> CompiledView:
     """The ViewDefinition in `path`, compiled; ConfigError names what is wrong with it."""
     try:
         text = path.read_text(encoding="utf-8")
