@@ -17,6 +17,7 @@ from streaming.views.errors import ViewError
 from streaming.views.source import read_resources
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import SparkSession
 
 
@@ -54,6 +55,12 @@ def run_view(
     spark: SparkSession, view: CompiledView, files: Sequence[LandedFile], fmt: str
 ) -> tuple[str, dict[str, int]]:
     """The view's rows over `files`, rendered in `fmt`, and how many inputs were no resource, by reason."""
+    table, skipped = view_rows(spark, view, files)
+    return render(table, fmt), skipped
+
+
+def view_rows(spark: SparkSession, view: CompiledView, files: Sequence[LandedFile]) -> tuple[pa.Table, dict[str, int]]:
+    """The view's rows over `files` as Arrow (the view's column types), and the inputs that were no resource."""
     import pyarrow as pa
     from pyspark.sql import functions as F
     from pyspark.sql.pandas.types import to_arrow_schema
@@ -70,8 +77,7 @@ def run_view(
             if "view '" not in message:
                 raise
             raise ConfigError(message.split(": ", 1)[1]) from None
-        table = pa.Table.from_pylist(collected, schema=to_arrow_schema(rows.schema))
-        return render(table, fmt), skipped
+        return pa.Table.from_pylist(collected, schema=to_arrow_schema(rows.schema)), skipped
     finally:
         resources.unpersist()
 
