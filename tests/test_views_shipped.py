@@ -34,6 +34,7 @@ RESOURCE = {
     "location": "Location",
     "condition": "Condition",
     "observation": "Observation",
+    "encounter_reference": "Encounter",
 }
 
 Resource = dict[str, Any]
@@ -249,6 +250,20 @@ def observation(r: Resource, refs: Refs, version: str) -> dict[str, Any]:
     }
 
 
+def encounter_reference(r: Resource, refs: Refs, version: str) -> dict[str, Any]:
+    location = (_first(r.get("location")) or {}).get("location")
+    return {
+        "id": r["id"],
+        "patient_id": _key(r.get("subject"), "Patient", refs),
+        "location_id": _key(location, "Location", refs),
+        "location_identifier": _token(location),
+        "location_display": (location or {}).get("display"),
+        "service_provider_id": _key(r.get("serviceProvider"), "Organization", refs),
+        "service_provider_identifier": _token(r.get("serviceProvider")),
+        "service_provider_display": (r.get("serviceProvider") or {}).get("display"),
+    }
+
+
 EXPECTED: dict[str, Callable[[Resource, Refs, str], dict[str, Any]]] = {
     "patient": patient,
     "practitioner": practitioner,
@@ -257,6 +272,7 @@ EXPECTED: dict[str, Callable[[Resource, Refs, str], dict[str, Any]]] = {
     "location": location,
     "condition": condition,
     "observation": observation,
+    "encounter_reference": encounter_reference,
 }
 
 
@@ -345,6 +361,7 @@ ROWS_R4 = {
     "location": 44,
     "condition": 555 + 3,
     "observation": 398,
+    "encounter_reference": 1215 + 106,
 }
 
 

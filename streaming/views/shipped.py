@@ -26,6 +26,7 @@ SHIPPED_VIEWS: tuple[str, ...] = (
     "location",
     "condition",
     "observation",
+    "encounter_reference",  # what the ready queries join on that bronze_encounter does not keep (location, provider)
 )
 
 
@@ -60,3 +61,28 @@ def shipped_view(name: str, fhir_version: str = "R4") -> CompiledView:
 def has_variant(name: str, fhir_version: str) -> bool:
     """Whether `name` has its own definition for `fhir_version` (else it shares the R4 one)."""
     return _file(name, fhir_version) != f"{name}.json"
+
+
+def readme_table() -> str:
+    """The shipped views' columns for docs/views.md: per view its resource, then each column's type, path, meaning."""
+    parts = []
+    for name in SHIPPED_VIEWS:
+        r4, r5 = definition(name, "R4"), definition(name, "R5")
+        view = shipped_view(name, "R4")
+        paths_r5 = {c["name"]: c["path"] for c in r5["select"][0]["column"]}
+        variant = f" (R5: `shipped/{name}.r5.json`)" if has_variant(name, "R5") else " (R4 and R5)"
+        lines = [
+            f"**`{name}`** → `bronze_{name}`: {r4['title']}. One row per {view.resource}; "
+            f"`streaming/views/shipped/{name}.json`{variant}.",
+            "",
+            "| column | type | FHIRPath | meaning |",
+            "|---|---|---|---|",
+        ]
+        for column, spec in zip(view.columns, r4["select"][0]["column"], strict=True):
+            path = f"`{spec['path']}`".replace("|", "\\|")
+            if paths_r5[column.name] != spec["path"]:
+                path = f"R4 {path}; R5 `{paths_r5[column.name]}`".replace("|", "\\|")
+            meaning = spec["description"].replace("|", "\\|")
+            lines.append(f"| `{column.name}` | {column.spark_type} | {path} | {meaning} |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
