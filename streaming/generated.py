@@ -2,8 +2,8 @@
 
 Each block sits between `<!-- NAME:start ... -->` and `<!-- NAME:end -->` in the file TARGETS names for it; its
 text comes from the module that owns the data (the mapping, the reason codes, the ordering cases, the ready
-queries, the exit codes, the catalog's table definitions, the settings, the metrics), so the documentation cannot
-drift from what the code does.
+queries, the exit codes, the catalog's table definitions, the settings, the metrics, the shipped views), so the
+documentation cannot drift from what the code does.
 
     python -m streaming.generated        # what `make docs` runs (the catalog block starts a local Spark)
 """
@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 REFERENCE = ROOT / "docs" / "reference.md"
 DESIGN = ROOT / "docs" / "design.md"
+VIEWS = ROOT / "docs" / "views.md"
 
 # Which file holds each block: the ordering cases sit with the rule they illustrate, the rest in the reference.
 TARGETS: dict[str, Path] = {
@@ -33,6 +34,7 @@ TARGETS: dict[str, Path] = {
     "catalog": REFERENCE,
     "settings": REFERENCE,
     "metrics": REFERENCE,
+    "shipped_views": VIEWS,
 }
 
 
@@ -127,6 +129,7 @@ def blocks() -> dict[str, Callable[[], str]]:
     from streaming.fhir import mapping, reasons
     from streaming.ops import ready_queries
     from streaming.pipeline import batch
+    from streaming.views import shipped
 
     return {
         "mapping": mapping.readme_table,
@@ -138,6 +141,7 @@ def blocks() -> dict[str, Callable[[], str]]:
         "catalog": _catalog,
         "settings": settings_table,
         "metrics": metrics_table,
+        "shipped_views": shipped.readme_table,
     }
 
 

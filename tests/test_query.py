@@ -420,7 +420,8 @@ def test_queries_run_on_empty_tables(tmp_path: Path) -> None:
     config = job_config(tmp_path, tmp_path / "landing")
     table_marker(config, "bronze_encounter_ingest_log")  # the ready queries read bronze_encounter only
     for q in queries.QUERIES:
-        assert query(config, q.sql).num_rows == 0, q.name
+        if not q.views:  # the view queries read tables only a job running those views writes: test_views_queries.py
+            assert query(config, q.sql).num_rows == 0, q.name
 
 
 def test_columns_used_is_a_superset_or_everything() -> None:

@@ -273,7 +273,8 @@ def test_ready_queries_by_name_and_their_list(capsys: pytest.CaptureFixture[str]
     ]
     config = job_config(tmp_path, tmp_path / "landing")
     table_marker(config, "bronze_encounter_ingest_log")  # the ready queries read bronze_encounter only
-    for ready in queries.QUERIES:
+    # The view queries read tables only a job running those views writes (tests/test_views_queries.py runs them).
+    for ready in (r for r in queries.QUERIES if not r.views):
         code, out, err = cli(capsys, "--warehouse", config.warehouse, "--format", "json", "--name", ready.name)
         assert (code, err) == (0, "")
         expected = q.query(config, ready.sql)

@@ -71,6 +71,7 @@ def _patient_view(tmp_path: Path, view: dict[str, Any] | None = None) -> Path:
         (["run", "--view", "{tmp}/patient.json", "--source", "{tmp}/nowhere"], "no such file or folder"),
         (["run", "--view", "{tmp}/patient.json", "--source", "{tmp}/empty"], "the folder holds no files"),
         (["test", "--suite", "{tmp}/empty"], "not a SQL on FHIR test suite"),
+        (["run", "--view", "patients", "--source", "{tmp}"], "no shipped view 'patients' (shipped: patient,"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
@@ -182,3 +183,15 @@ def test_views_test_writes_the_report_and_each_cases_rows(
     assert json.loads((actual / "basic" / "1.json").read_text()) == basic[1]["expect"]
     assert json.loads((actual / "fn_first" / "0.json").read_text()) == [{"use": "official"}]
     assert not (actual / "validate").exists()  # no rows for views that fail, as those cases expect
+
+
+@pytest.mark.slow
+def test_views_run_takes_a_shipped_view_by_name(spark: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    bulk = Path(__file__).resolve().parents[2] / "shared" / "fhir-samples" / "bulk-10-patients"
+    if not bulk.exists():
+        bulk = Path("/work/shared/fhir-samples/bulk-10-patients")
+    practitioners = bulk / "Practitioner.000.ndjson"
+    assert main(["views", "run", "--view", "practitioner", "--source", str(practitioners), "--format", "json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    expected = [json.loads(line) for line in practitioners.read_text().splitlines() if line.strip()]
+    assert sorted((r["id"], r["npi"]) for r in rows) == sorted((p["id"], p["identifier"][0]["value"]) for p in expected)

@@ -77,6 +77,10 @@ def _view(*columns: tuple[str, str], resource: str = "Patient", **extra: Any) ->
             "'Quantiti' is not a FHIR type",
         ),
         (_view(("a", "name.first(1)")), FhirTypeError, "first() takes 0..0 arguments, got 1"),
+        (_view(("a", "birthDate.matches('^1')")), FhirTypeError, "matches() applies to text, not date"),
+        (_view(("a", "gender.matches(1)")), FhirTypeError, "matches() pattern must be text, got integer"),
+        (_view(("a", "gender.replaceMatches('a')")), FhirTypeError, "replaceMatches() takes 2..2 arguments, got 1"),
+        (_view(("a", "active.trim()")), FhirTypeError, "trim() applies to text, not boolean"),
         (
             _view(("a", "value.ofType(Quantity).value.lowBoundary()"), resource="Observation"),
             Unsupported,

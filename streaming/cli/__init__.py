@@ -311,7 +311,7 @@ def parser() -> argparse.ArgumentParser:
     views = command(
         "views",
         "Run SQL on FHIR v2 ViewDefinitions on local Spark without writing a table: one view, or the test suite",
-        "examples:\n  bronze-encounter views run --view patient.json --source landing/ --format csv\n"
+        "examples:\n  bronze-encounter views run --view patient --source landing/ --format csv\n"
         "  bronze-encounter views test --suite ../shared/sql-on-fhir-v2 --report test_report.json",
         [],
     )
@@ -321,6 +321,8 @@ def parser() -> argparse.ArgumentParser:
 
 def _views_parser(group: argparse.ArgumentParser, output: argparse.ArgumentParser) -> None:
     """`views run` and `views test`, the ViewDefinition compiler (streaming/views) from the command line."""
+    from streaming.views.shipped import SHIPPED_VIEWS
+
     sub = group.add_subparsers(
         dest="views_command", required=True, metavar="COMMAND", help="run (one view over files) or test (the suite)"
     )
@@ -339,15 +341,17 @@ def _views_parser(group: argparse.ArgumentParser, output: argparse.ArgumentParse
         "run",
         "Run one ViewDefinition over FHIR files and print its rows",
         "Files are read as the job reads them (single resources, Bundles, NDJSON, gzip); resources of other types\n"
-        "give no rows.\n\nexample:\n  bronze-encounter views run --view patient.json "
+        "give no rows.\n\nexample:\n  bronze-encounter views run --view patient "
         "--source ../shared/fhir-samples/bulk-10-patients --format json",
     )
     run.add_argument(
         "--view",
-        type=Path,
         required=True,
-        metavar="FILE",
-        help="the ViewDefinition, a JSON file (required). e.g. --view views/patient.json",
+        metavar="NAME|FILE",
+        help=(
+            f"a shipped view by name ({', '.join(SHIPPED_VIEWS)}) or a ViewDefinition JSON file (required)."
+            " e.g. --view patient, --view views/my_view.json"
+        ),
     )
     run.add_argument(
         "--source",

@@ -623,10 +623,9 @@ def stream(config: JobConfig, sql: str, *, as_of: str | None = None) -> Iterator
     if any(name.lower() in named for name in uris):
         require_tables(config)
     opened = {name: _open(name, uri, empty[name]) for name, uri in uris.items() if name.lower() in named}
-    con = duckdb.connect(":memory:")
+    con = _connect()
     sources: dict[str, tuple[Any, TableRead]] = {}
     try:
-        con.execute("SET TimeZone = 'UTC'")  # as Athena: day arithmetic and rendering in UTC
         columns = columns_used(con, sql) if opened else None
         written = {name.lower(): schema for name, (table, schema) in opened.items() if table is not None}
         filters = pushdown_filters(con, sql, written) if written else {}
@@ -652,6 +651,39 @@ def stream(config: JobConfig, sql: str, *, as_of: str | None = None) -> Iterator
         raise QueryError(f"{exc}\n(tables: {known}; also as {config.tables.database}.<table>)") from exc
     except duckdb.Error as exc:  # also a table's stream failing while DuckDB starts the query (an aggregate)
         raise _failure(exc, sources) from exc
+    finally:
+        con.close()
+
+
+def _connect() -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection set up as every query runs: in UTC, as Athena (day arithmetic and rendering)."""
+    import duckdb
+
+    con = duckdb.connect(":memory:")
+    con.execute("SET TimeZone = 'UTC'")
+    return con
+
+
+def query_tables(tables: Mapping[str, pa.Table], sql: str, *, database: str = "bronze") -> pa.Table:
+    """`sql` over Arrow tables held in memory (name -> rows), run as `query` runs it over the warehouse's tables.
+
+    Each table answers as `<name>` and `<database>.<name>`, so a ready query runs as written. For rows that are no
+    Hudi table (yet): a view's rows from `views run`, or a check of the ready SQL against known rows.
+    """
+    import duckdb
+
+    con = _connect()
+    try:
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {quote_identifier(database)}")
+        for name, table in tables.items():
+            hidden = f"{_HIDDEN}{name}"
+            con.register(hidden, table)
+            for schema in ("main", quote_identifier(database)):
+                view = f"{schema}.{quote_identifier(name)}"
+                con.execute(f"CREATE VIEW {view} AS SELECT * FROM {quote_identifier(hidden)}")
+        return con.sql(sql).to_arrow_table()
+    except duckdb.Error as exc:
+        raise QueryError(str(exc)) from exc
     finally:
         con.close()
 

@@ -11,16 +11,31 @@ from typing import TYPE_CHECKING
 from streaming.bronze.records import LandedFile
 from streaming.config import ConfigError, FhirConfig
 from streaming.ops.sql_output import render
-from streaming.views import runner
+from streaming.views import runner, shipped
 from streaming.views.compiler import CompiledView, compile_view
 from streaming.views.errors import ViewError
 from streaming.views.source import read_resources
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import SparkSession
 
 
-def load_view(path: Path, fhir_version: str) -> CompiledView:
+def load_view(spec: str | Path, fhir_version: str) -> CompiledView:
+    """The view `spec` names, compiled: a shipped view's name, else a ViewDefinition file; ConfigError says why not.
+
+    A name is text without a path separator or `.json`: `patient` is the shipped view, `./patient` a file.
+    """
+    text = str(spec)
+    if "/" not in text and "\\" not in text and not text.endswith(".json"):
+        try:
+            return shipped.shipped_view(text, fhir_version)
+        except ViewError as exc:
+            raise ConfigError(f"--view {text}: {exc}; or give a ViewDefinition file (e.g. ./view.json)") from None
+    return _load_file(Path(text), fhir_version)
+
+
+def _load_file(path: Path, fhir_version: str) -> CompiledView:
     """The ViewDefinition in `path`, compiled; ConfigError names what is wrong with it."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -40,6 +55,12 @@ def run_view(
     spark: SparkSession, view: CompiledView, files: Sequence[LandedFile], fmt: str
 ) -> tuple[str, dict[str, int]]:
     """The view's rows over `files`, rendered in `fmt`, and how many inputs were no resource, by reason."""
+    table, skipped = view_rows(spark, view, files)
+    return render(table, fmt), skipped
+
+
+def view_rows(spark: SparkSession, view: CompiledView, files: Sequence[LandedFile]) -> tuple[pa.Table, dict[str, int]]:
+    """The view's rows over `files` as Arrow (the view's column types), and the inputs that were no resource."""
     import pyarrow as pa
     from pyspark.sql import functions as F
     from pyspark.sql.pandas.types import to_arrow_schema
@@ -56,8 +77,7 @@ def run_view(
             if "view '" not in message:
                 raise
             raise ConfigError(message.split(": ", 1)[1]) from None
-        table = pa.Table.from_pylist(collected, schema=to_arrow_schema(rows.schema))
-        return render(table, fmt), skipped
+        return pa.Table.from_pylist(collected, schema=to_arrow_schema(rows.schema)), skipped
     finally:
         resources.unpersist()
 

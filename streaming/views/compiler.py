@@ -429,12 +429,13 @@ class _Compiler:
         return name
 
     def call(self, base: _Value | _Choice, node: fp.Call, scope: _Scope) -> _Value | _Choice:
-        """A function applied to `base`; the supported ones are those the suite uses, plus count() and last()."""
+        """A function applied to `base`: those the suite uses, count(), last() and the string functions."""
         name, args = node.name, node.args
         arity = {"where": (1, 1), "exists": (0, 1), "empty": (0, 0), "first": (0, 0), "last": (0, 0),
                  "count": (0, 0), "not": (0, 0), "ofType": (1, 1), "extension": (1, 1), "join": (0, 1),
                  "getResourceKey": (0, 0), "getReferenceKey": (0, 1), "lowBoundary": (0, 0),
-                 "highBoundary": (0, 0)}  # fmt: skip
+                 "highBoundary": (0, 0), "select": (1, 1), "matches": (1, 1), "replaceMatches": (2, 2),
+                 "trim": (0, 0)}  # fmt: skip
         if name not in arity:
             raise Unsupported(f"function {name}() is not supported")
         low, high = arity[name]
@@ -489,6 +490,63 @@ class _Compiler:
 
     def fn_high_boundary(self, value: _Value, args: tuple[fp.Node, ...], scope: _Scope) -> _Value:
         return self.boundary(value, high=True)
+
+    def fn_select(self, value: _Value, args: tuple[fp.Node, ...], scope: _Scope) -> _Value:
+        """select(projection): the projection of every item (`$this`), its results flattened into one collection."""
+        if not value.type:
+            return _EMPTY
+        found: list[_Value] = []
+
+        def project(item: str) -> str:
+            inner = _Scope(_Value(item, value.type, False, value.node), scope.row_index)
+            found.append(self.value(self.expr(args[0], inner)))
+            return found[-1].sql if found[-1].type else "NULL"
+
+        if not value.many:
+            sql = self.bind(value.sql, lambda x: f"CASE WHEN {x} IS NOT NULL THEN {project(x)} END")
+            out = found[0]
+            return _Value(sql, out.type, out.many, out.node) if out.type else _EMPTY
+        item = self.var()
+        body = project(item)
+        out = found[0]
+        if not out.type:
+            return _EMPTY
+        if out.many:
+            return _Value(f"flatten({self.non_null(f'transform({value.sql}, {item} -> coalesce({body}, array()))')})",
+                          out.type, True, out.node)  # fmt: skip
+        return _Value(self.non_null(f"transform({value.sql}, {item} -> {body})"), out.type, True, out.node)
+
+    def text_argument(self, node: fp.Node, scope: _Scope, what: str) -> str:
+        """A function's text argument as one SQL value (NULL when empty)."""
+        arg = self.single(self.value(self.expr(node, scope)), what)
+        if arg.type and model.family(arg.type) != "text":
+            raise FhirTypeError(f"{what} must be text, got {arg.type}")
+        return arg.sql if arg.type else "CAST(NULL AS STRING)"
+
+    def text_input(self, value: _Value, name: str) -> _Value:
+        """The input of a string function: one text item."""
+        if model.family(value.type) != "text":
+            raise FhirTypeError(f"{name}() applies to text, not {value.type}")
+        return self.single(value, f"the input of {name}()")
+
+    def fn_matches(self, value: _Value, args: tuple[fp.Node, ...], scope: _Scope) -> _Value:
+        if not value.type:
+            return _EMPTY
+        regex = self.text_argument(args[0], scope, "matches() pattern")
+        return _Value(f"({self.text_input(value, 'matches').sql} rlike {regex})", "boolean", False)
+
+    def fn_replace_matches(self, value: _Value, args: tuple[fp.Node, ...], scope: _Scope) -> _Value:
+        if not value.type:
+            return _EMPTY
+        regex = self.text_argument(args[0], scope, "replaceMatches() pattern")
+        substitution = self.text_argument(args[1], scope, "replaceMatches() substitution")
+        text = self.text_input(value, "replaceMatches").sql
+        return _Value(f"regexp_replace({text}, {regex}, {substitution})", "string", False)
+
+    def fn_trim(self, value: _Value, args: tuple[fp.Node, ...], scope: _Scope) -> _Value:
+        if not value.type:
+            return _EMPTY
+        return _Value(f"trim({self.text_input(value, 'trim').sql})", "string", False)
 
     def fn_get_resource_key(self, value: _Value, args: tuple[fp.Node, ...], scope: _Scope) -> _Value:
         if value.sql != RESOURCE:
@@ -974,6 +1032,10 @@ _FUNCTIONS: dict[str, _Function] = {
     "highBoundary": _Compiler.fn_high_boundary,
     "getResourceKey": _Compiler.fn_get_resource_key,
     "getReferenceKey": _Compiler.fn_get_reference_key,
+    "select": _Compiler.fn_select,
+    "matches": _Compiler.fn_matches,
+    "replaceMatches": _Compiler.fn_replace_matches,
+    "trim": _Compiler.fn_trim,
 }
 
 
