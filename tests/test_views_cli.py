@@ -185,7 +185,7 @@ def test_views_test_writes_the_report_and_each_cases_rows(
     assert not (actual / "validate").exists()  # no rows for views that fail, as those cases expect
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_views_run_takes_a_shipped_view_by_name(spark: Any, capsys: pytest.CaptureFixture[str]) -> None:
     bulk = Path(__file__).resolve().parents[2] / "shared" / "fhir-samples" / "bulk-10-patients"
     if not bulk.exists():

@@ -291,7 +291,7 @@ def tables(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, pa
     return out
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 @pytest.mark.parametrize("name", list(READY))
 def test_view_queries_answer_as_plain_python(tables: dict[str, pa.Table], stays: list[Stay], name: str) -> None:
     sql = next(q.sql for q in VIEW_QUERIES if q.name == name)
@@ -299,7 +299,7 @@ def test_view_queries_answer_as_plain_python(tables: dict[str, pa.Table], stays:
     assert rows and mismatches(rows, name, stays) == []
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 def test_the_export_exercises_what_the_queries_count(tables: dict[str, pa.Table], stays: list[Stay]) -> None:
     physicians = expected_physicians(stays)
     assert len(physicians) > 1 and sum(p[-1] for p in physicians.values()) > 0  # some readmissions to count
@@ -309,7 +309,7 @@ def test_the_export_exercises_what_the_queries_count(tables: dict[str, pa.Table]
     assert len(names) > len(set(names))  # Locations that share a name: joining on the display would merge them
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 @pytest.mark.parametrize("name", list(READY))
 def test_view_queries_run_on_empty_tables(tables: dict[str, pa.Table], name: str) -> None:
     sql = next(q.sql for q in VIEW_QUERIES if q.name == name)

@@ -365,7 +365,7 @@ ROWS_R4 = {
 }
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 @pytest.mark.parametrize("name", SHIPPED_VIEWS)
 def test_r4_rows_equal_plain_python(spark: Any, name: str) -> None:
     paths = _r4_paths()
@@ -377,7 +377,7 @@ def test_r4_rows_equal_plain_python(spark: Any, name: str) -> None:
     assert differences(actual, expected) == ([], [])
 
 
-@pytest.mark.slow
+@pytest.mark.spark
 @pytest.mark.parametrize("name", SHIPPED_VIEWS)
 def test_r5_rows_equal_plain_python(spark: Any, name: str) -> None:
     table, _ = commands.view_rows(spark, shipped_view(name, "R5"), source.list_files(str(R5_FIXTURE)))
