@@ -568,7 +568,7 @@ spark.stop()
 """
 
 
-@pytest.mark.spark
+@pytest.mark.job
 def test_local_catalog_lets_a_new_process_query_by_name(spark: Any, unique_name: str, tmp_path: Path) -> None:
     landing = tmp_path / "landing"
     generated = generate(landing, files=3, per_file=25, seed=35)

@@ -57,7 +57,7 @@ def _timeline(uri: str) -> list[str]:
     return sorted(p.name for p in (Path(uri) / ".hoodie").iterdir())
 
 
-@pytest.mark.spark
+@pytest.mark.job
 def test_a_job_killed_while_clustering_finishes_the_plan_and_takes_updates_into_its_files(
     spark: Any, tmp_path: Path
 ) -> None:
