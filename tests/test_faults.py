@@ -66,7 +66,7 @@ from harness.faults import POINTS
 
 from streaming.generate import generate
 
-pytestmark = pytest.mark.spark
+pytestmark = pytest.mark.job  # the harness runs and kills the job in other processes
 
 # The fate of the batch a kill at each point interrupted (harness/recovery.py): abandoned by the restart's recovery
 # (nothing of it counted; its files ingested again), finished by it from what Hudi had, or committed before the

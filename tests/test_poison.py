@@ -19,7 +19,7 @@ from streaming.bronze.records import WORKER_DIED
 from streaming.fhir.reasons import RECORD_TOO_LARGE
 from streaming.ledger import open_ledger
 
-pytestmark = pytest.mark.spark
+pytestmark = pytest.mark.job  # the job runs in its own process (a worker dies there)
 
 POISON_NAME = "poison-kills-worker"  # kills every worker that opens it
 PAIR = ("pair-a", "pair-b")  # kill a task that opens both: files that only die together
