@@ -115,7 +115,8 @@ class ViewsConfig:
 
     # Comma-separated: a shipped view by name (`encounter`, `patient`, ...) or the path of a ViewDefinition JSON file.
     # `encounter` (bronze_encounter, the ingest log and the quarantine) is always one of them; the others land in
-    # `bronze_<the view's name>` each, in the same batch, committed before bronze_encounter (docs/design.md, "Views").
+    # `bronze_<the view's name>` each, in the same batch, committed before bronze_encounter (docs/design.md,
+    # "Views besides encounter").
     run: str = "encounter"
     fhir_version: str = "R4"  # the FHIR version the views other than encounter are compiled for (R4 or R5)
 

@@ -122,10 +122,13 @@ def test_views_over_a_bulk_export_land_once_each_in_its_table(spark: Any, tmp_pa
     # Every view table is registered by name, with the columns it holds.
     for table in VIEW_TABLES:
         registered = json.loads((tmp_path / "warehouse" / "_catalog" / "bronze" / f"{table}.json").read_text())
-        names_in_catalog = [c["Name"] for c in registered["StorageDescriptor"]["Columns"]]
+        definition = registered["TableInput"]
+        names_in_catalog = [c["Name"] for c in definition["StorageDescriptor"]["Columns"]]
         held = [f.name for f in spark.read.format("hudi").load(config.table_uri(table)).schema.fields]
-        partitions = [k["Name"] for k in registered["PartitionKeys"]]
+        partitions = [k["Name"] for k in definition["PartitionKeys"]]
         assert names_in_catalog + partitions == held, table
+    registered = json.loads((tmp_path / "warehouse" / "_catalog" / "bronze" / "bronze_condition.json").read_text())
+    assert sorted(p["Values"] for p in registered["Partitions"]) == [["active"], ["resolved"]]
 
     # The same files again: the ledger keeps them out, no table changes.
     before = _timelines(config)

@@ -144,6 +144,7 @@ def _view(name: str = "thing", **extra: Any) -> dict[str, Any]:
     [
         (_view("Bad-Name"), "the view's name must be lower-case"),
         (_view("encounter"), "the view's name must be lower-case"),
+        (_view("encounter_ingest_log"), "is one of the job's own tables"),
         (
             {"name": "x", "resource": "Patient", "select": [{"column": [{"name": "sourcename", "path": "gender"}]}]},
             "column names the job adds itself",

@@ -305,11 +305,12 @@ def _view(table: ViewTable, batch: _Batch) -> None:
     fresh = not deps.writer.has_commits(spec)
     stored = None if fresh else _stored_view(deps, table)
     candidates = view_tables.winners(read.versions, table.resource)
+    found = None if stored is None else view_tables.stored_versions(stored)
     if counts.delete_requests:
-        found = None if stored is None else stored.groupBy(view_tables.RESOURCE_KEY).agg(F.max("precombine_ts"))
-        found = None if found is None else found.toDF(view_tables.RESOURCE_KEY, "precombine_ts")
         candidates = _settle_deletes(deps, candidates, found, batch.files, (view_tables.RESOURCE_KEY,))
     newest = view_tables.newest(candidates)
+    if found is not None:  # a late older version changes nothing, not even the rows its newer one lacks
+        newest = view_tables.not_older(newest, found)
     rows = view_tables.view_rows(table, newest, batch.started)
     if stored is not None:  # rows a newer version no longer gives become tombstones
         rows = rows.unionByName(view_tables.vanished(table, newest, rows, stored, batch.started))

@@ -111,6 +111,8 @@ def view_table(config: JobConfig, found: FoundView) -> ViewTable:
     many = definition is None or _many_rows(definition)
     partition_column = _partition_column(definition or {}, columns, found.origin)
     table = f"{TABLE_PREFIX}{name}"
+    if table in (config.tables.encounter, config.tables.ingest_log, config.tables.quarantine):
+        raise ConfigError(f"views.run: {found.origin}: the view's table {table} is one of the job's own tables")
     bronze = encounter_table(config)
     keys = (RESOURCE_KEY, ROW_INDEX) if many else (RESOURCE_KEY,)
     spec = TableSpec(
@@ -364,6 +366,27 @@ def _finish(table: ViewTable, rows: DataFrame, ingested_at: datetime) -> DataFra
         part = F.when(F.col("is_deleted"), F.lit(DELETED_PARTITION)).otherwise(hospital_partition(value))
         columns.append(part.alias(table.partition))
     return rows.select(*columns)
+
+
+def stored_versions(stored: DataFrame) -> DataFrame:
+    """(resource_key, precombine_ts) of each stored resource: the ordering of the version its rows are from.
+
+    Every row a version writes (tombstones of the rows it no longer gives included) carries its ordering, and a
+    version that loses writes nothing (not_older), so a resource's newest row ordering is its stored version's.
+    """
+    return stored.groupBy(RESOURCE_KEY).agg(F.max("precombine_ts").alias("precombine_ts"))
+
+
+def not_older(newest: DataFrame, stored: DataFrame) -> DataFrame:
+    """The winning versions the table takes: not older than the stored one (equal: the later batch wins, as Hudi).
+
+    Hudi orders row by row, so an older version with more rows than the stored one would otherwise add rows.
+    """
+    known = stored.select(RESOURCE_KEY, F.col("precombine_ts").alias("_stored"))
+    kept = newest.join(known, RESOURCE_KEY, "left").where(
+        F.col("_stored").isNull() | (F.col("precombine_ts") >= F.col("_stored"))
+    )
+    return kept.select(*newest.columns)
 
 
 def newest(candidates: DataFrame) -> DataFrame:
