@@ -119,6 +119,12 @@ def test_each_view_gets_its_table_key_and_partition() -> None:
             "Condition",
         ),
     }
+    # Only a view whose newer version may give fewer rows reads its stored rows each batch.
+    assert {name: t.rows_vary for name, t in tables.items()} == {
+        "patient": False,
+        "patient_name": True,
+        "condition": False,
+    }
     # The same ordering payload, global index and sizing as bronze_encounter.
     payload = "hoodie.datasource.write.payload.class"
     assert tables["patient"].spec.options[payload] == "org.apache.hudi.common.model.DefaultHoodieRecordPayload"
@@ -157,6 +163,12 @@ def test_a_view_the_job_cannot_land_is_refused_at_start(tmp_path: Path, view: di
     config = _config(**{"views.run": f"encounter,{_write(tmp_path, view)}"})
     with pytest.raises(conf.ConfigError, match=message):
         load_views(config)
+
+
+def test_a_view_with_a_where_reads_its_stored_rows(tmp_path: Path) -> None:
+    view = _view(where=[{"path": "gender = 'female'"}])
+    (table,) = load_views(_config(**{"views.run": f"encounter,{_write(tmp_path, view)}"}))
+    assert (table.many, table.rows_vary, table.keys) == (False, True, ("resource_key",))
 
 
 def test_two_views_of_one_name_are_refused(tmp_path: Path) -> None:

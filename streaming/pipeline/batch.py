@@ -303,16 +303,21 @@ def _view(table: ViewTable, batch: _Batch) -> None:
         return
     spec = table.spec
     fresh = not deps.writer.has_commits(spec)
-    stored = None if fresh else _stored_view(deps, table)
+    # The stored rows are read only when they matter: a view whose newer version may give fewer rows (rows_vary),
+    # or a batch with deletes (one without an event time is ordered against them). Otherwise Hudi's own ordering of
+    # the one row per resource is the rule.
+    stored = None if fresh or not (table.rows_vary or counts.delete_requests) else _stored_view(deps, table)
     candidates = view_tables.winners(read.versions, table.resource)
     found = None if stored is None else view_tables.stored_versions(stored)
     if counts.delete_requests:
         candidates = _settle_deletes(deps, candidates, found, batch.files, (view_tables.RESOURCE_KEY,))
     newest = view_tables.newest(candidates)
-    if found is not None:  # a late older version changes nothing, not even the rows its newer one lacks
-        newest = view_tables.not_older(newest, found)
-    rows = view_tables.view_rows(table, newest, batch.started)
-    if stored is not None:  # rows a newer version no longer gives become tombstones
+    if stored is None or found is None or not table.rows_vary:
+        rows = view_tables.view_rows(table, newest, batch.started)
+    else:
+        newest = view_tables.not_older(newest, found)  # a late older version changes nothing, not even row counts
+        rows = view_tables.view_rows(table, newest, batch.started)
+        # Rows a newer version no longer gives become tombstones.
         rows = rows.unionByName(view_tables.vanished(table, newest, rows, stored, batch.started))
     deps.fence()
     write = deps.writer.bulk_insert if fresh else deps.writer.upsert

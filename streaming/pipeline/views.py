@@ -65,6 +65,9 @@ class ViewTable:
     spec: TableSpec
     many: bool  # several rows per resource: the key includes row_index
     partition_column: str | None = None  # the view column the table is partitioned by
+    # A newer version may give fewer rows than the stored one (several rows per resource, or a view `where`): the
+    # stored rows are then read each batch, to turn the rows it lacks into tombstones.
+    rows_vary: bool = True
 
     @property
     def resource(self) -> str:
@@ -124,7 +127,8 @@ def view_table(config: JobConfig, found: FoundView) -> ViewTable:
         doc=_doc(view, found.origin, many, partition_column),
         options=bronze.options,  # the same ordering payload, global index and file sizing as bronze_encounter
     )
-    return ViewTable(name, view, spec, many, partition_column)
+    rows_vary = many or bool((definition or {}).get("where"))
+    return ViewTable(name, view, spec, many, partition_column, rows_vary)
 
 
 def _many_rows(definition: Any) -> bool:
