@@ -73,7 +73,7 @@ def _commits(warehouse: Path, table: str) -> int:
     return len(list(folder.glob("*.commit"))) if folder.exists() else 0
 
 
-def test_a_kill_between_two_view_tables_commits_leaves_each_table_exactly_once(spark: Any, tmp_path: Path) -> None:
+def test_a_kill_between_two_view_tables_commits_leaves_each_table_exactly_once(tmp_path: Path) -> None:
     landing, warehouse = tmp_path / "landing", tmp_path / "warehouse"
     ledger = SqliteLedgerView(warehouse / "_ledger" / "ledger.sqlite3")
     w1 = [

@@ -256,3 +256,35 @@ def test_the_encounter_only_split_is_unchanged() -> None:
     assert (patient.ref_map, patient.bundle_timestamp) == ({}, "2024-05-01T00:00:00Z")
     encounter = _split(None, _BUNDLE)[1]
     assert encounter.ref_map == {"urn:uuid:p": "Patient/p1"}
+
+
+def test_a_shipped_module_plugs_in_by_its_shipped_view_and_definition(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The seam as streaming/views/shipped.py fills it: shipped_view -> CompiledView, UnknownView, definition()."""
+    import sys
+    import types
+
+    from streaming.views.errors import ViewError
+
+    class UnknownView(ViewError):
+        pass
+
+    definitions = {"patient_name": json.loads(Path(PATIENT_NAME).read_text())}
+
+    def definition(name: str, fhir_version: str = "R4") -> dict[str, Any]:
+        if name not in definitions:
+            raise UnknownView(name)
+        return definitions[name]
+
+    module = types.ModuleType("streaming.views.shipped")
+    module.UnknownView = UnknownView  # type: ignore[attr-defined]
+    module.definition = definition  # type: ignore[attr-defined]
+    module.shipped_view = lambda name, version="R4": compile_view(definition(name, version), fhir_version=version)  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "streaming.views.shipped", module)
+    config = _config(**{"views.run": f"encounter,patient_name,{CONDITION}"})
+    tables = {t.name: (t.resource, t.many, t.rows_vary, t.spec.record_key) for t in load_views(config)}
+    assert tables == {
+        "patient_name": ("Patient", True, True, "resource_key,row_index"),  # read from the shipped definition
+        "condition": ("Condition", False, False, "resource_key"),
+    }
+    with pytest.raises(conf.ConfigError, match="'practitioner' is no shipped view"):
+        find_view("practitioner", "R4")

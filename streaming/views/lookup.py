@@ -2,8 +2,10 @@
 
 The shipped views (`streaming/views/shipped.py`, when present) plug in through one function,
 `shipped_view(name, fhir_version)`, returning the ViewDefinition (parsed JSON) or a compiled view, and raising
-KeyError (or returning None) for a name it does not ship. Without that module no name is shipped here: `encounter`
-is the bronze table's own mapping and never looked up.
+KeyError or the module's `UnknownView` (or returning None) for a name it does not ship. When the module also has
+`definition(name, fhir_version)` (the parsed JSON), a compiled view's definition is taken from it: the job reads its
+key, `where` and partition from the definition. Without that module no name is shipped here: `encounter` is the
+bronze table's own mapping and never looked up.
 """
 
 from __future__ import annotations
@@ -32,16 +34,34 @@ class FoundView:
     origin: str  # the `views.run` entry it came from, for messages
 
 
-def _shipped_lookup() -> ShippedLookup | None:
-    """`streaming.views.shipped.shipped_view`, when that module exists."""
+def _shipped_module() -> Any:
+    """`streaming.views.shipped`, when that module exists; None otherwise."""
     try:
-        module = importlib.import_module("streaming.views.shipped")
+        return importlib.import_module("streaming.views.shipped")
     except ModuleNotFoundError as exc:
         if exc.name != "streaming.views.shipped":
             raise
         return None
-    lookup: ShippedLookup | None = getattr(module, "shipped_view", None)
-    return lookup
+
+
+def _shipped(entry: str, fhir_version: str, lookup: ShippedLookup) -> Mapping[str, Any] | CompiledView | None:
+    """What the shipped lookup gives for `entry`; None for a name it does not ship."""
+    unknown: type[Exception] = getattr(_shipped_module(), "UnknownView", KeyError)
+    try:
+        return lookup(entry, fhir_version)
+    except (KeyError, unknown):
+        return None
+    except ViewError as exc:  # a shipped view that does not compile: a bug to name, not a missing name
+        raise ConfigError(f"views.run: shipped view {entry!r}: {exc}") from None
+
+
+def _shipped_definition(entry: str, fhir_version: str) -> Mapping[str, Any] | None:
+    """The shipped view's definition, when the shipped module hands it out (`definition(name, fhir_version)`)."""
+    definition = getattr(_shipped_module(), "definition", None)
+    if definition is None:
+        return None
+    found: Mapping[str, Any] = definition(entry, fhir_version)
+    return found
 
 
 def is_path(entry: str) -> bool:
@@ -52,15 +72,11 @@ def is_path(entry: str) -> bool:
 def find_view(entry: str, fhir_version: str, shipped: ShippedLookup | None = None) -> FoundView:
     """The view `entry` names, compiled for `fhir_version`: a shipped name first, then a file (else ConfigError)."""
     if not is_path(entry):
-        lookup = shipped or _shipped_lookup()
-        found: Mapping[str, Any] | CompiledView | None = None
-        if lookup is not None:
-            try:
-                found = lookup(entry, fhir_version)
-            except KeyError:
-                found = None
+        lookup = shipped or getattr(_shipped_module(), "shipped_view", None)
+        found = None if lookup is None else _shipped(entry, fhir_version, lookup)
         if isinstance(found, CompiledView):
-            return FoundView(found, None, entry)
+            definition = None if shipped is not None else _shipped_definition(entry, fhir_version)
+            return FoundView(found, definition, entry)
         if found is not None:
             return FoundView(_compile(found, fhir_version, entry), found, entry)
         if not Path(entry).is_file():
