@@ -110,6 +110,18 @@ class LayoutConfig:
 
 
 @dataclass(frozen=True)
+class ViewsConfig:
+    """Which SQL on FHIR ViewDefinitions the job runs; each lands in its own Hudi table `bronze_<view name>`."""
+
+    # Comma-separated: a shipped view by name (`encounter`, `patient`, ...) or the path of a ViewDefinition JSON file.
+    # `encounter` (bronze_encounter, the ingest log and the quarantine) is always one of them; the others land in
+    # `bronze_<the view's name>` each, in the same batch, committed before bronze_encounter (docs/design.md,
+    # "Views besides encounter").
+    run: str = "encounter"
+    fhir_version: str = "R4"  # the FHIR version the views other than encounter are compiled for (R4 or R5)
+
+
+@dataclass(frozen=True)
 class StatusConfig:
     """When `status` calls the stream BEHIND or STALLED, and how much of the source it lists to tell."""
 
@@ -156,6 +168,7 @@ class JobConfig:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     layout: LayoutConfig = field(default_factory=LayoutConfig)
     status: StatusConfig = field(default_factory=StatusConfig)
+    views: ViewsConfig = field(default_factory=ViewsConfig)
 
     @property
     def checkpoint_uri(self) -> str:
@@ -313,6 +326,7 @@ def load(file: str | Path | None = None, overrides: Mapping[str, Any] | None = N
     _check_status(config.status)
     _check_names(config)
     _check_ranges(config)
+    _check_views(config)
     if config.key_scope not in KEY_SCOPES:
         raise ConfigError(f"key_scope must be one of {', '.join(KEY_SCOPES)}, got {config.key_scope!r}")
     local = local_path_of(config.warehouse)
@@ -407,6 +421,27 @@ def _check_names(config: JobConfig) -> None:
         if "'" in value or "," in value:
             # Hudi's table services take the location inside a quoted SQL string with ','-separated options.
             raise ConfigError(f"{key} must not contain a quote (') or a comma: {value}")
+
+
+ENCOUNTER_VIEW = "encounter"
+
+
+def view_entries(config: JobConfig) -> tuple[str, ...]:
+    """`views.run` as its entries, in order, without `encounter` (always run) and without repeats."""
+    entries = (e.strip() for e in config.views.run.split(","))
+    return tuple(dict.fromkeys(e for e in entries if e and e != ENCOUNTER_VIEW))
+
+
+def _check_views(config: JobConfig) -> None:
+    names = [e.strip() for e in config.views.run.split(",")]
+    if ENCOUNTER_VIEW not in names:
+        raise ConfigError(
+            f"views.run must include {ENCOUNTER_VIEW} (bronze_encounter anchors the batch), got {config.views.run!r}"
+        )
+    if config.views.fhir_version not in ("R4", "R5"):
+        raise ConfigError(f"views.fhir_version must be R4 or R5, got {config.views.fhir_version!r}")
+    if view_entries(config) and config.key_scope != "id":
+        raise ConfigError("views other than encounter need key_scope = id (a view's key is its resource's id)")
 
 
 def _check_layout(layout: LayoutConfig) -> None:

@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from streaming.adapters.storage import FileReadError, open_uri
 from streaming.config import FhirConfig
-from streaming.fhir.parse import FileSplitter, Record
+from streaming.fhir.parse import ENCOUNTER_ONLY, FileSplitter, Record
 from streaming.fhir.reasons import RECORD_TOO_LARGE, UNREADABLE
 
 if TYPE_CHECKING:
@@ -152,9 +152,11 @@ def _arrow(rows: list[tuple[object, ...]]) -> pa.RecordBatch:
     )
 
 
-def split_files(limits: FhirConfig, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """mapInArrow body: files in, records out, flushed in bounded Arrow batches."""
-    splitter = FileSplitter(limits)
+def split_files(
+    limits: FhirConfig, batches: Iterator[pa.RecordBatch], types: frozenset[str] = ENCOUNTER_ONLY
+) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body: files in, records out (resources of `types`), flushed in bounded Arrow batches."""
+    splitter = FileSplitter(limits, types)
     pending: list[tuple[object, ...]] = []
     pending_bytes = 0
     for batch in batches:
@@ -189,8 +191,10 @@ def poison_records(spark: SparkSession, files: Sequence[LandedFile]) -> DataFram
     return spark.createDataFrame(rows, __getattr__("RECORD_SCHEMA"))
 
 
-def read_records(spark: SparkSession, files: Sequence[LandedFile], limits: FhirConfig) -> DataFrame:
-    """Records of `files`: resources, deletes, skipped resources and quarantined input, one row each."""
+def read_records(
+    spark: SparkSession, files: Sequence[LandedFile], limits: FhirConfig, types: frozenset[str] = ENCOUNTER_ONLY
+) -> DataFrame:
+    """Records of `files`: resources and deletes (of `types`), skipped resources and quarantined input, one row each."""
     slices = max(1, min(len(files), spark.sparkContext.defaultParallelism))  # one task per core: measured fastest
     # Largest first, dealt round-robin (parallelize cuts the list into contiguous slices), so the big files
     # spread over tasks instead of sharing one.
@@ -198,4 +202,4 @@ def read_records(spark: SparkSession, files: Sequence[LandedFile], limits: FhirC
     dealt = [ordered[i] for s in range(slices) for i in range(s, len(ordered), slices)]
     rdd = spark.sparkContext.parallelize([(f.uri, f.length, f.modified) for f in dealt], slices)
     listing = spark.createDataFrame(rdd, "uri string, length long, modified timestamp")
-    return listing.mapInArrow(lambda batches: split_files(limits, iter(batches)), __getattr__("RECORD_SCHEMA"))
+    return listing.mapInArrow(lambda batches: split_files(limits, iter(batches), types), __getattr__("RECORD_SCHEMA"))

@@ -14,6 +14,7 @@ tables at job start; the parts live beside it:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from streaming.catalog.defs import TableDef, table_def, table_defs
@@ -55,11 +56,12 @@ def open_catalog(config: JobConfig, spark: SparkSession) -> Catalog:
     raise ConfigError(f"unknown catalog.backend {backend!r} (glue, local or none)")
 
 
-def ensure_catalog(spark: SparkSession, config: JobConfig) -> Catalog:
-    """Open the configured catalog and register the three tables (job start); `none` derives nothing."""
+def ensure_catalog(spark: SparkSession, config: JobConfig, views: Sequence[TableDef] = ()) -> Catalog:
+    """Open the configured catalog and register the three tables and the `views` tables (job start); `none` derives
+    nothing."""
     catalog = open_catalog(config, spark)
     if config.catalog.backend != "none":
-        catalog.ensure(table_defs(spark, config))
+        catalog.ensure((*table_defs(spark, config), *views))
     return catalog
 
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 def batch_line(result: BatchResult) -> dict[str, Any]:
     """One batch as the structured line printed when stdout is not a terminal (ids and counts, never content)."""
     stats, lag = result.stats, result.lag_seconds
-    return {
+    line: dict[str, Any] = {
         "event": "batch",
         "batch_id": result.batch_id,
         "batch_key": result.batch_key,
@@ -44,6 +44,13 @@ def batch_line(result: BatchResult) -> dict[str, Any]:
         "services": list(result.services),
         "services_failed": list(result.services_failed),
     }
+    if result.views:  # only when views besides encounter run: the Encounter-only line stays as it was
+        line["views"] = {
+            name: {**stats.as_dict(), "seconds": result.timings.get(f"view_{name}")}
+            for name, stats in result.views.items()
+        }
+        line["timings"] = dict(result.timings)
+    return line
 
 
 def summary_line(summary: RunSummary) -> str:

@@ -25,6 +25,7 @@ SETTING_FLAGS = (
     "ledger.backend",
     "ledger.table",
     "ledger.path",
+    "views.run",
 )
 
 
@@ -98,6 +99,14 @@ def settings_parent() -> argparse.ArgumentParser:
         metavar="FILE",
         help="SQLite file of the ledger, for --ledger-backend sqlite (default: "
         "<warehouse>/_ledger/ledger.sqlite3). e.g. --ledger-path /var/lib/bronze/ledger.sqlite3",
+    )
+    group.add_argument(
+        "--views",
+        dest="views.run",
+        metavar="LIST",
+        help="the views to run, comma-separated: shipped views by name or ViewDefinition JSON files; each but "
+        "encounter lands in its own table bronze_<view name> (default: the settings file's views.run, encounter). "
+        "e.g. --views encounter,patient,views/condition.json",
     )
     group.add_argument(
         "--set",

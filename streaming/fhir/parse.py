@@ -5,8 +5,9 @@ each. Spark's JSON reader handles one shape per read (`multiLine=true` keeps onl
 cannot read a pretty file), so each file is read as a byte stream (`bytestream.py`: gzip, BOM, UTF-8, size limits,
 NDJSON or one document, JSON syntax) and its JSON values are turned here into records:
 
-- `resource`: an Encounter, with its original JSON text and the Bundle context needed to resolve references;
-- `delete`: a Bundle entry asking to delete an Encounter;
+- `resource`: an Encounter (or a resource of another type a running view reads), with its original JSON text and
+  the Bundle context needed to resolve references;
+- `delete`: a Bundle entry asking to delete an Encounter (or a resource of a type a running view reads);
 - `skipped`: a well-formed resource of another type (counted, not kept);
 - `quarantine`: anything that cannot become a row, with a reason code and a bounded slice of the raw text.
 
@@ -217,11 +218,20 @@ class _BundleIndex:
         return _texts(ref_map), _texts(ref_names)
 
 
-class FileSplitter:
-    """Turn a file's bytes into Records; one instance per set of limits, reused across files."""
+# The resource types that become records by default: the Encounter-only job's.
+ENCOUNTER_ONLY: frozenset[str] = frozenset({"Encounter"})
 
-    def __init__(self, limits: FhirConfig) -> None:
+
+class FileSplitter:
+    """Turn a file's bytes into Records; one instance per set of limits, reused across files.
+
+    `types`: the resource types that become `resource` and `delete` records (the running views'); every other
+    well-formed resource is `skipped`.
+    """
+
+    def __init__(self, limits: FhirConfig, types: frozenset[str] = ENCOUNTER_ONLY) -> None:
         self.limits = limits
+        self.types = types
 
     def split(self, raw: IO[bytes], size: int | None = None) -> Iterator[Record]:
         """Yield the records of one file; never raises for bad content (that becomes a quarantine record).
@@ -249,7 +259,7 @@ class FileSplitter:
         limit = self.limits.max_depth
         if text.count("{") + text.count("[") > limit and _depth_exceeds(value, limit):
             yield self._quarantine(position, TOO_DEEP, f"nesting deeper than {limit}", text)
-        elif rtype == "Encounter":
+        elif rtype in self.types:
             yield self._resource(value, position, text, {}, {})
         else:
             yield Record("skipped", position, resource_type=_text(rtype))
@@ -298,7 +308,7 @@ class FileSplitter:
             yield self._quarantine(where, BAD_BUNDLE_ENTRY, "entry has no FHIR resource", _slice_of(entry))
             return
         rtype = resource["resourceType"]
-        if rtype == "Encounter":
+        if rtype in self.types:
             ref_map, ref_names = index.context(resource)
             yield _stamped(self._resource(resource, where, _resource_text(resource), ref_map, ref_names), bundle, entry)
         elif rtype == "Bundle":
@@ -309,14 +319,15 @@ class FileSplitter:
     def _delete(self, position: str, request: dict[str, Any], entry: dict[str, Any]) -> Record:
         url = request.get("url")
         rtype, rid = _delete_target(url) if isinstance(url, str) else (None, None)
-        if rtype != "Encounter":
+        if rtype is None or rtype not in self.types:
             return Record("skipped", position, resource_type=_text(rtype) if rtype else None)
         if rid is None or not _FHIR_ID.fullmatch(rid):
             # A conditional delete (`Encounter?identifier=...`) or a malformed id names no row to delete.
+            article = "an" if rtype[:1] in "AEIOU" else "a"
             return self._quarantine(
-                position, BAD_BUNDLE_ENTRY, "DELETE of an Encounter without a literal id", _slice_of(entry)
+                position, BAD_BUNDLE_ENTRY, f"DELETE of {article} {rtype} without a literal id", _slice_of(entry)
             )
-        return Record("delete", position, resource_type="Encounter", resource_id=rid)
+        return Record("delete", position, resource_type=rtype, resource_id=rid)
 
     def _resource(
         self,
@@ -330,7 +341,7 @@ class FileSplitter:
         return Record(
             "resource",
             position,
-            resource_type="Encounter",
+            resource_type=_text(value["resourceType"]),
             resource_id=_text(rid) if isinstance(rid, str) else None,
             resource_json=text,
             ref_map=ref_map,

@@ -78,6 +78,20 @@ def table_uris(config: JobConfig) -> dict[str, str]:
     return {name: config.table_uri(name) for name in names}
 
 
+# A view's table (views.run): `bronze_<view name>` under the warehouse; found by name once the job has written it.
+_VIEW_TABLE = re.compile(r"^bronze_[a-z][a-z0-9_]{0,100}$")
+
+
+def view_table_uris(config: JobConfig, named: set[str]) -> dict[str, str]:
+    """The views' tables the SQL names (`bronze_<view name>`) that exist under the warehouse, by name -> where."""
+    found = {}
+    for name in sorted(named):
+        uri = config.table_uri(name)
+        if _VIEW_TABLE.match(name) and name not in table_uris(config) and _table_exists(uri):
+            found[name] = uri
+    return found
+
+
 def table_schemas(config: JobConfig) -> dict[str, pa.Schema]:
     """The schema hudi-rs reads for each table (meta fields first), used for a table that does not exist yet.
 
@@ -617,12 +631,14 @@ def stream(config: JobConfig, sql: str, *, as_of: str | None = None) -> Iterator
     """
     import duckdb
 
-    uris = table_uris(config)
     named = _table_names(sql)
+    uris = {**table_uris(config), **view_table_uris(config, named)}
     empty = table_schemas(config)
     if any(name.lower() in named for name in uris):
         require_tables(config)
-    opened = {name: _open(name, uri, empty[name]) for name, uri in uris.items() if name.lower() in named}
+    opened = {
+        name: _open(name, uri, empty.get(name, pa.schema([]))) for name, uri in uris.items() if name.lower() in named
+    }
     con = _connect()
     sources: dict[str, tuple[Any, TableRead]] = {}
     try:

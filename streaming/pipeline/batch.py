@@ -6,6 +6,10 @@ reported under its name, and the fault harness kills the job after each (`after_
 looks at every open intent: ingest-log row present -> only the ledger commit is missing; bronze commit present ->
 write the log row from the commit's statistics, then commit; neither -> nothing of the batch counts: abandon the
 intent and let the replay (or a re-listing) ingest the files again.
+
+The views besides encounter (`pipeline/views.py`) each write their table in a step of their own, `view_<name>`,
+between the quarantine and bronze: bronze's commit, which recovery looks for, is then only ever there once every
+view's table has committed the batch, and a crash before it replays the batch, whose upserts rewrite the same rows.
 """
 
 from __future__ import annotations
@@ -39,7 +43,9 @@ from streaming.lakehouse.hudi import (
 )
 from streaming.lakehouse.hudi import quarantine_table as quarantine_spec
 from streaming.ledger import BatchIntent, Fence, LeaseLost, Ledger
+from streaming.pipeline import views as view_tables
 from streaming.pipeline.failures import worker_died
+from streaming.pipeline.views import ViewStats, ViewTable
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -96,6 +102,8 @@ class BatchDeps:
     # Called with `after_<step>` as each of STEPS completes: the fault harness kills or freezes the job there.
     # Nothing in production passes one.
     hook: Callable[[str], None] = lambda step: None
+    # The views run besides encounter (views.run), each into its own table; none: the Encounter-only job.
+    views: tuple[ViewTable, ...] = ()
 
     @property
     def encounter(self) -> TableSpec:
@@ -124,6 +132,8 @@ class BatchResult:
     ended_at: datetime | None = None
     services: tuple[str, ...] = ()  # table services run after the batch was committed (e.g. clustering)
     services_failed: tuple[str, ...] = ()  # those of them that failed (best effort: ingestion went on)
+    timings: Mapping[str, float] = field(default_factory=dict)  # seconds per step (STEPS and the views' steps)
+    views: Mapping[str, ViewStats] = field(default_factory=dict)  # what each view's table got (views.run)
 
     @property
     def lag_seconds(self) -> float | None:
@@ -162,6 +172,7 @@ class _Batch:
     instant: str | None = None  # the bronze commit, when the batch wrote one
     services: tuple[str, ...] = ()
     failed: tuple[str, ...] = ()
+    views: dict[str, ViewStats] = field(default_factory=dict)
 
     @property
     def uris(self) -> tuple[str, ...]:
@@ -186,7 +197,7 @@ def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchRe
         return BatchResult(None, (), batch.already, BatchStats(), batch_id, seconds, ended_at=deps.clock())
     timings: dict[str, float] = {}
     try:
-        for step in STEPS:
+        for step in batch_steps(deps.views):
             lap = time.monotonic()
             step.run(batch)
             timings[step.name] = round(time.monotonic() - lap, 2)
@@ -206,6 +217,8 @@ def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchRe
         ended_at=deps.clock(),
         services=batch.services,
         services_failed=batch.failed,
+        timings=timings,
+        views=dict(batch.views),
     )
 
 
@@ -235,9 +248,13 @@ def _read_step(batch: _Batch) -> None:
 def _quarantine(batch: _Batch) -> None:
     """Quarantine upsert of the rejected records, keyed by sha256(file, position): a rewrite replaces them."""
     deps, read = batch.deps, _rows_of(batch)
-    if not batch.stats.rows_rejected:
+    views_rejected = read.versions is not None and any(c.rejected for c in read.counts.values())
+    if not (batch.stats.rows_rejected or views_rejected):
         return
     rejected = quarantine_rows(read.rows, batch.key, batch.batch_id, batch.started)
+    if views_rejected and read.versions is not None:
+        bad = view_tables.rejected(read.versions, deps.views, deps.config.fhir.raw_slice_chars)
+        rejected = rejected.unionByName(quarantine_rows(bad, batch.key, batch.batch_id, batch.started))
     deps.fence()  # Hudi has no lock of its own: a writer that lost its lease must not start a write
     deps.writer.upsert(deps.quarantine, rejected, {BATCH_KEY: batch.key})
     _register(deps, table_def(deps.quarantine, rejected.schema))
@@ -258,7 +275,7 @@ def _bronze(batch: _Batch) -> None:
     stored = None
     if stats.delete_requests:
         stored = None if fresh else _stored_versions(deps)
-        candidates = _settle_deletes(deps, candidates, stored, batch.files)
+        candidates = _settle_deletes(deps, candidates, stored, batch.files, keys)
     # Persisted: counted against the table before and after the write, the per-key aggregation runs once.
     written = bronze_rows(candidates, keys).persist()
     try:
@@ -275,6 +292,45 @@ def _bronze(batch: _Batch) -> None:
     batch.stats, batch.instant = stats, commit.instant if commit else None
     # New hospitals become catalog partitions; a crash before this line heals at the next start (ensure).
     _register(deps, table_def(deps.encounter, written.schema), commit.partitions if commit else ())
+
+
+def _view(table: ViewTable, batch: _Batch) -> None:
+    """Upsert of one view's rows into its table (a bulk insert into a table without a commit), before bronze."""
+    deps, read = batch.deps, _rows_of(batch)
+    counts = read.counts.get(table.resource, ViewStats())
+    if read.versions is None or not (counts.versions or counts.delete_requests):
+        batch.views[table.name] = counts
+        return
+    spec = table.spec
+    fresh = not deps.writer.has_commits(spec)
+    # The stored rows are read only when they matter: a view whose newer version may give fewer rows (rows_vary),
+    # or a batch with deletes (one without an event time is ordered against them). Otherwise Hudi's own ordering of
+    # the one row per resource is the rule.
+    stored = None if fresh or not (table.rows_vary or counts.delete_requests) else _stored_view(deps, table)
+    candidates = view_tables.winners(read.versions, table.resource)
+    found = None if stored is None else view_tables.stored_versions(stored)
+    if counts.delete_requests:
+        candidates = _settle_deletes(deps, candidates, found, batch.files, (view_tables.RESOURCE_KEY,))
+    newest = view_tables.newest(candidates)
+    if stored is None or found is None or not table.rows_vary:
+        rows = view_tables.view_rows(table, newest, batch.started)
+    else:
+        newest = view_tables.not_older(newest, found)  # a late older version changes nothing, not even row counts
+        rows = view_tables.view_rows(table, newest, batch.started)
+        # Rows a newer version no longer gives become tombstones.
+        rows = rows.unionByName(view_tables.vanished(table, newest, rows, stored, batch.started))
+    deps.fence()
+    write = deps.writer.bulk_insert if fresh else deps.writer.upsert
+    write(spec, rows, {BATCH_KEY: batch.key, BATCH_STATS: json.dumps(counts.as_dict(), sort_keys=True)})
+    commit = deps.writer.find_commit(spec, batch.key)
+    written = commit.inserts + commit.updates if commit else 0
+    batch.views[table.name] = replace(counts, rows_written=written)
+    _register(deps, table_def(spec, rows.schema), commit.partitions if commit else ())
+
+
+def _stored_view(deps: BatchDeps, table: ViewTable) -> DataFrame:
+    """The key, ordering and is_deleted of every stored row of a view's table (it has a commit)."""
+    return deps.writer.read(table.spec).select(*table.keys, "precombine_ts", "is_deleted")
 
 
 def _ingest_log(batch: _Batch) -> None:
@@ -342,6 +398,15 @@ STEPS: tuple[Step, ...] = (
 )
 
 
+def batch_steps(views: Sequence[ViewTable]) -> tuple[Step, ...]:
+    """The steps of a batch: STEPS, with each view's step (`view_<name>`) after the quarantine, before bronze."""
+    if not views:
+        return STEPS
+    at = next(i for i, step in enumerate(STEPS) if step.name == "bronze")
+    own = tuple(Step(v.step, functools.partial(_view, v)) for v in views)
+    return (*STEPS[:at], *own, *STEPS[at:])
+
+
 def readme_steps() -> str:
     """The design page's step list (docs/design.md), made from STEPS."""
     lines = ["1. `list`: the batch's files, less those the ledger has committed (nothing left: nothing to do);"]
@@ -398,10 +463,47 @@ class _Read:
     rows: DataFrame
     stats: BatchStats
     cached: tuple[DataFrame, ...]
+    # The views' resource versions, checked and ordered (views.checked_versions), and their counts by resource
+    # type; None and empty when only encounter runs.
+    versions: DataFrame | None = None
+    counts: Mapping[str, ViewStats] = field(default_factory=dict)
 
     def unpersist(self) -> None:
         for df in self.cached:
             df.unpersist()
+
+
+@dataclass(frozen=True)
+class _Part:
+    """What reading some of a batch's files gives: the flattened rows, the views' versions, the cached records."""
+
+    rows: DataFrame
+    versions: DataFrame | None = None
+    records: DataFrame | None = None  # cached once for the Encounter path and the views alike
+
+    @property
+    def cached(self) -> tuple[DataFrame, ...]:
+        return tuple(df for df in (self.rows, self.versions, self.records) if df is not None)
+
+    def unpersist(self) -> None:
+        for df in self.cached:
+            df.unpersist()
+
+    def fill(self) -> None:
+        """Read now: the caches are filled, so this part is not read again together with the others."""
+        self.rows.count()
+        if self.versions is not None:
+            self.versions.count()
+
+
+def _assemble(parts: Sequence[_Part]) -> _Read:
+    """The batch's read from its parts: rows and versions unioned, every statistic in one aggregation each."""
+    rows = functools.reduce(lambda a, b: a.unionByName(b), [p.rows for p in parts])
+    found = [p.versions for p in parts if p.versions is not None]
+    versions = functools.reduce(lambda a, b: a.unionByName(b), found) if found else None
+    counts = view_tables.type_counts(versions) if versions is not None else {}
+    cached = tuple(df for p in parts for df in p.cached)
+    return _Read(rows, _aggregate(rows), cached, versions, counts)
 
 
 def _read_apart(deps: BatchDeps, files: Sequence[LandedFile], started: datetime) -> _Read:
@@ -414,7 +516,7 @@ def _read_apart(deps: BatchDeps, files: Sequence[LandedFile], started: datetime)
     """
     whole = _read(deps, files, started)
     try:
-        return _Read(whole, _aggregate(whole), (whole,))
+        return _assemble([whole])
     except Exception as exc:
         whole.unpersist()
         if not worker_died(exc):
@@ -429,13 +531,12 @@ def _read_apart(deps: BatchDeps, files: Sequence[LandedFile], started: datetime)
             [f.uri for f in poison],
         )
         parts.append(_read(deps, [], started, poison=poison))
-    rows = functools.reduce(lambda a, b: a.unionByName(b), parts)
-    return _Read(rows, _aggregate(rows), tuple(parts))
+    return _assemble(parts)
 
 
 def _land(
     deps: BatchDeps, files: Sequence[LandedFile], started: datetime, *, died: int = 0
-) -> tuple[list[DataFrame], list[LandedFile]]:
+) -> tuple[list[_Part], list[LandedFile]]:
     """Read `files` as one finished (cached) part; on a worker death, each half apart; a file alone gets two tries.
 
     `died`: how often reading exactly these files already killed a worker. Returns the parts that landed and the
@@ -444,7 +545,7 @@ def _land(
     while died < (2 if len(files) == 1 else 1):
         part = _read(deps, files, started)
         try:
-            part.count()  # fills the cache: this part is read now, not together with the others at the write
+            part.fill()  # fills the cache: this part is read now, not together with the others at the write
             return [part], []
         except Exception as exc:
             part.unpersist()
@@ -459,18 +560,35 @@ def _land(
     return first + second, first_poison + second_poison
 
 
-def _read(
-    deps: BatchDeps, files: Sequence[LandedFile], started: datetime, poison: Sequence[LandedFile] = ()
-) -> DataFrame:
-    """The batch's flattened records, cached for the statistics and the writes; `poison` files are quarantined."""
+def _read(deps: BatchDeps, files: Sequence[LandedFile], started: datetime, poison: Sequence[LandedFile] = ()) -> _Part:
+    """The batch's flattened records, cached for the statistics and the writes; `poison` files are quarantined.
+
+    With views, the split records are cached once: the Encounter path flattens its records from them, the views
+    check theirs (views.checked_versions).
+    """
     fhir = deps.config.fhir
     readable = [f for f in files if f not in poison]
-    records = read_records(deps.spark, readable, fhir) if readable else None
+    types = view_tables.resource_types(deps.views)
+    records = read_records(deps.spark, readable, fhir, types) if readable else None
     if poison:
         quarantined = poison_records(deps.spark, poison)
         records = quarantined if records is None else records.unionByName(quarantined)
     assert records is not None  # a batch has at least one file
-    rows = flatten(
+    if not deps.views:
+        return _Part(only_positions(_flatten(deps, records, started), deps.positions).persist())
+    records = records.persist()
+    rows = _flatten(deps, view_tables.encounter_records(records, deps.views), started)
+    own = sorted({v.resource for v in deps.views})
+    versions = view_tables.checked_versions(records, own, fhir.future_tolerance_hours)
+    return _Part(
+        only_positions(rows, deps.positions).persist(), only_positions(versions, deps.positions).persist(), records
+    )
+
+
+def _flatten(deps: BatchDeps, records: DataFrame, started: datetime) -> DataFrame:
+    """The Encounter path's rows of `records` (flatten, with the job's settings)."""
+    fhir = deps.config.fhir
+    return flatten(
         records,
         ingested_at=started,
         keep_resource_json=fhir.keep_resource_json,
@@ -479,7 +597,6 @@ def _read(
         key_scope=deps.config.key_scope,
         source=deps.config.source,
     )
-    return only_positions(rows, deps.positions).persist()
 
 
 def only_positions(rows: DataFrame, positions: Mapping[str, frozenset[str]]) -> DataFrame:
@@ -524,7 +641,11 @@ def decision_key(uri: str, version: str, position: str) -> str:
 
 
 def _settle_deletes(
-    deps: BatchDeps, candidates: DataFrame, stored: DataFrame | None, files: Sequence[LandedFile]
+    deps: BatchDeps,
+    candidates: DataFrame,
+    stored: DataFrame | None,
+    files: Sequence[LandedFile],
+    keys: Sequence[str] = ("encounter_id",),
 ) -> DataFrame:
     """Order each DELETE without a time as it was ordered the first time its file version was read.
 
@@ -533,7 +654,7 @@ def _settle_deletes(
     a newer version re-created since would be deleted. So the first decision per (file version, position) is kept
     in the ledger, before the write, and reused.
     """
-    settled = settle_timeless_deletes(candidates, stored, deps.encounter.key_columns)
+    settled = settle_timeless_deletes(candidates, stored, keys)
     found = settled.where(timeless_delete()).select(
         "sourcename", "source_position", F.unix_micros("precombine_ts").alias("micros")
     )
@@ -541,16 +662,16 @@ def _settle_deletes(
     if not rows:
         return settled
     versions = {f.uri: file_version(f) for f in files}
-    keys = {(r.sourcename, r.source_position): decision_key(r.sourcename, versions[r.sourcename], r.source_position)
-            for r in rows}  # fmt: skip
-    known = deps.ledger.decisions(keys.values())
-    fresh = {keys[(r.sourcename, r.source_position)]: str(r.micros) for r in rows}
+    decided_as = {(r.sourcename, r.source_position): decision_key(r.sourcename, versions[r.sourcename],
+                  r.source_position) for r in rows}  # fmt: skip
+    known = deps.ledger.decisions(decided_as.values())
+    fresh = {decided_as[(r.sourcename, r.source_position)]: str(r.micros) for r in rows}
     fresh = {k: v for k, v in fresh.items() if k not in known}
     if fresh:
         deps.ledger.decide(fresh, deps.fence())
     if not known:
         return settled
-    reused = [(src, pos, int(known[k])) for (src, pos), k in keys.items() if k in known]
+    reused = [(src, pos, int(known[k])) for (src, pos), k in decided_as.items() if k in known]
     decided = deps.spark.createDataFrame(reused, "sourcename string, source_position string, _decided long")
     ordering = F.coalesce(F.timestamp_micros("_decided"), F.col("precombine_ts"))
     joined = settled.join(F.broadcast(decided), ["sourcename", "source_position"], "left")

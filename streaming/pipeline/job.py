@@ -126,18 +126,25 @@ def writer_deps(
     The catalog is ensured first: the tables exist by name from the first run, and partitions a crash left
     unregistered (between a Hudi commit and the catalog call) are added back.
     """
-    from streaming.catalog import ensure_catalog
+    from streaming.catalog import ensure_catalog, table_def
+    from streaming.pipeline.views import empty_rows, load_views
 
+    views = load_views(config)
     writer = HudiWriter(spark)
     writer.check_key(encounter_table(config))
+    for view in views:
+        writer.check_key(view.spec)
+    now = datetime.now(UTC)
+    defs = [table_def(v.spec, empty_rows(v, spark, now).schema) for v in views]
     deps = BatchDeps(
         spark=spark,
         config=config,
         ledger=ledger,
         writer=writer,
         run_id=run_id,
-        catalog=ensure_catalog(spark, config),
+        catalog=ensure_catalog(spark, config, defs),
         fence=lease.check,
+        views=views,
     )
     return dataclasses.replace(deps, hook=hook) if hook else deps
 
