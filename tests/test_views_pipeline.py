@@ -72,11 +72,14 @@ def test_a_shipped_name_is_looked_up_first_then_a_file() -> None:
         find_view("practitioner", "R4", shipped)
 
 
-def test_without_a_shipped_module_no_name_is_shipped() -> None:
-    if (Path(conf.__file__).parent / "views" / "shipped.py").exists():
-        pytest.skip("the shipped views are on this branch")
-    with pytest.raises(conf.ConfigError, match="no shipped view"):
-        find_view("patient", "R4")
+def test_a_shipped_name_finds_the_shipped_view_and_its_definition() -> None:
+    from streaming.views import shipped
+
+    found = find_view("patient", "R4")
+    assert (found.view.name, found.view.resource) == ("patient", "Patient")
+    assert found.definition == shipped.definition("patient", "R4")
+    with pytest.raises(conf.ConfigError, match="'no_such_view' is no shipped view and no ViewDefinition file"):
+        find_view("no_such_view", "R4")
 
 
 def test_a_compiled_shipped_view_keys_by_resource_and_row_index() -> None:
