@@ -37,6 +37,11 @@ COMMON_OPTIONS: dict[str, str] = {
     # instants and a metadata-table commit. Every 10th commit keeps at most 20 commits' versions on disk instead of
     # 11; measured, small upserts after 15 commits: p50 2.71 s -> 2.03 s (docs/performance.md).
     "hoodie.clean.max.commits": "10",
+    # No Hudi bloom filter in the Parquet footers: only a BLOOM index reads it, and bronze looks keys up in the record
+    # index, the small tables with the simple index (their keys). At Hudi's default size it was ~431 KB per file:
+    # a one-row ingest-log file 429 KiB -> 8 KiB. Hudi 1.0.2's bulk insert (row writer) ignores it: a backfill's
+    # bronze files keep theirs until an upsert rewrites them.
+    "hoodie.parquet.bloom.filter.enabled": "false",
     # No fixed hoodie.*.shuffle.parallelism: Hudi then takes the input's partition count, which follows the
     # cluster (spark.sql.shuffle.partitions after newest_versions' aggregation; AQE shrinks it for small batches).
 }
