@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -39,9 +40,14 @@ COMMON_OPTIONS: dict[str, str] = {
     "hoodie.clean.max.commits": "10",
     # No Hudi bloom filter in the Parquet footers: only a BLOOM index reads it, and bronze looks keys up in the record
     # index, the small tables with the simple index (their keys). At Hudi's default size it was ~431 KB per file:
-    # a one-row ingest-log file 429 KiB -> 8 KiB. Hudi 1.0.2's bulk insert (row writer) ignores it: a backfill's
-    # bronze files keep theirs until an upsert rewrites them.
+    # a one-row ingest-log file 429 KiB -> 8 KiB.
     "hoodie.parquet.bloom.filter.enabled": "false",
+    # Hudi 1.0.2's row writer (a backfill's bulk insert, clustering) ignores that switch and always builds a filter
+    # of this type and size: a SIMPLE one for one key, 20 bytes. Measured on a 30k-row bulk insert: footers 39% ->
+    # 1.4% of the bytes, 302 -> 187 bytes a row; the row writer off drops the key too but took 10-60% longer.
+    "hoodie.bloom.index.filter.type": "SIMPLE",
+    "hoodie.index.bloom.num_entries": "1",
+    "hoodie.index.bloom.fpp": "0.5",
     # No fixed hoodie.*.shuffle.parallelism: Hudi then takes the input's partition count, which follows the
     # cluster (spark.sql.shuffle.partitions after newest_versions' aggregation; AQE shrinks it for small batches).
 }
@@ -101,6 +107,15 @@ def _sized(config: JobConfig) -> dict[str, str]:
     return {"hoodie.parquet.small.file.limit": str(config.layout.small_file_mb * 2**20)}
 
 
+# The record index's sizing rule (docs/design.md, "The record index's size"): one file group per this many rows.
+RECORD_INDEX_ROWS_PER_FILE_GROUP = 1_000_000
+
+
+def record_index_file_groups(expected_rows: int) -> int:
+    """The record index's file-group count for a table expected to hold `expected_rows`: one per million, >= 1."""
+    return max(1, math.ceil(expected_rows / RECORD_INDEX_ROWS_PER_FILE_GROUP))
+
+
 def clustering_options(config: JobConfig) -> dict[str, str]:
     """How a bronze clustering plan picks and sizes files (see LayoutConfig.cluster_every_seconds)."""
     limit = str(config.layout.cluster_file_mb * 2**20)
@@ -116,6 +131,7 @@ def clustering_options(config: JobConfig) -> dict[str, str]:
 
 def encounter_table(config: JobConfig) -> TableSpec:
     """bronze_encounter: one row per Encounter id, newest version by precombine_ts, one partition per hospital."""
+    groups = record_index_file_groups(config.layout.expected_rows)
     return TableSpec(
         name=config.tables.encounter,
         uri=config.table_uri(config.tables.encounter),
@@ -137,6 +153,12 @@ def encounter_table(config: JobConfig) -> TableSpec:
             # ordering.newest_versions leaves one version per key, picked deterministically: Hudi's own
             # pre-combine (a shuffle that breaks ties in arrival order) has nothing left to do.
             "hoodie.combine.before.upsert": "false",
+            # The record index's file groups, fixed when the index is built (Hudi's own estimate counts the rows
+            # there at that moment: none for a new table, so its minimum, 10): from the rows the table will hold.
+            "hoodie.metadata.record.index.min.filegroup.count": str(groups),
+            "hoodie.metadata.record.index.max.filegroup.count": str(groups),
+            # No file above the clustering's target size, a backfill's bulk insert included.
+            "hoodie.parquet.max.file.size": str(config.layout.cluster_file_mb * 2**20),
             **_sized(config),
         },
     )
@@ -224,10 +246,6 @@ class HudiWriter:
             # Default 60: two of its shuffles ran 60 tasks each on every upsert, 290 of a small batch's 435 tasks
             # on 2 cores. The cluster's parallelism follows its size, on a laptop and on Glue alike.
             "hoodie.global.index.reconcile.parallelism": cores,
-            # The record index's file groups (default at least 10), fixed when the index is built: every upsert
-            # looks its keys up in, and appends to, each of them. One per core: measured on 2 cores, a 200-row
-            # upsert took 3.04 s with 10 groups and 2.36 s with 2 (into 15k rows; 7.73 s / 6.89 s into 150k).
-            "hoodie.metadata.record.index.min.filegroup.count": cores,
             **spec.write_options(),
             **(extra or {}),
         }
