@@ -7,6 +7,7 @@ a re-implementation of Hudi's partition-path URL encoding.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import replace
@@ -189,6 +190,17 @@ def test_a_table_built_keeps_its_record_index_size_when_the_setting_changes(spar
     HudiWriter(spark).upsert(resized, _bronze(spark, {"b": "B"}, "2024-01-02T00:00:00Z", "finished"), {})
     assert len(_record_index_file_groups(built.uri)) == 1
     assert sorted(r["encounter_id"] for r in read_table(spark, built.uri)) == ["a", "b"]
+
+    # Resizing, as docs/design.md says: the metadata table deleted, the next write rebuilds it with the new count.
+    alias = "resize_" + hashlib.sha256(built.uri.encode()).hexdigest()[:12]
+    spark.sql(f"CREATE TABLE IF NOT EXISTS {alias} USING hudi LOCATION '{built.uri}'")
+    spark.sql(f"CALL delete_metadata_table(table => '{alias}')").collect()
+    HudiWriter(spark).upsert(resized, _bronze(spark, {"c": "C"}, "2024-01-03T00:00:00Z", "finished"), {})
+    assert len(_record_index_file_groups(built.uri)) == 4
+    # The rebuilt index knows every key: an update of each, one moving hospital, leaves one row per key.
+    moved = {"a": "A", "b": "B2", "c": "C"}
+    HudiWriter(spark).upsert(resized, _bronze(spark, moved, "2024-01-04T00:00:00Z", "finished"), {})
+    assert {r["encounter_id"]: r["hospital_name"] for r in read_table(spark, built.uri)} == moved
 
 
 def test_a_table_of_the_previous_index_moves_rows_once_after_the_upgrade(spark: Any, tmp_path: Path) -> None:
