@@ -195,6 +195,7 @@ def _md_backfill(b: dict[str, Any], results: dict[str, Any]) -> list[str]:
         rows,
     )  # fmt: skip
     out += [f"Ours: steps {ours['steps']}, outside batches {ours['outside_batches_seconds']} s.", ""]
+    out += _md_footprint({"bronze_encounter": ours["footprint"], "ingest log": ours["ingest_log_footprint"]})
     mappings = list(b["throughput_ratio"])
     out += [
         "Theirs / ours, side by side (> 1: ours faster, or cheaper in CPU):",
@@ -211,6 +212,19 @@ def _md_backfill(b: dict[str, Any], results: dict[str, Any]) -> list[str]:
         ),
     ]
     return out
+
+
+def _md_footprint(tables: dict[str, dict[str, Any]]) -> list[str]:
+    """Bytes per row and footer bytes of our tables' latest files (benchmarks.scenarios.common.footprint)."""
+    columns = ["files", "rows", "bytes", "bytes_per_row", "footer_bytes", "footer_share", "bloom_filter_bytes",
+               "max_file_bytes"]  # fmt: skip
+    header = ["table", "files", "rows", "bytes", "bytes/row", "footer bytes", "footer share", "bloom bytes",
+              "largest file bytes"]  # fmt: skip
+    return [
+        "Our files: footer = Parquet metadata with its key-value pairs (Hudi's bloom filter among them) + 8 bytes.",
+        "",
+        *_table(header, [[name, *(t[c] for c in columns)] for name, t in tables.items()]),
+    ]
 
 
 def _md_latency(lat: dict[str, Any], results: dict[str, Any]) -> list[str]:
@@ -285,6 +299,7 @@ def _md_upsert(u: dict[str, Any], results: dict[str, Any]) -> list[str]:
         ],
         rows,
     )
+    out += _md_footprint({f"bronze, {t['table_rows']:,} rows": t["footprint"] for t in u["tables"].values()})
     return out
 
 

@@ -106,7 +106,14 @@ class LayoutConfig:
     # update to it rewrites all of it (copy-on-write), which is why the size stays moderate (docs/performance.md).
     # 0: never.
     cluster_every_seconds: int = 3600
+    # The clustering's target file size, and the cap on every bronze file a write makes: a backfill (bulk insert)
+    # writes files of up to this many MiB, not one file per hospital of up to Hudi's 120 MB (an update or a move
+    # into a file rewrites or reads all of it).
     cluster_file_mb: int = 16
+    # How many rows bronze is expected to hold (encounters, tombstones included) when grown: the record index gets
+    # one file group per RECORD_INDEX_ROWS_PER_FILE_GROUP of them (docs/design.md, "The record index's size").
+    # Fixed when the index is built, at the table's first write: a table already written keeps its count.
+    expected_rows: int = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -364,6 +371,7 @@ _MINIMUM: dict[str, int] = {
     "metrics.waiting_every_seconds": 0,
     "metrics.heartbeat_seconds": 1,
     "layout.cluster_file_mb": 1,
+    "layout.expected_rows": 1,
 }
 
 

@@ -92,3 +92,39 @@ def test_status_thresholds_come_from_the_status_section_and_must_be_positive(tmp
     assert conf.load(conf.env_file("local")).status == conf.StatusConfig()  # the shipped file keeps the defaults
     with pytest.raises(conf.ConfigError, match=r"status\.max_listed must be > 0, got 0"):
         conf.load(None, {"status.max_listed": "0"})
+
+
+@pytest.mark.parametrize(
+    ("expected_rows", "groups"),
+    [(1, 1), (999_999, 1), (1_000_000, 1), (1_000_001, 2), (2_000_000, 2), (10_000_000, 10), (25_500_000, 26)],
+)
+def test_the_record_index_gets_one_file_group_per_million_expected_rows(expected_rows: int, groups: int) -> None:
+    from streaming.lakehouse.hudi import record_index_file_groups
+
+    assert record_index_file_groups(expected_rows) == groups
+
+
+def test_the_expected_rows_size_the_record_index_flag_over_file_over_default(tmp_path: Path) -> None:
+    from streaming.lakehouse.hudi import encounter_table
+
+    def groups(config: conf.JobConfig) -> tuple[str, str]:
+        options = encounter_table(config).write_options()
+        return (
+            options["hoodie.metadata.record.index.min.filegroup.count"],
+            options["hoodie.metadata.record.index.max.filegroup.count"],
+        )
+
+    file = _write(tmp_path, "[layout]\nexpected_rows = 5000000\n")
+    assert groups(conf.load(None)) == ("2", "2")  # the default: 2,000,000 rows
+    assert groups(conf.load(file)) == ("5", "5")
+    assert groups(conf.load(file, {"layout.expected_rows": "12000000"})) == ("12", "12")
+    with pytest.raises(conf.ConfigError, match=r"layout\.expected_rows must be at least 1"):
+        conf.load(None, {"layout.expected_rows": "0"})
+
+
+def test_bronze_files_are_capped_at_the_clustering_size(tmp_path: Path) -> None:
+    from streaming.lakehouse.hudi import clustering_options, encounter_table
+
+    config = conf.load(_write(tmp_path, "[layout]\ncluster_file_mb = 24\n"))
+    cap = encounter_table(config).write_options()["hoodie.parquet.max.file.size"]
+    assert cap == clustering_options(config)["hoodie.clustering.plan.strategy.target.file.max.bytes"] == str(24 * 2**20)

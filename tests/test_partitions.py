@@ -7,6 +7,7 @@ a re-implementation of Hudi's partition-path URL encoding.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import replace
@@ -20,7 +21,7 @@ from helpers import HUDI_ESCAPED, PARTITION_NAMES, expected_partition, job_confi
 from streaming.bronze.flatten import BRONZE_COLUMNS, UNKNOWN_HOSPITAL_PARTITION, flatten
 from streaming.bronze.records import RECORD_SCHEMA
 from streaming.config import LayoutConfig
-from streaming.lakehouse.hudi import HudiWriter, encounter_table
+from streaming.lakehouse.hudi import HudiWriter, encounter_table, record_index_file_groups
 
 pytestmark = pytest.mark.spark
 
@@ -166,11 +167,40 @@ def _record_index_file_groups(table_uri: str) -> set[str]:
     return {p.name.lstrip(".").split("_")[0] for p in folder.iterdir() if p.name.lstrip(".").startswith("record-index")}
 
 
-def test_the_record_index_has_one_file_group_per_core(spark: Any, tmp_path: Path) -> None:
-    """Hudi builds at least 10, and every upsert reads and appends to each: on 2 cores, 2 are 22% faster."""
-    spec = encounter_table(job_config(tmp_path, tmp_path / "landing"))
+@pytest.mark.parametrize(("expected_rows", "groups"), [(3_000_000, 3), (None, 2)])
+def test_the_record_index_has_the_file_groups_its_expected_rows_ask_for(
+    spark: Any, tmp_path: Path, expected_rows: int | None, groups: int
+) -> None:
+    """One per million expected rows (the default, 2M: two), whatever Hudi's own estimate (10 for a new table)."""
+    settings = {} if expected_rows is None else {"layout.expected_rows": expected_rows}
+    spec = encounter_table(job_config(tmp_path, tmp_path / "landing", **settings))
     HudiWriter(spark).bulk_insert(spec, _bronze(spark, {"a": "A", "b": "B"}, "2024-01-01T00:00:00Z", "finished"), {})
-    assert len(_record_index_file_groups(spec.uri)) == spark.sparkContext.defaultParallelism == 2
+    assert len(_record_index_file_groups(spec.uri)) == groups
+    # An upsert into it keeps the count the index was built with.
+    HudiWriter(spark).upsert(spec, _bronze(spark, {"c": "C"}, "2024-01-02T00:00:00Z", "finished"), {})
+    assert len(_record_index_file_groups(spec.uri)) == groups
+    assert sorted(r["encounter_id"] for r in read_table(spark, spec.uri)) == ["a", "b", "c"]
+
+
+def test_a_table_built_keeps_its_record_index_size_when_the_setting_changes(spark: Any, tmp_path: Path) -> None:
+    """The count is fixed when the index is built: a later `layout.expected_rows` changes nothing for the table."""
+    built = encounter_table(job_config(tmp_path, tmp_path / "landing", **{"layout.expected_rows": 1}))
+    HudiWriter(spark).bulk_insert(built, _bronze(spark, {"a": "A"}, "2024-01-01T00:00:00Z", "finished"), {})
+    resized = encounter_table(job_config(tmp_path, tmp_path / "landing", **{"layout.expected_rows": 4_000_000}))
+    HudiWriter(spark).upsert(resized, _bronze(spark, {"b": "B"}, "2024-01-02T00:00:00Z", "finished"), {})
+    assert len(_record_index_file_groups(built.uri)) == 1
+    assert sorted(r["encounter_id"] for r in read_table(spark, built.uri)) == ["a", "b"]
+
+    # Resizing, as docs/design.md says: the metadata table deleted, the next write rebuilds it with the new count.
+    alias = "resize_" + hashlib.sha256(built.uri.encode()).hexdigest()[:12]
+    spark.sql(f"CREATE TABLE IF NOT EXISTS {alias} USING hudi LOCATION '{built.uri}'")
+    spark.sql(f"CALL delete_metadata_table(table => '{alias}')").collect()
+    HudiWriter(spark).upsert(resized, _bronze(spark, {"c": "C"}, "2024-01-03T00:00:00Z", "finished"), {})
+    assert len(_record_index_file_groups(built.uri)) == 4
+    # The rebuilt index knows every key: an update of each, one moving hospital, leaves one row per key.
+    moved = {"a": "A", "b": "B2", "c": "C"}
+    HudiWriter(spark).upsert(resized, _bronze(spark, moved, "2024-01-04T00:00:00Z", "finished"), {})
+    assert {r["encounter_id"]: r["hospital_name"] for r in read_table(spark, built.uri)} == moved
 
 
 def test_a_table_of_the_previous_index_moves_rows_once_after_the_upgrade(spark: Any, tmp_path: Path) -> None:
@@ -190,7 +220,7 @@ def test_a_table_of_the_previous_index_moves_rows_once_after_the_upgrade(spark: 
         k: (n, expected_partition(n), _folder(expected_partition(n)), "finished") for k, n in moved.items()
     }
     assert by_rs == moved
-    assert len(_record_index_file_groups(spec.uri)) == spark.sparkContext.defaultParallelism
+    assert len(_record_index_file_groups(spec.uri)) == record_index_file_groups(LayoutConfig().expected_rows) == 2
 
 
 def _file_groups(folder: Path) -> set[str]:

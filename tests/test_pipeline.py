@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 from helpers import copy_samples, job_config, read_table
 
@@ -48,6 +49,11 @@ def test_synthea_lands_once_and_reruns_change_nothing(spark: Any, samples: Path,
     batches = table.read()
     rs_ids = [i for b in batches for i in b.column("encounter_id").to_pylist()]
     assert sorted(rs_ids) == sorted(ids)
+
+    # No Hudi bloom filter in an upserted file's footer (no index reads it): a one-row ingest-log file stays small.
+    (log_file,) = Path(config.table_uri("bronze_encounter_ingest_log")).rglob("*.parquet")
+    assert not [key for key in pq.read_metadata(log_file).metadata or {} if b"bloom" in key]
+    assert log_file.stat().st_size <= 50_000
 
     log_rows = read_table(spark, config.table_uri("bronze_encounter_ingest_log"))
     assert len(log_rows) == 1

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from benchmarks import peers, procs
-from benchmarks.scenarios.common import Bench, Figures, count_rows, goal, parquet_codec
+from benchmarks.scenarios.common import Bench, Figures, count_rows, footprint, goal, parquet_codec
 from streaming.generate import generate
 
 
@@ -27,6 +27,10 @@ MAPPING_NAMES = {
 }
 # The issue's backfill goals: our throughput at least this share of each peer's.
 BACKFILL_TARGETS = {"plain": ("plain Spark", 0.6), "delta": ("Delta Lake", 1.0), "iceberg": ("Iceberg", 1.0)}
+# Issue 29: footers (Hudi's bloom filter) at most this share of bronze's bytes; an ingest-log file of one row at most
+# this many bytes.
+FOOTER_SHARE_TARGET = 0.05
+INGEST_LOG_FILE_TARGET = 50_000
 
 
 def _peer_figures(done: procs.Finished, process: str, kind: str, mapping: str, began: float, root: Path) -> Figures:
@@ -106,6 +110,9 @@ def backfill(bench: Bench) -> Figures:
         "steps": _steps_summary(steps),
         # Everything that is not a batch: interpreter and JVM start, lease, catalog, recovery, stream start.
         "outside_batches_seconds": round(ended - done.started - sum(b["seconds"] for _, b in batches), 2),
+        # What the tables hold per row and what a reader reads before the first row (footers).
+        "footprint": footprint(warehouse / "bronze_encounter"),
+        "ingest_log_footprint": footprint(warehouse / "bronze_encounter_ingest_log"),
     }
     # theirs / ours: > 1 means we are faster (seconds) or cheaper (CPU)
     ratios = {
@@ -120,6 +127,17 @@ def backfill(bench: Bench) -> Figures:
         goal(f"backfill throughput vs {name}, {MAPPING_NAMES[mapping]}", ratios[mapping][f"vs_{k}"], at, at_most=False)
         for mapping in peers.MAPPINGS
         for k, (name, at) in BACKFILL_TARGETS.items()
+    ]
+    bronze, log = ours["footprint"], ours["ingest_log_footprint"]
+    goals += [
+        goal("bronze footer bytes / file bytes", bronze["footer_share"], FOOTER_SHARE_TARGET, at_most=True),
+        goal(
+            f"ingest-log file bytes ({log['rows']} row(s) in {log['files']} file(s))",
+            log["max_file_bytes"],
+            INGEST_LOG_FILE_TARGET,
+            at_most=True,
+            valid=log["rows"] == log["files"],  # one row a file: the case the goal is about
+        ),
     ]
     return {
         "input": {

@@ -276,6 +276,38 @@ def layout(table_dir: Path) -> Figures:
     }
 
 
+# The footer key Hudi keeps its bloom filter under (a base64 text, ~431 KB at Hudi's default size).
+BLOOM_FILTER_KEY = b"org.apache.hudi.bloomfilter"
+
+
+def footprint(table_dir: Path) -> Figures:
+    """Bytes per row and Parquet footer bytes of a Hudi table's latest files (what a reader reads).
+
+    A footer is the file's Thrift metadata (its key-value metadata, Hudi's bloom filter among them, included) plus
+    the 8 bytes of its length and magic: what every reader fetches before the first row.
+    """
+    import pyarrow.parquet as pq
+
+    files = [table_dir / s.base_file_relative_path() for s in _latest_slices(table_dir)]
+    metas = [pq.ParquetFile(f).metadata for f in files]
+    sizes = [f.stat().st_size for f in files]
+    rows = sum(m.num_rows for m in metas)
+    footers = sum(m.serialized_size + 8 for m in metas)
+    key_value = sum(len(k) + len(v) for m in metas for k, v in (m.metadata or {}).items())
+    bloom = sum(len((m.metadata or {}).get(BLOOM_FILTER_KEY, b"")) for m in metas)
+    return {
+        "files": len(files),
+        "rows": rows,
+        "bytes": sum(sizes),
+        "bytes_per_row": round(sum(sizes) / rows, 1) if rows else None,
+        "footer_bytes": footers,
+        "footer_share": round(footers / sum(sizes), 4) if sizes else None,
+        "key_value_bytes": key_value,
+        "bloom_filter_bytes": bloom,
+        "max_file_bytes": max(sizes, default=0),
+    }
+
+
 def _latest_slices(table_dir: Path, tries: int = 20, pause: float = 0.1) -> list[Any]:
     """hudi-rs's latest file slices of a table a job may be committing to right now.
 

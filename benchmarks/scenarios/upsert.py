@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import eventlog, procs
-from benchmarks.scenarios.common import Bench, Figures, _files_for, count_rows, event_conf, goal, layout
+from benchmarks.scenarios.common import (
+    Bench,
+    Figures,
+    _files_for,
+    count_rows,
+    event_conf,
+    footprint,
+    goal,
+    layout,
+)
 from streaming.generate import HOSPITALS, GeneratedSet, generate
 
 
@@ -155,6 +164,7 @@ def _measure_upserts(bench: Bench, table: _UpsertTable, seeded: procs.Finished) 
         "keys_after": sum(r["k"] for r in per_hospital),
         "per_hospital_matches": {r["h"]: r["n"] for r in per_hospital} == {h: n for h, n in expected.items() if n},
         "layout": layout(warehouse / "bronze_encounter"),
+        "footprint": footprint(warehouse / "bronze_encounter"),  # bytes per row, footer bytes after the updates
         "cpu_seconds": done.cpu_seconds,
     }
 

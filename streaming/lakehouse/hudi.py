@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import math
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -37,6 +39,16 @@ COMMON_OPTIONS: dict[str, str] = {
     # instants and a metadata-table commit. Every 10th commit keeps at most 20 commits' versions on disk instead of
     # 11; measured, small upserts after 15 commits: p50 2.71 s -> 2.03 s (docs/performance.md).
     "hoodie.clean.max.commits": "10",
+    # No Hudi bloom filter in the Parquet footers: only a BLOOM index reads it, and bronze looks keys up in the record
+    # index, the small tables with the simple index (their keys). At Hudi's default size it was ~431 KB per file:
+    # a one-row ingest-log file 429 KiB -> 8 KiB.
+    "hoodie.parquet.bloom.filter.enabled": "false",
+    # Hudi 1.0.2's row writer (a backfill's bulk insert, clustering) ignores that switch and always builds a filter
+    # of this type and size: a SIMPLE one for one key, 20 bytes. Measured on a 30k-row bulk insert: footers 39% ->
+    # 1.4% of the bytes, 302 -> 187 bytes a row; the row writer off drops the key too but took 10-60% longer.
+    "hoodie.bloom.index.filter.type": "SIMPLE",
+    "hoodie.index.bloom.num_entries": "1",
+    "hoodie.index.bloom.fpp": "0.5",
     # No fixed hoodie.*.shuffle.parallelism: Hudi then takes the input's partition count, which follows the
     # cluster (spark.sql.shuffle.partitions after newest_versions' aggregation; AQE shrinks it for small batches).
 }
@@ -52,6 +64,16 @@ BULK_INSERT_OPTIONS: dict[str, str] = {
     "hoodie.datasource.write.operation": "bulk_insert",
     "hoodie.bulkinsert.sort.mode": "PARTITION_PATH_REPARTITION",
 }
+
+# A snapshot read that prunes files by the record key: Hudi's data skipping looks the keys of an `=`/`IN` filter on
+# the record key up in the record index and lists only the files that hold them (HudiWriter.read_keys).
+RECORD_INDEX_READ: dict[str, str] = {
+    "hoodie.metadata.enable": "true",
+    "hoodie.enable.data.skipping": "true",
+    "hoodie.metadata.record.index.enable": "true",
+}
+# The most distinct keys read_keys puts in one filter; beyond it reads the whole table and joins.
+LOOKUP_MAX_KEYS = 10_000
 
 _COMPLETED = (".commit", ".deltacommit", ".replacecommit")
 _PENDING_CLUSTERING = (".replacecommit.requested", ".replacecommit.inflight")
@@ -96,6 +118,15 @@ def _sized(config: JobConfig) -> dict[str, str]:
     return {"hoodie.parquet.small.file.limit": str(config.layout.small_file_mb * 2**20)}
 
 
+# The record index's sizing rule (docs/design.md, "The record index's size"): one file group per this many rows.
+RECORD_INDEX_ROWS_PER_FILE_GROUP = 1_000_000
+
+
+def record_index_file_groups(expected_rows: int) -> int:
+    """The record index's file-group count for a table expected to hold `expected_rows`: one per million, >= 1."""
+    return max(1, math.ceil(expected_rows / RECORD_INDEX_ROWS_PER_FILE_GROUP))
+
+
 def clustering_options(config: JobConfig) -> dict[str, str]:
     """How a bronze clustering plan picks and sizes files (see LayoutConfig.cluster_every_seconds)."""
     limit = str(config.layout.cluster_file_mb * 2**20)
@@ -111,6 +142,7 @@ def clustering_options(config: JobConfig) -> dict[str, str]:
 
 def encounter_table(config: JobConfig) -> TableSpec:
     """bronze_encounter: one row per Encounter id, newest version by precombine_ts, one partition per hospital."""
+    groups = record_index_file_groups(config.layout.expected_rows)
     return TableSpec(
         name=config.tables.encounter,
         uri=config.table_uri(config.tables.encounter),
@@ -132,6 +164,12 @@ def encounter_table(config: JobConfig) -> TableSpec:
             # ordering.newest_versions leaves one version per key, picked deterministically: Hudi's own
             # pre-combine (a shuffle that breaks ties in arrival order) has nothing left to do.
             "hoodie.combine.before.upsert": "false",
+            # The record index's file groups, fixed when the index is built (Hudi's own estimate counts the rows
+            # there at that moment: none for a new table, so its minimum, 10): from the rows the table will hold.
+            "hoodie.metadata.record.index.min.filegroup.count": str(groups),
+            "hoodie.metadata.record.index.max.filegroup.count": str(groups),
+            # No file above the clustering's target size, a backfill's bulk insert included.
+            "hoodie.parquet.max.file.size": str(config.layout.cluster_file_mb * 2**20),
             **_sized(config),
         },
     )
@@ -219,10 +257,6 @@ class HudiWriter:
             # Default 60: two of its shuffles ran 60 tasks each on every upsert, 290 of a small batch's 435 tasks
             # on 2 cores. The cluster's parallelism follows its size, on a laptop and on Glue alike.
             "hoodie.global.index.reconcile.parallelism": cores,
-            # The record index's file groups (default at least 10), fixed when the index is built: every upsert
-            # looks its keys up in, and appends to, each of them. One per core: measured on 2 cores, a 200-row
-            # upsert took 3.04 s with 10 groups and 2.36 s with 2 (into 15k rows; 7.73 s / 6.89 s into 150k).
-            "hoodie.metadata.record.index.min.filegroup.count": cores,
             **spec.write_options(),
             **(extra or {}),
         }
@@ -265,6 +299,32 @@ class HudiWriter:
     def read(self, spec: TableSpec) -> DataFrame:
         """The table's latest snapshot."""
         return self.spark.read.format("hudi").load(spec.uri)
+
+    def read_keys(self, spec: TableSpec, keys: DataFrame) -> DataFrame:
+        """The table's rows whose record key is in `keys` (a DataFrame of the key columns), reading only the files
+        that hold them: a filter on the keys' values, which Hudi's data skipping looks up in the record index.
+
+        Up to LOOKUP_MAX_KEYS distinct keys; beyond, the whole table is read and joined (an IN list that long would
+        cost more in planning than the read). A table without a record index (or a key of several columns, which
+        1.0.2's record-index skipping does not take) reads every file, filtered to the keys' rows.
+        """
+        from pyspark.sql import functions as F
+
+        columns = list(spec.key_columns)
+        wanted = keys.select(*columns).distinct()
+        found = wanted.limit(LOOKUP_MAX_KEYS + 1).collect()
+        table = self.spark.read.format("hudi").options(**RECORD_INDEX_READ).load(spec.uri)
+        if len(found) > LOOKUP_MAX_KEYS:
+            return table.join(F.broadcast(wanted), columns, "left_semi")
+        if not found:
+            return table.limit(0)
+        # Each column's values (a superset for several columns); the semi-join then keeps the exact pairs.
+        narrowed = table.where(
+            functools.reduce(lambda a, b: a & b, [F.col(c).isin(sorted({r[c] for r in found})) for c in columns])
+        )
+        if len(columns) == 1:
+            return narrowed
+        return narrowed.join(F.broadcast(self.spark.createDataFrame(found, wanted.schema)), columns, "left_semi")
 
     def delete(self, spec: TableSpec, keys: DataFrame) -> None:
         """Delete the records whose keys (record key, ordering and partition columns) are in `keys`."""
