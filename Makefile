@@ -17,8 +17,8 @@ demo: install jars  ## set up, generate ~3,000 FHIR Encounters, ingest them loca
 test: install jars check  ## set up, the static checks, then the whole suite (unit, Spark + Hudi, moto, the fault harness)
 	$(PY) -m pytest
 
-quick: install check  ## the static checks and the tests that start no JVM (seconds, not minutes)
-	$(PY) -m pytest -m "not slow"
+quick: install check  ## the static checks and the tests that start no JVM, on both cores (seconds, not minutes)
+	$(PY) -m pytest -m "not slow" -n 2
 
 check: install  ## ruff (lint and format), mypy --strict on streaming/, benchmarks/ and deploy/, the import layers, cfn-lint
 	$(VENV)/bin/ruff check $(CODE)
