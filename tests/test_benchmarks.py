@@ -188,8 +188,19 @@ def _check_goals(scenarios: dict[str, Any]) -> None:
     """The goals each scenario states, counted per scenario."""
     backfill = scenarios["backfill"]
     # Counted per scenario: a total hid query_scale's two goals (it said 9 while a run made 11).
-    counts = {"backfill": 3 * len(peers.MAPPINGS), "latency": 2, "upsert": 1, "listing": 2, "soak": 1, "query_scale": 2}
+    # backfill: three peers under each mapping, then the footer share and the one-row ingest-log file.
+    counts = {
+        "backfill": 3 * len(peers.MAPPINGS) + 2,
+        "latency": 2,
+        "upsert": 1,
+        "listing": 2,
+        "soak": 1,
+        "query_scale": 2,
+    }
     assert {name: len(s["goals"]) for name, s in scenarios.items() if s["goals"]} == counts
+    footprint_goals = [g["goal"] for g in backfill["goals"][-2:]]
+    assert footprint_goals[0] == "bronze footer bytes / file bytes"
+    assert footprint_goals[1].startswith("ingest-log file bytes (")
     goals = [g for s in scenarios.values() for g in s["goals"]]
     assert all(isinstance(g["met"], bool) and isinstance(g["valid"], bool) for g in goals)
     backfill_goals = [g["goal"] for g in backfill["goals"]]
