@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import math
@@ -64,16 +63,6 @@ BULK_INSERT_OPTIONS: dict[str, str] = {
     "hoodie.datasource.write.operation": "bulk_insert",
     "hoodie.bulkinsert.sort.mode": "PARTITION_PATH_REPARTITION",
 }
-
-# A snapshot read that prunes files by the record key: Hudi's data skipping looks the keys of an `=`/`IN` filter on
-# the record key up in the record index and lists only the files that hold them (HudiWriter.read_keys).
-RECORD_INDEX_READ: dict[str, str] = {
-    "hoodie.metadata.enable": "true",
-    "hoodie.enable.data.skipping": "true",
-    "hoodie.metadata.record.index.enable": "true",
-}
-# The most distinct keys read_keys puts in one filter; beyond it reads the whole table and joins.
-LOOKUP_MAX_KEYS = 10_000
 
 _COMPLETED = (".commit", ".deltacommit", ".replacecommit")
 _PENDING_CLUSTERING = (".replacecommit.requested", ".replacecommit.inflight")
@@ -299,32 +288,6 @@ class HudiWriter:
     def read(self, spec: TableSpec) -> DataFrame:
         """The table's latest snapshot."""
         return self.spark.read.format("hudi").load(spec.uri)
-
-    def read_keys(self, spec: TableSpec, keys: DataFrame) -> DataFrame:
-        """The table's rows whose record key is in `keys` (a DataFrame of the key columns), reading only the files
-        that hold them: a filter on the keys' values, which Hudi's data skipping looks up in the record index.
-
-        Up to LOOKUP_MAX_KEYS distinct keys; beyond, the whole table is read and joined (an IN list that long would
-        cost more in planning than the read). A table without a record index (or a key of several columns, which
-        1.0.2's record-index skipping does not take) reads every file, filtered to the keys' rows.
-        """
-        from pyspark.sql import functions as F
-
-        columns = list(spec.key_columns)
-        wanted = keys.select(*columns).distinct()
-        found = wanted.limit(LOOKUP_MAX_KEYS + 1).collect()
-        table = self.spark.read.format("hudi").options(**RECORD_INDEX_READ).load(spec.uri)
-        if len(found) > LOOKUP_MAX_KEYS:
-            return table.join(F.broadcast(wanted), columns, "left_semi")
-        if not found:
-            return table.limit(0)
-        # Each column's values (a superset for several columns); the semi-join then keeps the exact pairs.
-        narrowed = table.where(
-            functools.reduce(lambda a, b: a & b, [F.col(c).isin(sorted({r[c] for r in found})) for c in columns])
-        )
-        if len(columns) == 1:
-            return narrowed
-        return narrowed.join(F.broadcast(self.spark.createDataFrame(found, wanted.schema)), columns, "left_semi")
 
     def delete(self, spec: TableSpec, keys: DataFrame) -> None:
         """Delete the records whose keys (record key, ordering and partition columns) are in `keys`."""
