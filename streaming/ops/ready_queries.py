@@ -125,6 +125,20 @@ GROUP BY hospital_name, department
 ORDER BY encounters DESC, hospital_name, department""",
 )
 
+
+def _keys(view: str, alias: str) -> str:
+    """A CTE `<view>_keys`: each row of bronze_<view> under `id <id>` and under `identifier <system|value>` for
+    each of its identifiers, so a literal and a conditional reference join the same way."""
+    return f"""{view}_keys AS (
+  SELECT id AS {view}_id, 'id ' || id AS k
+  FROM bronze.bronze_{view}
+  UNION
+  SELECT {alias}.id, 'identifier ' || t.token
+  FROM bronze.bronze_{view} AS {alias}
+  CROSS JOIN UNNEST({alias}.identifiers) AS t (token)
+)"""
+
+
 # Encounters that happened, as a derived table: the view tables have columns of the same names (status).
 _ENCOUNTERS = f"""(
     SELECT encounter_id, patient_ref, encounter_type, practitioner_ref, admission_time, discharge_time
@@ -221,22 +235,8 @@ DEPARTMENT_PERFORMANCE = Query(
 -- Location's id, a conditional one (`Location?identifier=<system>|<value>`) or a Reference.identifier matches
 -- a `system|value` among its identifiers. The organization is the Location's managingOrganization, matched the
 -- same way. Hours add up stays with both times, end not before start.
-WITH location_keys AS (
-  SELECT id AS location_id, 'id ' || id AS k
-  FROM bronze.bronze_location
-  UNION
-  SELECT l.id, 'identifier ' || t.token
-  FROM bronze.bronze_location AS l
-  CROSS JOIN UNNEST(l.identifiers) AS t (token)
-),
-organization_keys AS (
-  SELECT id AS organization_id, 'id ' || id AS k
-  FROM bronze.bronze_organization
-  UNION
-  SELECT o.id, 'identifier ' || t.token
-  FROM bronze.bronze_organization AS o
-  CROSS JOIN UNNEST(o.identifiers) AS t (token)
-),
+WITH {_keys("location", "l")},
+{_keys("organization", "o")},
 visits AS (
   SELECT
     k.location_id,
