@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jvm
 import pytest
 
 from streaming.config import SparkConfig
@@ -36,19 +37,16 @@ def samples() -> Path:
 
 
 @pytest.fixture(scope="session")
-def spark(local_aws: str) -> Iterator[object]:
+def spark(local_aws: str, request: pytest.FixtureRequest) -> Iterator[object]:
     """A session-scoped local[2] Spark with Hudi: starting the JVM once keeps the suite minutes, not hours.
 
-    It starts after `local_aws`, so s3a and the executors' boto3 reach the moto server, and with the real JAVA_HOME,
-    so the cost guard below counts only JVMs a test starts in another process.
+    It starts after `local_aws`, so s3a and the executors' boto3 reach the moto server, and with a JAVA_HOME that
+    the cost guard below does not count, so it counts only JVMs a test starts in another process.
     """
     from streaming.lakehouse.session import build_spark
 
     with pytest.MonkeyPatch.context() as mp:
-        if _REAL_JAVA_HOME is None:
-            mp.delenv("JAVA_HOME", raising=False)
-        else:
-            mp.setenv("JAVA_HOME", _REAL_JAVA_HOME)
+        mp.setenv("JAVA_HOME", str(_java_home(request.config, "session")))
         session = build_spark(SparkConfig(master="local[2]", shuffle_partitions=2, log_level="ERROR"))
     yield session
     session.stop()
@@ -68,7 +66,8 @@ def spark(local_aws: str) -> Iterator[object]:
 _REAL_JAVA_HOME = os.environ.get("JAVA_HOME")
 _GUARD = pytest.StashKey[tuple[pytest.MonkeyPatch, Path]]()
 _REFUSE = '#!/bin/sh\n: > "$BRONZE_TEST_JVM_STARTED"\necho "a test not marked spark or job started a JVM" >&2\nexit 1\n'
-_RECORD = '#!/bin/sh\n: > "$BRONZE_TEST_JVM_STARTED"\nexec "{java}" "$@"\n'
+_RECORD = '#!/bin/sh\n: > "$BRONZE_TEST_JVM_STARTED"\nexec "{java}" {options} "$@"\n'
+_SESSION = '#!/bin/sh\nexec "{java}" {options} "$@"\n'  # the session's own JVM: not counted, its archive only
 _WRONG = {
     "pure": "{} starts a JVM ({}) but is not marked spark or job: mark it (see pyproject.toml's markers)",
     "spark": "{} is marked spark but {}: mark it job (a JVM in another process) or drop the mark",
@@ -88,14 +87,17 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 def _java_home(config: pytest.Config, kind: str) -> Path:
-    """A JAVA_HOME whose `java` touches $BRONZE_TEST_JVM_STARTED, then fails (`refuse`) or runs the real one."""
+    """A JAVA_HOME whose `java` touches $BRONZE_TEST_JVM_STARTED, then fails (`refuse`) or runs the real one
+    (`record`), or only runs it (`session`); the real one gets tests/jvm.py's options."""
     homes: dict[str, Path] = config.__dict__.setdefault("_bronze_java_homes", {})
     if kind not in homes:
-        real = shutil.which("java", path=str(Path(_REAL_JAVA_HOME) / "bin") if _REAL_JAVA_HOME else None)
+        real = jvm.real_java(_REAL_JAVA_HOME)
         home = Path(tempfile.mkdtemp(prefix=f"bronze-{kind}-jvm-"))
         java = home / "bin" / "java"
         java.parent.mkdir()
-        java.write_text(_REFUSE if kind == "refuse" else _RECORD.format(java=real or "java"))
+        script = {"refuse": _REFUSE, "record": _RECORD, "session": _SESSION}[kind]
+        options = "" if kind == "refuse" else jvm.options(real, long_lived=kind == "session")
+        java.write_text(script.format(java=real, options=options))
         java.chmod(0o755)
         homes[kind] = home
     return homes[kind]
