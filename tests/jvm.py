@@ -2,7 +2,7 @@
 
 A job process spends most of a small run loading and compiling Spark's and Hudi's classes: 20 rows took 23 s and
 40 CPU-seconds on 2 cores, of which the rows are a fraction. A class-data-sharing (AppCDS) archive of the classes one
-job run loads, built once per machine and jar set, and the client compiler alone (test runs are too short for C2 to
+job run loads, built once per venv and jar set, and the client compiler alone (test runs are too short for C2 to
 pay back) cut that to 16 s and 20 CPU-seconds; docs/decisions/test-jvm-options.md has the figures. The job is the
 same code either way; production and `make bench`'s full runs keep the JVM's defaults.
 
@@ -39,16 +39,17 @@ def real_java(java_home: str | None) -> str:
 
 
 def _key(java: str) -> str:
-    """What the archive depends on: the JVM binary and every jar the job's class path holds."""
+    """What the archive depends on: the JVM binary and every jar the job's class path holds, by path."""
     import pyspark
 
-    parts = [os.path.realpath(java), str(Path(os.path.realpath(java)).stat().st_mtime_ns), pyspark.__version__]
-    parts += [f"{p.name}:{p.stat().st_size}" for p in jars.local_jars()]
+    parts = [os.path.realpath(java), str(Path(os.path.realpath(java)).stat().st_mtime_ns), pyspark.__file__]
+    parts += [f"{p}:{p.stat().st_size}" for p in jars.local_jars()]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
 def archive_path(java: str) -> Path:
-    return jars.cache_dir().parent / "cds" / f"job-{_key(java)}.jsa"
+    """In the venv: the JVM checks the class path by path, and pyspark's jars are the venv's (`make clean` drops it)."""
+    return Path(sys.prefix) / "bronze-test-jvm" / f"job-{_key(java)}.jsa"
 
 
 @contextlib.contextmanager
@@ -106,7 +107,7 @@ def _build(java: str, target: Path) -> None:
 
 
 def options(java: str, *, long_lived: bool = False) -> str:
-    """The options for a JVM a test starts; builds the archive on first use (about 30 s, once per jar set).
+    """The options for a JVM a test starts; builds the archive on first use (about 30 s, once per venv and jar set).
 
     The session's own JVM (`long_lived`) serves every Spark test for the whole run: it keeps C2, which pays back
     there (C1 alone made those tests up to 2x slower), and takes the archive only.
