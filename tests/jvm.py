@@ -1,4 +1,4 @@
-"""The JVM options the suite gives every JVM it starts: a class-data archive of the job's classes and C1 only.
+"""The JVM options the suite gives the JVMs it starts: a class-data archive of the job's classes; C1 only for job runs.
 
 A job process spends most of a small run loading and compiling Spark's and Hudi's classes: 20 rows took 23 s and
 40 CPU-seconds on 2 cores, of which the rows are a fraction. A class-data-sharing (AppCDS) archive of the classes one
@@ -54,7 +54,7 @@ def archive_path(java: str) -> Path:
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    """One builder per machine at a time (pytest-xdist workers, two clones)."""
+    """One builder at a time (pytest-xdist workers share the venv)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -74,6 +74,14 @@ def _dumping_java_home(scratch: Path, java: str, dump: Path, pid_file: Path) -> 
     )
     script.chmod(0o755)
     return home
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _build(java: str, target: Path) -> None:
@@ -98,9 +106,9 @@ def _build(java: str, target: Path) -> None:
             return
         pid = int(pid_file.read_text())
         deadline = time.monotonic() + 120
-        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:  # it writes the archive as it exits
+        while _alive(pid) and time.monotonic() < deadline:  # it writes the archive as it exits
             time.sleep(0.2)
-        if dump.exists() and not Path(f"/proc/{pid}").exists():
+        if dump.exists() and not _alive(pid):
             os.replace(dump, target)
         else:
             warnings.warn("no JVM class archive: the warm-up job's JVM did not write one", stacklevel=2)
