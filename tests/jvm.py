@@ -76,6 +76,19 @@ def _dumping_java_home(scratch: Path, java: str, dump: Path, pid_file: Path) -> 
     return home
 
 
+def run_job(scratch: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`run --once` of the job's CLI over `scratch`/landing into `scratch`/warehouse."""
+    command = [sys.executable, "-m", "streaming.cli", "run", "--once", "--source", str(scratch / "landing")]
+    return subprocess.run(
+        [*command, "--warehouse", str(scratch / "warehouse"), *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -91,15 +104,7 @@ def _build(java: str, target: Path) -> None:
         dump, pid_file = scratch / "job.jsa", scratch / "jvm.pid"
         env = dict(os.environ, JAVA_HOME=str(_dumping_java_home(scratch, java, dump, pid_file)))
         env.pop("BRONZE_TEST_JVM_STARTED", None)
-        command = [sys.executable, "-m", "streaming.cli", "run", "--once", "--source", str(scratch / "landing")]
-        done = subprocess.run(
-            [*command, "--warehouse", str(scratch / "warehouse"), "--set", "max_files_per_trigger=1"],
-            cwd=REPO,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        done = run_job(scratch, env, "--set", "max_files_per_trigger=1")
         if done.returncode != 0 or not pid_file.exists():
             why = f"the warm-up job exited {done.returncode}: {done.stderr[-500:]}"
             warnings.warn(f"no JVM class archive ({why})", stacklevel=2)

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
+import jvm
 import pytest
 
 from streaming import generate
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.job
@@ -21,15 +18,7 @@ def test_a_job_process_loads_its_classes_from_the_archive(tmp_path: Path) -> Non
     logs.mkdir()
     # Each JVM logs where every class came from: the launcher's and the job's, one file per process.
     env = dict(os.environ, JDK_JAVA_OPTIONS=f"-Xlog:class+load=info:file={logs}/%p.log")
-    command = [sys.executable, "-m", "streaming.cli", "run", "--once", "--source", str(tmp_path / "landing")]
-    done = subprocess.run(
-        [*command, "--warehouse", str(tmp_path / "warehouse")],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = jvm.run_job(tmp_path, env)
     assert done.returncode == 0, done.stderr[-2000:]
     job_log = max(logs.glob("*.log"), key=lambda p: p.stat().st_size)  # the job's JVM loads far more than the launcher
     lines = [line for line in job_log.read_text().splitlines() if "source:" in line]
