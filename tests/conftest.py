@@ -14,26 +14,24 @@ from typing import Any
 
 import jvm
 import pytest
+import shared_data
 
 from streaming.config import SparkConfig
 
 pytest_plugins = ["aws_fixtures"]
 
-# The shared Synthea samples sit beside the repo (../shared); BRONZE_FHIR_SAMPLES points elsewhere.
-_CANDIDATES = [
-    os.environ.get("BRONZE_FHIR_SAMPLES", ""),
-    str(Path(__file__).resolve().parents[2] / "shared" / "fhir-samples" / "synthea"),
-    "/work/shared/fhir-samples/synthea",
-]
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Stop at once, in one line, when the shared samples or the SQL on FHIR suite are not where tests look."""
+    for folder in (shared_data.SYNTHEA, shared_data.BULK, shared_data.SOF_SUITE):
+        if not folder.exists():
+            pytest.exit(shared_data.missing(folder), returncode=pytest.ExitCode.USAGE_ERROR)
 
 
 @pytest.fixture(scope="session")
 def samples() -> Path:
     """The shared Synthea R4 samples (read in place, never copied into the repo)."""
-    for candidate in filter(None, _CANDIDATES):
-        if (Path(candidate) / "encounters.ndjson").exists():
-            return Path(candidate)
-    pytest.fail(f"shared FHIR samples not found in {[c for c in _CANDIDATES if c]}; set BRONZE_FHIR_SAMPLES")
+    return shared_data.SYNTHEA
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from views_suite import SUITE
+from shared_data import BULK, SOF_SUITE
 
 from streaming.cli import main, parser
 
@@ -150,12 +150,11 @@ def test_views_run_reads_every_file_shape_and_prints_the_rows(
 def test_views_test_writes_the_report_and_each_cases_rows(
     spark: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert SUITE is not None, "SQL on FHIR suite not found; set BRONZE_SOF_SUITE"
     suite = tmp_path / "suite" / "tests"  # three of the suite's files, one of them with a wrong expectation
     suite.mkdir(parents=True)
     for name in ("basic.json", "validate.json"):
-        shutil.copy(SUITE / "tests" / name, suite / name)
-    broken = json.loads((SUITE / "tests" / "fn_first.json").read_text())
+        shutil.copy(SOF_SUITE / "tests" / name, suite / name)
+    broken = json.loads((SOF_SUITE / "tests" / "fn_first.json").read_text())
     broken["tests"][0]["expect"] = [{"use": "usual"}]
     (suite / "fn_first.json").write_text(json.dumps(broken))
     report, actual = tmp_path / "out" / "report.json", tmp_path / "out" / "actual"
@@ -187,10 +186,7 @@ def test_views_test_writes_the_report_and_each_cases_rows(
 
 @pytest.mark.spark
 def test_views_run_takes_a_shipped_view_by_name(spark: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    bulk = Path(__file__).resolve().parents[2] / "shared" / "fhir-samples" / "bulk-10-patients"
-    if not bulk.exists():
-        bulk = Path("/work/shared/fhir-samples/bulk-10-patients")
-    practitioners = bulk / "Practitioner.000.ndjson"
+    practitioners = BULK / "Practitioner.000.ndjson"
     assert main(["views", "run", "--view", "practitioner", "--source", str(practitioners), "--format", "json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     expected = [json.loads(line) for line in practitioners.read_text().splitlines() if line.strip()]

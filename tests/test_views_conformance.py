@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from views_suite import CANDIDATES, SUITE
+from shared_data import SOF_SUITE
 
 from streaming.views import compile_view, runner
 
-FILES = {f.name: f for f in runner.load_suite(SUITE)} if SUITE else {}
+FILES = {f.name: f for f in runner.load_suite(SOF_SUITE)}
 # The cases' report in the suite's schema, for CI to keep (work/ is not committed).
 REPORT = Path(
     os.environ.get(
@@ -29,8 +29,6 @@ NOT_SUPPORTED = {
 
 
 def _cases() -> list[Any]:
-    if not FILES:
-        return [pytest.param(None, None, id="suite-missing")]
     params = []
     for file in FILES.values():
         for index in range(len(file.tests)):
@@ -52,9 +50,7 @@ def results() -> Iterator[list[runner.CaseResult]]:
 
 
 @pytest.mark.parametrize(("file_name", "index"), _cases())
-def test_suite_case(spark: Any, results: list[runner.CaseResult], file_name: str | None, index: int | None) -> None:
-    if file_name is None or index is None:
-        pytest.fail(f"SQL on FHIR suite not found in {[c for c in CANDIDATES if c]}; set BRONZE_SOF_SUITE")
+def test_suite_case(spark: Any, results: list[runner.CaseResult], file_name: str, index: int) -> None:
     file = FILES[file_name]
     result = runner.run_case(spark, file, index)
     results.append(result)

@@ -13,14 +13,13 @@ from typing import Any
 
 import pytest
 from helpers import job_config
+from shared_data import BULK
 
 from streaming.ops.query import query
 from streaming.pipeline import job
 
 pytestmark = pytest.mark.spark
 
-# The shared bulk export beside the repo (../shared), read in place, never copied.
-BULK = Path(__file__).resolve().parents[2] / "shared" / "fhir-samples" / "bulk-10-patients"
 VIEWS = Path(__file__).resolve().parent / "fixtures" / "views"
 RUN = ",".join(["encounter", *(str(VIEWS / f"{n}.json") for n in ("patient", "patient_name", "condition"))])
 VIEW_TABLES = ("bronze_patient", "bronze_patient_name", "bronze_condition")

@@ -15,21 +15,18 @@ import shutil
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pytest
 from helpers import job_config
+from shared_data import BULK
 
 from streaming.ops import ready_queries as queries
 from streaming.ops.query import query, query_tables
 from streaming.views import commands, source
 from streaming.views.shipped import SHIPPED_VIEWS, shipped_view
 
-BULK = Path(__file__).resolve().parents[2] / "shared" / "fhir-samples" / "bulk-10-patients"
-if not BULK.exists():
-    BULK = Path("/work/shared/fhir-samples/bulk-10-patients")
 # The class labels the queries group by, written out here (not read from streaming.fhir.mapping).
 LABELS = {"AMB": "Outpatient-Ambulatory", "IMP": "Inpatient", "EMER": "Emergency", "HH": "Home health", "VR": "Virtual"}
 VIEW_QUERIES = [q for q in queries.QUERIES if q.views]

@@ -16,14 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from shared_data import BULK, SYNTHEA
 
 from streaming.config import ConfigError
 from streaming.views import commands, source
 from streaming.views.shipped import SHIPPED_VIEWS, UnknownView, definition, has_variant, shipped_view
 
-BULK = Path(__file__).resolve().parents[2] / "shared" / "fhir-samples" / "bulk-10-patients"
-if not BULK.exists():
-    BULK = Path("/work/shared/fhir-samples/bulk-10-patients")
 R5_FIXTURE = Path(__file__).parent / "fixtures" / "views" / "r5-resources.ndjson"
 NPI = "http://hl7.org/fhir/sid/us-npi"
 RESOURCE = {
@@ -345,9 +343,7 @@ def test_views_run_takes_a_name_or_a_file(tmp_path: Path) -> None:
 
 
 def _r4_paths() -> list[Path]:
-    bundles = Path(__file__).resolve().parents[2] / "shared" / "fhir-samples" / "synthea" / "bundles"
-    if not bundles.exists():
-        bundles = Path("/work/shared/fhir-samples/synthea/bundles")
+    bundles = SYNTHEA / "bundles"
     return sorted(BULK.glob("*.ndjson")) + sorted(bundles.glob("*.json"))
 
 
