@@ -270,8 +270,9 @@ def _md_upsert(u: dict[str, Any], results: dict[str, Any]) -> list[str]:
     out: list[str] = []
     out += _section(
         "Upsert scaling",
-        f"Batches of {u['batch_rows']:,} updates ({u['moving_share']:.0%} move hospital) into a seeded table;"
-        " bronze = the job's bronze step; Hudi phases summed over the batches (Spark job wall time).",
+        f"Batches of {u['batch_rows']:,} updates into a seeded table, one kind per batch (a share moving hospital,"
+        " drawn uniformly or from the newest-landed tenth), interleaved in one job run; bronze = the job's bronze"
+        " step; Hudi phases summed over the batches (Spark job wall time).",
     )
     rows = [
         [
@@ -299,7 +300,15 @@ def _md_upsert(u: dict[str, Any], results: dict[str, Any]) -> list[str]:
         ],
         rows,
     )
-    out += _md_footprint({f"bronze, {t['table_rows']:,} rows": t["footprint"] for t in u["tables"].values()})
+    tables = list(u["tables"].values())
+    out += _table(
+        ["update batch", *(f"bronze p50 s, {t['table_rows']:,} rows" for t in tables), "large / small"],
+        [
+            [name, *(t["bronze_seconds_p50_by_variant"][name] for t in tables), u["large_vs_small_by_variant"][name]]
+            for name in u["variants"]
+        ],
+    )
+    out += _md_footprint({f"bronze, {t['table_rows']:,} rows": t["footprint"] for t in tables})
     return out
 
 

@@ -41,8 +41,7 @@ class Sizes:
     latency_triggers: tuple[int, ...] = (2, 10)
     upsert_tables: tuple[int, ...] = (500_000, 5_000_000)
     upsert_batch: int = 10_000
-    upsert_batches: int = 3
-    upsert_moving: float = 0.10  # share of each update batch that moves to another hospital
+    upsert_batches: int = 2  # per update variant (upsert.VARIANTS: six)
     listing_files: tuple[int, ...] = (100, 100_000)  # ingested files: the fewest is the baseline (issue 33)
     listing_triggers: int = 10  # idle triggers observed per prefix
     sourcelog_entries: int = 100_000  # files a stream has logged when its source log compacts (benchmarks/sourcelog)
