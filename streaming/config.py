@@ -117,6 +117,19 @@ class LayoutConfig:
 
 
 @dataclass(frozen=True)
+class IngestLogConfig:
+    """When the ingest log's rows are written: together, off the batch's latency path (docs/design.md)."""
+
+    # A batch's log row waits in the ledger (committed with the batch's files) and is written with others, in one
+    # Hudi commit, once this many batches are waiting or the oldest waited `every_seconds`, when the job stops, and
+    # at the next start after a crash. The log therefore lags the table by at most this much; `status` says by how
+    # much it does. 1: every batch writes its own row (a Hudi commit of its own, about 0.7 s a batch measured).
+    every_batches: int = 10
+    # ...or once the oldest waiting row has waited this many seconds (checked after each batch); 0: by count only.
+    every_seconds: int = 60
+
+
+@dataclass(frozen=True)
 class ViewsConfig:
     """Which SQL on FHIR ViewDefinitions the job runs; each lands in its own Hudi table `bronze_<view name>`."""
 
@@ -174,6 +187,7 @@ class JobConfig:
     catalog: CatalogConfig = field(default_factory=CatalogConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     layout: LayoutConfig = field(default_factory=LayoutConfig)
+    ingest_log: IngestLogConfig = field(default_factory=IngestLogConfig)
     status: StatusConfig = field(default_factory=StatusConfig)
     views: ViewsConfig = field(default_factory=ViewsConfig)
 
@@ -372,6 +386,8 @@ _MINIMUM: dict[str, int] = {
     "metrics.heartbeat_seconds": 1,
     "layout.cluster_file_mb": 1,
     "layout.expected_rows": 1,
+    "ingest_log.every_batches": 1,
+    "ingest_log.every_seconds": 0,
 }
 
 

@@ -185,6 +185,7 @@ def test_batch_line_has_the_batch_numbers() -> None:
         ended_at=ended,
         services=("clustering",),
         services_failed=("clustering",),
+        log_rows=4,
     )
     assert progress.batch_line(result) == {
         "event": "batch",
@@ -202,6 +203,7 @@ def test_batch_line_has_the_batch_numbers() -> None:
         "lag_seconds": 60.0,
         "services": ["clustering"],
         "services_failed": ["clustering"],
+        "log_rows_written": 4,
     }
 
 

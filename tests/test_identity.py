@@ -70,6 +70,21 @@ def test_a_ledger_written_before_scoping_keeps_working(tmp_path: Path) -> None:
     assert prod.committed(["s3://land/b.json"]) == {"s3://land/b.json"}
 
 
+def test_waiting_log_rows_are_per_table_and_an_older_intent_waits_under_its_own_key(tmp_path: Path) -> None:
+    raw, prod, dev = _ledgers(tmp_path)
+    prod.begin(BatchIntent("p-1", "p", 1, ("s3a://land/p.json",), T0))
+    prod.commit("p-1", ["s3a://land/p.json"], T0, summary='{"p": 1}')
+    raw.begin(BatchIntent("old-2", "old", 2, ("s3a://land/b.json",), T0))  # before scoping
+    assert [i.batch_key for i in prod.open_intents()] == ["old-2"]
+    prod.commit("old-2", ["s3a://land/b.json"], T0, summary='{"old": 2}')
+
+    assert [(i.batch_key, summary) for i, summary in prod.unlogged()] == [("old-2", '{"old": 2}'), ("p-1", '{"p": 1}')]
+    assert [i.batch_key for i, _ in dev.unlogged()] == ["old-2"]  # an unscoped one is every table's, as before
+    prod.logged(["p-1", "old-2"])
+    assert prod.unlogged() == [] and raw.unlogged() == [] and raw.open_intents() == []
+    assert prod.committed(["s3://land/b.json", "s3://land/p.json"]) == {"s3://land/b.json", "s3://land/p.json"}
+
+
 def test_versions_and_decisions_are_per_table_and_per_object(tmp_path: Path) -> None:
     raw, prod, dev = _ledgers(tmp_path)
     prod.commit("r-1", ["s3a://land/x.json"], T0, versions={"s3a://land/x.json": "5@t"})

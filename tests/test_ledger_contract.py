@@ -215,6 +215,51 @@ def test_commit_marks_files_and_closes_the_intent(store: Store, ledger: Ledger) 
     assert store.record("s3://b/3.ndjson") is None
 
 
+def test_a_commit_with_a_summary_keeps_the_batch_until_its_log_row_is_written(store: Store, ledger: Ledger) -> None:
+    files = ["s3://b/1.ndjson", "s3://b/2.ndjson"]
+    first, second = _intent("run-1/7", files), _intent("run-1/8", ["s3://b/3.ndjson"], T0 + timedelta(seconds=5))
+    still_open = _intent("run-1/9", ["s3://b/4.ndjson"], T0 + timedelta(seconds=9), batch=9)
+    for intent in (second, first, still_open):
+        ledger.begin(intent)
+    ledger.commit("run-1/8", ["s3://b/3.ndjson"], T0, summary='{"n": 8}')
+    ledger.commit("run-1/7", files, T0, summary='{"n": 7, "text": "ünï "q""}')
+    # Committed (the files count), no longer open, each waiting with its summary, oldest first.
+    assert ledger.committed([*files, "s3://b/3.ndjson", "s3://b/4.ndjson"]) == {*files, "s3://b/3.ndjson"}
+    assert ledger.open_intents() == [still_open]
+    assert ledger.unlogged() == [(first, '{"n": 7, "text": "ünï "q""}'), (second, '{"n": 8}')]
+    assert store.open().unlogged() == ledger.unlogged()  # it survives a new instance
+
+    ledger.logged(["run-1/7"])
+    assert ledger.unlogged() == [(second, '{"n": 8}')]
+    ledger.logged(["run-1/8", "run-1/9"])  # an open intent is not closed by `logged`
+    assert ledger.unlogged() == []
+    assert ledger.open_intents() == [still_open]
+    assert ledger.committed(files) == set(files)  # the files stay committed
+
+
+def test_an_intent_of_1000_long_uris_waits_for_its_log_row_whole(ledger: Ledger) -> None:
+    files = _long_uris(1000, "logged")
+    ledger.begin(_intent("big", files))
+    ledger.abandon("big")  # committing 1,000 files through moto takes seconds; the intent's files are the point
+    ledger.begin(_intent("big", files))
+    ledger.commit("big", [], T0, summary="{}")
+    assert ledger.unlogged() == [(_intent("big", files), "{}")]
+    ledger.logged(["big"])
+    assert ledger.unlogged() == ledger.open_intents() == []
+
+
+def test_logged_is_fenced(ledger: Ledger) -> None:
+    stale = Fence("writer", "owner-a", ledger.acquire_lease("writer", "owner-a", GONE))
+    ledger.begin(_intent("a-1", ["s3://b/1.ndjson"]), stale)
+    ledger.commit("a-1", ["s3://b/1.ndjson"], T0, stale, summary="{}")
+    fresh = Fence("writer", "owner-b", ledger.acquire_lease("writer", "owner-b", LIVE))
+    with pytest.raises(LeaseLost):
+        ledger.logged(["a-1"], stale)
+    assert [i.batch_key for i, _ in ledger.unlogged()] == ["a-1"]
+    ledger.logged(["a-1"], fresh)
+    assert ledger.unlogged() == []
+
+
 def _long_uris(count: int, tag: str) -> list[str]:
     """`count` distinct URIs of 300 characters: a deep S3 prefix, as some feeds name their files."""
     return [f"s3://bucket/{tag}/{i:05d}/".ljust(288, "x") + f"{i:05d}.ndjson" for i in range(count)]
@@ -520,6 +565,25 @@ def test_a_sqlite_ledger_of_an_earlier_release_reads_its_lease_without_times(tmp
         state = ledger.lease("writer")
         assert state is not None and state.acquired_at is not None
         assert (state.owner, state.epoch, state.renewed_at) == ("new-run", 5, state.acquired_at)
+    finally:
+        ledger.close()
+
+
+def test_a_sqlite_ledger_of_an_earlier_release_keeps_its_open_intents_open(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite3"
+    with sqlite3.connect(path) as db:  # the intents table before the ingest log was deferred: no summary column
+        db.execute(
+            "CREATE TABLE intents (batch_key TEXT PRIMARY KEY, run_id TEXT NOT NULL, batch_id INTEGER NOT NULL,"
+            " files TEXT NOT NULL, started_at TEXT NOT NULL)"
+        )
+        db.execute("INSERT INTO intents VALUES ('old-1', 'old', 1, '[\"s3://b/1.ndjson\"]', ?)", (T0.isoformat(),))
+    db.close()
+    ledger = SqliteLedger(path)
+    try:
+        assert ledger.open_intents() == [_intent("old-1", ["s3://b/1.ndjson"], run="old", batch=1)]
+        assert ledger.unlogged() == []
+        ledger.commit("old-1", ["s3://b/1.ndjson"], T0, summary="{}")
+        assert ledger.open_intents() == [] and [i.batch_key for i, _ in ledger.unlogged()] == ["old-1"]
     finally:
         ledger.close()
 

@@ -177,3 +177,90 @@ def test_a_compaction_batch_reads_only_its_own_entries_from_the_source_log(spark
 
     assert paths(9) == [f"file:///landing/b9/f{i:07d}.ndjson" for i in range(3)]
     assert paths(4) == [f"file:///landing/b4/f{i:07d}.ndjson" for i in range(10)]
+
+
+def test_the_ingest_log_is_written_every_n_batches_and_when_the_job_stops(spark: Any, tmp_path: Path) -> None:
+    """Log rows wait in the ledger and are written together: every 2nd batch here, the rest when the job stops."""
+    from streaming.generate import generate
+    from streaming.ledger import open_ledger
+
+    landing = tmp_path / "landing"
+    generated = generate(landing, files=5, per_file=4, seed=21)
+    config = job_config(
+        tmp_path,
+        landing,
+        max_files_per_trigger=1,
+        **{"ingest_log.every_batches": 2, "ingest_log.every_seconds": 0},
+    )
+    waiting: list[int] = []  # rows waiting in the ledger after each batch
+    log_commits: list[int] = []  # ingest-log commits after each batch
+
+    def after_batch(_: Any) -> None:
+        ledger = open_ledger(config)
+        try:
+            waiting.append(len(ledger.unlogged()))
+        finally:
+            ledger.close()
+        log_commits.append(_commit_count(spark, ingest_log_table(config)))
+
+    summary = job.run(config, once=True, spark=spark, on_batch=after_batch)
+
+    assert [b.log_rows for b in summary.batches] == [0, 2, 0, 2, 0]
+    assert waiting == [1, 0, 1, 0, 1] and log_commits == [0, 1, 1, 2, 2]
+    # The stop wrote the fifth: one row per batch, each batch's own files and counts, in 3 commits.
+    ledger = open_ledger(config)
+    try:
+        assert ledger.unlogged() == [] and ledger.open_intents() == []
+    finally:
+        ledger.close()
+    rows = sorted(read_table(spark, config.table_uri("bronze_encounter_ingest_log")), key=lambda r: r["batch_id"])
+    assert [(r["batch_key"], r["files"], r["rows_written"]) for r in rows] == [
+        (b.batch_key, list(b.files), b.stats.rows_written) for b in summary.batches
+    ]
+    assert sum(r["rows_written"] for r in rows) == len(generated.encounter_ids)
+    assert _commit_count(spark, ingest_log_table(config)) == 3
+
+
+def _commit_count(spark: Any, spec: Any) -> int:
+    writer = HudiWriter(spark)
+    return len(list(writer.commits(spec))) if writer.has_commits(spec) else 0
+
+
+def test_an_intent_an_earlier_release_left_open_after_its_log_row_is_only_committed(spark: Any, tmp_path: Path) -> None:
+    """That release wrote the log row before the ledger commit: a kill between them left the row and the intent."""
+    from datetime import UTC, datetime
+
+    from streaming.bronze.columns import INGEST_LOG_SCHEMA
+    from streaming.generate import generate
+    from streaming.lakehouse.hudi import BATCH_KEY
+    from streaming.ledger import BatchIntent, open_ledger
+
+    landing = tmp_path / "landing"
+    (path,) = generate(landing, files=1, per_file=3, seed=31).files
+    config = job_config(tmp_path, landing)
+    started = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    intent = BatchIntent("old-000000", "old", 0, (_file_uri(path),), started)
+    ledger = open_ledger(config)
+    ledger.begin(intent)
+    ledger.close()
+    row = {
+        "batch_key": intent.batch_key, "run_id": "old", "batch_id": 0, "files": list(intent.files), "file_count": 1,
+        "files_already_committed": 0, "rows_in": 3, "rows_written": 0, "rows_deleted": 0, "rows_rejected": 3,
+        "rows_skipped": 0, "started_at": started, "ended_at": started, "commit_instant": None,
+        "delete_requests": 0, "rows_stale": 0, "lag_seconds": None,
+    }  # fmt: skip
+    log = ingest_log_table(config)
+    HudiWriter(spark).upsert(log, spark.createDataFrame([row], INGEST_LOG_SCHEMA), {BATCH_KEY: intent.batch_key})
+
+    summary = job.run(config, once=True, spark=spark)
+
+    assert (summary.recovery.finished, summary.recovery.abandoned) == (("old-000000",), ())
+    assert [b.files for b in summary.batches if b.files] == []  # its file counts as committed: not read again
+    rows = read_table(spark, config.table_uri(config.tables.ingest_log))
+    assert [(r["batch_key"], r["rows_written"], r["rows_rejected"]) for r in rows] == [("old-000000", 0, 3)]
+    ledger = open_ledger(config)
+    try:
+        assert ledger.committed([_file_uri(path)]) == {_file_uri(path)}
+        assert ledger.open_intents() == [] and ledger.unlogged() == []
+    finally:
+        ledger.close()

@@ -23,8 +23,9 @@ from streaming import cli
 from streaming.adapters import aws
 from streaming.adapters.storage import LANDED_AT
 from streaming.config import ConfigError, JobConfig, StatusConfig
-from streaming.ledger import LeaseState, SqliteLedger, open_ledger
+from streaming.ledger import BatchIntent, LeaseState, SqliteLedger, open_ledger
 from streaming.ledger.lease import lease_name
+from streaming.ledger.log_summary import LogSummary
 from streaming.ops import backlog as backlog_module
 from streaming.ops import status
 from streaming.ops.backlog import Backlog
@@ -612,17 +613,49 @@ def test_the_lease_is_read_from_the_ledger_and_a_missing_ledger_is_not_created(t
     _land(landing / "one.json", b"{}", NOW - timedelta(minutes=3))
     config = job_config(tmp_path, landing)
 
-    assert status.ledger_view(config, NOW)[1] is None
+    assert status.ledger_view(config, NOW)[1:] == (None, [])
     assert not Path(config.ledger_path).exists()
 
     ledger = open_ledger(config)
     ledger.acquire_lease(lease_name(config), "run-a", timedelta(minutes=1))
     ledger.close()
-    found, lease = status.ledger_view(config, NOW)
+    found, lease, _ = status.ledger_view(config, NOW)
 
     assert (found.waiting, found.oldest_waiting_seconds) == (1, 180)
     assert lease is not None
     assert (lease.name, lease.owner, lease.epoch, lease.released) == (lease_name(config), "run-a", 1, False)
+
+
+def test_batches_whose_log_rows_wait_in_the_ledger_are_shown_newest_first_and_marked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(status, "quarantine_counts", lambda config: {})  # no table written: nothing to count
+    config = job_config(tmp_path, tmp_path / "landing")
+    (tmp_path / "landing").mkdir()
+    ledger = open_ledger(config)
+    for n in range(3):
+        started = NOW - timedelta(minutes=10 - n)
+        ledger.begin(BatchIntent(f"run-b-{n:06d}", "run-b", n, (f"file:/l/{n}.ndjson",) * (n + 1), started))
+    stats = {"rows_written": 7, "rows_deleted": 1, "rows_rejected": 2, "rows_skipped": 0, "rows_stale": None}
+    for n in range(2):  # the third stays open: a batch in flight is not shown
+        summary = LogSummary(n, stats, NOW - timedelta(minutes=9 - n), f"2030010111{n}", 4.5 if n else None)
+        ledger.commit(f"run-b-{n:06d}", [f"file:/l/{n}.ndjson"], NOW, summary=summary.to_json())
+    ledger.close()
+
+    found = status.collect(config, now=NOW)
+
+    assert found.log_waiting == 2
+    assert [(b.batch_key, b.logged, b.files, b.files_already_committed) for b in found.batches] == [
+        ("run-b-000001", False, 2, 1),
+        ("run-b-000000", False, 1, 0),
+    ]
+    newest = found.batches[0]
+    assert (newest.rows_written, newest.rows_deleted, newest.rows_rejected, newest.rows_stale) == (7, 1, 2, None)
+    assert (newest.seconds, newest.lag_seconds, newest.commit_instant) == (60.0, 4.5, "20300101111")
+    text = status.render_text(found)
+    assert "2 committed, their ingest-log rows waiting in the ledger" in text
+    assert "run-b-000001 *" in text and "run-b-000002" not in text
+    assert found.to_json()["ingest_log_waiting"] == 2
 
 
 # -- pending instants --------------------------------------------------------------------------------------------

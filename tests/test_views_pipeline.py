@@ -204,8 +204,8 @@ def test_the_views_steps_come_between_the_quarantine_and_bronze() -> None:
         "view_patient",
         "view_condition",
         "bronze",
-        "ingest_log",
         "ledger",
+        "ingest_log",
         "upkeep",
     ]
 

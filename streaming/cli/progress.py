@@ -43,6 +43,7 @@ def batch_line(result: BatchResult) -> dict[str, Any]:
         "lag_seconds": None if lag is None else round(lag, 3),
         "services": list(result.services),
         "services_failed": list(result.services_failed),
+        "log_rows_written": result.log_rows,
     }
     if result.views:  # only when views besides encounter run: the Encounter-only line stays as it was
         line["views"] = {

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 # commit's extraMetadata; these keys tie a commit to the micro-batch that made it.
 BATCH_KEY = "_bronze_batch_key"
 BATCH_STATS = "_bronze_batch_stats"
+LOG_BATCHES = "_bronze_log_batches"  # an ingest-log commit: how many batches' rows it wrote
 
 # Options every table shares: copy-on-write, table version 6 so Athena, Hudi 0.x readers and hudi-rs can read it.
 COMMON_OPTIONS: dict[str, str] = {

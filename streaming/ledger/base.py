@@ -87,10 +87,20 @@ class Ledger(Protocol):
         at: datetime,
         fence: Fence | None = None,
         versions: Mapping[str, str] | None = None,
+        summary: str | None = None,
     ) -> None:
         """Mark `uris` committed by `batch_key` and close its intent; idempotent; fenced like `begin`. A file
         keeps the batch that first committed it; `versions` (size and modification time) are recorded each time,
-        so a file taken again (`reingest`) shows which version the table holds."""
+        so a file taken again (`reingest`) shows which version the table holds. With a `summary` (what the batch's
+        ingest-log row says beyond its intent, as JSON) the intent stays, committed, until `logged` closes it."""
+        ...
+
+    def unlogged(self) -> list[tuple[BatchIntent, str]]:
+        """Committed batches whose ingest-log row is not written yet: each intent and its summary, oldest first."""
+        ...
+
+    def logged(self, batch_keys: Sequence[str], fence: Fence | None = None) -> None:
+        """Close committed batches whose ingest-log rows are written; fenced like `begin`."""
         ...
 
     def abandon(self, batch_key: str, fence: Fence | None = None) -> None:

@@ -3,8 +3,9 @@
 One table, string partition key `pk`, three kinds of item:
 
 - `file#<uri>`: a committed file, with the `batch_key` that first committed it and `committed_at`;
-- `intent#<batch_key>`: an open batch intent (`run_id`, `batch_id`, `files`, `started_at`) plus the sparse
-  attribute `intent_open`, the hash key of the `open_intents` GSI, so listing open intents is a Query, not a Scan;
+- `intent#<batch_key>`: a batch intent (`run_id`, `batch_id`, `files`, `started_at`) plus the sparse attribute
+  `intent_open`, the hash key of the `open_intents` GSI, so listing intents is a Query, not a Scan: `open` while
+  the batch runs, `log` once it is committed with its ingest-log row still to write (its `summary` kept beside);
 - `lease#<name>`: a writer lease (`owner`, `expires_at` as ISO text, `expires_epoch` for the condition, and for
   `status` `acquired_at`, `renewed_at`, `released_at`).
 
@@ -29,7 +30,8 @@ from streaming.ledger.base import BatchIntent, Fence, LeaseHeld, LeaseLost, Leas
 from streaming.ledger.dynamodb_errors import cancellation_error, error_code, guard, lease_config, ledger_error
 
 INDEX = "open_intents"
-_OPEN = "open"  # the one value of the sparse GSI key: every open intent sits in one GSI partition
+_OPEN = "open"  # the sparse GSI key of an open intent: every open intent sits in one GSI partition
+_LOG = "log"  # ... and of a committed batch whose ingest-log row is pending: another one
 _FILE, _INTENT, _LEASE, _DECISION = "file#", "intent#", "lease#", "decision#"
 _PART = "intentpart#"  # further files of an intent too large for one item: intentpart#<batch key>#<n>
 # DynamoDB caps an item at 400 KB; an intent's file list is cut into items of at most this many UTF-8 bytes
@@ -217,6 +219,7 @@ class DynamoDbLedger:
         at: datetime,
         fence: Fence | None = None,
         versions: Mapping[str, str] | None = None,
+        summary: str | None = None,
     ) -> None:
         stamp = utc_iso(at)
         unique = list(dict.fromkeys(uris))
@@ -231,14 +234,40 @@ class DynamoDbLedger:
                 # list(): wait for every write and re-raise the first failure before the intent may close.
                 list(pool.map(lambda chunk: self._mark(chunk, batch_key, stamp, fence, versions or {}), chunks))
         # Files first, intent last: a crash in between leaves the intent open and a restart re-commits it.
-        self._close(batch_key, len(_cut(uris)), fence)
+        if summary is None:
+            self._close(batch_key, len(_cut(uris)), fence)
+            return
+        keep = {
+            "Update": {
+                "TableName": self.table,
+                "Key": {"pk": {"S": _INTENT + batch_key}},
+                "UpdateExpression": "SET intent_open = :log, summary = :s",
+                # Only an intent `begin` wrote: never an item of a summary alone, which no listing could read.
+                "ConditionExpression": "attribute_exists(pk)",
+                "ExpressionAttributeValues": {":log": {"S": _LOG}, ":s": {"S": summary}},
+            }
+        }
+        self._write("UpdateItem intent", fence, [keep])
+
+    def unlogged(self) -> list[tuple[BatchIntent, str]]:
+        return [(intent, item["summary"]["S"]) for intent, item in self._intents(_LOG) if "summary" in item]
+
+    def logged(self, batch_keys: Sequence[str], fence: Fence | None = None) -> None:
+        for key in batch_keys:
+            item = self._intent_item(key)
+            if item.get("intent_open", {}).get("S") == _LOG:  # an open intent is not closed here
+                self._close(key, int(item.get("parts", {}).get("N", "1")), fence)
 
     def abandon(self, batch_key: str, fence: Fence | None = None) -> None:
+        item = self._intent_item(batch_key)
+        self._close(batch_key, int(item.get("parts", {}).get("N", "1")), fence)
+
+    def _intent_item(self, batch_key: str) -> Item:
         with self._guard("GetItem intent"):
-            item = self._client.get_item(
+            item: Item = self._client.get_item(
                 TableName=self.table, Key={"pk": {"S": _INTENT + batch_key}}, ConsistentRead=True
             ).get("Item", {})
-        self._close(batch_key, int(item.get("parts", {}).get("N", "1")), fence)
+        return item
 
     def _close(self, batch_key: str, parts: int, fence: Fence | None) -> None:
         # The intent item first (that closes it), then its parts; a crash in between leaves parts nothing reads.
@@ -249,13 +278,17 @@ class DynamoDbLedger:
                 self._client.delete_item(TableName=self.table, Key={"pk": {"S": f"{_PART}{batch_key}#{n}"}})
 
     def open_intents(self) -> list[BatchIntent]:
+        return [intent for intent, _ in self._intents(_OPEN)]
+
+    def _intents(self, state: str) -> list[tuple[BatchIntent, Item]]:
+        """The intents whose GSI key is `state`, each with its item, oldest first."""
         keys: list[str] = []
         with self._guard("Query open_intents"):
             pages = self._client.get_paginator("query").paginate(
                 TableName=self.table,
                 IndexName=INDEX,
                 KeyConditionExpression="intent_open = :o",
-                ExpressionAttributeValues={":o": {"S": _OPEN}},
+                ExpressionAttributeValues={":o": {"S": state}},
                 ProjectionExpression="pk",
             )
             for page in pages:
@@ -266,17 +299,20 @@ class DynamoDbLedger:
         for i in range(0, len(keys), _BATCH_GET_MAX):
             items.extend(self._batch_get(list(dict.fromkeys(keys[i : i + _BATCH_GET_MAX])), None))
         intents = [
-            BatchIntent(
-                batch_key=item["pk"]["S"][len(_INTENT) :],
-                run_id=item["run_id"]["S"],
-                batch_id=int(item["batch_id"]["N"]),
-                files=self._files(item),
-                started_at=datetime.fromisoformat(item["started_at"]["S"]),
+            (
+                BatchIntent(
+                    batch_key=item["pk"]["S"][len(_INTENT) :],
+                    run_id=item["run_id"]["S"],
+                    batch_id=int(item["batch_id"]["N"]),
+                    files=self._files(item),
+                    started_at=datetime.fromisoformat(item["started_at"]["S"]),
+                ),
+                item,
             )
             for item in items
-            if "intent_open" in item
+            if item.get("intent_open", {}).get("S") == state
         ]
-        return sorted(intents, key=lambda it: (it.started_at, it.batch_key))
+        return sorted(intents, key=lambda it: (it[0].started_at, it[0].batch_key))
 
     def _files(self, item: Item) -> tuple[str, ...]:
         """An intent's files: its own list, then those of its parts in order."""

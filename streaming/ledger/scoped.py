@@ -17,12 +17,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from streaming.config import canonical_uri
 from streaming.ledger.base import BatchIntent, Fence, LeaseState, Ledger
 
 __all__ = ["SEPARATOR", "ScopedLedger", "canonical_uri"]
 
+T = TypeVar("T")
 SEPARATOR = "|"  # cannot start a URI, so a scoped key never looks like a raw (legacy) one
 
 
@@ -57,11 +59,18 @@ class ScopedLedger:
         at: datetime,
         fence: Fence | None = None,
         versions: Mapping[str, str] | None = None,
+        summary: str | None = None,
     ) -> None:
         keyed = {self.file_key(u): v for u, v in (versions or {}).items()}
-        self.inner.commit(self._batch(batch_key), [self.file_key(u) for u in uris], at, fence, keyed)
-        if batch_key in self._legacy:
-            self.inner.abandon(batch_key, fence)  # the files are committed above; this only closes the old intent
+        # An unscoped (older) intent is committed under its own key: that closes it, or keeps it for its log row.
+        key = batch_key if batch_key in self._legacy else self._batch(batch_key)
+        self.inner.commit(key, [self.file_key(u) for u in uris], at, fence, keyed, summary)
+
+    def unlogged(self) -> list[tuple[BatchIntent, str]]:
+        return [(intent, summary) for intent, summary in self._mine(self.inner.unlogged())]
+
+    def logged(self, batch_keys: Sequence[str], fence: Fence | None = None) -> None:
+        self.inner.logged([k if k in self._legacy else self._batch(k) for k in batch_keys], fence)
 
     def abandon(self, batch_key: str, fence: Fence | None = None) -> None:
         self.inner.abandon(self._batch(batch_key), fence)
@@ -69,13 +78,17 @@ class ScopedLedger:
             self.inner.abandon(batch_key, fence)
 
     def open_intents(self) -> list[BatchIntent]:
+        return [intent for intent, _ in self._mine((intent, None) for intent in self.inner.open_intents())]
+
+    def _mine(self, found: Iterable[tuple[BatchIntent, T]]) -> list[tuple[BatchIntent, T]]:
+        """This table's intents, unscoped; unscoped ones written before scoping too (remembered as legacy)."""
         mine, prefix = [], self.scope + SEPARATOR
-        for intent in self.inner.open_intents():
+        for intent, extra in found:
             if intent.batch_key.startswith(prefix):
-                mine.append(replace(intent, batch_key=intent.batch_key[len(prefix) :]))
+                mine.append((replace(intent, batch_key=intent.batch_key[len(prefix) :]), extra))
             elif SEPARATOR not in intent.batch_key:  # written before scoping
                 self._legacy.add(intent.batch_key)
-                mine.append(intent)
+                mine.append((intent, extra))
         return mine
 
     def versions(self, uris: Iterable[str]) -> dict[str, str]:

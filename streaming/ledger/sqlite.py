@@ -57,6 +57,9 @@ class SqliteLedger:
                 self._db.execute(f"ALTER TABLE leases ADD COLUMN {column} TEXT")
         if "version" not in {row[1] for row in self._db.execute("PRAGMA table_info(files)")}:
             self._db.execute("ALTER TABLE files ADD COLUMN version TEXT")
+        # A committed batch whose ingest-log row is pending keeps its intent, with the row's summary.
+        if "summary" not in {row[1] for row in self._db.execute("PRAGMA table_info(intents)")}:
+            self._db.execute("ALTER TABLE intents ADD COLUMN summary TEXT")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -95,7 +98,8 @@ class SqliteLedger:
         with self._tx() as db:
             self._check(db, fence)
             db.execute(
-                "INSERT OR REPLACE INTO intents VALUES (?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO intents (batch_key, run_id, batch_id, files, started_at)"
+                " VALUES (?, ?, ?, ?, ?)",
                 (
                     intent.batch_key,
                     intent.run_id,
@@ -112,6 +116,7 @@ class SqliteLedger:
         at: datetime,
         fence: Fence | None = None,
         versions: Mapping[str, str] | None = None,
+        summary: str | None = None,
     ) -> None:
         versions = versions or {}
         with self._tx() as db:
@@ -124,7 +129,20 @@ class SqliteLedger:
             db.executemany(
                 "UPDATE files SET version = ? WHERE uri = ?", [(versions[u], u) for u in uris if u in versions]
             )
-            db.execute("DELETE FROM intents WHERE batch_key = ?", (batch_key,))
+            if summary is None:
+                db.execute("DELETE FROM intents WHERE batch_key = ?", (batch_key,))
+            else:
+                db.execute("UPDATE intents SET summary = ? WHERE batch_key = ?", (summary, batch_key))
+
+    def unlogged(self) -> list[tuple[BatchIntent, str]]:
+        return [(intent, summary) for intent, summary in self._intents("summary IS NOT NULL") if summary is not None]
+
+    def logged(self, batch_keys: Sequence[str], fence: Fence | None = None) -> None:
+        with self._tx() as db:
+            self._check(db, fence)
+            db.executemany(
+                "DELETE FROM intents WHERE batch_key = ? AND summary IS NOT NULL", [(k,) for k in batch_keys]
+            )
 
     def abandon(self, batch_key: str, fence: Fence | None = None) -> None:
         with self._tx() as db:
@@ -132,13 +150,17 @@ class SqliteLedger:
             db.execute("DELETE FROM intents WHERE batch_key = ?", (batch_key,))
 
     def open_intents(self) -> list[BatchIntent]:
+        return [intent for intent, _ in self._intents("summary IS NULL")]
+
+    def _intents(self, where: str) -> list[tuple[BatchIntent, str | None]]:
         with self._tx() as db:
             rows = db.execute(
-                "SELECT batch_key, run_id, batch_id, files, started_at FROM intents ORDER BY started_at, batch_key"
+                "SELECT batch_key, run_id, batch_id, files, started_at, summary FROM intents"
+                f" WHERE {where} ORDER BY started_at, batch_key"
             ).fetchall()
         return [
-            BatchIntent(key, run, int(bid), tuple(json.loads(files)), datetime.fromisoformat(started))
-            for key, run, bid, files, started in rows
+            (BatchIntent(key, run, int(bid), tuple(json.loads(files)), datetime.fromisoformat(started)), summary)
+            for key, run, bid, files, started, summary in rows
         ]
 
     def _select(self, sql: str, keys: Iterable[str]) -> dict[str, str]:

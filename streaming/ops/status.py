@@ -17,8 +17,9 @@ from typing import Any
 
 from streaming.adapters.storage import local_path, split_s3_uri
 from streaming.config import JobConfig, StatusConfig, is_remote, is_s3
-from streaming.ledger import LeaseState
+from streaming.ledger import BatchIntent, LeaseState
 from streaming.ledger.lease import lease_name
+from streaming.ledger.log_summary import LogSummary
 from streaming.ops import query as q
 from streaming.ops.backlog import (
     EXAMPLES,
@@ -75,6 +76,36 @@ class Batch:
     seconds: float | None
     lag_seconds: float | None  # oldest file's modification time to the batch's end; None: not known (as above)
     commit_instant: str | None
+    # False: committed, its ingest-log row still waiting in the ledger (written every `ingest_log.every_batches`)
+    logged: bool = True
+
+
+def waiting_batch(intent: BatchIntent, summary: str) -> Batch:
+    """A committed batch whose ingest-log row waits in the ledger, from its intent and the ledger's summary."""
+    said = LogSummary.from_json(summary)
+
+    def count(name: str) -> int:
+        return int(said.stats.get(name) or 0)
+
+    stale = said.stats.get("rows_stale")
+    ended = said.ended_at
+    return Batch(
+        batch_key=intent.batch_key,
+        run_id=intent.run_id,
+        started_at=intent.started_at,
+        ended_at=ended,
+        files=len(intent.files),
+        files_already_committed=said.files_already_committed,
+        rows_written=count("rows_written"),
+        rows_deleted=count("rows_deleted"),
+        rows_rejected=count("rows_rejected"),
+        rows_skipped=count("rows_skipped"),
+        rows_stale=None if stale is None else int(stale),
+        seconds=None if ended is None else (ended - intent.started_at).total_seconds(),
+        lag_seconds=said.lag_seconds,
+        commit_instant=said.commit_instant,
+        logged=False,
+    )
 
 
 # The ingest log's columns `status` shows; a log written by an earlier release may lack the later ones.
@@ -326,6 +357,7 @@ class Status:
     batches: list[Batch]
     quarantine: dict[str, int]
     tables: list[TableFigures]
+    log_waiting: int = 0  # committed batches whose ingest-log rows wait in the ledger
 
     @property
     def waiting(self) -> Waiting:
@@ -368,6 +400,7 @@ class Status:
             },
             "lease": None if self.lease is None else {**_fields(self.lease), "run_ingested": self.run_ingested},
             "batches": [_fields(batch) for batch in self.batches],
+            "ingest_log_waiting": self.log_waiting,
             "quarantine": dict(self.quarantine),
             "tables": [_fields(t) for t in self.tables],
         }
@@ -391,21 +424,27 @@ def last_commit_at(tables: list[TableFigures]) -> datetime | None:
     return max(times) if times else None
 
 
-def ledger_view(config: JobConfig, now: datetime) -> tuple[Backlog, LeaseState | None]:
-    """The backlog and the table's writer lease, from one opening of the ledger (none is created)."""
+def ledger_view(config: JobConfig, now: datetime) -> tuple[Backlog, LeaseState | None, list[Batch]]:
+    """The backlog, the table's writer lease and the committed batches whose log rows wait, from one opening of the
+    ledger (none is created)."""
     ledger = open_ledger_if_any(config)
+    if ledger is None:
+        return backlog(config, ledger, now), None, []
     try:
-        return backlog(config, ledger, now), ledger.lease(lease_name(config)) if ledger is not None else None
+        waiting = [waiting_batch(intent, summary) for intent, summary in ledger.unlogged()]
+        return backlog(config, ledger, now), ledger.lease(lease_name(config)), waiting
     finally:
-        if ledger is not None:
-            ledger.close()
+        ledger.close()
 
 
 def collect(config: JobConfig, *, now: datetime | None = None, last: int = 10) -> Status:
     """Gather the whole status: the backlog, the writer lease, the last `last` batches, quarantine, tables."""
     now = now or datetime.now(UTC)
-    found, lease = ledger_view(config, now)
-    batches = recent_batches(config, max(last, 1))  # the newest tells whether the lease's run ingested anything
+    found, lease, unlogged = ledger_view(config, now)
+    # The newest tells whether the lease's run ingested anything; those still waiting for the log are the newest.
+    logged = recent_batches(config, max(last, 1))
+    waiting = {b.batch_key for b in unlogged}  # a row written, its ledger close lost to a crash: shown once
+    batches = unlogged[::-1] + [b for b in logged if b.batch_key not in waiting]  # the ledger's are oldest first
     tables = [table_figures(name, uri) for name, uri in q.table_uris(config).items()]
     verdict = judge(found, last_commit_at=last_commit_at(tables), lease=lease, settings=config.status, now=now)
     return Status(
@@ -419,6 +458,7 @@ def collect(config: JobConfig, *, now: datetime | None = None, last: int = 10) -
         lease=lease,
         run_ingested=None if lease is None else bool(batches) and batches[0].run_id == lease.owner,
         batches=batches[: max(last, 0)],
+        log_waiting=len(unlogged),
         quarantine=quarantine_counts(config),
         tables=tables,
     )
@@ -468,6 +508,11 @@ def render_text(status: Status) -> str:
         lines.append(f"  listing grows: {_listing_advice(status)}")
 
     lines += ["", "batches, newest first:" if status.batches else "batches: none yet"]
+    if status.log_waiting:
+        lines.append(
+            f"  {status.log_waiting} committed, their ingest-log rows waiting in the ledger (*): the log is written"
+            " every ingest_log.every_batches batches or every_seconds, when the job stops, and at its next start"
+        )
     if status.batches:
         header: tuple[str, ...] = ("started", "seconds", "lag", "files", "already", "written", "deleted", "rejected")
         header += ("skipped", "stale", "commit", "batch")
@@ -484,7 +529,7 @@ def render_text(status: Status) -> str:
                 str(batch.rows_skipped),
                 "-" if batch.rows_stale is None else str(batch.rows_stale),
                 batch.commit_instant or "-",
-                batch.batch_key,
+                batch.batch_key + ("" if batch.logged else " *"),
             )
             for batch in status.batches
         ]

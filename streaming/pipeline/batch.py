@@ -3,9 +3,14 @@
 `process_batch` lists the batch's files and drops those the ledger has committed, then runs `STEPS` in order (the
 README's step list is made from them); each is a named function over the batch's shared state (`_Batch`), timed and
 reported under its name, and the fault harness kills the job after each (`after_<name>`). After a crash, `recover`
-looks at every open intent: ingest-log row present -> only the ledger commit is missing; bronze commit present ->
-write the log row from the commit's statistics, then commit; neither -> nothing of the batch counts: abandon the
-intent and let the replay (or a re-listing) ingest the files again.
+looks at every open intent: bronze commit present -> commit it in the ledger with a log summary made from the
+commit's statistics; neither -> nothing of the batch counts: abandon the intent and let the replay (or a
+re-listing) ingest the files again. (An ingest-log row present -> only the ledger commit is missing: the order of
+an earlier release.) It then writes every waiting ingest-log row.
+
+The ingest log is off the latency path: the ledger commit keeps each batch's log summary with its intent, and
+`write_log` writes the rows of every waiting batch in one upsert when due (IngestLogConfig), at stop and at
+recovery (docs/decisions/deferred-ingest-log.md).
 
 The views besides encounter (`pipeline/views.py`) each write their table in a step of their own, `view_<name>`,
 between the quarantine and bronze: bronze's commit, which recovery looks for, is then only ever there once every
@@ -31,10 +36,11 @@ from streaming.bronze.flatten import bronze_rows, flatten, quarantine_rows
 from streaming.bronze.ordering import rows_deleted, settle_timeless_deletes, timeless_delete
 from streaming.bronze.records import LandedFile, poison_records, read_records
 from streaming.catalog import Catalog, NoCatalog, TableDef, table_def
-from streaming.config import JobConfig, canonical_uri
+from streaming.config import IngestLogConfig, JobConfig, canonical_uri
 from streaming.lakehouse.hudi import (
     BATCH_KEY,
     BATCH_STATS,
+    LOG_BATCHES,
     HudiWriter,
     TableSpec,
     clustering_options,
@@ -43,6 +49,7 @@ from streaming.lakehouse.hudi import (
 )
 from streaming.lakehouse.hudi import quarantine_table as quarantine_spec
 from streaming.ledger import BatchIntent, Fence, LeaseLost, Ledger
+from streaming.ledger.log_summary import LogSummary
 from streaming.pipeline import views as view_tables
 from streaming.pipeline.failures import worker_died
 from streaming.pipeline.views import ViewStats, ViewTable
@@ -77,6 +84,25 @@ class BatchStats:
         return replace(cls(**known), rows_stale=None)
 
 
+@dataclass
+class LogSchedule:
+    """The batches whose ingest-log rows wait in the ledger, counted on the job's own clock (IngestLogConfig)."""
+
+    waiting: int = 0
+    since: float | None = None  # time.monotonic() when the oldest of them was committed
+
+    def add(self, now: float) -> None:
+        self.waiting += 1
+        self.since = now if self.since is None else self.since
+
+    def due(self, config: IngestLogConfig, now: float) -> bool:
+        waited = self.since is not None and now - self.since >= config.every_seconds
+        return self.waiting >= config.every_batches or (waited and config.every_seconds > 0)
+
+    def reset(self) -> None:
+        self.waiting, self.since = 0, None
+
+
 @dataclass(frozen=True)
 class BatchDeps:
     """Everything a batch touches, passed in so tests can give their own."""
@@ -104,6 +130,8 @@ class BatchDeps:
     hook: Callable[[str], None] = lambda step: None
     # The views run besides encounter (views.run), each into its own table; none: the Encounter-only job.
     views: tuple[ViewTable, ...] = ()
+    # When the ingest log is written next (shared by every copy of these deps: one per job).
+    log_schedule: LogSchedule = field(default_factory=lambda: LogSchedule())
 
     @property
     def encounter(self) -> TableSpec:
@@ -133,6 +161,7 @@ class BatchResult:
     services: tuple[str, ...] = ()  # table services run after the batch was committed (e.g. clustering)
     services_failed: tuple[str, ...] = ()  # those of them that failed (best effort: ingestion went on)
     timings: Mapping[str, float] = field(default_factory=dict)  # seconds per step (STEPS and the views' steps)
+    log_rows: int = 0  # ingest-log rows written after this batch (its own and those waiting before it), if due
     views: Mapping[str, ViewStats] = field(default_factory=dict)  # what each view's table got (views.run)
 
     @property
@@ -173,6 +202,7 @@ class _Batch:
     services: tuple[str, ...] = ()
     failed: tuple[str, ...] = ()
     views: dict[str, ViewStats] = field(default_factory=dict)
+    log_rows: int = 0  # ingest-log rows written after the ledger commit (when due)
 
     @property
     def uris(self) -> tuple[str, ...]:
@@ -219,6 +249,7 @@ def process_batch(listing: DataFrame, batch_id: int, deps: BatchDeps) -> BatchRe
         services_failed=batch.failed,
         timings=timings,
         views=dict(batch.views),
+        log_rows=batch.log_rows,
     )
 
 
@@ -333,16 +364,23 @@ def _stored_view(deps: BatchDeps, table: ViewTable) -> DataFrame:
     return deps.writer.read(table.spec).select(*table.keys, "precombine_ts", "is_deleted")
 
 
-def _ingest_log(batch: _Batch) -> None:
-    """Ingest-log upsert, keyed by the batch key."""
-    _write_log(batch.deps, batch.intent(), batch.already, batch.stats, batch.instant, batch.oldest)
-
-
 def _commit(batch: _Batch) -> None:
-    """Ledger commit: the files committed with the versions read, the intent closed."""
+    """Ledger commit: the files committed with the versions read; the intent stays, with what the batch's
+    ingest-log row says, until that row is written."""
     deps = batch.deps
     versions = {f.uri: file_version(f) for f in batch.files}
-    deps.ledger.commit(batch.key, batch.uris, deps.clock(), deps.fence(), versions)
+    ended = deps.clock()
+    summary = log_summary(batch.already, batch.stats, batch.instant, ended, lag_seconds(batch.oldest, ended))
+    deps.ledger.commit(batch.key, batch.uris, ended, deps.fence(), versions, summary)
+
+
+def _ingest_log(batch: _Batch) -> None:
+    """Ingest log, when due (`ingest_log.every_batches` waiting or `every_seconds` waited): the rows of every
+    committed batch waiting in the ledger, in one upsert keyed by batch key."""
+    deps, now = batch.deps, time.monotonic()
+    deps.log_schedule.add(now)
+    if deps.log_schedule.due(deps.config.ingest_log, now):
+        batch.log_rows = write_log(deps, in_batch=True)
 
 
 def _services(batch: _Batch) -> None:
@@ -392,10 +430,12 @@ STEPS: tuple[Step, ...] = (
     Step("read", _read_step),
     Step("quarantine", _quarantine),
     Step("bronze", _bronze),
-    Step("ingest_log", _ingest_log),
     Step("ledger", _commit),
+    Step("ingest_log", _ingest_log),
     Step("upkeep", _services),
 )
+# Inside a write of the ingest log: its rows are in the table, their batches not yet closed in the ledger.
+LOG_WRITTEN = "after_log_written"
 
 
 def batch_steps(views: Sequence[ViewTable]) -> tuple[Step, ...]:
@@ -690,33 +730,48 @@ def _stored_versions(deps: BatchDeps) -> DataFrame:
     return stored.select(*deps.encounter.key_columns, "precombine_ts", deleted.alias("is_deleted"))
 
 
-def _write_log(
-    deps: BatchDeps,
-    intent: BatchIntent,
-    already: int,
-    stats: BatchStats,
-    instant: str | None,
-    oldest_modified: datetime | None = None,
-) -> None:
-    """The batch's ingest-log row; its lag is not known when recovery writes it (`oldest_modified` None)."""
-    ended = deps.clock()
-    row: dict[str, Any] = {
+def log_summary(already: int, stats: BatchStats, instant: str | None, ended: datetime, lag: float | None) -> str:
+    """The summary the ledger keeps for a batch's ingest-log row until it is written (ledger/log_summary.py)."""
+    return LogSummary(already, stats.__dict__, ended, instant, lag).to_json()
+
+
+def log_row(intent: BatchIntent, summary: str) -> dict[str, Any]:
+    """The ingest-log row of a committed batch, from its intent and its summary."""
+    said = LogSummary.from_json(summary)
+    return {
         "batch_key": intent.batch_key,
         "run_id": intent.run_id,
         "batch_id": intent.batch_id,
         "files": list(intent.files),
         "file_count": len(intent.files),
-        "files_already_committed": already,
-        **stats.__dict__,
+        "files_already_committed": said.files_already_committed,
+        **{name: said.stats.get(name) for name in BatchStats.__dataclass_fields__},
         "started_at": intent.started_at,
-        "ended_at": ended,
-        "commit_instant": instant,
-        "lag_seconds": lag_seconds(oldest_modified, ended),
+        "ended_at": said.ended_at,
+        "commit_instant": said.commit_instant,
+        "lag_seconds": said.lag_seconds,
     }
-    df = deps.spark.createDataFrame([row], INGEST_LOG_SCHEMA)
+
+
+def write_log(deps: BatchDeps, *, in_batch: bool = False) -> int:
+    """Write the ingest-log rows of every committed batch waiting in the ledger, then close those batches; how many.
+
+    One upsert keyed by batch key: a crash before the ledger hears of it leaves them waiting, and the next write
+    (at the next start at the latest) rewrites the same rows, never a second copy. `in_batch`: a batch's own
+    write, where the fault harness may kill the job between the two (LOG_WRITTEN).
+    """
+    pending = deps.ledger.unlogged()
+    deps.log_schedule.reset()
+    if not pending:
+        return 0
+    df = deps.spark.createDataFrame([log_row(intent, summary) for intent, summary in pending], INGEST_LOG_SCHEMA)
     deps.fence()
-    deps.writer.upsert(deps.ingest_log, df, {BATCH_KEY: intent.batch_key})
+    deps.writer.upsert(deps.ingest_log, df, {LOG_BATCHES: str(len(pending))})
     _register(deps, table_def(deps.ingest_log, df.schema))
+    if in_batch:
+        deps.hook(LOG_WRITTEN)
+    deps.ledger.logged([intent.batch_key for intent, _ in pending], deps.fence())
+    return len(pending)
 
 
 @dataclass(frozen=True)
@@ -761,10 +816,16 @@ def recover(deps: BatchDeps) -> Recovery:
                 )
                 continue
             stats = BatchStats.from_json(commit.extra.get(BATCH_STATS, "{}"))
-            _write_log(deps, intent, 0, stats, commit.instant)
-        deps.ledger.commit(intent.batch_key, intent.files, deps.clock(), deps.fence())
+            ended = deps.clock()
+            summary = log_summary(0, stats, commit.instant, ended, None)
+            deps.ledger.commit(intent.batch_key, intent.files, ended, deps.fence(), summary=summary)
+        else:  # a row an earlier release wrote before its ledger commit: only the commit is missing
+            deps.ledger.commit(intent.batch_key, intent.files, deps.clock(), deps.fence())
         finished.append(intent.batch_key)
         log.warning(
             "recovery: batch %s was written; bookkeeping finished for %d files", intent.batch_key, len(intent.files)
         )
+    waiting = write_log(deps)  # the rows a crash (or a stop before they were due) left waiting
+    if waiting:
+        log.info("recovery: wrote %d ingest-log row(s) waiting in the ledger", waiting)
     return Recovery(tuple(finished), tuple(abandoned), tuple(clustered))

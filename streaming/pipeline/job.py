@@ -21,7 +21,7 @@ from streaming.lakehouse.hudi import HudiWriter, encounter_table
 from streaming.lakehouse.source_log import source_log
 from streaming.ledger import LeaseLost, Ledger, LedgerUnavailable, open_ledger
 from streaming.ledger.lease import WriterLease, writer_lease
-from streaming.pipeline.batch import BatchDeps, BatchResult, Recovery, process_batch, recover
+from streaming.pipeline.batch import BatchDeps, BatchResult, Recovery, process_batch, recover, write_log
 from streaming.pipeline.failures import unwrap
 
 if TYPE_CHECKING:
@@ -199,6 +199,7 @@ def run(
                     summary.recovery = recover(deps)
                     query = start_stream(spark, config, deps, once=once, on_batch=summary.batches, observers=observers)
                     _await(query, lease, stop)
+                    write_log(deps)  # the rows not yet due: the log is complete when the job stops
                     break
                 except Exception as exc:
                     error = unwrap(exc)

@@ -31,7 +31,7 @@ from streaming.config import ConfigError, JobConfig, is_remote, is_s3, spelled_l
 from streaming.lakehouse.hudi import HudiWriter, quarantine_table
 from streaming.ledger import open_ledger
 from streaming.ledger.lease import writer_lease
-from streaming.pipeline.batch import BatchDeps, BatchResult, only_positions, process_batch, recover
+from streaming.pipeline.batch import BatchDeps, BatchResult, only_positions, process_batch, recover, write_log
 from streaming.pipeline.job import RunSummary, new_run_id, writer_deps
 
 if TYPE_CHECKING:
@@ -180,6 +180,7 @@ def _take(
             summary.recovery = recover(deps)  # finish a crashed batch first: its files may be among these
             listing = spark.createDataFrame([(f.uri, f.length, f.modified) for f in files], LISTING_SCHEMA)
             result = process_batch(listing, 0, deps)
+            write_log(deps)  # its row now, not at the stream's next due write
             summary.batches.append(result)
             lease.check()  # the clean-up is a write too
             fixed, remaining = _drop_stale_quarantine(deps, result, gone)

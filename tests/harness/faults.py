@@ -10,9 +10,13 @@ from __future__ import annotations
 import os
 import signal
 
-from streaming.pipeline.batch import STEPS
+from streaming.pipeline.batch import LOG_WRITTEN, STEPS
 
-POINTS = tuple(f"after_{step.name}" for step in STEPS)  # after every step of the batch protocol: a kill point
+# After every step of the batch protocol, and inside the ingest log's write (its rows written, their batches not yet
+# closed in the ledger): a kill point each.
+_AFTER_STEPS = tuple(f"after_{step.name}" for step in STEPS)
+_AT = _AFTER_STEPS.index("after_ledger") + 1
+POINTS = (*_AFTER_STEPS[:_AT], LOG_WRITTEN, *_AFTER_STEPS[_AT:])
 
 
 def point(name: str) -> None:

@@ -57,12 +57,17 @@ class SqliteLedgerView:
         return set(self.all_committed()) & set(uris)
 
     def open_intents(self) -> set[str]:
-        return {_unscoped(key) for (key,) in self._rows("SELECT batch_key FROM intents")}
+        return set(self.intents())
 
     def intents(self) -> dict[str, frozenset[str]]:
-        """Open intents: batch key -> the files it announced (as Spark listed them: intents keep them unscoped)."""
-        rows = self._rows("SELECT batch_key, files FROM intents")
+        """Open intents: batch key -> the files it announced (as Spark listed them: intents keep them unscoped).
+        Not those of committed batches whose ingest-log row waits (they carry its summary)."""
+        rows = self._rows("SELECT batch_key, files FROM intents WHERE summary IS NULL")
         return {_unscoped(key): frozenset(json.loads(files)) for key, files in rows}
+
+    def unlogged(self) -> set[str]:
+        """Committed batches whose ingest-log row is not written yet."""
+        return {_unscoped(key) for (key,) in self._rows("SELECT batch_key FROM intents WHERE summary IS NOT NULL")}
 
     def batches(self) -> dict[str, tuple[str, frozenset[str]]]:
         """Committed batches: batch key -> (when it committed, the files it was the first to commit)."""
@@ -89,7 +94,8 @@ class SqliteLedgerView:
 class DynamoLedgerView:
     """The job's DynamoDB ledger, its items read with boto3 straight from moto: neither through the product's ledger
     code nor through the proxy the jobs use. Item keys as streaming/ledger/dynamodb.py documents them:
-    `file#<table>|<uri>` per committed file, `intent#<table>|<batch key>` with `intent_open` per open intent."""
+    `file#<table>|<uri>` per committed file, `intent#<table>|<batch key>` with `intent_open` `open` per open
+    intent."""
 
     def __init__(self, table: str, warehouse: Path) -> None:
         import boto3
@@ -101,14 +107,16 @@ class DynamoLedgerView:
             "dynamodb", region_name=region, endpoint_url=env["AWS_ENDPOINT_URL"]
         )
 
-    def _keys(self, kind: str, attribute: str | None = None) -> list[str]:
-        """Unscoped keys of the items of one kind (`file#`, `intent#`), optionally only those with `attribute`."""
+    def _keys(self, kind: str, attribute: str | None = None, value: str | None = None) -> list[str]:
+        """Unscoped keys of the items of one kind (`file#`, `intent#`), optionally only those with `attribute`
+        (equal to `value`, if given)."""
         pages = self.client.get_paginator("scan").paginate(TableName=self.table, ConsistentRead=True)
         keys = []
         for page in pages:
             for item in page["Items"]:
                 pk = item["pk"]["S"]
-                if pk.startswith(kind) and (attribute is None or attribute in item):
+                found = attribute is None or (attribute in item and value in (None, item[attribute].get("S")))
+                if pk.startswith(kind) and found:
                     keys.append(_unscoped(pk[len(kind) :]))
         return keys
 
@@ -120,7 +128,7 @@ class DynamoLedgerView:
         return set(self.all_committed()) & set(uris)
 
     def open_intents(self) -> set[str]:
-        return set(self._keys("intent#", "intent_open"))
+        return set(self._keys("intent#", "intent_open", "open"))  # `log`: committed, its log row waiting
 
 
 def wait_all_committed(what: str, proc: JobProcess, ledger: LedgerView, files: set[str], timeout: float) -> None:
