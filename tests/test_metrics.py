@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import socket
 from dataclasses import dataclass
@@ -100,6 +101,29 @@ def test_two_batches_come_back_from_cloudwatch(aws_env: str, unique_name: str) -
     assert lag["SampleCount"] == 2
     assert lag["Maximum"] == pytest.approx(30.0, abs=1.0)  # ended_at - oldest_modified, as the batch measured it
     assert _statistics(unique_name, "Files", table="another_table")["SampleCount"] == 0  # the dimension filters
+
+
+def test_each_view_publishes_its_rows_and_its_step_under_its_name(aws_env: str, unique_name: str) -> None:
+    from streaming.pipeline.views import ViewStats
+
+    metrics = CloudWatchMetrics(unique_name, TABLE)
+    for n, (patients, conditions) in enumerate([(ViewStats(5, 0, 1, 5), ViewStats(9, 1, 0, 10)), (ViewStats(2), None)]):
+        result = _result(1, BatchStats(3, 3), seconds=2.0, lag=1.0, batch_id=n)
+        views = {"patient": patients, **({"condition": conditions} if conditions else {})}
+        timings = {"view_patient": 0.5 + n, "view_condition": 0.25}
+        metrics(dataclasses.replace(result, views=views, timings=timings))
+
+    patient, condition = {"View": "patient"}, {"View": "condition"}
+    assert _statistics(unique_name, "ViewRowsIn", dimensions=patient)["Sum"] == 7
+    assert _statistics(unique_name, "ViewRowsWritten", dimensions=patient)["Sum"] == 5
+    assert _statistics(unique_name, "ViewRowsRejected", dimensions=patient)["Sum"] == 1
+    assert _statistics(unique_name, "ViewSeconds", dimensions=patient) == {"Sum": 2.0, "SampleCount": 2, "Maximum": 1.5}
+    assert _statistics(unique_name, "ViewRowsWritten", dimensions=condition) == {
+        "Sum": 10.0,
+        "SampleCount": 1,
+        "Maximum": 10.0,
+    }
+    assert _statistics(unique_name, "RowsWritten")["Sum"] == 6  # the batch's own, without a View dimension
 
 
 def test_batch_without_new_files_sends_no_lag(aws_env: str, unique_name: str) -> None:

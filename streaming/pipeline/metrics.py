@@ -1,7 +1,8 @@
 """Metrics in CloudWatch: one thin adapter over put_metric_data that never fails a batch.
 
 After every batch: Files, RowsIn, RowsWritten, RowsDeleted, RowsRejected, RowsStale, BatchSeconds, ServicesFailed
-and LagSeconds. From a timer that runs whatever the batches do (`Heartbeat`, every `metrics.heartbeat_seconds`):
+and LagSeconds; per view besides encounter (dimension View) ViewRowsIn, ViewRowsWritten, ViewRowsRejected and
+ViewSeconds. From a timer that runs whatever the batches do (`Heartbeat`, every `metrics.heartbeat_seconds`):
 Heartbeat, Blocked (one per reason, 1 while the stream waits out that reason) and, at most every
 `metrics.waiting_every_seconds` since it lists the source, FilesWaiting and OldestWaitingSeconds. A stream that is
 up but blocked, or gone, is told by these: the template's alarms watch them. Every metric has the dimension
@@ -56,6 +57,10 @@ METRICS: dict[str, str] = {
     "BatchSeconds": "a batch's wall time, listing to ledger commit",
     "ServicesFailed": "table services (clustering) that failed after a batch; ingestion went on",
     "LagSeconds": "from the oldest ingested file's landing to its batch's end",
+    "ViewRowsIn": "per view besides encounter (dimension View): resource versions of its type a batch read",
+    "ViewRowsWritten": "per view: rows a batch wrote into its table",
+    "ViewRowsRejected": "per view: records of its type a batch quarantined",
+    "ViewSeconds": "per view: its step's wall time in a batch",
     "Heartbeat": "1 every metrics.heartbeat_seconds while the job runs, whatever its batches do",
     "Blocked": "1 while the stream waits out the reason in the Reason dimension, else 0",
     "FilesWaiting": "landed files the ledger has not committed",
@@ -89,6 +94,19 @@ def batch_metrics(result: BatchResult) -> list[Metric]:
     return metrics
 
 
+def view_metrics(result: BatchResult) -> dict[str, list[Metric]]:
+    """The numbers each view besides encounter publishes for a batch (dimension View=<its name>)."""
+    return {
+        name: [
+            ("ViewRowsIn", stats.versions, "Count"),
+            ("ViewRowsWritten", stats.rows_written, "Count"),
+            ("ViewRowsRejected", stats.rejected, "Count"),
+            ("ViewSeconds", result.timings.get(f"view_{name}", 0.0), "Seconds"),
+        ]
+        for name, stats in result.views.items()
+    }
+
+
 def waiting_metrics(waiting: Waiting) -> list[Metric]:
     """The backlog: how many files wait and how long the oldest has (0 when none waits), and, from a full listing
     (status.backlog), files overwritten in place, ignored for their names, listed per trigger and already committed."""
@@ -115,7 +133,10 @@ class CloudWatchMetrics:
         self._lock = threading.Lock()  # the batch observer and the heartbeat publish from different threads
 
     def __call__(self, result: BatchResult) -> None:
-        self.publish(batch_metrics(result), result.ended_at or datetime.now(UTC))
+        at = result.ended_at or datetime.now(UTC)
+        self.publish(batch_metrics(result), at)
+        for view, metrics in view_metrics(result).items():
+            self.publish(metrics, at, {"View": view})
 
     def publish(self, metrics: list[Metric], at: datetime, dimensions: Mapping[str, str] | None = None) -> bool:
         """Send `metrics` stamped `at` (with `dimensions` beside Table); False, and one warning per failure streak,
