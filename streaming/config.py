@@ -7,6 +7,7 @@ Precedence is flag > file > default. Every key is documented once, on its field 
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 import tomllib
 from collections.abc import Mapping
@@ -110,6 +111,10 @@ class LayoutConfig:
     # writes files of up to this many MiB, not one file per hospital of up to Hudi's 120 MB (an update or a move
     # into a file rewrites or reads all of it).
     cluster_file_mb: int = 16
+    # At most every this many seconds, after a batch's ledger commit and never in the batch a clustering ran in,
+    # the job cleans bronze (deletes file versions older than the 10 retained commits) and archives its timeline.
+    # Hudi would clean inside a batch's own commit (every 10th); on the job's clock it stays off the latency path.
+    clean_every_seconds: int = 300
     # How many rows bronze is expected to hold (encounters, tombstones included) when grown: the record index gets
     # one file group per RECORD_INDEX_ROWS_PER_FILE_GROUP of them (docs/design.md, "The record index's size").
     # Fixed when the index is built, at the table's first write: a table already written keeps its count.
@@ -386,6 +391,7 @@ _MINIMUM: dict[str, int] = {
     "metrics.heartbeat_seconds": 1,
     "layout.cluster_file_mb": 1,
     "layout.expected_rows": 1,
+    "layout.clean_every_seconds": 1,
     "ingest_log.every_batches": 1,
     "ingest_log.every_seconds": 0,
 }
@@ -454,6 +460,32 @@ def view_entries(config: JobConfig) -> tuple[str, ...]:
     """`views.run` as its entries, in order, without `encounter` (always run) and without repeats."""
     entries = (e.strip() for e in config.views.run.split(","))
     return tuple(dict.fromkeys(e for e in entries if e and e != ENCOUNTER_VIEW))
+
+
+VIEW_TABLE_PREFIX = "bronze_"  # a view's table is bronze_<the view's name>
+
+
+def view_entry_is_file(entry: str) -> bool:
+    """A `views.run` entry names a file (a path or a `.json` name), not a shipped view."""
+    return entry.endswith(".json") or "/" in entry or "\\" in entry
+
+
+def view_table_names(config: JobConfig) -> tuple[str, ...]:
+    """The tables of the views `views.run` names besides encounter, without compiling them (for `status`): a shipped
+    view's name is its entry, a file's is the `name` it holds; a file that cannot be read is left out (the job
+    refuses it at its start, naming it)."""
+    names = []
+    for entry in view_entries(config):
+        if not view_entry_is_file(entry):
+            names.append(entry)
+            continue
+        try:
+            found = json.loads(Path(entry).read_text(encoding="utf-8")).get("name")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(found, str) and found:
+            names.append(found)
+    return tuple(dict.fromkeys(f"{VIEW_TABLE_PREFIX}{name}" for name in names))
 
 
 def _check_views(config: JobConfig) -> None:

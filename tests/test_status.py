@@ -658,6 +658,21 @@ def test_batches_whose_log_rows_wait_in_the_ledger_are_shown_newest_first_and_ma
     assert found.to_json()["ingest_log_waiting"] == 2
 
 
+def test_the_views_tables_are_listed_beside_the_three(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(status, "quarantine_counts", lambda config: {})  # no table written: nothing to count
+    (tmp_path / "landing").mkdir()
+    mine = tmp_path / "mine.json"
+    mine.write_text(json.dumps({"resourceType": "ViewDefinition", "name": "my_view", "resource": "Patient"}))
+    run = f"encounter,patient,{mine},condition"
+    found = status.collect(job_config(tmp_path, tmp_path / "landing", **{"views.run": run}), now=NOW)
+
+    names = [t.name for t in found.tables]
+    assert names[3:] == ["bronze_patient", "bronze_my_view", "bronze_condition"]  # the job's three first
+    assert not any(t.exists for t in found.tables)
+    assert "bronze_my_view" in status.render_text(found)
+    assert [t["name"] for t in found.to_json()["tables"]][3:] == names[3:]
+
+
 # -- pending instants --------------------------------------------------------------------------------------------
 
 # Names as Hudi 1.0 writes a table version 6 timeline (a completed commit, a clean; what is left pending).

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from streaming.adapters.storage import local_path, split_s3_uri
-from streaming.config import JobConfig, StatusConfig, is_remote, is_s3
+from streaming.config import JobConfig, StatusConfig, is_remote, is_s3, view_table_names
 from streaming.ledger import BatchIntent, LeaseState
 from streaming.ledger.lease import lease_name
 from streaming.ledger.log_summary import LogSummary
@@ -445,7 +445,8 @@ def collect(config: JobConfig, *, now: datetime | None = None, last: int = 10) -
     logged = recent_batches(config, max(last, 1))
     waiting = {b.batch_key for b in unlogged}  # a row written, its ledger close lost to a crash: shown once
     batches = unlogged[::-1] + [b for b in logged if b.batch_key not in waiting]  # the ledger's are oldest first
-    tables = [table_figures(name, uri) for name, uri in q.table_uris(config).items()]
+    views = {name: config.table_uri(name) for name in view_table_names(config)}  # views.run's, besides encounter
+    tables = [table_figures(name, uri) for name, uri in {**q.table_uris(config), **views}.items()]
     verdict = judge(found, last_commit_at=last_commit_at(tables), lease=lease, settings=config.status, now=now)
     return Status(
         at=now,

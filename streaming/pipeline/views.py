@@ -28,7 +28,7 @@ from pyspark.sql import functions as F
 from streaming.bronze.columns import TableDoc
 from streaming.bronze.flatten import fhir_datetime, hospital_partition
 from streaming.bronze.ordering import DELETED_PARTITION, EVENT_TIME_FLOOR, event_time, newest_versions, precombine_ts
-from streaming.config import ENCOUNTER_VIEW, ConfigError, JobConfig, view_entries
+from streaming.config import ENCOUNTER_VIEW, VIEW_TABLE_PREFIX, ConfigError, JobConfig, view_entries
 from streaming.fhir.mapping import FHIR_ID_RE
 from streaming.fhir.reasons import BAD_DATETIME, FUTURE_DATETIME, INVALID_ID, MISSING_ID
 from streaming.lakehouse.hudi import TableSpec, encounter_table
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 # A ViewDefinition extension naming the view column its table is partitioned by (valueString).
 PARTITION_EXTENSION = "urn:bronze-encounter:view-partition"
-TABLE_PREFIX = "bronze_"
+TABLE_PREFIX = VIEW_TABLE_PREFIX
 RESOURCE_KEY = "resource_key"
 ROW_INDEX = "row_index"
 # What the job adds to every view table's rows, after the view's own columns.

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streaming.config import ConfigError
+from streaming.config import ConfigError, view_entry_is_file
 from streaming.views.compiler import CompiledView, compile_view
 from streaming.views.errors import ViewError
 
@@ -64,14 +64,9 @@ def _shipped_definition(entry: str, fhir_version: str) -> Mapping[str, Any] | No
     return found
 
 
-def is_path(entry: str) -> bool:
-    """An entry names a file (a path or a `.json` name), not a shipped view."""
-    return entry.endswith(".json") or "/" in entry or "\\" in entry
-
-
 def find_view(entry: str, fhir_version: str, shipped: ShippedLookup | None = None) -> FoundView:
     """The view `entry` names, compiled for `fhir_version`: a shipped name first, then a file (else ConfigError)."""
-    if not is_path(entry):
+    if not view_entry_is_file(entry):
         lookup = shipped or getattr(_shipped_module(), "shipped_view", None)
         found = None if lookup is None else _shipped(entry, fhir_version, lookup)
         if isinstance(found, CompiledView):
