@@ -205,7 +205,7 @@ def _check_goals(scenarios: dict[str, Any]) -> None:
     counts = {
         "backfill": 3 * len(peers.MAPPINGS) + 2,
         "latency": 2,
-        "upsert": 1,
+        "upsert": len(GOAL_VARIANTS),
         "listing": 2,
         "soak": 1,
         "query_scale": 2,

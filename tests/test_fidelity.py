@@ -536,7 +536,9 @@ def stream(spark: Any, tmp_path: Path) -> Iterator[tuple[Any, list[BatchResult],
     tmp_path = tmp_path.resolve()
     landing = tmp_path / "landing"
     landing.mkdir()
-    config = job_config(tmp_path, landing, **{"trigger_interval": "1 second", "fhir.max_depth": MAX_DEPTH})
+    # Every batch writes its own ingest-log row: the test reads the log while the stream runs.
+    settings = {"trigger_interval": "1 second", "fhir.max_depth": MAX_DEPTH, "ingest_log.every_batches": 1}
+    config = job_config(tmp_path, landing, **settings)
     ledger = job.open_ledger(config)
     deps = BatchDeps(spark=spark, config=config, ledger=ledger, writer=HudiWriter(spark), run_id=job.new_run_id())
     results: list[BatchResult] = []
