@@ -568,12 +568,23 @@ def test_alarms_and_dashboard_watch_metrics_the_job_publishes_under_its_namespac
     r = render()
     table = {"Name": "Table", "Value": config.tables.encounter}
     alarmed = _watched(r)
+    rows = [row for w in _dashboard(r)["widgets"] if w["type"] == "metric" for row in w["properties"]["metrics"]]
     graphed = [
         (row[0], row[1], [{"Name": k, "Value": v} for k, v in zip(row[2:-1:2], row[3:-1:2], strict=True)])
-        for widget in _dashboard(r)["widgets"]
-        if widget["type"] == "metric"
-        for row in widget["properties"]["metrics"]
+        for row in rows
+        if isinstance(row[0], str)
     ]
+    # The views' metrics: one line per view, whichever views.run names, by a search over the View dimension.
+    searched = []
+    for (row,) in (row for row in rows if isinstance(row[0], dict)):
+        found = re.fullmatch(
+            r"SEARCH\('\{(\w+),Table,View\} MetricName=\"(\w+)\" Table=\"(\w+)\"', '\w+', \d+\)", row["expression"]
+        )
+        assert found, row
+        namespace, metric, named = found.groups()
+        assert (namespace, named, metric in JOB_METRICS) == (config.metrics.namespace, config.tables.encounter, True)
+        searched.append(metric)
+    assert sorted(searched) == sorted(m for m in JOB_METRICS if m.startswith("View"))
     for namespace, metric, dimensions in alarmed + graphed:
         assert (namespace, metric in JOB_METRICS) == (config.metrics.namespace, True), metric
         assert dimensions[0] == table, (metric, dimensions)
@@ -584,7 +595,7 @@ def test_alarms_and_dashboard_watch_metrics_the_job_publishes_under_its_namespac
             assert others == [], dimensions
     # Each reason the job can block on has its own alarm; every published metric is on the dashboard.
     assert {d[1]["Value"] for _, m, d in alarmed if m == "Blocked"} == BLOCKED_REASONS
-    assert {m for _, m, _ in graphed} == JOB_METRICS
+    assert {m for _, m, _ in graphed} | set(searched) == JOB_METRICS
 
 
 def test_every_alarm_notifies_the_topic_when_it_fires_and_when_it_clears() -> None:
