@@ -204,3 +204,36 @@ def test_a_clustering_that_fails_every_time_never_stops_ingestion(
     check_invariants(spark, warehouse, landing, ledger, "after clusterings that failed")
     properties = (Path(bronze.uri) / ".hoodie" / "hoodie.properties").read_text()
     assert "hoodie.table.version=6" in properties  # the rollback did not upgrade the table
+
+
+@pytest.mark.spark
+def test_cleaning_runs_on_the_jobs_clock_and_never_in_a_batch_with_a_clustering(spark: Any, tmp_path: Path) -> None:
+    """Hudi's own clean (inside a batch's commit, every 10th) is off: old file versions stay until the job cleans,
+    after a batch's ledger commit; clean and clustering take turns, one a batch."""
+    from streaming.generate import generate
+    from streaming.pipeline import job
+
+    landing = tmp_path / "landing"
+    first = generate(landing, files=13, per_file=2, seed=41)
+    quiet = {"layout.cluster_every_seconds": 0, "layout.clean_every_seconds": 10**6, "max_files_per_trigger": 1}
+    config = job_config(tmp_path, landing, **quiet)
+    bronze = Path(config.table_uri(config.tables.encounter).removeprefix("file:"))
+    ran = job.run(config, once=True, spark=spark)
+    assert len([b for b in ran.batches if b.files]) == 13  # 13 commits: Hudi's own rule would have cleaned
+    assert not [n for n in _timeline(str(bronze)) if ".clean" in n]
+    assert {b.services for b in ran.batches} == {()}
+    versions = set(bronze.rglob("*.parquet"))  # each batch rewrote its hospitals' small files: old versions stay
+
+    more = generate(tmp_path / "more", files=2, per_file=2, seed=42)  # two batches: one service each
+    for path in more.files:
+        path.rename(landing / path.name)
+    both = {**quiet, "layout.cluster_every_seconds": 1, "layout.clean_every_seconds": 1}
+    ran = job.run(job_config(tmp_path, landing, **both), once=True, spark=spark)
+
+    services = [b.services for b in ran.batches if b.files]
+    assert all(len(s) == 1 for s in services), services  # both due every batch: one of them, never both
+    assert {s for (s,) in services} == {"clean", "clustering"}, services  # neither starves the other
+    assert [n for n in _timeline(str(bronze)) if n.endswith(".clean")]
+    assert versions - set(bronze.rglob("*.parquet")), "no old file version was cleaned"
+    rows = spark.read.format("hudi").load(str(bronze)).select("encounter_id").collect()
+    assert sorted(r[0] for r in rows) == sorted(first.encounter_ids + more.encounter_ids)

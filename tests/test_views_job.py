@@ -215,3 +215,27 @@ def test_newer_versions_deletes_and_bad_records_in_a_view_table(spark: Any, tmp_
             "not a FHIR dateTime: Patient.meta.lastUpdated (not landed in bronze_patient, bronze_patient_name)",
         ),
     ]
+
+
+def test_a_views_table_is_clustered_and_cleaned_like_bronze(spark: Any, tmp_path: Path) -> None:
+    """Upkeep serves every view's table too, one service a batch: each table's small files are merged."""
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    lines = (BULK / "Patient.000.ndjson").read_text(encoding="utf-8").splitlines()
+    for n in range(3):  # three batches of patients: three small files to cluster
+        (landing / f"patients-{n}.ndjson").write_text("\n".join(lines[n::3]) + "\n", encoding="utf-8")
+    every = {"layout.cluster_every_seconds": 1, "layout.clean_every_seconds": 1, "layout.small_file_mb": 0}
+    config = job_config(tmp_path, landing, max_files_per_trigger=1, **{"views.run": "encounter,patient", **every})
+
+    ran = job.run(config, once=True, spark=spark)
+
+    services = [b.services for b in ran.batches if b.files]
+    assert all(len(s) <= 1 for s in services), services
+    # Bronze holds no row (no Encounter came), so it has nothing to serve; the patient table has, in turns.
+    assert {s for (s,) in filter(None, services)} == {"clustering:bronze_patient", "clean:bronze_patient"}, services
+    timeline = sorted(p.name for p in (Path(config.table_uri("bronze_patient")) / ".hoodie").iterdir())
+    assert [n for n in timeline if n.endswith(".replacecommit")]  # (a clean of 3 commits has nothing to delete)
+    # Every patient once, as the view gives it (from the split files, so not their positions in the export's file).
+    columns = ["id", "gender", "birth_date", "family", "is_deleted"]
+    patients = {k: {c: row[c] for c in columns} for k, row in expected_patients(BULK / "Patient.000.ndjson").items()}
+    assert actual(config, "bronze_patient", ("resource_key",), columns) == patients

@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 
 # Write options starting with `hoodie.datasource.write.commitmeta.key.prefix` (default "_") are copied into the
 # commit's extraMetadata; these keys tie a commit to the micro-batch that made it.
+# The table services the job runs on its own clock, and the completed timeline action each leaves.
+CLUSTERING, CLEAN = "clustering", "clean"
+_SERVICE_ACTIONS = {CLUSTERING: ".replacecommit", CLEAN: ".clean"}
 BATCH_KEY = "_bronze_batch_key"
 BATCH_STATS = "_bronze_batch_stats"
 LOG_BATCHES = "_bronze_log_batches"  # an ingest-log commit: how many batches' rows it wrote
@@ -160,6 +163,10 @@ def encounter_table(config: JobConfig) -> TableSpec:
             "hoodie.metadata.record.index.max.filegroup.count": str(groups),
             # No file above the clustering's target size, a backfill's bulk insert included.
             "hoodie.parquet.max.file.size": str(config.layout.cluster_file_mb * 2**20),
+            # Cleaning and archiving run on the job's own clock after a batch's ledger commit (HudiWriter.clean,
+            # LayoutConfig.clean_every_seconds), not inside whichever batch's commit Hudi picks.
+            "hoodie.clean.automatic": "false",
+            "hoodie.archive.automatic": "false",
             **_sized(config),
         },
     )
@@ -218,7 +225,8 @@ class HudiWriter:
         # `.hoodie` (and read a commit) again to learn it. Stale only if the table is deleted under a running job,
         # and then the batch upserts, which is correct, only slower.
         self._committed: set[str] = set()
-        self._clustered_at: dict[str, float] = {}  # table uri -> wall time of its last clustering (see clustering_due)
+        # (service, table uri) -> wall time of the service's last run on the table (see `overdue`)
+        self._served_at: dict[tuple[str, str], float] = {}
 
     def upsert(self, spec: TableSpec, df: DataFrame, commit_meta: Mapping[str, str]) -> None:
         """Upsert `df`; each `commit_meta` key must start with '_' so Hudi copies it into the commit."""
@@ -343,14 +351,16 @@ class HudiWriter:
         A job killed while clustering leaves its plan pending, and Hudi then refuses every upsert into a file group
         the plan holds: recovery runs such plans (`schedule=False`) before the stream starts. Hudi's procedure runs
         with the table's own write options, so its metadata writer keeps the record index up to date. An attempt
-        counts for `clustering_due` whether it succeeds or not: a failing one is tried again at the next due time.
+        counts for `overdue` whether it succeeds or not: a failing one is tried again at the next due time.
         """
         options = {**self.options(spec), **plan}
         if "'" in spec.uri or any("," in v or "'" in v for v in options.values()):
             raise ValueError(f"{spec.name}: a quote or ',' in its location or write options: not for run_clustering")
-        listed = ",".join(f"{k}={v}" for k, v in options.items())
+        # An empty value (an unpartitioned table's partition field) is left out: the procedure splits `k=v` on
+        # '=' and fails on a pair without a value; unset is what the table's key generator expects there.
+        listed = ",".join(f"{k}={v}" for k, v in options.items() if v)
         op = "scheduleAndExecute" if schedule else "execute"
-        self._clustered_at[spec.uri] = time.time()
+        self._served_at[CLUSTERING, spec.uri] = time.time()
         rows = self.spark.sql(f"CALL run_clustering(path => '{spec.uri}', op => '{op}', options => '{listed}')")
         return [str(r["timestamp"]) for r in rows.collect()]
 
@@ -376,21 +386,48 @@ class HudiWriter:
                 fs.delete(jvm.org.apache.hadoop.fs.Path(timeline, f"{instant}.replacecommit.requested"), False)
         return pending
 
-    def clustering_due(self, spec: TableSpec, every_seconds: float) -> bool:
-        """Whether `every_seconds` have passed since the table's last clustering (first asked: from its timeline).
+    def overdue(self, spec: TableSpec, service: str, every_seconds: float) -> float | None:
+        """How long ago `service` (CLUSTERING or CLEAN) fell due on the table, `every_seconds` after its last run
+        (first asked: its newest on the active timeline); None if not due, or if the table has no commit yet.
 
-        With no clustering on the active timeline (none yet, or archived), the oldest commit there stands in for
-        it: a new table is first clustered `every_seconds` after its first commit, and a job restarted often does
-        not cluster on every start.
+        With none on the active timeline (none yet, or archived), the oldest commit there stands in for it: a new
+        table is first served `every_seconds` after its first commit, and a job restarted often does not serve it
+        on every start.
         """
-        if not self.has_commits(spec):  # nothing to cluster (a first batch that only quarantined, say)
-            return False
-        if spec.uri not in self._clustered_at:
+        if not self.has_commits(spec):  # nothing to serve (a first batch that only quarantined, say)
+            return None
+        if (service, spec.uri) not in self._served_at:
             _, _, files = self._timeline(spec)
-            clustered = [t for name, t in files.items() if name.endswith(".replacecommit")]
+            served = [t for name, t in files.items() if name.endswith(_SERVICE_ACTIONS[service])]
             committed = [t for name, t in files.items() if name.endswith(_COMPLETED)]
-            self._clustered_at[spec.uri] = max(clustered) if clustered else min(committed, default=time.time())
-        return time.time() - self._clustered_at[spec.uri] >= every_seconds
+            self._served_at[service, spec.uri] = max(served) if served else min(committed, default=time.time())
+        late = time.time() - self._served_at[service, spec.uri] - every_seconds
+        return late if late >= 0 else None
+
+    def clustering_due(self, spec: TableSpec, every_seconds: float) -> bool:
+        """Whether `every_seconds` have passed since the table's last clustering (see `overdue`)."""
+        return self.overdue(spec, CLUSTERING, every_seconds) is not None
+
+    def clean(self, spec: TableSpec) -> int:
+        """Clean the file versions older than the retained commits, then archive the timeline; files deleted.
+
+        Hudi's write client with the table's own write options, so its metadata table is kept up to date; a clean a
+        crash left pending is finished first. An attempt counts for `overdue` whether it succeeds or not.
+        """
+        jvm = hadoop.jvm(self.spark)
+        props = jvm.java.util.Properties()
+        for key, value in self.options(spec).items():
+            props.setProperty(key, value)
+        config = jvm.org.apache.hudi.config.HoodieWriteConfig.newBuilder().withPath(spec.uri).withProperties(props)
+        context = jvm.org.apache.hudi.client.common.HoodieSparkEngineContext(self.spark.sparkContext._jsc)
+        self._served_at[CLEAN, spec.uri] = time.time()
+        client = jvm.org.apache.hudi.client.SparkRDDWriteClient(context, config.build())
+        try:
+            cleaned = client.clean()
+            client.archive()
+        finally:
+            client.close()
+        return 0 if cleaned is None else int(cleaned.getTotalFilesDeleted())
 
     def inflight(self, spec: TableSpec) -> list[str]:
         """Instants requested or inflight but not completed (a crashed write leaves one)."""

@@ -40,6 +40,8 @@ from streaming.config import IngestLogConfig, JobConfig, canonical_uri
 from streaming.lakehouse.hudi import (
     BATCH_KEY,
     BATCH_STATS,
+    CLEAN,
+    CLUSTERING,
     LOG_BATCHES,
     HudiWriter,
     TableSpec,
@@ -131,7 +133,7 @@ class BatchDeps:
     # The views run besides encounter (views.run), each into its own table; none: the Encounter-only job.
     views: tuple[ViewTable, ...] = ()
     # When the ingest log is written next (shared by every copy of these deps: one per job).
-    log_schedule: LogSchedule = field(default_factory=lambda: LogSchedule())
+    log_schedule: LogSchedule = field(default_factory=LogSchedule)
 
     @property
     def encounter(self) -> TableSpec:
@@ -384,7 +386,8 @@ def _ingest_log(batch: _Batch) -> None:
 
 
 def _services(batch: _Batch) -> None:
-    """Table services when due (clustering), after the commit and best effort: a failure never stops ingestion."""
+    """Table services when due (clustering, else cleaning), one a batch, after the commit and best effort: a
+    failure never stops ingestion."""
     batch.services, batch.failed = _upkeep(batch.deps, batch.key)
 
 
@@ -457,42 +460,80 @@ def readme_steps() -> str:
 
 
 def _upkeep(deps: BatchDeps, key: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Table services due after a committed batch: (the ones run, the ones that failed).
+    """Table services due after a committed batch, on the job's own clock: (the one run, or none; if it failed).
 
-    Best effort: the batch is committed, so a failing service must not stop ingestion. A clustering that fails
-    has its plan taken back (Hudi refuses upserts into a pending plan's file groups) and is tried again at its next
-    due time; only a lost lease stops here, since nothing more may be written then.
+    Clustering and cleaning of bronze and of every view's table; one service a batch at most, the longest overdue,
+    so they never stack in one batch and none starves. Best effort: the batch is committed, so a failing service
+    must not stop ingestion; it is tried again at its next due time. Only a lost lease stops here, since nothing
+    more may be written then.
     """
-    every = deps.config.layout.cluster_every_seconds
-    if not (every and deps.writer.clustering_due(deps.encounter, every)):
+    layout = deps.config.layout
+    every = {CLUSTERING: layout.cluster_every_seconds, CLEAN: layout.clean_every_seconds}
+    tables = {spec.name: spec for spec in _served(deps)}
+    late = {
+        (service, name): deps.writer.overdue(spec, service, seconds)
+        for name, spec in tables.items()
+        for service, seconds in every.items()
+        if seconds
+    }
+    due = {pair: seconds for pair, seconds in late.items() if seconds is not None}
+    if not due:
         return (), ()
+    service, table = max(due, key=lambda pair: due[pair])  # the longest overdue
+    spec = tables[table]
+    # Bronze's services by their names (the metrics and the JSON line always had them); a view table's with it.
+    name = service if table == deps.encounter.name else f"{service}:{table}"
+    ok = _cluster(deps, key, spec) if service == CLUSTERING else _clean(deps, key, spec)
+    return (name,), () if ok else (name,)
+
+
+def _served(deps: BatchDeps) -> tuple[TableSpec, ...]:
+    """The tables whose services the job runs: bronze and every view's table (not the small log and quarantine)."""
+    return (deps.encounter, *(view.spec for view in deps.views))
+
+
+def _clean(deps: BatchDeps, key: str, spec: TableSpec) -> bool:
     deps.fence()
     try:
-        clustered = deps.writer.cluster(deps.encounter, clustering_options(deps.config), schedule=True)
+        deleted = deps.writer.clean(spec)
     except Exception as exc:
-        rolled_back = _take_back_clustering(deps)
+        log.warning("batch %s: %s clean failed (%s); ingestion goes on", key, spec.name, type(exc).__name__)
+        return False
+    log.info("batch %s: %s cleaned (%d old file versions deleted)", key, spec.name, deleted)
+    return True
+
+
+def _cluster(deps: BatchDeps, key: str, spec: TableSpec) -> bool:
+    """Cluster a table; on a failure take the plan back (Hudi refuses upserts into a pending plan's file groups)."""
+    every = deps.config.layout.cluster_every_seconds
+    deps.fence()
+    try:
+        clustered = deps.writer.cluster(spec, clustering_options(deps.config), schedule=True)
+    except Exception as exc:
+        rolled_back = _take_back_clustering(deps, spec)
         log.warning(
-            "batch %s: bronze clustering failed (%s); %d pending plan(s) rolled back, ingestion goes on and it is"
+            "batch %s: %s clustering failed (%s); %d pending plan(s) rolled back, ingestion goes on and it is"
             " tried again in %ds",
             key,
+            spec.name,
             type(exc).__name__,
             len(rolled_back),
             every,
         )
-        return ("clustering",), ("clustering",)
-    log.info("batch %s: bronze clustered (%d plan(s))", key, len(clustered))
-    return ("clustering",), ()
+        return False
+    log.info("batch %s: %s clustered (%d plan(s))", key, spec.name, len(clustered))
+    return True
 
 
-def _take_back_clustering(deps: BatchDeps) -> list[str]:
+def _take_back_clustering(deps: BatchDeps, spec: TableSpec) -> list[str]:
     """Roll back the pending clustering plans after a failure; if even that fails, the next upsert says so."""
     try:
         deps.fence()
-        return deps.writer.rollback_clustering(deps.encounter)
+        return deps.writer.rollback_clustering(spec)
     except LeaseLost:
         raise
     except Exception as exc:
-        log.error("bronze clustering: rolling back the failed plan failed too (%s)", type(exc).__name__)
+        log.error("%s clustering: rolling back the failed plan failed too (%s)", spec.name, type(exc).__name__)
         return []
 
 
@@ -774,6 +815,29 @@ def write_log(deps: BatchDeps, *, in_batch: bool = False) -> int:
     return len(pending)
 
 
+def _finish_clustering(deps: BatchDeps, spec: TableSpec) -> list[str]:
+    """Run the clustering plans a crash left pending on a table (Hudi would refuse the next upserts into their
+    files, see HudiWriter.cluster); roll them back if they fail. The plans finished."""
+    pending = deps.writer.pending_clustering(spec)
+    if not pending:
+        return []
+    deps.fence()
+    try:
+        deps.writer.cluster(spec, clustering_options(deps.config), schedule=False)
+    except Exception as exc:  # a plan that fails every time must not keep the stream from starting
+        deps.fence()
+        deps.writer.rollback_clustering(spec)
+        log.warning(
+            "recovery: %d %s clustering plan(s) a crash left pending failed to run (%s); rolled back",
+            len(pending),
+            spec.name,
+            type(exc).__name__,
+        )
+        return []
+    log.warning("recovery: finished %d %s clustering plan(s) a crash left pending", len(pending), spec.name)
+    return pending
+
+
 @dataclass(frozen=True)
 class Recovery:
     """What `recover` did with each open intent."""
@@ -785,22 +849,7 @@ class Recovery:
 
 def recover(deps: BatchDeps) -> Recovery:
     """Finish or abandon every batch a crash left half done; run before the stream starts."""
-    # A clustering plan left pending would make Hudi refuse the next upserts into its files (see HudiWriter.cluster).
-    clustered = deps.writer.pending_clustering(deps.encounter)
-    if clustered:
-        deps.fence()
-        try:
-            deps.writer.cluster(deps.encounter, clustering_options(deps.config), schedule=False)
-            log.warning("recovery: finished %d bronze clustering plan(s) a crash left pending", len(clustered))
-        except Exception as exc:  # a plan that fails every time must not keep the stream from starting
-            deps.fence()
-            deps.writer.rollback_clustering(deps.encounter)
-            log.warning(
-                "recovery: %d bronze clustering plan(s) a crash left pending failed to run (%s); rolled back",
-                len(clustered),
-                type(exc).__name__,
-            )
-            clustered = []
+    clustered = [instant for spec in _served(deps) for instant in _finish_clustering(deps, spec)]
     finished, abandoned = [], []
     for intent in deps.ledger.open_intents():
         logged = deps.writer.find_commit(deps.ingest_log, intent.batch_key)
