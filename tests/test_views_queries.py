@@ -1,9 +1,9 @@
 """The ready queries that join the view tables, checked against plain Python over the bulk export of 10 patients.
 
-bronze_encounter is written by the real job (Spark + Hudi) from the export's Encounters and read back with
-`query`, as tests/test_query.py builds it; the view tables `bronze_<view>` are the shipped views' rows from
-`views run` (commands.view_rows). The ready SQL runs over them in DuckDB (`query_tables`). The expected answers
-are computed here from the NDJSON, resolving the export's conditional references by identifier by hand.
+The real job (Spark + Hudi) runs over the whole export with every view the queries read, each into its table
+`bronze_<view>`; the tables are read back without a JVM, and each ready query runs both over them in DuckDB
+(`query_tables`) and end to end through `bronze-encounter query --name` on the warehouse. The expected answers are
+computed here from the NDJSON, resolving the export's conditional references by identifier by hand.
 """
 
 from __future__ import annotations
@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -22,10 +21,11 @@ import pytest
 from helpers import job_config
 from shared_data import BULK
 
+from streaming.cli import main
+from streaming.config import JobConfig
 from streaming.ops import ready_queries as queries
 from streaming.ops.query import query, query_tables
-from streaming.views import commands, source
-from streaming.views.shipped import SHIPPED_VIEWS, shipped_view
+from streaming.views.shipped import SHIPPED_VIEWS
 
 # The class labels the queries group by, written out here (not read from streaming.fhir.mapping).
 LABELS = {"AMB": "Outpatient-Ambulatory", "IMP": "Inpatient", "EMER": "Emergency", "HH": "Home health", "VR": "Virtual"}
@@ -271,21 +271,35 @@ def test_every_view_query_names_the_view_tables_it_reads() -> None:
 
 
 @pytest.fixture(scope="module")
-def tables(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, pa.Table]:
-    """bronze_encounter written by the job from the export's Encounters; each view table from `views run`."""
+def written(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> JobConfig:
+    """The job over the whole export, running every view the ready queries read: each lands in its Hudi table."""
     from streaming.pipeline import job
 
-    root = tmp_path_factory.mktemp("view-queries")
-    landing = root / "landing"
-    landing.mkdir()
-    shutil.copy(BULK / "Encounter.000.ndjson", landing / "Encounter.000.ndjson")
-    config = job_config(root, landing)
-    assert job.run(config, once=True, spark=spark).rows_written == 1215
-    out = {"bronze_encounter": query(config, "SELECT * FROM bronze_encounter")}
-    files = source.list_files(str(BULK))
-    for view in sorted({v for q in VIEW_QUERIES for v in q.views}):
-        out[f"bronze_{view}"], _ = commands.view_rows(spark, shipped_view(view, "R4"), files)
-    return out
+    views = sorted({v for q in VIEW_QUERIES for v in q.views})
+    config = job_config(tmp_path_factory.mktemp("view-queries"), BULK, **{"views.run": ",".join(["encounter", *views])})
+    assert job.run(config, once=True, spark=spark).rows_written == 1215  # the export's Encounters, nothing else
+    return config
+
+
+@pytest.fixture(scope="module")
+def tables(written: JobConfig) -> dict[str, pa.Table]:
+    """bronze_encounter and each view's table as the job wrote them, read without a JVM (hudi-rs)."""
+    views = sorted({v for q in VIEW_QUERIES for v in q.views})
+    return {
+        name: query(written, f"SELECT * FROM {name}") for name in ["bronze_encounter", *(f"bronze_{v}" for v in views)]
+    }
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize("name", list(READY))
+def test_query_by_name_answers_from_the_jobs_tables_as_plain_python(
+    written: JobConfig, stays: list[Stay], name: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """End to end: the job wrote the view tables; `bronze-encounter query --name` reads them from the warehouse."""
+    args = ["query", "--source", written.source, "--warehouse", written.warehouse, "--name", name, "--format", "json"]
+    assert main(args) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows and mismatches(rows, name, stays) == []
 
 
 @pytest.mark.spark
