@@ -87,6 +87,8 @@ class Rendered:
     def _sub(self, text: str) -> str:
         def one(match: re.Match[str]) -> str:
             token = match.group(1)
+            if token.startswith("!"):  # ${!Literal} is CloudFormation's escape: the text ${Literal}
+                return "${" + token[1:] + "}"
             if "." in token and not token.startswith("AWS::"):
                 return self._get_att(*token.split(".", 1))
             return str(self._ref(token))

@@ -583,6 +583,7 @@ def test_alarms_and_dashboard_watch_metrics_the_job_publishes_under_its_namespac
         assert found, row
         namespace, metric, named = found.groups()
         assert (namespace, named, metric in JOB_METRICS) == (config.metrics.namespace, config.tables.encounter, True)
+        assert row["label"].startswith("${PROP('Dim.View')} "), row  # each line named after its view
         searched.append(metric)
     assert sorted(searched) == sorted(m for m in JOB_METRICS if m.startswith("View"))
     for namespace, metric, dimensions in alarmed + graphed:

@@ -493,6 +493,7 @@ def _served(deps: BatchDeps) -> tuple[TableSpec, ...]:
 
 
 def _clean(deps: BatchDeps, key: str, spec: TableSpec) -> bool:
+    """Clean a table's old file versions and archive its timeline; a failure is logged and tried again when due."""
     deps.fence()
     try:
         deleted = deps.writer.clean(spec)

@@ -55,7 +55,7 @@ METRICS: dict[str, str] = {
     "RowsRejected": "records or files a batch quarantined",
     "RowsStale": "versions the table kept a newer one over (older versions arriving late)",
     "BatchSeconds": "a batch's wall time, listing to ledger commit",
-    "ServicesFailed": "table services (clustering) that failed after a batch; ingestion went on",
+    "ServicesFailed": "table services (clustering, cleaning) that failed after a batch; ingestion went on",
     "LagSeconds": "from the oldest ingested file's landing to its batch's end",
     "ViewRowsIn": "per view besides encounter (dimension View): resource versions of its type a batch read",
     "ViewRowsWritten": "per view: rows a batch wrote into its table",
