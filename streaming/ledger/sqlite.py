@@ -41,7 +41,7 @@ class SqliteLedger:
                 uri TEXT PRIMARY KEY, batch_key TEXT NOT NULL, committed_at TEXT NOT NULL, version TEXT);
             CREATE TABLE IF NOT EXISTS intents (
                 batch_key TEXT PRIMARY KEY, run_id TEXT NOT NULL, batch_id INTEGER NOT NULL,
-                files TEXT NOT NULL, started_at TEXT NOT NULL);
+                files TEXT NOT NULL, started_at TEXT NOT NULL, summary TEXT);
             CREATE TABLE IF NOT EXISTS leases (
                 name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at TEXT NOT NULL,
                 epoch INTEGER NOT NULL DEFAULT 0, acquired_at TEXT, renewed_at TEXT, released_at TEXT);
@@ -57,7 +57,8 @@ class SqliteLedger:
                 self._db.execute(f"ALTER TABLE leases ADD COLUMN {column} TEXT")
         if "version" not in {row[1] for row in self._db.execute("PRAGMA table_info(files)")}:
             self._db.execute("ALTER TABLE files ADD COLUMN version TEXT")
-        # A committed batch whose ingest-log row is pending keeps its intent, with the row's summary.
+        # A committed batch whose ingest-log row is pending keeps its intent, with the row's summary (a new ledger's
+        # table has the column from its first statement, so a reader never sees it without).
         if "summary" not in {row[1] for row in self._db.execute("PRAGMA table_info(intents)")}:
             self._db.execute("ALTER TABLE intents ADD COLUMN summary TEXT")
 
