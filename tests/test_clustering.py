@@ -18,7 +18,7 @@ from harness import KILLED, Job, Landing, SqliteLedgerView, check_invariants, ta
 from helpers import job_config
 
 from streaming.config import ConfigError
-from streaming.lakehouse.hudi import HudiWriter, clustering_options
+from streaming.lakehouse.hudi import CLUSTERING, HudiWriter, clustering_options
 
 WAIT = 420  # seconds a job process may take on a loaded 2-core runner
 # After every batch (each takes longer than a second), and every batch writes new files (no small-file growth),
@@ -131,13 +131,14 @@ def test_a_young_table_is_not_clustered_and_a_restart_counts_from_the_last_clust
     config = job_config(tmp_path, tmp_path / "landing", **{"layout.small_file_mb": 0})
     spec = encounter_table(config)
     rows = "encounter_id string, precombine_ts timestamp, hospital_partition string"
-    assert not HudiWriter(spark).clustering_due(spec, 0)  # no table yet: nothing to cluster
+    assert HudiWriter(spark).overdue(spec, CLUSTERING, 0) is None  # no table yet: nothing to cluster
     for n in range(2):  # two files in one hospital: something to cluster
         HudiWriter(spark).upsert(spec, spark.createDataFrame([(f"e{n}", datetime(2024, 1, 1), "h")], rows), {})
     first_commit = min(p.stat().st_mtime for p in (Path(spec.uri) / ".hoodie").glob("*.commit"))
     age = time.time() - first_commit
-    assert not HudiWriter(spark).clustering_due(spec, age + 3600)  # a restart of a young table does not cluster
-    assert HudiWriter(spark).clustering_due(spec, age)
+    young = HudiWriter(spark).overdue(spec, CLUSTERING, age + 3600)
+    assert young is None  # a restart of a young table does not cluster
+    assert HudiWriter(spark).overdue(spec, CLUSTERING, age) is not None
 
     writer = HudiWriter(spark)
     began = time.time()
@@ -150,10 +151,11 @@ def test_a_young_table_is_not_clustered_and_a_restart_counts_from_the_last_clust
     assert figures.last_clustering_at is not None and figures.last_commit_at is not None
     assert began - 1 <= figures.last_clustering_at.timestamp() <= ended  # instants have milliseconds
     assert figures.last_commit_at.timestamp() < began
-    assert not writer.clustering_due(spec, 60)  # counted from the clustering just run...
-    assert not HudiWriter(spark).clustering_due(spec, age)  # ...and, after a restart, from its replacecommit
+    assert writer.overdue(spec, CLUSTERING, 60) is None  # counted from the clustering just run...
+    restarted = HudiWriter(spark).overdue(spec, CLUSTERING, age)
+    assert restarted is None  # ...and, after a restart, from its replacecommit
     time.sleep(1.1)
-    assert HudiWriter(spark).clustering_due(spec, 1)
+    assert HudiWriter(spark).overdue(spec, CLUSTERING, 1) is not None
 
 
 @pytest.mark.spark

@@ -404,10 +404,6 @@ class HudiWriter:
         late = time.time() - self._served_at[service, spec.uri] - every_seconds
         return late if late >= 0 else None
 
-    def clustering_due(self, spec: TableSpec, every_seconds: float) -> bool:
-        """Whether `every_seconds` have passed since the table's last clustering (see `overdue`)."""
-        return self.overdue(spec, CLUSTERING, every_seconds) is not None
-
     def clean(self, spec: TableSpec) -> int:
         """Clean the file versions older than the retained commits, then archive the timeline; files deleted.
 

@@ -10,6 +10,9 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
+
+from streaming.ledger.base import BatchIntent
 
 
 @dataclass(frozen=True)
@@ -45,3 +48,19 @@ class LogSummary:
             commit_instant=said.get("commit_instant"),
             lag_seconds=said.get("lag_seconds"),
         )
+
+    def row(self, intent: BatchIntent) -> dict[str, Any]:
+        """The batch's ingest-log row: its intent's key, run, batch id, files and start, and this summary."""
+        return {
+            "batch_key": intent.batch_key,
+            "run_id": intent.run_id,
+            "batch_id": intent.batch_id,
+            "files": list(intent.files),
+            "file_count": len(intent.files),
+            "files_already_committed": self.files_already_committed,
+            **self.stats,
+            "started_at": intent.started_at,
+            "ended_at": self.ended_at,
+            "commit_instant": self.commit_instant,
+            "lag_seconds": self.lag_seconds,
+        }

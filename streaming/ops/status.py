@@ -82,28 +82,20 @@ class Batch:
 
 def waiting_batch(intent: BatchIntent, summary: str) -> Batch:
     """A committed batch whose ingest-log row waits in the ledger, from its intent and the ledger's summary."""
-    said = LogSummary.from_json(summary)
-
-    def count(name: str) -> int:
-        return int(said.stats.get(name) or 0)
-
-    stale = said.stats.get("rows_stale")
-    ended = said.ended_at
+    r = LogSummary.from_json(summary).row(intent)
+    started, ended, stale = r["started_at"], r["ended_at"], r.get("rows_stale")
     return Batch(
-        batch_key=intent.batch_key,
-        run_id=intent.run_id,
-        started_at=intent.started_at,
+        batch_key=r["batch_key"],
+        run_id=r["run_id"],
+        started_at=started,
         ended_at=ended,
-        files=len(intent.files),
-        files_already_committed=said.files_already_committed,
-        rows_written=count("rows_written"),
-        rows_deleted=count("rows_deleted"),
-        rows_rejected=count("rows_rejected"),
-        rows_skipped=count("rows_skipped"),
+        files=r["file_count"],
+        files_already_committed=r["files_already_committed"],
+        **{name: int(r.get(name) or 0) for name in ("rows_written", "rows_deleted", "rows_rejected", "rows_skipped")},
         rows_stale=None if stale is None else int(stale),
-        seconds=None if ended is None else (ended - intent.started_at).total_seconds(),
-        lag_seconds=said.lag_seconds,
-        commit_instant=said.commit_instant,
+        seconds=None if ended is None else (ended - started).total_seconds(),
+        lag_seconds=r["lag_seconds"],
+        commit_instant=r["commit_instant"],
         logged=False,
     )
 

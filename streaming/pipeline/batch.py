@@ -778,21 +778,9 @@ def log_summary(already: int, stats: BatchStats, instant: str | None, ended: dat
 
 
 def log_row(intent: BatchIntent, summary: str) -> dict[str, Any]:
-    """The ingest-log row of a committed batch, from its intent and its summary."""
-    said = LogSummary.from_json(summary)
-    return {
-        "batch_key": intent.batch_key,
-        "run_id": intent.run_id,
-        "batch_id": intent.batch_id,
-        "files": list(intent.files),
-        "file_count": len(intent.files),
-        "files_already_committed": said.files_already_committed,
-        **{name: said.stats.get(name) for name in BatchStats.__dataclass_fields__},
-        "started_at": intent.started_at,
-        "ended_at": said.ended_at,
-        "commit_instant": said.commit_instant,
-        "lag_seconds": said.lag_seconds,
-    }
+    """The ingest-log row of a committed batch, every count present (a summary of fewer counts gives them None)."""
+    row = LogSummary.from_json(summary).row(intent)
+    return {**dict.fromkeys(BatchStats.__dataclass_fields__), **row}
 
 
 def write_log(deps: BatchDeps, *, in_batch: bool = False) -> int:
