@@ -6,19 +6,24 @@ STAMP := $(VENV)/.installed
 
 CODE := streaming tests benchmarks deploy
 
-.PHONY: help demo test quick check docs install jars lint format bench clean deploy
+.PHONY: help demo test quick bench-smoke check docs install jars lint format bench clean deploy
 
 help:  ## what each target does
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z]+):.*## /  make \1\t/' | expand -t 16
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /  make \1\t/' | expand -t 20
 
 demo: install jars  ## set up, generate ~3,000 FHIR Encounters, ingest them locally, print a summary
 	$(VENV)/bin/bronze-encounter demo
 
 test: install jars check  ## set up, the static checks, then the whole suite (unit, Spark + Hudi, moto, the fault harness)
-	$(PY) -m pytest -n 2
+	$(PY) -m pytest -n 2 -m "not bench"
 
 quick: install check  ## the static checks and the tests that start no JVM, on both cores (seconds, not minutes)
 	$(PY) -m pytest -m "not slow" -n 2
+
+# The benchmark harness's own test (every scenario at tiny sizes, every figure produced; ~8 minutes of both cores):
+# CI runs it after `make test`; a change to benchmarks/ runs it too.
+bench-smoke: install jars  ## the benchmarks at tiny sizes: every figure, table and plot is produced (not how fast)
+	$(PY) -m pytest -m bench
 
 check: install  ## ruff (lint and format), mypy --strict on streaming/, benchmarks/ and deploy/, the import layers, cfn-lint
 	$(VENV)/bin/ruff check $(CODE)

@@ -37,6 +37,7 @@ def positive(*values: Any) -> bool:
     return all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in values)
 
 
+@pytest.mark.bench  # not in `make test`: `make bench-smoke` (CI runs both)
 @pytest.mark.job
 def test_quick_run_produces_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "results"
