@@ -90,3 +90,15 @@ def table_marker(config: conf.JobConfig, name: str) -> None:
     properties = Path(config.table_uri(name)) / ".hoodie" / "hoodie.properties"
     properties.parent.mkdir(parents=True, exist_ok=True)
     properties.write_text(f"hoodie.table.name={name}\n")
+
+
+def files_scanned(df: Any) -> tuple[int, list[Any]]:
+    """How many files the scans of `df` read (Spark's `numFiles` metric of each file scan, after Hudi's pruning),
+    and its rows: `df` is collected once and its executed plan's metrics read."""
+    rows = df.collect()
+    plan = df._jdf.queryExecution().executedPlan()
+    if plan.nodeName() == "AdaptiveSparkPlan":
+        plan = plan.executedPlan()
+    leaves = plan.collectLeaves()
+    metrics = [leaves.apply(i).metrics() for i in range(leaves.size())]
+    return sum(int(m.apply("numFiles").value()) for m in metrics if m.contains("numFiles")), rows

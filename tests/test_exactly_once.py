@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import job_config, read_table
+from helpers import files_scanned, job_config, read_table
 
+from streaming.lakehouse.hudi import HudiWriter
 from streaming.ledger import LeaseHeld, SqliteLedger
 from streaming.ledger.lease import lease_name
 from streaming.pipeline import job
@@ -168,6 +169,44 @@ def test_bundle_delete_removes_the_encounter_idempotently(spark: Any, tmp_path: 
     assert _live(spark, table) == {"d2"}
     log = read_table(spark, config.table_uri("bronze_encounter_ingest_log"))
     assert sorted((r["rows_deleted"], r["delete_requests"]) for r in log) == [(0, 0), (0, 0), (0, 1), (1, 2)]
+
+
+def test_a_delete_reads_only_the_files_that_hold_its_keys(
+    spark: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch with deletes looks its keys up in the record index: it never reads the table, only the file of the
+    encounter it deletes (a key the table never held reads nothing)."""
+    landing = tmp_path / "landing"
+    config = job_config(tmp_path, landing)
+    table = config.table_uri("bronze_encounter")
+    hospitals = [f"Hospital {n}" for n in range(6)]  # one file each
+    _land(landing, "in.ndjson", [_encounter(f"k{n}", updated="2024-01-01T00:00:00Z", hospital=h)
+                                 for n, h in enumerate(hospitals)])  # fmt: skip
+    job.run(config, once=True, spark=spark)
+    files, _ = files_scanned(spark.read.format("hudi").load(table))
+    assert files == len(hospitals)
+
+    lookups: list[Any] = []
+    real_read_keys = HudiWriter.read_keys
+
+    def read_keys(self: HudiWriter, spec: Any, keys: Any) -> Any:
+        lookups.append(found := real_read_keys(self, spec, keys))
+        return found
+
+    def read(self: HudiWriter, spec: Any) -> Any:
+        raise AssertionError(f"a batch read all of {spec.name}")
+
+    monkeypatch.setattr(HudiWriter, "read_keys", read_keys)
+    monkeypatch.setattr(HudiWriter, "read", read)
+    _delete_bundle(landing, "delete.json", ["k3", "never-seen"])
+    summary = job.run(config, once=True, spark=spark)
+    monkeypatch.undo()
+
+    assert [(b.stats.rows_deleted, b.stats.delete_requests) for b in summary.batches] == [(1, 2)]
+    assert _live(spark, table) == {f"k{n}" for n in range(6)} - {"k3"}
+    assert len(lookups) == 1
+    files, rows = files_scanned(lookups[0])
+    assert (files, sorted(r["encounter_id"] for r in rows)) == (1, ["k3"])
 
 
 def _live(spark: Any, table: str) -> set[str]:

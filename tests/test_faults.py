@@ -25,7 +25,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -413,6 +413,11 @@ def _land_random_kills_wave(landing: Landing, staged: list[Path], base: list[dic
         landing.move_in(staged[30:], "c")
         landing.versions("c/late-c.ndjson", base[1:7], shift=-timedelta(hours=6), status="entered-in-error")
         landing.bad_file("c/not-json-c.json")
+        # DELETEs newer than every version (so they win in any batch order), of encounters no other file re-sends,
+        # and of one the table never held: the batch reads their stored versions (HudiWriter.read_keys).
+        newest = max(datetime.fromisoformat(e["meta"]["lastUpdated"]) for e in base)
+        gone = [e["id"] for e in base[8:10]] + ["fault-never-seen"]
+        landing.deletes("c/deletes-c.json", gone, at=newest + timedelta(days=30))
 
 
 def _kill_moment(

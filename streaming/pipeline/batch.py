@@ -307,7 +307,7 @@ def _bronze(batch: _Batch) -> None:
     write = deps.writer.bulk_insert if fresh else deps.writer.upsert
     stored = None
     if stats.delete_requests:
-        stored = None if fresh else _stored_versions(deps)
+        stored = None if fresh else _stored_versions(deps, candidates)
         candidates = _settle_deletes(deps, candidates, stored, batch.files, keys)
     # Persisted: counted against the table before and after the write, the per-key aggregation runs once.
     written = bronze_rows(candidates, keys).persist()
@@ -760,13 +760,14 @@ def _settle_deletes(
     return joined.withColumn("precombine_ts", ordering).select(*candidates.columns)
 
 
-def _stored_versions(deps: BatchDeps) -> DataFrame:
-    """(encounter_id, precombine_ts, is_deleted) of every stored version; called once the table has a commit.
+def _stored_versions(deps: BatchDeps, candidates: DataFrame) -> DataFrame:
+    """(encounter_id, precombine_ts, is_deleted) of the stored versions of the batch's deleted keys (the table has
+    a commit), from the files the record index names for them, not the whole table.
 
     Read only for batches with deletes, before the write (the writer lease keeps anyone else from writing in
     between): what the deletes remove, and what a delete without an event time takes its ordering from.
     """
-    stored = deps.writer.read(deps.encounter)
+    stored = deps.writer.read_keys(deps.encounter, candidates.where(F.col("kind") == "delete"))
     # Tables written before tombstones existed have no is_deleted column: all their rows are live.
     deleted = F.coalesce(F.col("is_deleted"), F.lit(False)) if "is_deleted" in stored.columns else F.lit(False)
     return stored.select(*deps.encounter.key_columns, "precombine_ts", deleted.alias("is_deleted"))

@@ -24,6 +24,7 @@ class InputRecord:
     position: str
     encounter_id: str | None
     last_updated: datetime | None
+    deleted: bool = False  # a Bundle's DELETE entry; last_updated is its Bundle's timestamp
 
     @property
     def valid(self) -> bool:
@@ -39,7 +40,12 @@ class Expected:
 
     @property
     def valid(self) -> list[InputRecord]:
-        return [r for r in self.records if r.valid]
+        """The valid Encounter versions (what rows_written and rows_stale count)."""
+        return [r for r in self.records if r.valid and not r.deleted]
+
+    @property
+    def deletes(self) -> list[InputRecord]:
+        return [r for r in self.records if r.deleted]
 
     @property
     def invalid(self) -> list[InputRecord]:
@@ -47,9 +53,9 @@ class Expected:
 
     @property
     def newest(self) -> dict[str, tuple[str, str]]:
-        """encounter id -> (file, position) of its version with the newest meta.lastUpdated."""
+        """encounter id -> (file, position) of its version (or DELETE: its tombstone) with the newest time."""
         best: dict[str, InputRecord] = {}
-        for rec in self.valid:
+        for rec in self.valid + self.deletes:
             assert rec.encounter_id is not None and rec.last_updated is not None
             current = best.get(rec.encounter_id)
             if current is not None and current.last_updated == rec.last_updated:
@@ -57,6 +63,14 @@ class Expected:
             if current is None or rec.last_updated > current.last_updated:  # type: ignore[operator]
                 best[rec.encounter_id] = rec
         return {i: (r.uri, r.position) for i, r in best.items()}
+
+    @property
+    def deleted(self) -> set[str]:
+        """The encounter ids whose newest record is a DELETE: bronze holds their tombstones."""
+        newest = self.newest
+        return {
+            r.encounter_id for r in self.deletes if r.encounter_id and newest[r.encounter_id] == (r.uri, r.position)
+        }
 
 
 def _classify(text: str, uri: str, position: str) -> InputRecord:
@@ -74,13 +88,28 @@ def _classify(text: str, uri: str, position: str) -> InputRecord:
     return InputRecord(uri, position, rid, datetime.fromisoformat(updated))
 
 
+def _deletes(text: str, uri: str) -> list[InputRecord] | None:
+    """A transaction Bundle of DELETE entries (Landing.deletes): one record per entry (`entry N`, 0-based), its
+    time the Bundle's timestamp; None for any other file."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    if not (isinstance(value, dict) and value.get("resourceType") == "Bundle"):
+        return None
+    at = datetime.fromisoformat(value["timestamp"])
+    urls = [e["request"]["url"] for e in value["entry"]]
+    return [InputRecord(uri, f"entry {n}", url.split("/", 1)[1], at, True) for n, url in enumerate(urls)]
+
+
 def scan(path: Path) -> list[InputRecord]:
-    """The records of one input file: NDJSON line by line (`line N`, 1-based), any other file whole (`file`)."""
+    """The records of one input file: NDJSON line by line (`line N`, 1-based), a delete Bundle by entry, any other
+    file whole (`file`)."""
     text = path.read_text(encoding="utf-8")
     uri = file_uri(path)
     if path.suffix == ".ndjson":
         return [_classify(line, uri, f"line {n}") for n, line in enumerate(text.splitlines(), 1) if line.strip()]
-    return [_classify(text, uri, "file")]
+    return _deletes(text, uri) or [_classify(text, uri, "file")]
 
 
 def expected(files: list[Path]) -> Expected:

@@ -23,8 +23,10 @@ def check_invariants(spark: Any, warehouse: Path, landing: Landing, ledger: Ledg
     specs = tables(warehouse)
     problems: list[str] = []
     newest = exp.newest
-    bronze = read_rows(spark, specs["bronze"], ["encounter_id", "sourcename", "source_position"])
+    bronze = read_rows(spark, specs["bronze"], ["encounter_id", "sourcename", "source_position", "is_deleted"])
     problems += _bronze_problems(bronze, newest)
+    if wrong := {r["encounter_id"] for r in bronze if r["is_deleted"]} ^ exp.deleted:
+        problems.append(f"bronze: {len(wrong)} ids deleted that should not be, or not deleted: {few(wrong)}")
     columns = ["batch_key", "files", "rows_written", "rows_stale", "rows_rejected", "commit_instant"]
     log = read_rows(spark, specs["log"], columns)
     problems += _log_problems(log, exp)

@@ -105,6 +105,14 @@ class Landing:
             [json.dumps(fresh, separators=(",", ":")), broken, json.dumps(no_id, separators=(",", ":"))],
         )
 
+    def deletes(self, rel: str, ids: Sequence[str], *, at: datetime) -> Path:
+        """A transaction Bundle deleting the Encounters `ids`, timestamped `at` (its DELETEs' event time)."""
+        entries = [{"request": {"method": "DELETE", "url": f"Encounter/{i}"}} for i in ids]
+        bundle = {"resourceType": "Bundle", "type": "transaction", "timestamp": _iso(at), "entry": entries}
+        path = _write_atomically(self.root / rel, json.dumps(bundle, indent=2))
+        self.files.append(path)
+        return path
+
     def bad_file(self, rel: str) -> Path:
         """A whole file that is not JSON at all: one quarantine row at position `file`."""
         path = _write_atomically(self.root / rel, "this is not FHIR, not even JSON\n")
