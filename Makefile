@@ -54,7 +54,7 @@ lint: check  ## the same as check
 format: install  ## ruff format the code in place
 	$(VENV)/bin/ruff format $(CODE)
 
-# Every benchmark at the issue's sizes (a few hours on 2 cores; Delta and Iceberg jars fetched into the jar cache
+# Every benchmark at full size (a few hours on 2 cores; Delta and Iceberg jars fetched into the jar cache
 # first); JSON, Markdown and PNG plots land in benchmarks/results/. e.g. make bench BENCH_ARGS="--only backfill --scale 0.1"
 bench: install jars  ## every benchmark at full size (hours); BENCH_ARGS="--only backfill --scale 0.1"
 	$(PY) -m benchmarks.run $(BENCH_ARGS)

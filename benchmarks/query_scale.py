@@ -1,9 +1,9 @@
-"""`query` at scale (issue 27, item 5): what a point lookup and a one-hospital count cost on a large bronze table.
+"""`query` at scale: what a point lookup and a one-hospital count cost on a large bronze table.
 
 The table (`Sizes.query_rows` encounters, 1M by default) is bulk-inserted with the job's own table options
 (`benchmarks.peers seed`). Each query then runs twice, each time in a fresh process of its own:
 
-- before: the query path as it was until issue 27 (the named columns of the whole table read through hudi-rs
+- before: the query path as it was before it streamed (the named columns of the whole table read through hudi-rs
   into one Arrow table, DuckDB over that table, the whole result rendered as text at once);
 - after:  `bronze-encounter query --format csv` as it is now (`streaming.ops.query.stream`: filters pushed to hudi-rs,
   tables streamed into DuckDB, the result written batch by batch).
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 Figures = dict[str, Any]
 MODES = ("before", "after")
-# Share of the table's bytes a selective query may read: "a small fraction" (issue 27).
+# Share of the table's bytes a selective query may read: "a small fraction".
 TARGET_SHARE = 0.1
 
 
@@ -154,7 +154,7 @@ def _proc_value(path: str, key: str) -> int:
 
 
 def _before(config: conf.JobConfig, sql: str, out: io.TextIOBase) -> tuple[int, Figures]:
-    """The query path until issue 27: whole named columns into memory, DuckDB over them, the whole text at once."""
+    """The query path before it streamed: whole named columns into memory, DuckDB over them, the whole text at once."""
     import duckdb
     from hudi import HudiReadOptions
 
@@ -185,7 +185,7 @@ def _before(config: conf.JobConfig, sql: str, out: io.TextIOBase) -> tuple[int, 
 
 
 def _render_before(table: pa.Table) -> str:
-    """CSV as `query_format.render` made it until issue 27: every row as a Python list first, then one string."""
+    """CSV as `query_format.render` made it before it streamed: every row as a Python list first, then one string."""
     from streaming.ops.sql_output import plain
 
     def text(value: Any) -> str:
@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=["measure", "table"], help="one query in this process, or every query")
     parser.add_argument("--warehouse", type=Path, required=True, help="the warehouse holding bronze_encounter")
-    parser.add_argument("--mode", choices=MODES, help="measure: the query path, before or after issue 27")
+    parser.add_argument("--mode", choices=MODES, help="measure: the query path, before or after it streamed")
     parser.add_argument("--sql", help="measure: the query")
     args = parser.parse_args(argv)
     if args.action == "table":

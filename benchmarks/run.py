@@ -1,10 +1,10 @@
-"""The benchmark suite: one command, every figure issue 9 asks for, as JSON, a Markdown table and PNG plots.
+"""The benchmark suite: one command, every figure the scenarios promise, as JSON, a Markdown table and PNG plots.
 
     python -m benchmarks.run [--quick] [--only backfill,latency,upsert,listing,soak,split,read] [--scale N]
                              [--latency-seconds S] [--soak-seconds S]
                              [--out benchmarks/results] [--workdir work/bench] [--keep] [--parallel N]
 
-`make bench` runs the full sizes (the issue's: 300,010 encounters, tables of 500k and 5M rows, 100k files, a
+`make bench` runs the full sizes (300,010 encounters, tables of 500k and 5M rows, 100k files, a
 30-minute soak; a few hours on 2 cores). `--quick` runs tiny sizes that still produce every figure (the test
 suite's smoke run: it checks the figures exist, never a time); its times mean nothing, so it also starts fewer
 and cheaper JVMs: the peers (both mappings) share one process, both upsert tables one seed process, the listing

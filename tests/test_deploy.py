@@ -91,7 +91,7 @@ def test_the_archive_prefix_becomes_a_source_archive_the_job_accepts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    args = render().props("StreamingJob")["DefaultArguments"]  # on by default (issue 33)
+    args = render().props("StreamingJob")["DefaultArguments"]  # on by default
     config = load_config(["--source", args["--source"], "--source-archive", args["--source-archive"]])
     assert (config.source, config.source_archive) == ("s3://landing-b/fhir/encounter/", "s3://landing-b/fhir/archive/")
     # An archive inside the landing prefix would be listed again: the job refuses it at start.
@@ -427,7 +427,7 @@ def test_a_new_stack_is_created_from_the_reviewed_change_set_records_its_version
     # analysts' managed policy and the dashboard.
     outputs = _check_provisioned(stack, s3_bucket)
 
-    # Issue 33: deployed without an archive option, the job archives, and its role has the move's grants.
+    # Deployed without an archive option, the job archives, and its role has the move's grants.
     _check_archive_grants(job, outputs)
 
 

@@ -1,4 +1,4 @@
-"""Files that hold data (issue 29): no Hudi bloom filter in the footers of the files the job writes, and bronze files
+"""Files that hold data: no Hudi bloom filter in the footers of the files the job writes, and bronze files
 no larger than the clustering's target size, a backfill's bulk insert included."""
 
 from __future__ import annotations

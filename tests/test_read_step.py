@@ -1,4 +1,4 @@
-"""What the cheaper read step (issue 9) must keep: split_files' rows column for column, a worker that imports only
+"""What the cheaper read step must keep: split_files' rows column for column, a worker that imports only
 what it runs, and every shape of `class` judged as before with one parse per row.
 """
 

@@ -203,7 +203,7 @@ def test_the_job_runs_one_version_whose_files_live_under_its_name_and_the_stack_
 
 
 def test_a_checkpoint_belongs_to_one_stack_and_one_warehouse(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Issue 25 item 3: two stacks on one bucket, or one stack pointed at a new warehouse, never share a checkpoint."""
+    """Two stacks on one bucket, or one stack pointed at a new warehouse, never share a checkpoint."""
     monkeypatch.chdir(tmp_path)
 
     def checkpoint(**kwargs: str) -> str:
@@ -224,7 +224,7 @@ def test_a_checkpoint_belongs_to_one_stack_and_one_warehouse(tmp_path: Path, mon
 
 
 def test_the_archive_is_on_by_default_and_off_only_when_asked() -> None:
-    """Issue 33: a default deploy moves ingested files out of the landing prefix, so listing stays flat."""
+    """A default deploy moves ingested files out of the landing prefix, so listing stays flat."""
     default, off = render(), render(ArchivePrefix="off")
     assert default.props("StreamingJob")["DefaultArguments"]["--source-archive"] == "s3://landing-b/fhir/archive/"
     assert "--source-archive" not in off.props("StreamingJob")["DefaultArguments"]

@@ -1,6 +1,6 @@
 """The benchmark scenarios: each generates its data (streaming/generate.py), runs whole processes, returns figures.
 
-Scenarios answer issue 9's questions; each returns plain data (the `results.json` entry) with its goals:
+Scenarios answer docs/performance.md's questions; each returns plain data (the `results.json` entry) and goals:
 
 - backfill: ours (`bronze-encounter run --once`) vs plain Spark Parquet, Delta Lake and Iceberg on the same files,
   each peer with a simple mapping and with the job's own read and mapping (like for like);
@@ -11,8 +11,8 @@ Scenarios answer issue 9's questions; each returns plain data (the `results.json
 - soak:     steady arrival for a long time: driver memory, files per partition, file size, batch time;
 - split:    the Python reader alone vs a bare `json.loads` per line (no JVM);
 - read:     the read step's profile on the backfill's files: cold, warm, and each projection of flatten.
-- query_scale: `query` on a large table, a point lookup and a one-hospital count, before and after issue 27
-  (benchmarks/query_scale.py).
+- query_scale: `query` on a large table, a point lookup and a one-hospital count, the streamed query path
+  against the one before it (benchmarks/query_scale.py).
 
 Each scenario is a module of this package (benchmarks/scenarios/<name>.py) that imports only common.py: the sizes
 (Sizes), the run (Bench), goal() and the helpers they share.

@@ -25,9 +25,9 @@ MAPPING_NAMES = {
     "simple": "simple mapping (Spark's reader, one from_json)",
     "job": "the job's read and mapping (like for like)",
 }
-# The issue's backfill goals: our throughput at least this share of each peer's.
+# The backfill goals: our throughput at least this share of each peer's.
 BACKFILL_TARGETS = {"plain": ("plain Spark", 0.6), "delta": ("Delta Lake", 1.0), "iceberg": ("Iceberg", 1.0)}
-# Issue 29: footers (Hudi's bloom filter) at most this share of bronze's bytes; an ingest-log file of one row at most
+# Footers (Hudi's bloom filter) at most this share of bronze's bytes; an ingest-log file of one row at most
 # this many bytes.
 FOOTER_SHARE_TARGET = 0.05
 INGEST_LOG_FILE_TARGET = 50_000

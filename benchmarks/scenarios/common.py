@@ -31,7 +31,7 @@ _Out = TypeVar("_Out")
 
 @dataclass(frozen=True)
 class Sizes:
-    """How big each scenario is: the issue's sizes by default, tiny ones for `--quick` (every figure still made)."""
+    """How big each scenario is: the full sizes by default, tiny ones for `--quick` (every figure still made)."""
 
     backfill_files: int = 40  # 30 NDJSON files of `backfill_per_file` + 10 single resources: 300,010 encounters
     backfill_per_file: int = 10_000
@@ -42,7 +42,7 @@ class Sizes:
     upsert_tables: tuple[int, ...] = (500_000, 5_000_000)
     upsert_batch: int = 10_000
     upsert_batches: int = 2  # per update variant (upsert.VARIANTS: six)
-    listing_files: tuple[int, ...] = (100, 100_000)  # ingested files: the fewest is the baseline (issue 33)
+    listing_files: tuple[int, ...] = (100, 100_000)  # ingested files: the fewest is the baseline
     listing_triggers: int = 10  # idle triggers observed per prefix
     sourcelog_entries: int = 100_000  # files a stream has logged when its source log compacts (benchmarks/sourcelog)
     soak_seconds: float = 1800.0
@@ -158,7 +158,7 @@ class Bench:
 
 
 def goal(name: str, value: float | None, target: float, *, at_most: bool, valid: bool = True) -> Figures:
-    """One goal of the issue: the measured value, the target and whether it is met (never by an invalid result)."""
+    """One goal: the measured value, the target and whether it is met (never by an invalid result)."""
     met = valid and value is not None and math.isfinite(value) and (value <= target if at_most else value >= target)
     return {
         "goal": name,

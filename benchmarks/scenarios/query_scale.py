@@ -1,5 +1,5 @@
-"""query_scale: `query` on a large table, a point lookup and a one-hospital count, before and after issue 27
-(benchmarks/query_scale.py).
+"""query_scale: `query` on a large table, a point lookup and a one-hospital count, the streamed query path against
+the one before it (benchmarks/query_scale.py).
 """
 
 from __future__ import annotations

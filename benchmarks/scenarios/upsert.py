@@ -41,7 +41,7 @@ class Variant:
         return f"{'recent' if self.recent else 'uniform'}, {self.moving:.0%} move"
 
 
-# Issue 29: updates as users meet them, each measured in the same job run (batches interleaved, so drift over the run
+# Updates as users meet them, each measured in the same job run (batches interleaved, so drift over the run
 # spreads over every variant): without a move, with 1% and 10% moving hospital, uniformly random or recent.
 VARIANTS = tuple(Variant(moving, recent) for recent in (False, True) for moving in (0.0, 0.01, 0.10))
 WARMUP = Variant(0.10, recent=False)
@@ -190,7 +190,7 @@ def _measure_upserts(bench: Bench, table: _UpsertTable, seeded: procs.Finished) 
     }
 
 
-# Issue 29's goals: these variants' bronze step into the 10x table at most 1.3x the small table's; the others (the
+# The goals: these variants' bronze step into the 10x table at most 1.3x the small table's; the others (the
 # moves) are measured and explained in docs/performance.md.
 GOAL_VARIANTS = (Variant(0.0, recent=False), Variant(0.0, recent=True))
 
