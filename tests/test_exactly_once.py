@@ -175,7 +175,9 @@ def test_a_delete_reads_only_the_files_that_hold_its_keys(
     spark: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A batch with deletes looks its keys up in the record index: it never reads the table, only the file of the
-    encounter it deletes (a key the table never held reads nothing)."""
+    encounter it deletes (a key the table never held reads nothing), and that once for all it does with them."""
+    from pyspark.sql import functions as F
+
     landing = tmp_path / "landing"
     config = job_config(tmp_path, landing)
     table = config.table_uri("bronze_encounter")
@@ -188,10 +190,15 @@ def test_a_delete_reads_only_the_files_that_hold_its_keys(
 
     lookups: list[Any] = []
     real_read_keys = HudiWriter.read_keys
+    produced = spark.sparkContext.accumulator(0)  # stored rows the batch's reads produced, every evaluation counted
+
+    def count(_: Any) -> bool:
+        produced.add(1)
+        return True
 
     def read_keys(self: HudiWriter, spec: Any, keys: Any) -> Any:
         lookups.append(found := real_read_keys(self, spec, keys))
-        return found
+        return found.where(F.udf(count, "boolean")(F.col("encounter_id")))
 
     def read(self: HudiWriter, spec: Any) -> Any:
         raise AssertionError(f"a batch read all of {spec.name}")
@@ -205,6 +212,7 @@ def test_a_delete_reads_only_the_files_that_hold_its_keys(
     assert [(b.stats.rows_deleted, b.stats.delete_requests) for b in summary.batches] == [(1, 2)]
     assert _live(spark, table) == {f"k{n}" for n in range(6)} - {"k3"}
     assert len(lookups) == 1
+    assert produced.value == 1  # k3's stored version, read once (9 times when it was not kept between its uses)
     files, rows = files_scanned(lookups[0])
     assert (files, sorted(r["encounter_id"] for r in rows)) == (1, ["k3"])
 

@@ -305,23 +305,28 @@ def _bronze(batch: _Batch) -> None:
     # Into a table without a commit (the first batch, a backfill) no key can exist yet: nothing to look up.
     fresh = not deps.writer.has_commits(deps.encounter)
     write = deps.writer.bulk_insert if fresh else deps.writer.upsert
-    stored = None
-    if stats.delete_requests:
-        stored = None if fresh else _stored_versions(deps, candidates)
-        candidates = _settle_deletes(deps, candidates, stored, batch.files, keys)
-    # Persisted: counted against the table before and after the write, the per-key aggregation runs once.
-    written = bronze_rows(candidates, keys).persist()
+    # Persisted: the delete keys' stored versions are read once (the timeless deletes' ordering, the rows they
+    # write, the count they delete), not once for each.
+    stored = None if fresh or not stats.delete_requests else _stored_versions(deps, candidates).persist()
     try:
-        if stored is not None:
-            stats = replace(stats, rows_deleted=rows_deleted(written, stored, keys))
-        deps.fence()
-        write(deps.encounter, written, {BATCH_KEY: batch.key, BATCH_STATS: stats.to_json()})
-        commit = deps.writer.find_commit(deps.encounter, batch.key)
-        if commit is not None and not fresh:
-            stale = deps.writer.kept_older(deps.encounter, commit, written.where(~F.col("is_deleted")))
-            stats = replace(stats, rows_written=stats.rows_written - stale, rows_stale=stale)
+        if stats.delete_requests:
+            candidates = _settle_deletes(deps, candidates, stored, batch.files, keys)
+        # Persisted: counted against the table before and after the write, the per-key aggregation runs once.
+        written = bronze_rows(candidates, keys).persist()
+        try:
+            if stored is not None:
+                stats = replace(stats, rows_deleted=rows_deleted(written, stored, keys))
+            deps.fence()
+            write(deps.encounter, written, {BATCH_KEY: batch.key, BATCH_STATS: stats.to_json()})
+            commit = deps.writer.find_commit(deps.encounter, batch.key)
+            if commit is not None and not fresh:
+                stale = deps.writer.kept_older(deps.encounter, commit, written.where(~F.col("is_deleted")))
+                stats = replace(stats, rows_written=stats.rows_written - stale, rows_stale=stale)
+        finally:
+            written.unpersist()
     finally:
-        written.unpersist()
+        if stored is not None:
+            stored.unpersist()
     batch.stats, batch.instant = stats, commit.instant if commit else None
     # New hospitals become catalog partitions; a crash before this line heals at the next start (ensure).
     _register(deps, table_def(deps.encounter, written.schema), commit.partitions if commit else ())
