@@ -24,7 +24,7 @@ generated files, read and mapped one of two ways (`--mapping`, repeatable: each 
 - simple (default): Spark's own text reader (`native_records`: whole files, NDJSON split into lines) and one
   `from_json` of the 9 fields these R4 files use, no validation, R5 or quarantine: what a plain Spark job would
   write, the floor;
-- job: the job's own read step (batch._read): the files listed as the job's stream lists them (`binaryFile`),
+- job: the job's own read step (read._read): the files listed as the job's stream lists them (`binaryFile`),
   split in Python (`records.read_records`), `flatten` with the job's settings, cached and counted in one
   aggregation, rejected rows quarantined, one version per key by the job's ordering rule: only the table format
   and the job's exactly-once bookkeeping (ledger, ingest log, catalog) differ from ours.
@@ -54,7 +54,7 @@ from streaming.lakehouse.jars import Jar, download
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
-    from streaming.pipeline.batch import BatchStats
+    from streaming.pipeline.deps import BatchStats
 
 # Bench-only jars, never on the job's classpath; fetched into the job's jar cache, SHA-1 pinned like lakehouse/jars.py.
 DELTA_VERSION = "3.3.2"
@@ -204,11 +204,11 @@ def job_listing(spark: SparkSession, source: str, *, stream: bool, max_files: in
 
 
 def job_read(listing: DataFrame, config: conf.JobConfig) -> tuple[DataFrame, BatchStats]:
-    """The job's read step over listed files, as batch._read does it: split in Python, `flatten` with the job's
+    """The job's read step over listed files, as read._read does it: split in Python, `flatten` with the job's
     settings, cached; and its statistics, one aggregation (which fills the cache). Unpersist the rows when done."""
     from streaming.bronze.flatten import flatten
     from streaming.bronze.records import LandedFile, read_records
-    from streaming.pipeline.batch import _aggregate
+    from streaming.pipeline.read import aggregate
 
     files = [LandedFile(r.path, r.length, r.modificationTime) for r in listing.collect()]
     fhir = config.fhir
@@ -221,7 +221,7 @@ def job_read(listing: DataFrame, config: conf.JobConfig) -> tuple[DataFrame, Bat
         key_scope=config.key_scope,
         source=config.source,
     ).persist()
-    return rows, _aggregate(rows)
+    return rows, aggregate(rows)
 
 
 def quarantine(rows: DataFrame, stats: BatchStats, out: Path, batch_id: int) -> None:

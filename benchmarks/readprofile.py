@@ -52,7 +52,7 @@ def profile(source: Path, settings_file: Path, repeat: int) -> dict[str, Any]:
     from streaming.bronze.flatten import _projections, flatten, parse_resource
     from streaming.bronze.records import read_records
     from streaming.lakehouse.session import build_spark
-    from streaming.pipeline.batch import _aggregate
+    from streaming.pipeline.read import aggregate
     from streaming.pipeline.reingest import landed_file
 
     config = conf.load(settings_file, {"source": str(source)})  # the landing prefix, as the job has it
@@ -60,7 +60,7 @@ def profile(source: Path, settings_file: Path, repeat: int) -> dict[str, Any]:
     fhir = config.fhir
     files = [landed_file(f"file:{p}") for p in sorted(source.rglob("*")) if p.is_file()]  # as the stream lists them
 
-    def flat(records: DataFrame) -> DataFrame:  # with the job's fhir settings, as batch._read calls it
+    def flat(records: DataFrame) -> DataFrame:  # with the job's fhir settings, as read._read calls it
         return flatten(
             records,
             ingested_at=datetime.now(UTC),
@@ -71,10 +71,10 @@ def profile(source: Path, settings_file: Path, repeat: int) -> dict[str, Any]:
             source=config.source,
         )
 
-    def batch_read() -> int:  # as batch._read and the statistics do it
+    def batch_read() -> int:  # as read._read and the statistics do it
         rows = flat(read_records(spark, files, fhir)).persist()
         try:
-            return _aggregate(rows).rows_in
+            return aggregate(rows).rows_in
         finally:
             rows.unpersist()
 

@@ -15,7 +15,7 @@ from helpers import job_config, read_table
 
 from streaming.bronze.columns import INGEST_LOG_SCHEMA
 from streaming.lakehouse.hudi import HudiWriter, ingest_log_table
-from streaming.pipeline.batch import BatchStats
+from streaming.pipeline.deps import BatchStats
 
 pytestmark = pytest.mark.spark
 

@@ -171,7 +171,8 @@ def test_query_prints_and_a_bad_query_exits_2(capsys: pytest.CaptureFixture[str]
 
 
 def test_batch_line_has_the_batch_numbers() -> None:
-    from streaming.pipeline.batch import BatchResult, BatchStats
+    from streaming.pipeline.batch import BatchResult
+    from streaming.pipeline.deps import BatchStats
 
     ended = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
     result = BatchResult(
@@ -208,7 +209,8 @@ def test_batch_line_has_the_batch_numbers() -> None:
 
 
 def test_reingest_and_replay_print_batch_lines_and_a_summary_on_a_pipe(capsys: pytest.CaptureFixture[str]) -> None:
-    from streaming.pipeline.batch import BatchResult, BatchStats
+    from streaming.pipeline.batch import BatchResult
+    from streaming.pipeline.deps import BatchStats
     from streaming.pipeline.job import RunSummary
     from streaming.pipeline.reingest import ReplayResult
 
@@ -227,7 +229,8 @@ def test_demo_summary_on_a_pipe_lists_rows_per_hospital_and_what_to_try(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     from streaming.cli.demo import DemoReport
-    from streaming.pipeline.batch import BatchResult, BatchStats
+    from streaming.pipeline.batch import BatchResult
+    from streaming.pipeline.deps import BatchStats
     from streaming.pipeline.job import RunSummary
 
     batch = BatchResult("run-d-000000", ("a", "b"), 0, BatchStats(rows_in=7, rows_written=6, rows_rejected=1))

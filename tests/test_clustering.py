@@ -163,13 +163,13 @@ def test_a_clustering_that_fails_every_time_never_stops_ingestion(
     spark: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A failing plan is rolled back (its file groups take updates again), reported, and tried again when due."""
-    from streaming.pipeline import batch, job
+    from streaming.pipeline import job, upkeep
 
-    real_options = batch.clustering_options
+    real_options = upkeep.clustering_options
     # A real Hudi failure while the plan executes (its strategy class does not exist): the plan is left inflight,
     # as a lost executor or an S3 error would leave it.
     monkeypatch.setattr(
-        batch,
+        upkeep,
         "clustering_options",
         lambda config: {**real_options(config), "hoodie.clustering.execution.strategy.class": "org.example.Nope"},
     )
@@ -196,7 +196,7 @@ def test_a_clustering_that_fails_every_time_never_stops_ingestion(
     assert updates.files == 1 and updates.batches[0].stats.rows_written == 90
 
     # Once clustering works again, the next due run clusters.
-    monkeypatch.setattr(batch, "clustering_options", real_options)
+    monkeypatch.setattr(upkeep, "clustering_options", real_options)
     landing.generated("w2", files=1, per_file=30, seed=312)
     healed = job.run(config, once=True, spark=spark)
     assert [(b.services, b.services_failed) for b in healed.batches] == [(("clustering",), ())]

@@ -26,7 +26,8 @@ from helpers import job_config, read_table
 from streaming.config import JobConfig
 from streaming.lakehouse.hudi import HudiWriter
 from streaming.pipeline import job
-from streaming.pipeline.batch import BatchDeps, BatchResult
+from streaming.pipeline.batch import BatchResult
+from streaming.pipeline.deps import BatchDeps
 
 pytestmark = pytest.mark.spark
 

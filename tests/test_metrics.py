@@ -16,7 +16,8 @@ from helpers import job_config
 from streaming import config as conf
 from streaming.adapters import aws
 from streaming.pipeline import job
-from streaming.pipeline.batch import BatchResult, BatchStats
+from streaming.pipeline.batch import BatchResult
+from streaming.pipeline.deps import BatchStats
 from streaming.pipeline.metrics import CloudWatchMetrics, Heartbeat, heartbeat, publisher
 
 TABLE = "bronze_encounter"

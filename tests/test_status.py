@@ -159,7 +159,7 @@ def _ms(at: datetime) -> datetime:
 def _commit(config: JobConfig, files: list[Path], *, versioned: bool = True) -> None:
     """Commit `files` as a batch does: scoped keys, each file's version (size@time) as the stream listed it."""
     from streaming.bronze.records import LandedFile
-    from streaming.pipeline.batch import file_version
+    from streaming.pipeline.deps import file_version
 
     versions = {}
     for path in files:
@@ -908,8 +908,8 @@ def _log_row(key: str, started: datetime, lag: float | None, stale: int | None) 
 @pytest.fixture(scope="module")
 def logged(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> Logged:
     """An ingest log first written without lag_seconds (an earlier release), then with it, out of time order."""
+    from streaming.bronze.columns import INGEST_LOG_SCHEMA
     from streaming.lakehouse.hudi import HudiWriter, ingest_log_table
-    from streaming.pipeline.batch import INGEST_LOG_SCHEMA
 
     root = tmp_path_factory.mktemp("logged")
     (root / "landing").mkdir()

@@ -27,7 +27,8 @@ from streaming.cli.glue_entry import load_config
 from streaming.ledger.dynamodb import INDEX
 from streaming.ops.ready_queries import QUERIES
 from streaming.pipeline import metrics as job_metrics
-from streaming.pipeline.batch import BatchResult, BatchStats
+from streaming.pipeline.batch import BatchResult
+from streaming.pipeline.deps import BatchStats
 from streaming.pipeline.metrics import batch_metrics, waiting_metrics
 
 ROOT = Path(__file__).resolve().parents[1]

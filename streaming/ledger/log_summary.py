@@ -1,7 +1,7 @@
 """What a committed batch's ingest-log row says beyond its intent, as the ledger keeps it until the row is written.
 
 The ledger commit of a batch carries this summary (`Ledger.commit(..., summary=)`); the ingest log is written
-later, rows of several batches together (pipeline/batch.py `write_log`), and `status` reads the waiting ones here.
+later, rows of several batches together (pipeline/ingest_log.py `write_log`), and `status` reads the waiting ones here.
 """
 
 from __future__ import annotations

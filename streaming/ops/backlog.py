@@ -186,7 +186,7 @@ def _lookup(ledger: Ledger | None, uris: list[str]) -> tuple[dict[str, str], set
 
 
 def _differs(version: str, entry: _Entry) -> bool:
-    """Whether a listed file is not the version the ledger recorded (`size@time`, batch.file_version).
+    """Whether a listed file is not the version the ledger recorded (`size@time`, pipeline/deps.py file_version).
 
     Times compare to the millisecond: what the stream's listing (Hadoop's FileStatus) keeps. A version that does not
     parse says nothing.

@@ -1,16 +1,12 @@
-"""One micro-batch, as its steps, and the recovery that finishes a batch a crash interrupted.
+"""One micro-batch, as its steps.
 
 `process_batch` lists the batch's files and drops those the ledger has committed, then runs `STEPS` in order (the
-README's step list is made from them); each is a named function over the batch's shared state (`_Batch`), timed and
-reported under its name, and the fault harness kills the job after each (`after_<name>`). After a crash, `recover`
-looks at every open intent: bronze commit present -> commit it in the ledger with a log summary made from the
-commit's statistics; neither -> nothing of the batch counts: abandon the intent and let the replay (or a
-re-listing) ingest the files again. (An ingest-log row present -> only the ledger commit is missing: the order of
-an earlier release.) It then writes every waiting ingest-log row.
+design page's step list is made from them); each is a named function over the batch's shared state (`_Batch`),
+timed and reported under its name, and the fault harness kills the job after each (`after_<name>`). What a crash
+between two steps leaves is finished or abandoned by `recovery.recover` before the next start.
 
-The ingest log is off the latency path: the ledger commit keeps each batch's log summary with its intent, and
-`write_log` writes the rows of every waiting batch in one upsert when due (IngestLogConfig), at stop and at
-recovery (docs/decisions/deferred-ingest-log.md).
+The modules beside it hold what the steps call: `deps` (what a batch is given), `read` (the files to cached rows),
+`ingest_log` (the log rows, written when due, off the latency path), `upkeep` (table services after the commit).
 
 The views besides encounter (`pipeline/views.py`) each write their table in a step of their own, `view_<name>`,
 between the quarantine and bronze: bronze's commit, which recovery looks for, is then only ever there once every
@@ -27,125 +23,29 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pyspark.sql import functions as F
 
-from streaming.bronze.columns import INGEST_LOG_SCHEMA
-from streaming.bronze.flatten import bronze_rows, flatten, quarantine_rows
+from streaming.bronze.flatten import bronze_rows, quarantine_rows
 from streaming.bronze.ordering import rows_deleted, settle_timeless_deletes, timeless_delete
-from streaming.bronze.records import LandedFile, poison_records, read_records
-from streaming.catalog import Catalog, NoCatalog, TableDef, table_def
-from streaming.config import IngestLogConfig, JobConfig, canonical_uri
-from streaming.lakehouse.hudi import (
-    BATCH_KEY,
-    BATCH_STATS,
-    CLEAN,
-    CLUSTERING,
-    LOG_BATCHES,
-    HudiWriter,
-    TableSpec,
-    clustering_options,
-    encounter_table,
-    ingest_log_table,
-)
-from streaming.lakehouse.hudi import quarantine_table as quarantine_spec
-from streaming.ledger import BatchIntent, Fence, LeaseLost, Ledger
-from streaming.ledger.log_summary import LogSummary
+from streaming.bronze.records import LandedFile
+from streaming.catalog import table_def
+from streaming.config import canonical_uri
+from streaming.lakehouse.hudi import BATCH_KEY, BATCH_STATS
+from streaming.ledger import BatchIntent
 from streaming.pipeline import views as view_tables
-from streaming.pipeline.failures import worker_died
+from streaming.pipeline.deps import BatchDeps, BatchStats, batch_key, file_version, register
+from streaming.pipeline.ingest_log import log_summary, write_log
+from streaming.pipeline.read import BatchRead, read_apart
+from streaming.pipeline.upkeep import run_due
 from streaming.pipeline.views import ViewStats, ViewTable
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame, SparkSession
+    from pyspark.sql import DataFrame
+
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class BatchStats:
-    """What one batch read and wrote; computed by a single aggregation over the flattened batch."""
-
-    rows_in: int = 0
-    rows_written: int = 0
-    rows_deleted: int = 0  # encounters this batch turned into tombstones: live before, deleted after
-    rows_rejected: int = 0
-    rows_skipped: int = 0
-    delete_requests: int = 0  # valid Bundle DELETE entries read, whether or not they removed anything
-    # Versions the table kept a newer version over (an older one arriving late); not in rows_written. None: not
-    # known (a batch whose bookkeeping recovery finished from the bronze commit, written before they were counted).
-    rows_stale: int | None = 0
-
-    def to_json(self) -> str:
-        return json.dumps(self.__dict__, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> BatchStats:
-        """The statistics a bronze commit carries; rows_stale is counted after the commit, so it is not known."""
-        known = {k: int(v) for k, v in json.loads(text).items() if k in cls.__dataclass_fields__}
-        return replace(cls(**known), rows_stale=None)
-
-
-@dataclass
-class LogSchedule:
-    """The batches whose ingest-log rows wait in the ledger, counted on the job's own clock (IngestLogConfig)."""
-
-    waiting: int = 0
-    since: float | None = None  # time.monotonic() when the oldest of them was committed
-
-    def add(self, now: float) -> None:
-        self.waiting += 1
-        self.since = now if self.since is None else self.since
-
-    def due(self, config: IngestLogConfig, now: float) -> bool:
-        waited = self.since is not None and now - self.since >= config.every_seconds
-        return self.waiting >= config.every_batches or (waited and config.every_seconds > 0)
-
-    def reset(self) -> None:
-        self.waiting, self.since = 0, None
-
-
-@dataclass(frozen=True)
-class BatchDeps:
-    """Everything a batch touches, passed in so tests can give their own."""
-
-    spark: SparkSession
-    config: JobConfig
-    ledger: Ledger
-    writer: HudiWriter
-    run_id: str
-    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
-    # The writer lease's fence, checked before every write (raises LeaseLost once the lease may not be ours);
-    # None: unfenced, for callers that hold no lease (unit tests).
-    fence: Callable[[], Fence | None] = lambda: None
-    # Files (uri, modification time) the stream assigned to a batch, zero-byte ones included (see source_log.py).
-    source_files: Callable[[int], Sequence[tuple[str, datetime]]] | None = None
-    # Files an operator asked to take again (`reingest`, `replay-quarantine`): ingested even if committed.
-    retake: frozenset[str] = frozenset()
-    # Of some of those files, only these positions (`replay-quarantine` takes back what was quarantined, not the
-    # entries that landed the first time).
-    positions: Mapping[str, frozenset[str]] = field(default_factory=dict)
-    # Where the tables are registered by name (Glue, local JSON); the default registers nothing.
-    catalog: Catalog = field(default_factory=NoCatalog)
-    # Called with `after_<step>` as each of STEPS completes: the fault harness kills or freezes the job there.
-    # Nothing in production passes one.
-    hook: Callable[[str], None] = lambda step: None
-    # The views run besides encounter (views.run), each into its own table; none: the Encounter-only job.
-    views: tuple[ViewTable, ...] = ()
-    # When the ingest log is written next (shared by every copy of these deps: one per job).
-    log_schedule: LogSchedule = field(default_factory=LogSchedule)
-
-    @property
-    def encounter(self) -> TableSpec:
-        return encounter_table(self.config)
-
-    @property
-    def ingest_log(self) -> TableSpec:
-        return ingest_log_table(self.config)
-
-    @property
-    def quarantine(self) -> TableSpec:
-        return quarantine_spec(self.config)
 
 
 @dataclass(frozen=True)
@@ -179,15 +79,6 @@ def lag_seconds(oldest_modified: datetime | None, ended_at: datetime | None) -> 
     return (ended_at.astimezone(UTC) - oldest_modified.astimezone(UTC)).total_seconds()
 
 
-def file_version(file: LandedFile) -> str:
-    """What the ledger records of the version it read: size and modification time (the listing has no ETag)."""
-    return f"{file.length}@{file.modified.astimezone(UTC).isoformat()}"
-
-
-def batch_key(run_id: str, batch_id: int) -> str:
-    return f"{run_id}-{batch_id:06d}"
-
-
 @dataclass
 class _Batch:
     """What one batch's steps share: its files, what was read, what was written."""
@@ -198,7 +89,7 @@ class _Batch:
     files: list[LandedFile]  # the batch's new files, by URI
     already: int  # files listed for the batch that the ledger had committed
     key: str = ""
-    read: _Read | None = None
+    read: BatchRead | None = None
     stats: BatchStats = field(default_factory=BatchStats)
     instant: str | None = None  # the bronze commit, when the batch wrote one
     services: tuple[str, ...] = ()
@@ -274,7 +165,7 @@ def _begin(batch: _Batch) -> None:
 
 def _read_step(batch: _Batch) -> None:
     """Read, split and flatten the files, cached once; one aggregation gives every count."""
-    batch.read = _read_apart(batch.deps, batch.files, batch.started)
+    batch.read = read_apart(batch.deps, batch.files, batch.started)
     batch.stats = batch.read.stats
 
 
@@ -290,7 +181,7 @@ def _quarantine(batch: _Batch) -> None:
         rejected = rejected.unionByName(quarantine_rows(bad, batch.key, batch.batch_id, batch.started))
     deps.fence()  # Hudi has no lock of its own: a writer that lost its lease must not start a write
     deps.writer.upsert(deps.quarantine, rejected, {BATCH_KEY: batch.key})
-    _register(deps, table_def(deps.quarantine, rejected.schema))
+    register(deps, table_def(deps.quarantine, rejected.schema))
 
 
 def _bronze(batch: _Batch) -> None:
@@ -329,7 +220,7 @@ def _bronze(batch: _Batch) -> None:
             stored.unpersist()
     batch.stats, batch.instant = stats, commit.instant if commit else None
     # New hospitals become catalog partitions; a crash before this line heals at the next start (ensure).
-    _register(deps, table_def(deps.encounter, written.schema), commit.partitions if commit else ())
+    register(deps, table_def(deps.encounter, written.schema), commit.partitions if commit else ())
 
 
 def _view(table: ViewTable, batch: _Batch) -> None:
@@ -363,7 +254,7 @@ def _view(table: ViewTable, batch: _Batch) -> None:
     commit = deps.writer.find_commit(spec, batch.key)
     written = commit.inserts + commit.updates if commit else 0
     batch.views[table.name] = replace(counts, rows_written=written)
-    _register(deps, table_def(spec, rows.schema), commit.partitions if commit else ())
+    register(deps, table_def(spec, rows.schema), commit.partitions if commit else ())
 
 
 def _stored_view(deps: BatchDeps, table: ViewTable) -> DataFrame:
@@ -393,10 +284,10 @@ def _ingest_log(batch: _Batch) -> None:
 def _services(batch: _Batch) -> None:
     """Table services when due (clustering, else cleaning), one a batch, after the commit and best effort: a
     failure never stops ingestion."""
-    batch.services, batch.failed = _upkeep(batch.deps, batch.key)
+    batch.services, batch.failed = run_due(batch.deps, batch.key)
 
 
-def _rows_of(batch: _Batch) -> _Read:
+def _rows_of(batch: _Batch) -> BatchRead:
     assert batch.read is not None  # the read step came first
     return batch.read
 
@@ -442,8 +333,6 @@ STEPS: tuple[Step, ...] = (
     Step("ingest_log", _ingest_log),
     Step("upkeep", _services),
 )
-# Inside a write of the ingest log: its rows are in the table, their batches not yet closed in the ledger.
-LOG_WRITTEN = "after_log_written"
 
 
 def batch_steps(views: Sequence[ViewTable]) -> tuple[Step, ...]:
@@ -462,264 +351,6 @@ def readme_steps() -> str:
         lines.append(f"{n}. `{step.name}`: {step.doc[:1].lower()}{step.doc[1:].rstrip('.')};")
     lines.append(f"{len(STEPS) + 2}. return: Spark commits the checkpoint.")
     return "\n".join(lines)
-
-
-def _upkeep(deps: BatchDeps, key: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Table services due after a committed batch, on the job's own clock: (the one run, or none; if it failed).
-
-    Clustering and cleaning of bronze and of every view's table; one service a batch at most, the longest overdue,
-    so they never stack in one batch and none starves. Best effort: the batch is committed, so a failing service
-    must not stop ingestion; it is tried again at its next due time. Only a lost lease stops here, since nothing
-    more may be written then.
-    """
-    layout = deps.config.layout
-    every = {CLUSTERING: layout.cluster_every_seconds, CLEAN: layout.clean_every_seconds}
-    tables = {spec.name: spec for spec in _served(deps)}
-    late = {
-        (service, name): deps.writer.overdue(spec, service, seconds)
-        for name, spec in tables.items()
-        for service, seconds in every.items()
-        if seconds
-    }
-    due = {pair: seconds for pair, seconds in late.items() if seconds is not None}
-    if not due:
-        return (), ()
-    service, table = max(due, key=lambda pair: due[pair])  # the longest overdue
-    spec = tables[table]
-    # Bronze's services by their names (the metrics and the JSON line always had them); a view table's with it.
-    name = service if table == deps.encounter.name else f"{service}:{table}"
-    ok = _cluster(deps, key, spec) if service == CLUSTERING else _clean(deps, key, spec)
-    return (name,), () if ok else (name,)
-
-
-def _served(deps: BatchDeps) -> tuple[TableSpec, ...]:
-    """The tables whose services the job runs: bronze and every view's table (not the small log and quarantine)."""
-    return (deps.encounter, *(view.spec for view in deps.views))
-
-
-def _clean(deps: BatchDeps, key: str, spec: TableSpec) -> bool:
-    """Clean a table's old file versions and archive its timeline; a failure is logged and tried again when due."""
-    deps.fence()
-    try:
-        deleted = deps.writer.clean(spec)
-    except Exception as exc:
-        log.warning("batch %s: %s clean failed (%s); ingestion goes on", key, spec.name, type(exc).__name__)
-        return False
-    log.info("batch %s: %s cleaned (%d old file versions deleted)", key, spec.name, deleted)
-    return True
-
-
-def _cluster(deps: BatchDeps, key: str, spec: TableSpec) -> bool:
-    """Cluster a table; on a failure take the plan back (Hudi refuses upserts into a pending plan's file groups)."""
-    every = deps.config.layout.cluster_every_seconds
-    deps.fence()
-    try:
-        clustered = deps.writer.cluster(spec, clustering_options(deps.config), schedule=True)
-    except Exception as exc:
-        rolled_back = _take_back_clustering(deps, spec)
-        log.warning(
-            "batch %s: %s clustering failed (%s); %d pending plan(s) rolled back, ingestion goes on and it is"
-            " tried again in %ds",
-            key,
-            spec.name,
-            type(exc).__name__,
-            len(rolled_back),
-            every,
-        )
-        return False
-    log.info("batch %s: %s clustered (%d plan(s))", key, spec.name, len(clustered))
-    return True
-
-
-def _take_back_clustering(deps: BatchDeps, spec: TableSpec) -> list[str]:
-    """Roll back the pending clustering plans after a failure; if even that fails, the next upsert says so."""
-    try:
-        deps.fence()
-        return deps.writer.rollback_clustering(spec)
-    except LeaseLost:
-        raise
-    except Exception as exc:
-        log.error("%s clustering: rolling back the failed plan failed too (%s)", spec.name, type(exc).__name__)
-        return []
-
-
-@dataclass(frozen=True)
-class _Read:
-    """A batch's flattened rows and their statistics, and the cached DataFrames they are made of."""
-
-    rows: DataFrame
-    stats: BatchStats
-    cached: tuple[DataFrame, ...]
-    # The views' resource versions, checked and ordered (views.checked_versions), and their counts by resource
-    # type; None and empty when only encounter runs.
-    versions: DataFrame | None = None
-    counts: Mapping[str, ViewStats] = field(default_factory=dict)
-
-    def unpersist(self) -> None:
-        for df in self.cached:
-            df.unpersist()
-
-
-@dataclass(frozen=True)
-class _Part:
-    """What reading some of a batch's files gives: the flattened rows, the views' versions, the cached records."""
-
-    rows: DataFrame
-    versions: DataFrame | None = None
-    records: DataFrame | None = None  # cached once for the Encounter path and the views alike
-
-    @property
-    def cached(self) -> tuple[DataFrame, ...]:
-        return tuple(df for df in (self.rows, self.versions, self.records) if df is not None)
-
-    def unpersist(self) -> None:
-        for df in self.cached:
-            df.unpersist()
-
-    def fill(self) -> None:
-        """Read now: the caches are filled, so this part is not read again together with the others."""
-        self.rows.count()
-        if self.versions is not None:
-            self.versions.count()
-
-
-def _assemble(parts: Sequence[_Part]) -> _Read:
-    """The batch's read from its parts: rows and versions unioned, every statistic in one aggregation each."""
-    rows = functools.reduce(lambda a, b: a.unionByName(b), [p.rows for p in parts])
-    found = [p.versions for p in parts if p.versions is not None]
-    versions = functools.reduce(lambda a, b: a.unionByName(b), found) if found else None
-    counts = view_tables.type_counts(versions) if versions is not None else {}
-    cached = tuple(df for p in parts for df in p.cached)
-    return _Read(rows, _aggregate(rows), cached, versions, counts)
-
-
-def _read_apart(deps: BatchDeps, files: Sequence[LandedFile], started: datetime) -> _Read:
-    """The batch's rows, read whole; if a worker dies reading them, read apart until every part lands.
-
-    A worker killed by the OS (out of memory) dies again on every retry of the same batch, so the stream would stop
-    for good. Apart means the same work the batch does (split, flatten, cache), on halves of the files, each
-    finished before the next starts: files that only die together then land. Only a file that kills its worker
-    when read alone, twice, is quarantined; one that died for another reason and then parses lands.
-    """
-    whole = _read(deps, files, started)
-    try:
-        return _assemble([whole])
-    except Exception as exc:
-        whole.unpersist()
-        if not worker_died(exc):
-            raise
-    log.error("a worker died reading the batch's %d files; reading them apart", len(files))
-    parts, poison = _land(deps, files, started, died=1)
-    if poison:
-        log.error(
-            "%d of %d files kill the parsing worker when read alone: %s",
-            len(poison),
-            len(files),
-            [f.uri for f in poison],
-        )
-        parts.append(_read(deps, [], started, poison=poison))
-    return _assemble(parts)
-
-
-def _land(
-    deps: BatchDeps, files: Sequence[LandedFile], started: datetime, *, died: int = 0
-) -> tuple[list[_Part], list[LandedFile]]:
-    """Read `files` as one finished (cached) part; on a worker death, each half apart; a file alone gets two tries.
-
-    `died`: how often reading exactly these files already killed a worker. Returns the parts that landed and the
-    files that killed their worker alone twice.
-    """
-    while died < (2 if len(files) == 1 else 1):
-        part = _read(deps, files, started)
-        try:
-            part.fill()  # fills the cache: this part is read now, not together with the others at the write
-            return [part], []
-        except Exception as exc:
-            part.unpersist()
-            if not worker_died(exc):
-                raise
-            died += 1
-    if len(files) == 1:
-        return [], list(files)
-    half = len(files) // 2
-    first, first_poison = _land(deps, files[:half], started)
-    second, second_poison = _land(deps, files[half:], started)
-    return first + second, first_poison + second_poison
-
-
-def _read(deps: BatchDeps, files: Sequence[LandedFile], started: datetime, poison: Sequence[LandedFile] = ()) -> _Part:
-    """The batch's flattened records, cached for the statistics and the writes; `poison` files are quarantined.
-
-    With views, the split records are cached once: the Encounter path flattens its records from them, the views
-    check theirs (views.checked_versions).
-    """
-    fhir = deps.config.fhir
-    readable = [f for f in files if f not in poison]
-    types = view_tables.resource_types(deps.views)
-    records = read_records(deps.spark, readable, fhir, types) if readable else None
-    if poison:
-        quarantined = poison_records(deps.spark, poison)
-        records = quarantined if records is None else records.unionByName(quarantined)
-    assert records is not None  # a batch has at least one file
-    if not deps.views:
-        return _Part(only_positions(_flatten(deps, records, started), deps.positions).persist())
-    records = records.persist()
-    rows = _flatten(deps, view_tables.encounter_records(records, deps.views), started)
-    own = sorted({v.resource for v in deps.views})
-    versions = view_tables.checked_versions(records, own, fhir.future_tolerance_hours)
-    return _Part(
-        only_positions(rows, deps.positions).persist(), only_positions(versions, deps.positions).persist(), records
-    )
-
-
-def _flatten(deps: BatchDeps, records: DataFrame, started: datetime) -> DataFrame:
-    """The Encounter path's rows of `records` (flatten, with the job's settings)."""
-    fhir = deps.config.fhir
-    return flatten(
-        records,
-        ingested_at=started,
-        keep_resource_json=fhir.keep_resource_json,
-        raw_slice_chars=fhir.raw_slice_chars,
-        future_tolerance_hours=fhir.future_tolerance_hours,
-        key_scope=deps.config.key_scope,
-        source=deps.config.source,
-    )
-
-
-def only_positions(rows: DataFrame, positions: Mapping[str, frozenset[str]]) -> DataFrame:
-    """The rows of files limited to some positions (deps.positions) reduced to those; other files' rows all."""
-    if not positions:
-        return rows
-    limited = F.col("sourcename").isin(list(positions))
-    wanted = [F.lit(f"{uri}\u0000{p}") for uri, chosen in positions.items() for p in chosen]
-    chosen = F.concat_ws("\u0000", "sourcename", "source_position").isin(wanted) if wanted else F.lit(False)
-    return rows.where(~limited | chosen)
-
-
-def _register(deps: BatchDeps, table: TableDef, partitions: Sequence[str] = ()) -> None:
-    """Keep the catalog in step with a write; a catalog failure never fails a batch whose data is written.
-
-    What a failed call did not register is retried with the next batch's call, and the next start adds any
-    partition still missing (`Catalog.ensure`).
-    """
-    try:
-        deps.catalog.sync(table, partitions)
-    except Exception as exc:
-        log.warning("catalog: registering %s failed (%s); retried later", table.name, type(exc).__name__)
-
-
-def _aggregate(rows: DataFrame) -> BatchStats:
-    """All batch statistics in one pass (this action also fills the cache the writes then read)."""
-    good = F.col("reject_reason").isNull()
-    row = rows.agg(
-        F.count(F.lit(1)).alias("rows_in"),
-        F.count(F.when((F.col("kind") == "resource") & good, 1)).alias("rows_written"),
-        F.count(F.when((F.col("kind") == "delete") & good, 1)).alias("delete_requests"),
-        F.count(F.when(~good, 1)).alias("rows_rejected"),
-        F.count(F.when(F.col("kind") == "skipped", 1)).alias("rows_skipped"),
-    ).first()
-    assert row is not None  # an aggregation without grouping always returns one row
-    return BatchStats(**row.asDict())
 
 
 def decision_key(uri: str, version: str, position: str) -> str:
@@ -776,100 +407,3 @@ def _stored_versions(deps: BatchDeps, candidates: DataFrame) -> DataFrame:
     # Tables written before tombstones existed have no is_deleted column: all their rows are live.
     deleted = F.coalesce(F.col("is_deleted"), F.lit(False)) if "is_deleted" in stored.columns else F.lit(False)
     return stored.select(*deps.encounter.key_columns, "precombine_ts", deleted.alias("is_deleted"))
-
-
-def log_summary(already: int, stats: BatchStats, instant: str | None, ended: datetime, lag: float | None) -> str:
-    """The summary the ledger keeps for a batch's ingest-log row until it is written (ledger/log_summary.py)."""
-    return LogSummary(already, stats.__dict__, ended, instant, lag).to_json()
-
-
-def log_row(intent: BatchIntent, summary: str) -> dict[str, Any]:
-    """The ingest-log row of a committed batch, every count present (a summary of fewer counts gives them None)."""
-    row = LogSummary.from_json(summary).row(intent)
-    return {**dict.fromkeys(BatchStats.__dataclass_fields__), **row}
-
-
-def write_log(deps: BatchDeps, *, in_batch: bool = False) -> int:
-    """Write the ingest-log rows of every committed batch waiting in the ledger, then close those batches; how many.
-
-    One upsert keyed by batch key: a crash before the ledger hears of it leaves them waiting, and the next write
-    (at the next start at the latest) rewrites the same rows, never a second copy. `in_batch`: a batch's own
-    write, where the fault harness may kill the job between the two (LOG_WRITTEN).
-    """
-    pending = deps.ledger.unlogged()
-    deps.log_schedule.reset()
-    if not pending:
-        return 0
-    df = deps.spark.createDataFrame([log_row(intent, summary) for intent, summary in pending], INGEST_LOG_SCHEMA)
-    deps.fence()
-    deps.writer.upsert(deps.ingest_log, df, {LOG_BATCHES: str(len(pending))})
-    _register(deps, table_def(deps.ingest_log, df.schema))
-    if in_batch:
-        deps.hook(LOG_WRITTEN)
-    deps.ledger.logged([intent.batch_key for intent, _ in pending], deps.fence())
-    return len(pending)
-
-
-def _finish_clustering(deps: BatchDeps, spec: TableSpec) -> list[str]:
-    """Run the clustering plans a crash left pending on a table (Hudi would refuse the next upserts into their
-    files, see HudiWriter.cluster); roll them back if they fail. The plans finished."""
-    pending = deps.writer.pending_clustering(spec)
-    if not pending:
-        return []
-    deps.fence()
-    try:
-        deps.writer.cluster(spec, clustering_options(deps.config), schedule=False)
-    except Exception as exc:  # a plan that fails every time must not keep the stream from starting
-        deps.fence()
-        deps.writer.rollback_clustering(spec)
-        log.warning(
-            "recovery: %d %s clustering plan(s) a crash left pending failed to run (%s); rolled back",
-            len(pending),
-            spec.name,
-            type(exc).__name__,
-        )
-        return []
-    log.warning("recovery: finished %d %s clustering plan(s) a crash left pending", len(pending), spec.name)
-    return pending
-
-
-@dataclass(frozen=True)
-class Recovery:
-    """What `recover` did with each open intent."""
-
-    finished: tuple[str, ...] = ()  # log row and/or ledger commit completed from what Hudi had
-    abandoned: tuple[str, ...] = ()  # nothing committed: files will be ingested again
-    clustered: tuple[str, ...] = ()  # bronze clustering plans a crash left pending, run to completion
-
-
-def recover(deps: BatchDeps) -> Recovery:
-    """Finish or abandon every batch a crash left half done; run before the stream starts."""
-    clustered = [instant for spec in _served(deps) for instant in _finish_clustering(deps, spec)]
-    finished, abandoned = [], []
-    for intent in deps.ledger.open_intents():
-        logged = deps.writer.find_commit(deps.ingest_log, intent.batch_key)
-        if logged is None:
-            commit = deps.writer.find_commit(deps.encounter, intent.batch_key)
-            if commit is None:
-                deps.ledger.abandon(intent.batch_key, deps.fence())
-                abandoned.append(intent.batch_key)
-                log.warning(
-                    "recovery: batch %s wrote nothing; its %d files will be re-ingested",
-                    intent.batch_key,
-                    len(intent.files),
-                )
-                continue
-            stats = BatchStats.from_json(commit.extra.get(BATCH_STATS, "{}"))
-            ended = deps.clock()
-            summary = log_summary(0, stats, commit.instant, ended, None)
-            deps.ledger.commit(intent.batch_key, intent.files, ended, deps.fence(), summary=summary)
-        else:  # a row an earlier release wrote before its ledger commit: only the commit is missing
-            deps.ledger.commit(intent.batch_key, intent.files, deps.clock(), deps.fence())
-        finished.append(intent.batch_key)
-        log.warning(
-            "recovery: batch %s was written; bookkeeping finished for %d files", intent.batch_key, len(intent.files)
-        )
-    waiting = write_log(deps)  # the rows a crash (or a stop before they were due) left waiting
-    if waiting:
-        log.info("recovery: wrote %d ingest-log row(s) waiting in the ledger", waiting)
-    return Recovery(tuple(finished), tuple(abandoned), tuple(clustered))

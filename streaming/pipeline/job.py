@@ -21,8 +21,11 @@ from streaming.lakehouse.hudi import HudiWriter, encounter_table
 from streaming.lakehouse.source_log import source_log
 from streaming.ledger import LeaseLost, Ledger, LedgerUnavailable, open_ledger
 from streaming.ledger.lease import WriterLease, writer_lease
-from streaming.pipeline.batch import BatchDeps, BatchResult, Recovery, process_batch, recover, write_log
+from streaming.pipeline.batch import BatchResult, process_batch
+from streaming.pipeline.deps import BatchDeps
 from streaming.pipeline.failures import unwrap
+from streaming.pipeline.ingest_log import write_log
+from streaming.pipeline.recovery import Recovery, recover
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession

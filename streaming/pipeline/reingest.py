@@ -31,8 +31,12 @@ from streaming.config import ConfigError, JobConfig, is_remote, is_s3, spelled_l
 from streaming.lakehouse.hudi import HudiWriter, quarantine_table
 from streaming.ledger import open_ledger
 from streaming.ledger.lease import writer_lease
-from streaming.pipeline.batch import BatchDeps, BatchResult, only_positions, process_batch, recover, write_log
+from streaming.pipeline.batch import BatchResult, process_batch
+from streaming.pipeline.deps import BatchDeps
+from streaming.pipeline.ingest_log import write_log
 from streaming.pipeline.job import RunSummary, new_run_id, writer_deps
+from streaming.pipeline.read import only_positions
+from streaming.pipeline.recovery import recover
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -105,7 +109,7 @@ def restore(config: JobConfig, uri: str, landed: datetime | None = None) -> str:
 
 
 def recorded_landing(version: str | None) -> datetime | None:
-    """The modification time in a ledger version (`size@time`, see batch.file_version); None if there is none."""
+    """The modification time in a ledger version (`size@time`, see deps.file_version); None if there is none."""
     if not version or "@" not in version:
         return None
     try:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import signal
 
-from streaming.pipeline.batch import LOG_WRITTEN, STEPS
+from streaming.pipeline.batch import STEPS
+from streaming.pipeline.ingest_log import LOG_WRITTEN
 
 # After every step of the batch protocol, and inside the ingest log's write (its rows written, their batches not yet
 # closed in the ledger): a kill point each.
