@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from benchmarks import peers, procs, run
-from benchmarks.scenarios import SCENARIOS, Bench, Sizes
+from benchmarks.scenarios import SCENARIOS, Bench, Sizes, common
 from benchmarks.scenarios.common import CommitWatch, goal, land_to_visible, layout
 from benchmarks.scenarios.listing import deploy_files_per_trigger
 from benchmarks.scenarios.soak import _growth
@@ -307,10 +307,14 @@ def test_layout_reads_again_past_a_commit_file_still_being_written(
             return built
 
     monkeypatch.setattr(hudi, "HudiTableBuilder", Builder)
+    pauses: list[float] = []  # the pauses between reads, taken here instead of slept
+    monkeypatch.setattr(common.time, "sleep", pauses.append)
     assert layout(tmp_path)["files"] == 1 and failures == [0]
+    assert len(pauses) == 2
     failures[0] = 10**6
-    with pytest.raises(RuntimeError, match="EOF"):  # a table that stays unreadable still fails
+    with pytest.raises(RuntimeError, match="EOF"):  # a table that stays unreadable still fails, after its tries
         layout(tmp_path)
+    assert len(pauses) == 2 + 19 and sum(pauses) < 5
 
 
 def test_the_soaks_heap_goal_follows_the_floor_not_the_batches_in_flight() -> None:
