@@ -211,7 +211,8 @@ def _bronze(batch: _Batch) -> None:
             write(deps.encounter, written, {BATCH_KEY: batch.key, BATCH_STATS: stats.to_json()})
             commit = deps.writer.find_commit(deps.encounter, batch.key)
             if commit is not None and not fresh:
-                stale = deps.writer.kept_older(deps.encounter, commit, written.where(~F.col("is_deleted")))
+                live = written.where(~F.col("is_deleted"))
+                stale = deps.writer.kept_older(deps.encounter, commit, live, written.count())
                 stats = replace(stats, rows_written=stats.rows_written - stale, rows_stale=stale)
         finally:
             written.unpersist()
