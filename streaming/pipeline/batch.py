@@ -212,7 +212,9 @@ def _bronze(batch: _Batch) -> None:
             commit = deps.writer.find_commit(deps.encounter, batch.key)
             if commit is not None and not fresh:
                 live = written.where(~F.col("is_deleted"))
-                stale = deps.writer.kept_older(deps.encounter, commit, live, written.count())
+                # The batch's valid versions and deletes: at least the rows written, with no Spark job to count them.
+                given = stats.rows_written + stats.delete_requests
+                stale = deps.writer.kept_older(deps.encounter, commit, live, given)
                 stats = replace(stats, rows_written=stats.rows_written - stale, rows_stale=stale)
         finally:
             written.unpersist()
