@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 CODE := streaming tests benchmarks deploy
 
-.PHONY: help demo test test-jvm quick bench-smoke check docs install jars lint format bench clean deploy
+.PHONY: help demo test quick bench-smoke check docs install jars lint format bench clean deploy
 
 help:  ## what each target does
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /  make \1\t/' | expand -t 20
@@ -14,9 +14,7 @@ help:  ## what each target does
 demo: install jars  ## set up, generate ~3,000 FHIR Encounters, ingest them locally, print a summary
 	$(VENV)/bin/bronze-encounter demo
 
-# The static checks and the tests' JVM class archive side by side: each mostly waits on one core.
-test: install jars  ## set up, the static checks, then the whole suite (unit, Spark + Hudi, moto, the fault harness)
-	$(MAKE) --no-print-directory -j 2 --output-sync=target check test-jvm
+test: install jars check  ## set up, the static checks, then the whole suite (unit, Spark + Hudi, moto, the fault harness)
 	$(PY) -m pytest -n 2 -m "not bench"
 
 quick: install check  ## the static checks and the tests that start no JVM, on both cores (seconds, not minutes)
@@ -26,9 +24,6 @@ quick: install check  ## the static checks and the tests that start no JVM, on b
 # CI runs it after `make test`; a change to benchmarks/ runs it too.
 bench-smoke: install jars  ## the benchmarks at tiny sizes: every figure, table and plot is produced (not how fast)
 	$(PY) -m pytest -m bench
-
-test-jvm: install jars  ## the class archive every JVM of the suite starts from (built once per venv and jar set)
-	$(PY) tests/jvm.py
 
 check: install  ## ruff (lint and format), mypy --strict on streaming/, benchmarks/ and deploy/, the import layers, cfn-lint
 	$(VENV)/bin/ruff check $(CODE)

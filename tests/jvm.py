@@ -134,8 +134,3 @@ def options(java: str, *, long_lived: bool = False) -> str:
                 _build(java, target)
     archive = f"-XX:SharedArchiveFile={target} {CDS_QUIET}" if target.exists() else ""
     return f"{'' if long_lived else C1_ONLY} {archive}".strip()
-
-
-if __name__ == "__main__":  # `make test-jvm`: the archive built before the suite asks for it, beside `make check`
-    options(real_java(os.environ.get("JAVA_HOME")))
-    sys.exit(0 if archive_path(real_java(os.environ.get("JAVA_HOME"))).exists() else "no JVM class archive was built")

@@ -202,16 +202,19 @@ def _check_goals(scenarios: dict[str, Any]) -> None:
     """The goals each scenario states, counted per scenario."""
     backfill = scenarios["backfill"]
     # Counted per scenario: a total hid query_scale's two goals (it said 9 while a run made 11).
-    # backfill: three peers under each mapping, then the footer share and the one-row ingest-log file.
+    # backfill: three peers under each mapping, then the footer share and the one-row ingest-log file; latency:
+    # p50, p95 and batch p50 at the fastest trigger.
     counts = {
         "backfill": 3 * len(peers.MAPPINGS) + 2,
-        "latency": 2,
+        "latency": 3,
         "upsert": len(GOAL_VARIANTS),
         "listing": 2,
         "soak": 1,
         "query_scale": 2,
     }
     assert {name: len(s["goals"]) for name, s in scenarios.items() if s["goals"]} == counts
+    latency = [g["goal"].split(" at trigger ")[0] for g in scenarios["latency"]["goals"]]
+    assert latency == ["p50 land->visible", "p95 land->visible", "batch p50"]
     footprint_goals = [g["goal"] for g in backfill["goals"][-2:]]
     assert footprint_goals[0] == "bronze footer bytes / file bytes"
     assert footprint_goals[1].startswith("ingest-log file bytes (")
