@@ -273,9 +273,9 @@ class HudiWriter:
         a key whose record there is from an earlier commit, or has another ordering value than the row, was kept
         over it. (A late version that moves hospital is merged into the stored one, which Hudi writes again under
         this commit: only its ordering value tells.) A commit that inserted every row it was written with
-        (tombstones too) kept none, since a kept-over row is never an insert: nothing is read then (a stream of new
-        encounters; the read was 0.36 s of a 3.2 s bronze step). `given` is that number of rows or more (counted
-        before they were made one per key): only an insert count that reaches it skips the read.
+        (tombstones too) kept none, since a kept-over row is never an insert: nothing is read then (docs/design.md,
+        the counts). `given` is that number of rows or more (counted before they were made one per key): only an
+        insert count that reaches it skips the read.
         """
         from pyspark.sql import functions as F
 
