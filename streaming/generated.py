@@ -129,7 +129,7 @@ def blocks() -> dict[str, Callable[[], str]]:
     from streaming.fhir import mapping, reasons
     from streaming.ops import ready_queries
     from streaming.pipeline import batch
-    from streaming.views import shipped
+    from streaming.viewdef import shipped
 
     return {
         "mapping": mapping.readme_table,

@@ -71,7 +71,7 @@ def _patient_view(tmp_path: Path, view: dict[str, Any] | None = None) -> Path:
         (["run", "--view", "{tmp}/patient.json", "--source", "{tmp}/nowhere"], "no such file or folder"),
         (["run", "--view", "{tmp}/patient.json", "--source", "{tmp}/empty"], "the folder holds no files"),
         (["test", "--suite", "{tmp}/empty"], "not a SQL on FHIR test suite"),
-        (["run", "--view", "patients", "--source", "{tmp}"], "no shipped view 'patients' (shipped: patient,"),
+        (["run", "--view", "patients", "--source", "{tmp}"], "no shipped view 'patients' (shipped: encounter,"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(

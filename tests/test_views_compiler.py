@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from streaming.views import (
+from streaming.viewdef import (
     FhirPathSyntaxError,
     FhirTypeError,
     InvalidView,
@@ -220,6 +220,49 @@ def test_column_order_is_column_then_select_then_union() -> None:
         }
     )
     assert [c.name for c in view.columns] == ["a", "c", "e", "g"]
+
+
+_ONE_NAME = {"forEachOrNull": "name.first()", "column": [{"name": "family", "path": "family"}]}
+
+
+@pytest.mark.parametrize(
+    ("selects", "where", "one_row", "row_form"),
+    [
+        ([_columns(("id", "id"))], False, True, True),
+        ([_columns(("id", "id")), _ONE_NAME], False, True, True),  # one item or none: bound, one row
+        ([_columns(("id", "id")), {**_ONE_NAME, "forEachOrNull": "name"}], False, False, False),  # several names
+        ([_columns(("id", "id")), {"forEach": "name.first()", "column": _ONE_NAME["column"]}], False, False, False),
+        ([{"unionAll": [_columns(("id", "id")), _columns(("id", "gender"))]}], False, False, False),
+        ([_columns(("id", "id"))], True, False, False),  # a where drops resources
+    ],
+)
+def test_a_view_knows_when_it_gives_one_row_per_resource(
+    selects: list[dict[str, Any]], where: bool, one_row: bool, row_form: bool
+) -> None:
+    """`one_row` from the view's shape alone; the row form (column SQL over bindings) only for such views."""
+    view = compile_view(
+        {"resource": "Patient", "select": selects, **({"where": [{"path": "active"}]} if where else {})}
+    )
+    assert (view.one_row, view.row_sql is not None) == (one_row, row_form)
+    if view.row_sql is not None:
+        assert len(view.row_sql) == len(view.columns)
+        assert all("transform(" not in sql for sql in view.row_sql), "a one-row view's columns need no loop"
+    if selects[-1] is _ONE_NAME:
+        ((name, sql),) = view.bindings  # the forEachOrNull's item, read by its column
+        assert sql == "get(_r.`name`, 0)" and view.row_sql == ("_r.`id`", f"{name}.`family`")
+
+
+def test_a_union_of_two_items_first_is_their_coalesce_and_a_typed_key_one_regex() -> None:
+    view = compile_view(
+        _view(
+            ("g", "(name.first().family | name.first().text).first()"),
+            ("org", "managingOrganization.getReferenceKey(Organization)"),
+        )
+    )
+    assert view.row_sql is not None
+    gender, org = view.row_sql
+    assert gender.startswith("coalesce((get(_r.`name`, 0)).`family`, ")
+    assert org.count("regexp_extract") == 1 and "Organization/(" in org
 
 
 def test_a_repeat_reads_each_level_to_the_depth_bound_and_fails_past_it() -> None:

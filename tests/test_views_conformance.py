@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from shared_data import SOF_SUITE
 
-from streaming.views import compile_view, runner
+from streaming.viewdef import compile_view
+from streaming.views import runner
 
 FILES = {f.name: f for f in runner.load_suite(SOF_SUITE)}
 # The cases' report in the suite's schema, for CI to keep (work/ is not committed).

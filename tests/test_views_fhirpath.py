@@ -6,8 +6,8 @@ from decimal import Decimal
 
 import pytest
 
-from streaming.views.errors import FhirPathSyntaxError
-from streaming.views.fhirpath import (
+from streaming.viewdef.errors import FhirPathSyntaxError
+from streaming.viewdef.fhirpath import (
     Binary,
     Call,
     Index,

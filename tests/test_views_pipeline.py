@@ -14,7 +14,7 @@ from streaming.cli.settings import load_config, settings_parent
 from streaming.fhir.parse import FileSplitter, Record
 from streaming.pipeline.batch import STEPS, batch_steps
 from streaming.pipeline.views import PARTITION_EXTENSION, load_views, view_table
-from streaming.views.compiler import compile_view
+from streaming.viewdef.compiler import compile_view
 from streaming.views.lookup import find_view
 
 VIEWS = Path(__file__).resolve().parent / "fixtures" / "views"
@@ -73,7 +73,7 @@ def test_a_shipped_name_is_looked_up_first_then_a_file() -> None:
 
 
 def test_a_shipped_name_finds_the_shipped_view_and_its_definition() -> None:
-    from streaming.views import shipped
+    from streaming.viewdef import shipped
 
     found = find_view("patient", "R4")
     assert (found.view.name, found.view.resource) == ("patient", "Patient")
@@ -262,11 +262,11 @@ def test_the_encounter_only_split_is_unchanged() -> None:
 
 
 def test_a_shipped_module_plugs_in_by_its_shipped_view_and_definition(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The seam as streaming/views/shipped.py fills it: shipped_view -> CompiledView, UnknownView, definition()."""
+    """The seam as streaming/viewdef/shipped.py fills it: shipped_view -> CompiledView, UnknownView, definition()."""
     import sys
     import types
 
-    from streaming.views.errors import ViewError
+    from streaming.viewdef.errors import ViewError
 
     class UnknownView(ViewError):
         pass
@@ -278,11 +278,11 @@ def test_a_shipped_module_plugs_in_by_its_shipped_view_and_definition(monkeypatc
             raise UnknownView(name)
         return definitions[name]
 
-    module = types.ModuleType("streaming.views.shipped")
+    module = types.ModuleType("streaming.viewdef.shipped")
     module.UnknownView = UnknownView  # type: ignore[attr-defined]
     module.definition = definition  # type: ignore[attr-defined]
     module.shipped_view = lambda name, version="R4": compile_view(definition(name, version), fhir_version=version)  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "streaming.views.shipped", module)
+    monkeypatch.setitem(sys.modules, "streaming.viewdef.shipped", module)
     config = _config(**{"views.run": f"encounter,patient_name,{CONDITION}"})
     tables = {t.name: (t.resource, t.many, t.rows_vary, t.spec.record_key) for t in load_views(config)}
     assert tables == {

@@ -25,7 +25,7 @@ from streaming.cli import main
 from streaming.config import JobConfig
 from streaming.ops import ready_queries as queries
 from streaming.ops.query import query, query_tables
-from streaming.views.shipped import SHIPPED_VIEWS
+from streaming.viewdef.shipped import SHIPPED_VIEWS
 
 # The class labels the queries group by, written out here (not read from streaming.fhir.mapping).
 LABELS = {"AMB": "Outpatient-Ambulatory", "IMP": "Inpatient", "EMER": "Emergency", "HH": "Home health", "VR": "Virtual"}

@@ -1,4 +1,4 @@
-"""The shipped views (streaming/views/shipped/): each one's rows equal a plain-Python reading of the same JSON.
+"""The shipped views (streaming/viewdef/shipped/): each one's rows equal a plain-Python reading of the same JSON.
 
 R4: the bulk export of 10 Synthea patients (../shared/fhir-samples/bulk-10-patients) and the Synthea Bundles
 (Observations, `urn:uuid:` references). R5: tests/fixtures/views/r5-resources.ndjson. The expected rows are
@@ -18,13 +18,14 @@ from typing import Any
 import pytest
 from shared_data import BULK, SYNTHEA
 
-from streaming.config import ConfigError
+from streaming.config import ConfigError, FhirConfig
+from streaming.viewdef.shipped import SHIPPED_VIEWS, UnknownView, definition, has_variant, shipped_view
 from streaming.views import commands, source
-from streaming.views.shipped import SHIPPED_VIEWS, UnknownView, definition, has_variant, shipped_view
 
 R5_FIXTURE = Path(__file__).parent / "fixtures" / "views" / "r5-resources.ndjson"
 NPI = "http://hl7.org/fhir/sid/us-npi"
 RESOURCE = {
+    "encounter": "Encounter",
     "patient": "Patient",
     "practitioner": "Practitioner",
     "practitioner_role": "PractitionerRole",
@@ -116,6 +117,53 @@ def _time(r: Resource, element: str, *types: str) -> str | None:
 
 
 # -- each view's expected row, from the JSON ----------------------------------------------------------------------
+
+
+def _either(value: Any, other: Any) -> Any:
+    """`(value | other).first()`: the first unless it is missing."""
+    return other if value is None else value
+
+
+def _is_practitioner(participant: Resource, refs: Refs, version: str) -> bool:
+    """A participant whose reference names a Practitioner or PractitionerRole (literal, through the Bundle, or
+    conditional) or whose Reference.type says it is one."""
+    reference = participant.get("individual" if version == "R4" else "actor") or {}
+    kinds = ("Practitioner", "PractitionerRole")
+    return (
+        any(_key(reference, kind, refs) is not None for kind in kinds)
+        or re.match(r"(Practitioner|PractitionerRole)\?", reference.get("reference") or "") is not None
+        or reference.get("type") in kinds
+    )
+
+
+def encounter(r: Resource, refs: Refs, version: str) -> dict[str, Any]:
+    if version == "R5":  # R5: class a list of CodeableConcepts, actualPeriod, participant.actor
+        concept = _first(r.get("class")) or {}
+        code, display = _coding(concept).get("code"), _either(_coding(concept).get("display"), concept.get("text"))
+        period, actor = r.get("actualPeriod") or {}, "actor"
+    else:
+        code, display = (r.get("class") or {}).get("code"), (r.get("class") or {}).get("display")
+        period, actor = r.get("period") or {}, "individual"
+    location = (_first(r.get("location")) or {}).get("location") or {}
+    provider = r.get("serviceProvider") or {}
+    chosen = next((p for p in r.get("participant", []) if _is_practitioner(p, refs, version)), {})
+    role = _first(chosen.get("type")) or {}
+    return {
+        "id": r["id"],
+        "status": r.get("status"),
+        "class_code": code,
+        "class_display": display,
+        "patient_ref": (r.get("subject") or {}).get("reference"),
+        "admission_time": period.get("start"),
+        "discharge_time": period.get("end"),
+        "department": location.get("display"),
+        "department_reference": location.get("reference"),
+        "hospital_name": provider.get("display"),
+        "hospital_reference": provider.get("reference"),
+        "last_updated": (r.get("meta") or {}).get("lastUpdated"),
+        "participant_role": _either(_coding(role).get("code"), role.get("text")),
+        "practitioner_ref": (chosen.get(actor) or {}).get("reference"),
+    }
 
 
 def patient(r: Resource, refs: Refs, version: str) -> dict[str, Any]:
@@ -263,6 +311,7 @@ def encounter_reference(r: Resource, refs: Refs, version: str) -> dict[str, Any]
 
 
 EXPECTED: dict[str, Callable[[Resource, Refs, str], dict[str, Any]]] = {
+    "encounter": encounter,
     "patient": patient,
     "practitioner": practitioner,
     "practitioner_role": practitioner_role,
@@ -309,17 +358,18 @@ def test_every_shipped_view_compiles_with_the_columns_plain_python_gives(name: s
     assert all(c.get("description") for c in definition(name, version)["select"][0]["column"])
 
 
-def test_only_organization_has_an_r5_variant() -> None:
-    assert [name for name in SHIPPED_VIEWS if has_variant(name, "R5")] == ["organization"]
+def test_only_encounter_and_organization_have_an_r5_variant() -> None:
+    assert [name for name in SHIPPED_VIEWS if has_variant(name, "R5")] == ["encounter", "organization"]
     assert not any(has_variant(name, "R4") for name in SHIPPED_VIEWS)
-    r4, r5 = definition("organization", "R4"), definition("organization", "R5")
-    assert {k: v for k, v in r4.items() if k != "select"} == {k: v for k, v in r5.items() if k != "select"}
+    for name in ("encounter", "organization"):
+        r4, r5 = definition(name, "R4"), definition(name, "R5")
+        assert {k: v for k, v in r4.items() if k != "select"} == {k: v for k, v in r5.items() if k != "select"}
 
 
 @pytest.mark.parametrize(
     ("name", "version", "says"),
     [
-        ("encounters", "R4", "no shipped view 'encounters' (shipped: patient, practitioner, practitioner_role,"),
+        ("encounters", "R4", "no shipped view 'encounters' (shipped: encounter, patient, practitioner,"),
         ("patient", "R6", "unknown FHIR version 'R6' (one of R4, R5)"),
         ("../patient", "R4", "no shipped view '../patient'"),
     ],
@@ -332,7 +382,7 @@ def test_an_unknown_name_lists_the_shipped_ones(name: str, version: str, says: s
 
 def test_views_run_takes_a_name_or_a_file(tmp_path: Path) -> None:
     assert commands.load_view("condition", "R4") is shipped_view("condition", "R4")
-    with pytest.raises(ConfigError, match=r"^--view conditions: no shipped view 'conditions' \(shipped: patient,"):
+    with pytest.raises(ConfigError, match=r"^--view conditions: no shipped view 'conditions' \(shipped: encounter,"):
         commands.load_view("conditions", "R4")
     mine = tmp_path / "condition.json"  # a file of the same name: a path, never the shipped view
     mine.write_text(json.dumps({"resource": "Condition", "select": [{"column": [{"name": "c", "path": "id"}]}]}))
@@ -350,6 +400,7 @@ def _r4_paths() -> list[Path]:
 # Rows per view over the bulk export and the three Synthea Bundles (the Bundles add 3 patients, 3 conditions and
 # every observation): a change in what a view selects shows here, not only as a row mismatch.
 ROWS_R4 = {
+    "encounter": 1215 + 106,
     "patient": 13 + 3,
     "practitioner": 43,
     "practitioner_role": 43,
@@ -380,3 +431,26 @@ def test_r5_rows_equal_plain_python(spark: Any, name: str) -> None:
     actual = table.to_pylist()
     expected = expected_rows(name, [R5_FIXTURE], "R5")
     assert expected and differences(actual, expected) == ([], [])
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize("version", ["R4", "R5"])
+def test_the_encounter_views_row_form_gives_the_rows_its_array_gives(spark: Any, version: str) -> None:
+    """What flatten projects (the bindings as columns, then each column's SQL) equals the view's `rows_sql`."""
+    from pyspark.sql import functions as F
+
+    view = shipped_view("encounter", version)
+    assert view.row_sql is not None and view.bindings
+    paths = _r4_paths() if version == "R4" else [R5_FIXTURE]
+    files = [f for p in paths for f in source.list_files(str(p))]
+    resources = source.read_resources(spark, files, FhirConfig()).where("resource_json IS NOT NULL")
+    parsed = resources.select(view.parsed().alias("_r"), F.coalesce("ref_map", F.create_map()).alias("ref_map"))
+    parsed = parsed.where("_r.resourceType = 'Encounter'")
+    bound = parsed
+    for name, sql in view.bindings:
+        bound = bound.select("*", F.expr(sql).alias(name))
+    by_row = bound.select(*(F.expr(sql).alias(c.name) for c, sql in zip(view.columns, view.row_sql, strict=True)))
+    by_array = parsed.select(F.inline(F.expr(view.rows_sql)))
+    rows, expected = by_row.collect(), by_array.collect()
+    assert len(rows) == (ROWS_R4["encounter"] if version == "R4" else 2)
+    assert differences([r.asDict() for r in rows], [r.asDict() for r in expected]) == ([], [])

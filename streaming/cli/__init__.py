@@ -320,8 +320,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _views_parser(group: argparse.ArgumentParser, output: argparse.ArgumentParser) -> None:
-    """`views run` and `views test`, the ViewDefinition compiler (streaming/views) from the command line."""
-    from streaming.views.shipped import SHIPPED_VIEWS
+    """`views run` and `views test`: the ViewDefinition compiler (streaming/viewdef) from the command line."""
+    from streaming.viewdef.shipped import SHIPPED_VIEWS
 
     sub = group.add_subparsers(
         dest="views_command", required=True, metavar="COMMAND", help="run (one view over files) or test (the suite)"

@@ -25,7 +25,7 @@ _INPATIENT_CODES = ", ".join(code for code, label in CLASS_LABELS.items() if lab
 class Query:
     """One downstream question: a name, a one-line description and SQL that Athena and DuckDB both run.
 
-    `views` names the shipped views (streaming/views/shipped.py) whose tables `bronze_<view>` the SQL reads besides
+    `views` names the shipped views (streaming/viewdef/shipped.py) whose tables `bronze_<view>` the SQL reads besides
     bronze_encounter: the job must run those views for the query to answer.
     """
 

@@ -32,7 +32,7 @@ from streaming.config import ENCOUNTER_VIEW, VIEW_TABLE_PREFIX, ConfigError, Job
 from streaming.fhir.mapping import FHIR_ID_RE
 from streaming.fhir.reasons import BAD_DATETIME, FUTURE_DATETIME, INVALID_ID, MISSING_ID
 from streaming.lakehouse.hudi import TableSpec, encounter_table
-from streaming.views.compiler import CompiledView
+from streaming.viewdef.compiler import CompiledView
 from streaming.views.lookup import FoundView, find_view
 
 if TYPE_CHECKING:
@@ -309,12 +309,9 @@ def view_rows(table: ViewTable, newest: DataFrame, ingested_at: datetime) -> Dat
     carried = ("sourcename", "source_position", "precombine_ts", "source_modified")
     refs = F.coalesce(F.col("ref_map"), F.create_map().cast("map<string,string>"))
     parsed = newest.where(F.col("kind") == "resource").select(
-        RESOURCE_KEY, *carried, view.parsed().alias("_r"), refs.alias("ref_map")
+        RESOURCE_KEY, *carried, view.parsed().alias(view.resource_column), refs.alias("ref_map")
     )
-    exploded = parsed.select(RESOURCE_KEY, *carried, F.posexplode(F.expr(view.rows_sql)).alias(ROW_INDEX, "_row"))
-    live = exploded.select(
-        RESOURCE_KEY, ROW_INDEX, *(F.col(f"_row.`{c.name}`").alias(c.name) for c in view.columns), *carried
-    ).withColumn("is_deleted", F.lit(False))
+    live = _live_rows(view, parsed, carried).withColumn("is_deleted", F.lit(False))
     deleted = newest.where(F.col("kind") == "delete").select(
         RESOURCE_KEY,
         F.lit(0).alias(ROW_INDEX),
@@ -323,6 +320,21 @@ def view_rows(table: ViewTable, newest: DataFrame, ingested_at: datetime) -> Dat
         F.lit(True).alias("is_deleted"),
     )
     return _finish(table, live.unionByName(deleted), ingested_at)
+
+
+def _live_rows(view: CompiledView, parsed: DataFrame, carried: Sequence[str]) -> DataFrame:
+    """The view's rows of each parsed resource: projected when the view gives one row per resource (its columns'
+    SQL over its bindings: no array, no explode, Spark's generated code), else its array exploded."""
+    if view.row_sql is None:
+        exploded = parsed.select(RESOURCE_KEY, *carried, F.posexplode(F.expr(view.rows_sql)).alias(ROW_INDEX, "_row"))
+        return exploded.select(
+            RESOURCE_KEY, ROW_INDEX, *(F.col(f"_row.`{c.name}`").alias(c.name) for c in view.columns), *carried
+        )
+    bound = parsed.where(F.col(f"{view.resource_column}.resourceType") == view.resource)
+    for name, sql in view.bindings:  # each may read the one before it
+        bound = bound.select("*", F.expr(sql).alias(name))
+    values = (F.expr(sql).alias(c.name) for c, sql in zip(view.columns, view.row_sql, strict=True))
+    return bound.select(RESOURCE_KEY, F.lit(0).alias(ROW_INDEX), *values, *carried)
 
 
 def vanished(

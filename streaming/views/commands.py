@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING
 from streaming.bronze.records import LandedFile
 from streaming.config import ConfigError, FhirConfig
 from streaming.ops.sql_output import render
-from streaming.views import runner, shipped
-from streaming.views.compiler import CompiledView, compile_view
-from streaming.views.errors import ViewError
+from streaming.viewdef import shipped
+from streaming.viewdef.compiler import CompiledView, compile_view
+from streaming.viewdef.errors import ViewError
+from streaming.views import runner
 from streaming.views.source import read_resources
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """Find the view a `views.run` entry names: a shipped view by name, else a ViewDefinition JSON file by path.
 
-The shipped views (`streaming/views/shipped.py`, when present) plug in through one function,
+The shipped views (`streaming/viewdef/shipped.py`, when present) plug in through one function,
 `shipped_view(name, fhir_version)`, returning the ViewDefinition (parsed JSON) or a compiled view, and raising
 KeyError or the module's `UnknownView` (or returning None) for a name it does not ship. When the module also has
 `definition(name, fhir_version)` (the parsed JSON), a compiled view's definition is taken from it: the job reads its
@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from streaming.config import ConfigError, view_entry_is_file
-from streaming.views.compiler import CompiledView, compile_view
-from streaming.views.errors import ViewError
+from streaming.viewdef.compiler import CompiledView, compile_view
+from streaming.viewdef.errors import ViewError
 
 # What a shipped-views module provides: the definition (or the compiled view) of a name, None/KeyError if unknown.
 ShippedLookup = Callable[[str, str], Mapping[str, Any] | CompiledView | None]
@@ -35,11 +35,11 @@ class FoundView:
 
 
 def _shipped_module() -> Any:
-    """`streaming.views.shipped`, when that module exists; None otherwise."""
+    """`streaming.viewdef.shipped`, when that module exists; None otherwise."""
     try:
-        return importlib.import_module("streaming.views.shipped")
+        return importlib.import_module("streaming.viewdef.shipped")
     except ModuleNotFoundError as exc:
-        if exc.name != "streaming.views.shipped":
+        if exc.name != "streaming.viewdef.shipped":
             raise
         return None
 

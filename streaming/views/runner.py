@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from streaming.ops.sql_output import plain
-from streaming.views.compiler import CompiledView, compile_view
-from streaming.views.errors import ViewError
+from streaming.viewdef.compiler import CompiledView, compile_view
+from streaming.viewdef.errors import ViewError
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from decimal import Decimal
 
-from streaming.views.errors import FhirPathSyntaxError
+from streaming.viewdef.errors import FhirPathSyntaxError
 
 
 @dataclass(frozen=True)

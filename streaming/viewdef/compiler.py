@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from streaming.views import fhirpath as fp
-from streaming.views import model
-from streaming.views._schema import ReadNode, read_schema
-from streaming.views.errors import (
+from streaming.viewdef import fhirpath as fp
+from streaming.viewdef import model
+from streaming.viewdef._schema import ReadNode, read_schema
+from streaming.viewdef.errors import (
     FhirTypeError,
     InvalidView,
     NotBoolean,
@@ -84,6 +84,16 @@ class CompiledView:
     columns: tuple[ViewColumn, ...]
     read_schema: str
     rows_sql: str
+    # Exactly one row per resource of its type, known from the view's shape (columns, nested selects and
+    # forEachOrNull over single values; no forEach, unionAll, repeat or view `where`).
+    one_row: bool = False
+    resource_column: str = RESOURCE  # the column `rows_sql` reads the parsed resource from
+    # For a one-row view whose row needs no loop: each column's SQL, over `bindings` (name, SQL: each may read the
+    # ones before it) projected as columns first. A caller projecting one row per resource (bronze_encounter's
+    # mapping) uses these instead of `rows_sql`: no array, no lambda but the view's own (filter, where); it checks
+    # the resource type itself.
+    row_sql: tuple[str, ...] | None = None
+    bindings: tuple[tuple[str, str], ...] = ()
 
     def parsed(self, json_column: str = "resource_json") -> Column:
         """The resource parsed into what the view reads (a struct; null when the text is not JSON)."""
@@ -101,7 +111,7 @@ class CompiledView:
         from pyspark.sql import functions as F
 
         refs = F.col(REF_MAP) if REF_MAP in resources.columns else F.create_map().cast("map<string,string>")
-        parsed = resources.select(*keep, self.parsed(json_column).alias(RESOURCE), refs.alias(REF_MAP))
+        parsed = resources.select(*keep, self.parsed(json_column).alias(self.resource_column), refs.alias(REF_MAP))
         return parsed.select(*keep, F.inline(F.expr(self.rows_sql))).select(*keep, *(c.name for c in self.columns))
 
 
@@ -148,6 +158,7 @@ class _Value:
     type: str
     many: bool
     node: ReadNode | None = None
+    first: str | None = None  # SQL of its first item when cheaper than `get(sql, 0)` (a union of two items)
 
 
 @dataclass(frozen=True)
@@ -176,16 +187,28 @@ class _Rows:
     columns: list[ViewColumn]
     sql: str = ""
     row: list[str] | None = None
+    single: bool = False  # `sql` always gives exactly one row
+    # Names `row` reads, each bound to its SQL in order (a forEachOrNull over one value binds its item): a caller
+    # may project them as columns first; `array_sql` binds them through one-item loops.
+    bindings: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def one(self) -> bool:
+        """Exactly one row, whatever the data."""
+        return self.row is not None or self.single
 
     def array_sql(self) -> str:
         if self.row is None:
             return self.sql
-        return f"array({_struct(self.columns, self.row)})"
+        sql = f"array({_struct(self.columns, self.row)})"
+        for name, value in reversed(self.bindings):
+            sql = f"flatten(transform(array({value}), {name} -> {sql}))"
+        return sql
 
 
 def _each(items: str, item: str, position: str, rows: _Rows) -> str:
     """`rows` (over `item`, `position`) for every item, concatenated."""
-    if rows.row is not None:  # one row per item: no arrays to flatten
+    if rows.row is not None and not rows.bindings:  # one row per item: no arrays to flatten
         return f"transform({items}, ({item}, {position}) -> {_struct(rows.columns, rows.row)})"
     return f"flatten(transform({items}, ({item}, {position}) -> {rows.sql}))"
 
@@ -235,6 +258,8 @@ class _Compiler:
     resource: str
     view_name: str
     max_depth: int
+    resource_column: str = RESOURCE
+    elements: Mapping[str, str] | None = None  # top-level element -> the column holding it (see compile_view)
     constants: dict[str, _Value] = field(default_factory=dict)
     root: ReadNode = field(init=False)
     depths: dict[int, int] = field(default_factory=dict)
@@ -244,9 +269,11 @@ class _Compiler:
         self.root = ReadNode(self.resource, False)
 
     def var(self) -> str:
-        """A lambda variable name no other in the view uses (nested lambdas must not shadow each other)."""
+        """A lambda variable name no other in the view uses (nested lambdas must not shadow each other); with the
+        resource column in it unless that is the default, so two views' bindings can be columns side by side."""
         self._names += 1
-        return f"_v{self._names}x"  # the `x` keeps `_v1x` from being a prefix of `_v12x`
+        prefix = "" if self.resource_column == RESOURCE else self.resource_column
+        return f"{prefix}_v{self._names}x"  # the `x` keeps `_v1x` from being a prefix of `_v12x`
 
     def where(self, what: str) -> str:
         """A message prefixed with the view's name, so an error says which view."""
@@ -289,7 +316,8 @@ class _Compiler:
     def member_expr(self, node: fp.Member, scope: _Scope) -> _Value | _Choice:
         """`base.name`, or `name` on `$this`; the resource's type name starting a path stands for the resource."""
         base = scope.this if node.base is None else self.expr(node.base, scope)
-        if node.base is None and isinstance(base, _Value) and base.sql == RESOURCE and node.name == self.resource:
+        at_root = node.base is None and isinstance(base, _Value) and base.sql == self.resource_column
+        if at_root and node.name == self.resource:
             return base  # `Patient.name`: the type name starts the path
         return self.member(base, node.name)
 
@@ -323,7 +351,7 @@ class _Compiler:
         if name == "rowIndex":
             return _Value(scope.row_index, "integer", False)
         if name in ("resource", "rootResource"):
-            return _Value(RESOURCE, self.resource, False, self.root)
+            return _Value(self.resource_column, self.resource, False, self.root)
         if name in self.constants:
             return self.constants[name]
         raise UnknownConstant(f"%{name} is not a constant of the view")
@@ -349,7 +377,7 @@ class _Compiler:
         node = base.node.child(json_name, fhir_type, many) if base.node is not None else None
         primitive = fhir_type in self.model.primitives
         if not base.many:
-            sql = _field(base.sql, json_name)
+            sql = self.resource_field(json_name) if base.sql == self.resource_column else _field(base.sql, json_name)
         else:
             item = self.var()
             sql = f"transform({base.sql}, {item} -> {_field(item, json_name)})"
@@ -359,6 +387,12 @@ class _Compiler:
         if fhir_type == "integer64":
             sql = self.each(_Value(sql, "string", many or base.many), lambda x: f"CAST({x} AS BIGINT)").sql
         return _Value(sql, fhir_type, many or base.many, node)
+
+    def resource_field(self, json_name: str) -> str:
+        """A top-level element of the resource: its column when the caller gave one, else the parsed struct's field."""
+        if self.elements is not None and json_name in self.elements:
+            return self.elements[json_name]
+        return _field(self.resource_column, json_name)
 
     def non_null(self, array_sql: str) -> str:
         """The array without null items (a null item is no FHIRPath item)."""
@@ -463,7 +497,7 @@ class _Compiler:
     def fn_first(self, value: _Value, args: tuple[fp.Node, ...], scope: _Scope) -> _Value:
         if not value.many:
             return value
-        return _Value(f"get({value.sql}, 0)", value.type, False, value.node)
+        return _Value(value.first or f"get({value.sql}, 0)", value.type, False, value.node)
 
     def fn_last(self, value: _Value, args: tuple[fp.Node, ...], scope: _Scope) -> _Value:
         if not value.many:
@@ -549,7 +583,7 @@ class _Compiler:
         return _Value(f"trim({self.text_input(value, 'trim').sql})", "string", False)
 
     def fn_get_resource_key(self, value: _Value, args: tuple[fp.Node, ...], scope: _Scope) -> _Value:
-        if value.sql != RESOURCE:
+        if value.sql != self.resource_column:
             raise FhirTypeError("getResourceKey() applies to the view's resource")
         return self.read(value, "id", "id", False)
 
@@ -634,12 +668,14 @@ class _Compiler:
         references = self.value(self.member(value, "reference"))
         pattern = _text(_REFERENCE)
 
+        # With a type, the type is in the pattern: one regex per reference. `Type/id` is the reference's last
+        # segments either way, so both patterns take the same id.
+        if target is not None:
+            pattern = _text(_REFERENCE.replace("([A-Za-z]+)/", f"{target}/", 1))
+
         def key(ref: str) -> str:
             resolved = f"coalesce({REF_MAP}[{ref}], {ref})"
-            found = f"nullif(regexp_extract({resolved}, {pattern}, 2), '')"
-            if target is None:
-                return found
-            return f"CASE WHEN regexp_extract({resolved}, {pattern}, 1) = {_text(target)} THEN {found} END"
+            return f"nullif(regexp_extract({resolved}, {pattern}, {1 if target else 2}), '')"
 
         return self.each(references, key, "string")
 
@@ -705,6 +741,10 @@ class _Compiler:
             return left if left.type else right
         if model.spark_type(left.type) != model.spark_type(right.type) or self.complex(left) or self.complex(right):
             raise Unsupported(f"a union of {left.type} and {right.type} is not supported")
+        if not left.many and not right.many:  # `(a | b).first()`, the common fallback, is coalesce(a, b)
+            item = self.var()
+            both = f"filter(array({left.sql}, {right.sql}), {item} -> {item} IS NOT NULL)"
+            return _Value(f"array_distinct({both})", left.type, True, first=f"coalesce({left.sql}, {right.sql})")
         return _Value(f"array_distinct(concat({self.as_array(left)}, {self.as_array(right)}))", left.type, True)
 
     def complex(self, value: _Value) -> bool:
@@ -849,14 +889,19 @@ class _Compiler:
             rows = self.body(spec, _Scope(_EMPTY, "0"))
             return rows if or_null else _Rows(rows.columns, self.none(rows))
         item, position = self.var(), self.var()
-        rows = self.body(spec, _Scope(_Value(item, over.type, False, over.node), position))
+        # forEachOrNull over one value (or none): the body once, its item that value (null when empty), at index 0.
+        one_item = or_null and not over.many
+        rows = self.body(spec, _Scope(_Value(item, over.type, False, over.node), "0" if one_item else position))
+        if one_item and rows.row is not None:
+            return _Rows(rows.columns, row=rows.row, bindings=[(item, over.sql), *rows.bindings])
 
         def each(items: str) -> str:
             return _each(items, item, position, rows)
 
         items = self.as_array(over)
         if or_null:  # no item: the body once over an empty (typed) item, so its columns are null
-            return _Rows(rows.columns, self.bind(items, lambda a: each(f"IF(size({a}) > 0, {a}, array(get({a}, 0)))")))
+            sql = self.bind(items, lambda a: each(f"IF(size({a}) > 0, {a}, array(get({a}, 0)))"))
+            return _Rows(rows.columns, sql, single=rows.one and not over.many)
         return _Rows(rows.columns, each(items))
 
     def none(self, rows: _Rows) -> str:
@@ -999,21 +1044,25 @@ class _Compiler:
         repeated = any(part.row is None for part in parts)  # a value inlined into a loop is computed per row
         values: list[str] = []
         loops: list[tuple[str, str]] = []
+        bindings: list[tuple[str, str]] = []
         for part in parts:
-            if part.row is not None and (not repeated or all(_simple(v) for v in part.row)):
+            inline = not repeated or (not part.bindings and all(_simple(v) for v in (part.row or [])))
+            if part.row is not None and inline:
                 values += part.row
+                bindings += part.bindings
                 continue
             item = self.var()
             loops.append((item, part.array_sql()))  # a row of computed values: a one-row loop, computed once
             values += [_field(item, c.name) for c in part.columns]
         row = _struct(columns, values)
         if not loops:
-            return _Rows(columns, row=values)
+            return _Rows(columns, row=values, bindings=bindings)
+        single = all(part.one for part in parts)
         sql = ""
         for item, array_sql in reversed(loops):
             inner = f"transform({array_sql}, {item} -> {sql or row})"
             sql = f"flatten({inner})" if sql else inner
-        return _Rows(columns, sql)
+        return _Rows(columns, sql, single=single)
 
 
 _Function = Callable[[_Compiler, _Value, tuple[fp.Node, ...], _Scope], _Value]
@@ -1040,9 +1089,19 @@ _FUNCTIONS: dict[str, _Function] = {
 
 
 def compile_view(
-    view: Mapping[str, Any], *, fhir_version: str = "R4", max_depth: int = DEFAULT_MAX_DEPTH
+    view: Mapping[str, Any],
+    *,
+    fhir_version: str = "R4",
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    resource_column: str = RESOURCE,
+    elements: Mapping[str, str] | None = None,
 ) -> CompiledView:
-    """Compile a ViewDefinition (parsed JSON) for resources of FHIR `fhir_version`; ViewError when it cannot."""
+    """Compile a ViewDefinition (parsed JSON) for resources of FHIR `fhir_version`; ViewError when it cannot.
+
+    The SQL reads the parsed resource from the column `resource_column`; `elements` (element name -> SQL) gives
+    top-level elements that a caller already holds as columns (bronze_encounter's flatten: the resource's elements
+    as columns, `class` parsed to the version's shape), read from there instead.
+    """
     if not isinstance(view, Mapping):
         raise InvalidView("a ViewDefinition must be a JSON object")
     name = view.get("name") if isinstance(view.get("name"), str) else None
@@ -1052,7 +1111,7 @@ def compile_view(
     types = model.load(fhir_version)
     if not types.is_resource(resource):
         raise InvalidView(f"view {name!r}: no {fhir_version} type model for resource {resource!r}")
-    compiler = _Compiler(types, resource, name or resource, max_depth)
+    compiler = _Compiler(types, resource, name or resource, max_depth, resource_column, elements)
     constants = view.get("constant", [])
     if not isinstance(constants, list):
         raise InvalidView(compiler.where("constant must be a list"))
@@ -1060,7 +1119,7 @@ def compile_view(
     selects = view.get("select")
     if not isinstance(selects, list) or not selects:
         raise InvalidView(compiler.where("select must be a non-empty list"))
-    root = _Scope(_Value(RESOURCE, resource, False, compiler.root), "0")
+    root = _Scope(_Value(resource_column, resource, False, compiler.root), "0")
     rows = compiler.body({"select": selects}, root)
     if not rows.columns:
         raise InvalidView(compiler.where("the view has no columns"))
@@ -1069,10 +1128,18 @@ def compile_view(
         if column.name in seen:
             raise InvalidView(compiler.where(f"column name {column.name!r} is used twice"))
         seen.add(column.name)
-    conditions = [f"{RESOURCE}.`resourceType` = {_text(resource)}", *_where_conditions(compiler, view, root)]
+    conditions = [
+        f"{compiler.resource_field('resourceType')} = {_text(resource)}",
+        *_where_conditions(compiler, view, root),
+    ]
     schema = read_schema(compiler.root, types.primitives, compiler.depths)
     sql = f"CASE WHEN {' AND '.join(conditions)} THEN {rows.array_sql()} END"
-    return CompiledView(name, resource, fhir_version, tuple(rows.columns), schema, sql)
+    one_row = rows.one and "where" not in view
+    row = tuple(rows.row) if rows.row is not None and one_row else None
+    bindings = tuple(rows.bindings) if row is not None else ()
+    return CompiledView(
+        name, resource, fhir_version, tuple(rows.columns), schema, sql, one_row, resource_column, row, bindings
+    )
 
 
 def _where_conditions(compiler: _Compiler, view: Mapping[str, Any], root: _Scope) -> list[str]:

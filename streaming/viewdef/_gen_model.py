@@ -4,7 +4,7 @@ Run once per FHIR release, from the core packages' folders (`npm pack hl7.fhir.r
 `hl7.fhir.r4.examples@4.0.1`, which ships the R4 core StructureDefinitions, each unpacked; only the generated file
 is committed):
 
-    python -m streaming.views._gen_model --r4 /tmp/r4/package --r5 /tmp/r5/package
+    python -m streaming.viewdef._gen_model --r4 /tmp/r4/package --r5 /tmp/r5/package
 
 The model keeps, per version, the names of every primitive and resource type, and the elements of the resource
 types in RESOURCES and of every type their elements reach. Each type maps

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from streaming.views.errors import InvalidView
+from streaming.viewdef.errors import InvalidView
 
 MODEL_FILE = Path(__file__).with_name("fhir_model.json")
 VERSIONS = ("R4", "R5")

@@ -13,12 +13,13 @@ import json
 from importlib import resources
 from typing import Any
 
-from streaming.views.compiler import CompiledView, compile_view
-from streaming.views.errors import ViewError
-from streaming.views.model import VERSIONS
+from streaming.viewdef.compiler import CompiledView, compile_view
+from streaming.viewdef.errors import ViewError
+from streaming.viewdef.model import VERSIONS
 
 # The shipped views, in the order the tables are documented; each lands in its own table `bronze_<name>`.
 SHIPPED_VIEWS: tuple[str, ...] = (
+    "encounter",  # bronze_encounter's values; the job's typed steps (streaming/fhir/mapping.py) make its table
     "patient",
     "practitioner",
     "practitioner_role",
@@ -36,7 +37,7 @@ class UnknownView(ViewError):
 
 def _file(name: str, fhir_version: str) -> str:
     """The file name of the view's definition for `fhir_version`: its R5 variant when there is one."""
-    folder = resources.files("streaming.views") / "shipped"
+    folder = resources.files("streaming.viewdef") / "shipped"
     variant = f"{name}.{fhir_version.lower()}.json"
     return variant if (folder / variant).is_file() else f"{name}.json"
 
@@ -47,7 +48,7 @@ def definition(name: str, fhir_version: str = "R4") -> dict[str, Any]:
         raise UnknownView(f"no shipped view {name!r} (shipped: {', '.join(SHIPPED_VIEWS)})")
     if fhir_version not in VERSIONS:
         raise UnknownView(f"unknown FHIR version {fhir_version!r} (one of {', '.join(VERSIONS)})")
-    text = (resources.files("streaming.views") / "shipped" / _file(name, fhir_version)).read_text(encoding="utf-8")
+    text = (resources.files("streaming.viewdef") / "shipped" / _file(name, fhir_version)).read_text(encoding="utf-8")
     view: dict[str, Any] = json.loads(text)
     return view
 
@@ -63,25 +64,36 @@ def has_variant(name: str, fhir_version: str) -> bool:
     return _file(name, fhir_version) != f"{name}.json"
 
 
+def _column_specs(view: dict[str, Any]) -> list[tuple[dict[str, Any], str]]:
+    """A view's column definitions in order, each with its path as a reader needs it: a column of a nested select
+    over `forEachOrNull` shows that path too."""
+    specs = []
+    for select in view["select"]:
+        over = select.get("forEachOrNull")
+        for column in select.get("column", []):
+            path = f"`{column['path']}`" + (f" in `forEachOrNull: {over}`" if over else "")
+            specs.append((column, path.replace("|", "\\|")))
+    return specs
+
+
 def readme_table() -> str:
     """The shipped views' columns for docs/views.md: per view its resource, then each column's type, path, meaning."""
     parts = []
     for name in SHIPPED_VIEWS:
         r4, r5 = definition(name, "R4"), definition(name, "R5")
         view = shipped_view(name, "R4")
-        paths_r5 = {c["name"]: c["path"] for c in r5["select"][0]["column"]}
+        paths_r5 = {spec["name"]: path for spec, path in _column_specs(r5)}
         variant = f" (R5: `shipped/{name}.r5.json`)" if has_variant(name, "R5") else " (R4 and R5)"
         lines = [
             f"**`{name}`** → `bronze_{name}`: {r4['title']}. One row per {view.resource}; "
-            f"`streaming/views/shipped/{name}.json`{variant}.",
+            f"`streaming/viewdef/shipped/{name}.json`{variant}.",
             "",
             "| column | type | FHIRPath | meaning |",
             "|---|---|---|---|",
         ]
-        for column, spec in zip(view.columns, r4["select"][0]["column"], strict=True):
-            path = f"`{spec['path']}`".replace("|", "\\|")
-            if paths_r5[column.name] != spec["path"]:
-                path = f"R4 {path}; R5 `{paths_r5[column.name]}`".replace("|", "\\|")
+        for column, (spec, path) in zip(view.columns, _column_specs(r4), strict=True):
+            if paths_r5[column.name] != path:
+                path = f"R4 {path}; R5 {paths_r5[column.name]}"
             meaning = spec["description"].replace("|", "\\|")
             lines.append(f"| `{column.name}` | {column.spark_type} | {path} | {meaning} |")
         parts.append("\n".join(lines))

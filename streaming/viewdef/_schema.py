@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streaming.views import model
+from streaming.viewdef import model
 
 
 class ReadNode:
