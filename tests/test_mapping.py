@@ -9,6 +9,7 @@ from pathlib import Path
 
 from streaming.fhir import mapping, reasons
 from streaming.fhir.mapping import RULES
+from streaming.viewdef import compiler
 
 REFERENCE = Path(__file__).resolve().parents[1] / "docs" / "reference.md"
 
@@ -16,7 +17,22 @@ REFERENCE = Path(__file__).resolve().parents[1] / "docs" / "reference.md"
 def test_every_rule_is_in_the_reference() -> None:
     text = REFERENCE.read_text()
     for rule in RULES:
-        assert f"| `{rule.column}` | `{rule.r4}` | `{rule.r5}` |" in text
+        assert f"| `{rule.column}` | " in text
+
+
+def test_every_rule_reads_a_column_of_both_views_and_each_column_is_read() -> None:
+    """The rules and the `encounter` views agree: each rule's column is in the R4 and the R5 view, the two views
+    give the same columns, and every view column is a rule's value or a fallback's input."""
+    columns = {v: [name for name, _, _ in mapping.view_columns(v)] for v in ("R4", "R5")}
+    assert columns["R4"] == columns["R5"]
+    used = {rule.source for rule in RULES} | {
+        name for name in columns["R4"] for rule in RULES if rule.fallback and f".{name}" in rule.fallback
+    }
+    assert used == set(columns["R4"])
+    for version in ("R4", "R5"):
+        view = mapping.encounter_view(version)
+        assert view.one_row, f"the {version} encounter view gives several rows per Encounter"
+        assert "raise_error" not in view.rows_sql, "an Encounter could fail the job (a many-valued column)"
 
 
 def test_required_bronze_columns_are_mapped() -> None:
@@ -71,8 +87,10 @@ def test_one_fhir_id_pattern_in_every_form() -> None:
     ids = ["a", "A-1.b", "x" * 64, "2f0c.9-Z"]
     not_ids = ["", "x" * 65, "has space", "a_b", "é", "a/b", "a\n"]
     assert [bool(re.fullmatch(mapping.FHIR_ID, s)) for s in ids + not_ids] == [True] * 4 + [False] * 7
-    practitioner = re.compile(mapping._PRACTITIONER_REF)
-    assert practitioner.match("Practitioner/" + "x" * 64 + "/_history/2")
-    assert not practitioner.match("Practitioner/" + "x" * 65)
-    assert not practitioner.match("Practitioner/a_b")
+    # getReferenceKey(), which tells a practitioner's reference in the encounter view, spells the same id.
+    reference = re.compile(compiler._REFERENCE)
+    assert reference.match("Practitioner/" + "x" * 64 + "/_history/2")
+    assert not reference.match("Practitioner/" + "x" * 65)
+    assert not reference.match("Practitioner/a_b")
+    assert compiler._REFERENCE.count(mapping.FHIR_ID) == 2
     assert f"(`{mapping.FHIR_ID}`)" in REFERENCE.read_text()

@@ -13,6 +13,7 @@ from pyspark.sql import Column
 from pyspark.sql import functions as F
 
 from streaming.bronze.ordering import DELETED_PARTITION, EVENT_TIME_FLOOR, event_time, newest_versions, precombine_ts
+from streaming.fhir import mapping
 from streaming.fhir.mapping import (
     CLASS_LABELS,
     CLASS_R4_TYPE,
@@ -25,6 +26,8 @@ from streaming.fhir.mapping import (
     READ_SCHEMA,
     RULES,
     Rule,
+    encounter_view,
+    view_path,
 )
 from streaming.fhir.reasons import (  # record-level rejects
     BAD_DATETIME,
@@ -99,18 +102,34 @@ def _by_version(r4: Column, r5: Column) -> Column:
     return F.when(F.col("fhir_version") == "R5", r5).otherwise(r4)
 
 
-def _version_value(rule: Rule) -> Column:
-    """The rule's raw value for the row's FHIR version, before normalisation."""
-    if rule.r4 == rule.r5:
-        return F.expr(rule.r4)
-    return _by_version(F.expr(rule.r4), F.expr(rule.r5))
+def _view_steps() -> list[tuple[Column, ...]]:
+    """Projections that add the `encounter` view's row for the row's FHIR version, as one struct column.
+
+    Each version's view is compiled over the resource's elements as columns (`_r.*`, `class` parsed per version) to
+    its row's column expressions (no array, no lambda but the view's own `where`), over names it binds first (its
+    forEachOrNull item), each projected as a column and computed only for rows of that version.
+    """
+    bindings: list[Column] = []
+    rows = {}
+    for version in ("R4", "R5"):
+        view = encounter_view(version)
+        if view.row_sql is None:  # the mapping is one row per Encounter, from expressions of the resource alone
+            raise ValueError(f"the {version} encounter view must give one row per Encounter without a loop")
+        r5 = F.coalesce(F.col("fhir_version") == "R5", F.lit(False))
+        mine = r5 if version == "R5" else ~r5
+        bindings += [F.when(mine, F.expr(sql)).alias(name) for name, sql in view.bindings]
+        rows[version] = F.struct(
+            *[F.expr(sql).alias(c.name) for c, sql in zip(view.columns, view.row_sql, strict=True)]
+        )
+    steps: list[tuple[Column, ...]] = [(F.col("*"), b) for b in bindings]  # a binding may read the one before it
+    steps.append((F.col("*"), _by_version(rows["R4"], rows["R5"]).alias(mapping.VIEW_ROW)))
+    return steps
 
 
 def _version_path(rule: Rule) -> Column:
-    """The element a (plain path) rule reads for the row's FHIR version, as text for messages."""
-    if rule.r4 == rule.r5:
-        return F.lit(f"Encounter.{rule.r4}")
-    return _by_version(F.lit(f"Encounter.{rule.r4}"), F.lit(f"Encounter.{rule.r5}"))
+    """The element a (top-level) view column reads for the row's FHIR version, as text for messages."""
+    r4, r5 = view_path(rule.source, "R4"), view_path(rule.source, "R5")
+    return F.lit(r4) if r4 == r5 else _by_version(F.lit(r4), F.lit(r5))
 
 
 def _normalise(rule: Rule, raw: Column) -> Column:
@@ -295,9 +314,11 @@ def _projections(
     steps.append((F.col("*"), F.col("_r.*")))
     # Each helper may use the ones before it: one projection each.
     steps += [(F.col("*"), F.expr(expression).alias(name)) for name, expression in DERIVED.items()]
+    # The view's row, computed once in its own projection; the rules below read its columns by name.
+    steps += _view_steps()
 
     kind = F.col("kind")
-    raw = {rule.column: _version_value(rule) for rule in RULES}
+    raw = {rule.column: F.col(f"{mapping.VIEW_ROW}.{rule.source}") for rule in RULES}
     values = {}
     for rule in RULES:
         value = _normalise(rule, raw[rule.column])

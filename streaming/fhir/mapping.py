@@ -1,19 +1,26 @@
-"""The FHIR Encounter -> bronze column mapping: one table, read by `flatten.py` and shown in docs/reference.md.
+"""The FHIR Encounter -> bronze column mapping, read by `flatten.py` and shown in docs/reference.md.
 
-Each rule names a bronze column, the Spark SQL expression that finds its value in an R4 Encounter and in an R5
-Encounter, an optional fallback when that is empty, and a `kind` that says how the raw value is normalised.
-The expressions run over the parsed resource (`READ_SCHEMA`) plus the helper columns in `DERIVED`. Adding a
-column is one line here (and `make docs` refreshes the table in docs/reference.md).
+Where each value is in an R4 and an R5 Encounter is the shipped SQL on FHIR ViewDefinition `encounter`
+(`streaming/viewdef/shipped/encounter.json`, `encounter.r5.json`), compiled by `streaming.viewdef`. What a view
+cannot say is here, as data: each rule takes one of the view's columns to a bronze column through a typed step
+(`kind`: FHIR dateTime -> UTC timestamp, class code -> label, reference resolved through the Bundle) and an
+optional fallback; the parsed elements (`READ_FIELDS`, also the `schema_mismatch` check) and the FHIR version
+detection (`DERIVED`). Adding a column is a column in both views and a line here (`make docs` refreshes
+docs/reference.md).
 
 One row per Encounter: list elements are never exploded; each column documents which element it takes.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from streaming.fhir.reasons import BAD_DATETIME, INVALID_ID, MISSING_ID
+from streaming.viewdef.compiler import CompiledView, compile_view
+from streaming.viewdef.shipped import definition
 
 # A FHIR id (R4 and R5 `id` datatype): the one spelling of it; every other form (anchored, inside a reference
 # pattern, in docs/reference.md) is built from this. The same text works as a Python and a Spark (Java) regex.
@@ -21,8 +28,10 @@ FHIR_ID = "[A-Za-z0-9.-]{1,64}"
 # Anchored for Spark (Java regex): `\z` is the end of the text; `$` would also match before a final newline.
 FHIR_ID_RE = f"^{FHIR_ID}\\z"
 
-# The parts of an Encounter the bronze table reads, R4 and R5 together, element -> Spark type. `class` stays raw
-# JSON text because it is one Coding in R4 and a list of CodeableConcepts in R5; DERIVED parses it per version.
+# The parts of an Encounter the bronze table reads, R4 and R5 together, element -> Spark type: every element the
+# `encounter` views read (flatten fails on the first batch otherwise) and those the version detection reads. `class`
+# stays raw JSON text because it is one Coding in R4 and a list of CodeableConcepts in R5; DERIVED parses it per
+# version, and the view of that version reads it so parsed.
 # An element read here whose JSON type does not fit (an object where a list belongs, a string for a Period, ...)
 # quarantines the Encounter as `schema_mismatch`: Spark would otherwise null it silently. Elements read as
 # `string` take any JSON value as text. Elements no rule reads are not listed, so they can never reject a row.
@@ -48,25 +57,10 @@ READ_SCHEMA = ", ".join(f"`{name}` {spark_type}" for name, spark_type in READ_FI
 CLASS_R4_TYPE = CODING
 CLASS_R5_TYPE = f"array<{CONCEPT}>"
 
-# A participant "is a practitioner" when its reference (resolved through the Bundle first) is a Practitioner or
-# PractitionerRole reference: relative (`Practitioner/1`, optionally `/_history/n`), absolute
-# (`https://host/fhir/Practitioner/1`) or conditional (`Practitioner?identifier=...`); or when Reference.type
-# says so. A Patient whose id happens to be `Practitioner` is not one.
-_PRACTITIONER_REF = (
-    f"^((https?://[^?#]*/)?(Practitioner|PractitionerRole)/{FHIR_ID}(/_history/{FHIR_ID})?"
-    "|(Practitioner|PractitionerRole)[?].*)$"
-)
-_IS_PRACTITIONER = (
-    "(coalesce(ref_map[{r}.reference], {r}.reference) rlike '" + _PRACTITIONER_REF + "'"
-    " OR {r}.type IN ('Practitioner', 'PractitionerRole'))"
-)
-
 # Helper columns, in order; each may use the ones before it.
 DERIVED: dict[str, str] = {
     "class_r4": "CASE WHEN ltrim(class) LIKE '{%' THEN from_json(class, '" + CLASS_R4_TYPE + "') END",
     "class_r5": "CASE WHEN ltrim(class) LIKE '[%' THEN from_json(class, '" + CLASS_R5_TYPE + "') END",
-    "practitioner_r4": "filter(participant, p -> " + _IS_PRACTITIONER.replace("{r}", "p.individual") + ")[0]",
-    "practitioner_r5": "filter(participant, p -> " + _IS_PRACTITIONER.replace("{r}", "p.actor") + ")[0]",
     # The version's own elements decide first (R5: actualPeriod, class as a list, participant.actor; R4: period,
     # class as one Coding, participant.individual); only a resource with none of them is told by its status
     # (R5-only codes). An R4 Encounter sent with an R5 status code keeps its R4 period, class and participants.
@@ -97,20 +91,23 @@ CLASS_LABELS: dict[str, str] = {
 }
 
 
-# How a rule's raw value is normalised: text as is | reference (resolved via the Bundle) | datetime (FHIR dateTime
-# -> UTC) | class_label (class code -> CLASS_LABELS).
+# How a rule's view value is normalised: text as is | reference (resolved via the Bundle) | datetime (FHIR
+# dateTime -> UTC) | class_label (class code -> CLASS_LABELS).
 RuleKind = Literal["text", "reference", "datetime", "class_label"]
+# The shipped view that finds the values, and the struct column holding its row in flatten (fallbacks read it).
+ENCOUNTER_VIEW = "encounter"
+VIEW_ROW = "encounter"
 
 
 @dataclass(frozen=True)
 class Rule:
-    """How one bronze column is found in an R4 and an R5 Encounter."""
+    """How one bronze column comes from the `encounter` view's row."""
 
     column: str
     kind: RuleKind
-    r4: str  # Spark SQL over READ_SCHEMA + DERIVED
-    r5: str
-    fallback: str | None  # Spark SQL used when the version's expression is null
+    source: str  # the view's column
+    fallback: str | None  # Spark SQL over the view's row (`encounter.<column>`) and the Bundle's `ref_names`,
+    # used when the normalised value is null
     meaning: str
 
 
@@ -121,45 +118,40 @@ _TIME = (
 )
 
 RULES: tuple[Rule, ...] = (
-    Rule("encounter_id", "text", "id", "id", None,
+    Rule("encounter_id", "text", "id", None,
          f"Encounter.id, the record key; missing is `{MISSING_ID}`, not a JSON string or not a FHIR id"
          f" (`{FHIR_ID}`) is `{INVALID_ID}` (both quarantined); a Bundle DELETE's key comes from its"
          " request.url"),
-    Rule("status", "text", "status", "status", None,
+    Rule("status", "text", "status", None,
          "status code as sent, not translated: R4 and R5 vocabularies differ (R4 `finished` ~ R5 `completed`;"
          " R5 adds `on-hold`, `discharged`, `discontinued`)"),
-    Rule("class_code", "text", "class_r4.code", "class_r5[0].coding[0].code", None,
+    Rule("class_code", "text", "class_code", None,
          "raw v3 ActCode class code (R5: first coding of the first class)"),
-    Rule("encounter_type", "class_label", "class_r4.code", "class_r5[0].coding[0].code",
-         "coalesce(class_r4.display, class_r5[0].coding[0].display, class_r5[0].text)",
+    Rule("encounter_type", "class_label", "class_code", f"{VIEW_ROW}.class_display",
          f"class code as a label ({_LABELS}); an unknown code falls back to the class display (R5: that"
          " coding's display, else the concept's text)"),
-    Rule("patient_ref", "reference", "subject.reference", "subject.reference", None,
+    Rule("patient_ref", "reference", "patient_ref", None,
          "subject reference as sent; inside a Bundle a `urn:uuid:` (any fullUrl) reference is resolved to"
          " `Patient/<id>`"),
-    Rule("admission_time", "datetime", "period.start", "actualPeriod.start", None,
+    Rule("admission_time", "datetime", "admission_time", None,
          f"start of the encounter as a UTC timestamp: {_TIME}"),
-    Rule("discharge_time", "datetime", "period.end", "actualPeriod.end", None,
+    Rule("discharge_time", "datetime", "discharge_time", None,
          "end of the encounter as a UTC timestamp, parsed like admission_time; null while the encounter is"
          " ongoing"),
-    Rule("department", "text", "location[0].location.display", "location[0].location.display",
-         "ref_names[location[0].location.reference]",
+    Rule("department", "text", "department", f"ref_names[{VIEW_ROW}.department_reference]",
          "first location's display; fallback: that Location's name in the same Bundle"),
-    Rule("participant_role", "text", "practitioner_r4.type[0].coding[0].code",
-         "practitioner_r5.type[0].coding[0].code",
-         "coalesce(practitioner_r4.type[0].text, practitioner_r5.type[0].text)",
+    Rule("participant_role", "text", "participant_role", None,
          "participation type code (e.g. PPRF, ATND) of the first participant that is a Practitioner or"
-         " PractitionerRole (by relative, absolute or conditional reference, or Reference.type; a Patient or"
-         " RelatedPerson before it is skipped); fallback: that type's text"),
-    Rule("practitioner_ref", "reference", "practitioner_r4.individual.reference",
-         "practitioner_r5.actor.reference", None,
+         " PractitionerRole: its reference names one (getReferenceKey: relative, absolute, versioned or a"
+         " Bundle fullUrl; or conditional, `Practitioner?...`) or its Reference.type does (a Patient or"
+         " RelatedPerson before it is skipped); else that type's text"),
+    Rule("practitioner_ref", "reference", "practitioner_ref", None,
          "reference of that same participant; a Bundle fullUrl is resolved to `Practitioner/<id>`, absolute and"
          " conditional references are kept as sent; null when only Reference.type names one"),
-    Rule("hospital_name", "text", "serviceProvider.display", "serviceProvider.display",
-         "ref_names[serviceProvider.reference]",
+    Rule("hospital_name", "text", "hospital_name", f"ref_names[{VIEW_ROW}.hospital_reference]",
          "serviceProvider display, exact text (also `/`, empty, non-ASCII, any length); fallback: the"
          " Organization's name in the same Bundle"),
-    Rule("last_updated", "datetime", "meta.lastUpdated", "meta.lastUpdated", None,
+    Rule("last_updated", "datetime", "last_updated", None,
          "meta.lastUpdated as a UTC timestamp, parsed like admission_time; orders versions of one encounter"
          " (see precombine_ts)"),
 )  # fmt: skip
@@ -211,16 +203,57 @@ PIPELINE_COLUMNS: dict[str, str] = {
 }
 
 
+def view_columns(fhir_version: str) -> Iterator[tuple[str, str, str | None]]:
+    """The `encounter` view's columns for `fhir_version`: name, FHIRPath, and the `forEachOrNull` of the nested
+    select it is read in (None at the top)."""
+    view: Mapping[str, Any] = definition(ENCOUNTER_VIEW, fhir_version)
+    for select in view["select"]:
+        for column in select.get("column", []):
+            yield column["name"], column["path"], select.get("forEachOrNull")
+
+
+def view_path(column: str, fhir_version: str) -> str:
+    """Where the `encounter` view's top-level `column` is in an Encounter of `fhir_version`, for messages."""
+    paths = {name: path for name, path, nested in view_columns(fhir_version) if nested is None}
+    return f"Encounter.{paths[column]}"
+
+
+@functools.cache
+def encounter_view(fhir_version: str) -> CompiledView:
+    """The `encounter` view compiled for `fhir_version` over flatten's columns: each element read (READ_FIELDS) is
+    a column of its own, `class` the version's parse of it (DERIVED)."""
+    elements = {name: f"`{name}`" for name in READ_FIELDS} | {"class": f"class_{fhir_version.lower()}"}
+    return compile_view(
+        definition(ENCOUNTER_VIEW, fhir_version),
+        fhir_version=fhir_version,
+        resource_column=f"_encounter_{fhir_version.lower()}",  # names its bindings apart from the other version's
+        elements=elements,
+    )
+
+
 def readme_table() -> str:
-    """Return the reference's mapping section, generated from RULES/DERIVED so the two cannot drift apart."""
+    """Return the reference's mapping section, generated from RULES, the views and DERIVED so they cannot drift."""
+    paths: dict[str, dict[str, str]] = {"R4": {}, "R5": {}}
+    nested: dict[str, dict[str, str]] = {"R4": {}, "R5": {}}
+    for version, found in paths.items():
+        for name, path, over in view_columns(version):
+            label = over.split(".")[0] if over else None
+            found[name] = f"`{path}`" + (f" in `{label}`" if label else "")
+            if over and label:
+                nested[version][label] = over
     lines = [
-        "| column | R4 | R5 | fallback | meaning |",
-        "|---|---|---|---|---|",
+        "| column | R4 | R5 | typed step | fallback | meaning |",
+        "|---|---|---|---|---|---|",
     ]
     for rule in RULES:
+        r4, r5 = (paths[v][rule.source].replace("|", "\\|") for v in ("R4", "R5"))
         fallback = f"`{rule.fallback}`" if rule.fallback else ""
-        lines.append(f"| `{rule.column}` | `{rule.r4}` | `{rule.r5}` | {fallback} | {rule.meaning} |")
-    lines += ["", "Helper expressions the paths use (Spark SQL, evaluated in this order):", ""]
+        lines.append(f"| `{rule.column}` | {r4} | {r5} | {rule.kind} | {fallback} | {rule.meaning} |")
+    lines += ["", "Nested selects (`forEachOrNull`) the paths above are read in:", ""]
+    for label, over in nested["R4"].items():
+        r4, r5 = over, nested["R5"][label]
+        lines.append(f"- `{label}`: R4 `{r4}`; R5 `{r5}`")
+    lines += ["", "Helper expressions (Spark SQL, evaluated in this order):", ""]
     lines += [f"- `{name}` = `{expression}`" for name, expression in DERIVED.items()]
     lines += ["", "Columns the pipeline adds:", ""]
     lines += [f"- `{name}`: {meaning}" for name, meaning in PIPELINE_COLUMNS.items()]
