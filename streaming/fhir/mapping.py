@@ -18,6 +18,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from streaming.config import ENCOUNTER_VIEW
 from streaming.fhir.reasons import BAD_DATETIME, INVALID_ID, MISSING_ID
 from streaming.viewdef.compiler import CompiledView, compile_view
 from streaming.viewdef.shipped import definition
@@ -94,8 +95,7 @@ CLASS_LABELS: dict[str, str] = {
 # How a rule's view value is normalised: text as is | reference (resolved via the Bundle) | datetime (FHIR
 # dateTime -> UTC) | class_label (class code -> CLASS_LABELS).
 RuleKind = Literal["text", "reference", "datetime", "class_label"]
-# The shipped view that finds the values, and the struct column holding its row in flatten (fallbacks read it).
-ENCOUNTER_VIEW = "encounter"
+# The struct column holding the encounter view's row in flatten (fallbacks read it).
 VIEW_ROW = "encounter"
 
 
