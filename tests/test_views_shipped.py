@@ -454,3 +454,29 @@ def test_the_encounter_views_row_form_gives_the_rows_its_array_gives(spark: Any,
     rows, expected = by_row.collect(), by_array.collect()
     assert len(rows) == (ROWS_R4["encounter"] if version == "R4" else 2)
     assert differences([r.asDict() for r in rows], [r.asDict() for r in expected]) == ([], [])
+
+
+@pytest.mark.spark
+def test_a_one_item_for_each_or_null_inside_a_for_each_gives_each_items_row(spark: Any) -> None:
+    """The bound item of a nested forEachOrNull over one value is bound inside the outer loop too."""
+    from streaming.viewdef import compile_view
+
+    view = compile_view(
+        {
+            "resource": "Patient",
+            "select": [
+                {
+                    "forEach": "name",
+                    "column": [{"name": "family", "path": "family"}],
+                    "select": [{"forEachOrNull": "period", "column": [{"name": "since", "path": "start"}]}],
+                }
+            ],
+        }
+    )
+    patient = {
+        "resourceType": "Patient",
+        "id": "p",
+        "name": [{"family": "A", "period": {"start": "2020"}}, {"family": "B"}],
+    }
+    rows = view.apply(spark.createDataFrame([(json.dumps(patient),)], "resource_json string")).collect()
+    assert [r.asDict() for r in rows] == [{"family": "A", "since": "2020"}, {"family": "B", "since": None}]

@@ -210,7 +210,7 @@ def _each(items: str, item: str, position: str, rows: _Rows) -> str:
     """`rows` (over `item`, `position`) for every item, concatenated."""
     if rows.row is not None and not rows.bindings:  # one row per item: no arrays to flatten
         return f"transform({items}, ({item}, {position}) -> {_struct(rows.columns, rows.row)})"
-    return f"flatten(transform({items}, ({item}, {position}) -> {rows.sql}))"
+    return f"flatten(transform({items}, ({item}, {position}) -> {rows.array_sql()}))"
 
 
 def _part(sql: str, pattern: str, default: str) -> str:
