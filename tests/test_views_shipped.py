@@ -449,7 +449,7 @@ def test_the_encounter_views_row_form_gives_the_rows_its_array_gives(spark: Any,
     bound = parsed
     for name, sql in view.bindings:
         bound = bound.select("*", F.expr(sql).alias(name))
-    by_row = bound.select(*(F.expr(sql).alias(c.name) for c, sql in zip(view.columns, view.row_sql, strict=True)))
+    by_row = bound.select(*view.row_columns())
     by_array = parsed.select(F.inline(F.expr(view.rows_sql)))
     rows, expected = by_row.collect(), by_array.collect()
     assert len(rows) == (ROWS_R4["encounter"] if version == "R4" else 2)

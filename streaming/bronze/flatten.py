@@ -113,14 +113,10 @@ def _view_steps() -> list[tuple[Column, ...]]:
     rows = {}
     for version in ("R4", "R5"):
         view = encounter_view(version)
-        if view.row_sql is None:  # the mapping is one row per Encounter, from expressions of the resource alone
-            raise ValueError(f"the {version} encounter view must give one row per Encounter without a loop")
         r5 = F.coalesce(F.col("fhir_version") == "R5", F.lit(False))
         mine = r5 if version == "R5" else ~r5
         bindings += [F.when(mine, F.expr(sql)).alias(name) for name, sql in view.bindings]
-        rows[version] = F.struct(
-            *[F.expr(sql).alias(c.name) for c, sql in zip(view.columns, view.row_sql, strict=True)]
-        )
+        rows[version] = F.struct(*view.row_columns())
     steps: list[tuple[Column, ...]] = [(F.col("*"), b) for b in bindings]  # a binding may read the one before it
     steps.append((F.col("*"), _by_version(rows["R4"], rows["R5"]).alias(mapping.VIEW_ROW)))
     return steps

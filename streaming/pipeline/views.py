@@ -333,8 +333,7 @@ def _live_rows(view: CompiledView, parsed: DataFrame, carried: Sequence[str]) ->
     bound = parsed.where(F.col(f"{view.resource_column}.resourceType") == view.resource)
     for name, sql in view.bindings:  # each may read the one before it
         bound = bound.select("*", F.expr(sql).alias(name))
-    values = (F.expr(sql).alias(c.name) for c, sql in zip(view.columns, view.row_sql, strict=True))
-    return bound.select(RESOURCE_KEY, F.lit(0).alias(ROW_INDEX), *values, *carried)
+    return bound.select(RESOURCE_KEY, F.lit(0).alias(ROW_INDEX), *view.row_columns(), *carried)
 
 
 def vanished(

@@ -101,6 +101,14 @@ class CompiledView:
 
         return F.from_json(F.col(json_column), self.read_schema)
 
+    def row_columns(self) -> list[Column]:
+        """The one-row form's columns, named as the view's, over its `bindings` (projected before, in order)."""
+        from pyspark.sql import functions as F
+
+        if self.row_sql is None:
+            raise ValueError(f"view {self.name!r} has no one-row form")
+        return [F.expr(sql).alias(c.name) for c, sql in zip(self.columns, self.row_sql, strict=True)]
+
     def apply(self, resources: DataFrame, *keep: str, json_column: str = "resource_json") -> DataFrame:
         """The view's rows: `keep` columns of each resource's row, then the view's columns.
 
