@@ -14,8 +14,8 @@ from typing import Any
 
 import jvm
 import pytest
-import shared_data
 
+from benchmarks import shared_data
 from streaming.config import SparkConfig
 
 pytest_plugins = ["aws_fixtures"]

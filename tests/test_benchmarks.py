@@ -23,9 +23,12 @@ from benchmarks.scenarios.common import CommitWatch, goal, land_to_visible, layo
 from benchmarks.scenarios.listing import deploy_files_per_trigger
 from benchmarks.scenarios.soak import _growth
 from benchmarks.scenarios.upsert import GOAL_VARIANTS, VARIANTS, Variant, _updates
+from benchmarks.scenarios.views import costs, land_parts
+from benchmarks.shared_data import BULK
 from streaming import config as conf
 from streaming.generate import generate
 from streaming.lakehouse import jars
+from streaming.viewdef.shipped import SHIPPED_VIEWS
 
 
 def encounters(files: int, per_file: int) -> int:
@@ -65,6 +68,7 @@ def check_figures(results: dict[str, Any], out: Path) -> None:
     assert scenarios["split"]["records"] == scenarios["split"]["baseline_records"] > 0
     _check_source_log(scenarios["sourcelog"], sizes)
     _check_read(scenarios["read"], sizes)
+    _check_views(scenarios["views"], sizes)
     _check_goals(scenarios)
     _check_outputs(out)
 
@@ -198,6 +202,37 @@ def _check_read(read: dict[str, Any], sizes: Sizes) -> None:
     assert positive(*(st["seconds"] for st in steps))
 
 
+def _check_views(views: dict[str, Any], sizes: Sizes) -> None:
+    """Every shipped view besides encounter, each table holding one row per resource of its type in the export."""
+    resources: Counter[str] = Counter()
+    for path in sorted(BULK.glob("*.ndjson")):
+        for line in filter(str.strip, path.read_text(encoding="utf-8").splitlines()):
+            resources[json.loads(line)["resourceType"]] += 1
+    batches = sizes.views_batches
+    files = len(list(BULK.glob("*.ndjson"))) * batches
+    assert views["input"] == {"source": BULK.name, "files": files, "batches": batches, "repeat": 1}
+    assert views["views"] == [v for v in SHIPPED_VIEWS if v != "encounter"]
+    expected = {
+        "patient": resources["Patient"],
+        "practitioner": resources["Practitioner"],
+        "practitioner_role": resources["PractitionerRole"],
+        "organization": resources["Organization"],
+        "location": resources["Location"],
+        "condition": resources["Condition"],
+        "encounter_reference": resources["Encounter"],  # one row per Encounter
+    }
+    assert views["view_rows"] == expected  # observation: the export has none, so no table
+    assert views["views_writing"] == list(expected)
+    assert views["encounters"] == [resources["Encounter"]] * 2  # encounter alone, then with every view
+    assert len(views["encounter_only_batch_seconds"]) == len(views["all_views_batch_seconds"]) == batches
+    assert positive(*views["encounter_only_batch_seconds"], *views["all_views_batch_seconds"])
+    for view in views["views"]:
+        steps, cost = views["view_step_seconds"][view], views["view_cost"][view]
+        assert len(steps) == len(cost["shares"]) == batches, view
+        assert (cost["median_share"] is None) == (view not in expected), view
+        assert all(s > 0 for s in steps) if view in expected else steps == [0.0] * batches, view
+
+
 def _check_goals(scenarios: dict[str, Any]) -> None:
     """The goals each scenario states, counted per scenario."""
     backfill = scenarios["backfill"]
@@ -211,6 +246,7 @@ def _check_goals(scenarios: dict[str, Any]) -> None:
         "listing": 2,
         "soak": 1,
         "query_scale": 2,
+        "views": 2,
     }
     assert {name: len(s["goals"]) for name, s in scenarios.items() if s["goals"]} == counts
     latency = [g["goal"].split(" at trigger ")[0] for g in scenarios["latency"]["goals"]]
@@ -490,3 +526,29 @@ def test_update_batches_move_their_share_and_recent_ones_come_from_the_last_land
             expected_moves[r["serviceProvider"]["display"]] += 1
             hospital[r["id"]] = r["serviceProvider"]["display"]
     assert +moves == +expected_moves and -moves == -expected_moves
+
+
+def test_the_views_benchmark_lands_one_part_of_every_file_per_batch(tmp_path: Path) -> None:
+    source = tmp_path / "export"
+    source.mkdir()
+    (source / "Patient.000.ndjson").write_text("p0\np1\np2\n\np3\np4\n")
+    (source / "Condition.000.ndjson").write_text("c0\n")
+    landed = land_parts(source, tmp_path / "landing", 2)
+    parts = {p.name: (p.read_text().split(), p.stat().st_mtime) for p in landed}
+    t = min(m for _, m in parts.values())
+    assert parts == {
+        "Condition.000.part0.ndjson": (["c0"], t),
+        "Condition.000.part1.ndjson": ([], t + 60),  # an empty part: a file with nothing of that type
+        "Patient.000.part0.ndjson": (["p0", "p2", "p4"], t),
+        "Patient.000.part1.ndjson": (["p1", "p3"], t + 60),
+    }
+    with pytest.raises(FileNotFoundError, match="not found"):
+        land_parts(tmp_path / "nothing", tmp_path / "landing2", 2)
+
+
+def test_a_views_cost_is_its_step_over_the_encounter_only_batch_of_the_batches_it_wrote() -> None:
+    found = costs([10.0, 5.0, 4.0], {"patient": [2.0, 0.0, 1.0], "observation": [0.0, 0.0, 0.0]})
+    assert found == {
+        "patient": {"shares": [0.2, 0.0, 0.25], "median_share": 0.225},
+        "observation": {"shares": [0.0, 0.0, 0.0], "median_share": None},
+    }

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from shared_data import BULK, SOF_SUITE
 
+from benchmarks.shared_data import BULK, SOF_SUITE
 from streaming.cli import main, parser
 
 

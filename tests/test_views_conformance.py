@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from shared_data import SOF_SUITE
 
+from benchmarks.shared_data import SOF_SUITE
 from streaming.viewdef import compile_view
 from streaming.views import runner
 

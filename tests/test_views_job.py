@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 from helpers import job_config
-from shared_data import BULK
 
+from benchmarks.shared_data import BULK
 from streaming.ops.query import query
 from streaming.pipeline import job
 

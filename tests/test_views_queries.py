@@ -19,8 +19,8 @@ from typing import Any
 import pyarrow as pa
 import pytest
 from helpers import job_config
-from shared_data import BULK
 
+from benchmarks.shared_data import BULK
 from streaming.cli import main
 from streaming.config import JobConfig
 from streaming.ops import ready_queries as queries

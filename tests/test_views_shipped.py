@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from shared_data import BULK, SYNTHEA
 
+from benchmarks.shared_data import BULK, SYNTHEA
 from streaming.config import ConfigError, FhirConfig
 from streaming.viewdef.shipped import SHIPPED_VIEWS, UnknownView, definition, has_variant, shipped_view
 from streaming.views import commands, source

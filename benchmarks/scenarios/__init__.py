@@ -13,6 +13,7 @@ Scenarios answer docs/performance.md's questions; each returns plain data (the `
 - read:     the read step's profile on the backfill's files: cold, warm, and each projection of flatten.
 - query_scale: `query` on a large table, a point lookup and a one-hospital count, the streamed query path
   against the one before it (benchmarks/query_scale.py).
+- views:    the bulk export in one stream with encounter alone and with every shipped view: each view's cost.
 
 Each scenario is a module of this package (benchmarks/scenarios/<name>.py) that imports only common.py: the sizes
 (Sizes), the run (Bench), goal() and the helpers they share.
@@ -22,7 +23,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from benchmarks.scenarios import backfill, latency, listing, query_scale, read, soak, sourcelog, split, upsert
+from benchmarks.scenarios import (
+    backfill,
+    latency,
+    listing,
+    query_scale,
+    read,
+    soak,
+    sourcelog,
+    split,
+    upsert,
+    views,
+)
 from benchmarks.scenarios.common import Bench, Figures, Sizes
 
 __all__ = ["SCENARIOS", "Bench", "Sizes"]
@@ -38,4 +50,5 @@ SCENARIOS: dict[str, Callable[[Bench], Figures]] = {
     "soak": soak.soak,
     "sourcelog": sourcelog.sourcelog,
     "query_scale": query_scale.query_scale,
+    "views": views.views,
 }

@@ -49,6 +49,8 @@ class Sizes:
     soak_trigger: int = 10
     soak_sample_seconds: float = 30.0
     query_rows: int = 1_000_000  # the table `query_scale` queries
+    views_batches: int = 4  # the bulk export landed in this many parts: one batch each (views)
+    views_repeat: int = 2  # Encounter alone and with every view, alternated this many times
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -67,6 +69,8 @@ class Sizes:
             soak_trigger=2,
             soak_sample_seconds=8.0,
             query_rows=2_000,
+            views_batches=2,
+            views_repeat=1,
         )
 
     def scaled(self, factor: float) -> Sizes:
