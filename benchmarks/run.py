@@ -412,6 +412,31 @@ def _md_read(rd: dict[str, Any], results: dict[str, Any]) -> list[str]:
     return out
 
 
+def _md_views(vw: dict[str, Any], results: dict[str, Any]) -> list[str]:
+    """Each view's cost against the Encounter-only batch."""
+    i = vw["input"]
+    out = _section(
+        "Views",
+        f"The bulk export ({i['source']}) in {i['batches']} batches of {i['files'] // i['batches']} files, encounter"
+        f" alone and with every shipped view, alternated {i['repeat']} time(s); per batch, the median over the"
+        " runs. A view's cost: its step over the Encounter-only batch of the same batch.",
+    )
+    out += _table(
+        ["batch", "encounter alone s", "with every view s"],
+        [[n, a, b] for n, (a, b) in enumerate(zip(vw["encounter_only_batch_seconds"],
+                                                   vw["all_views_batch_seconds"], strict=True))],
+    )  # fmt: skip
+    out += _table(
+        ["view", "rows", "step s per batch", "share per batch", "median share"],
+        [[v, vw["view_rows"].get(v, 0), ", ".join(_fmt(x) for x in vw["view_step_seconds"][v]),
+          ", ".join(_fmt(x) for x in vw["view_cost"][v]["shares"]), vw["view_cost"][v]["median_share"]]
+         for v in vw["views"]],
+    )  # fmt: skip
+    out += [f"Batch time the views add, per view that wrote rows: {_fmt(vw['added_share_per_view'])} of the"
+            " Encounter-only batch.", ""]  # fmt: skip
+    return out
+
+
 # One section per scenario, in this order; each gets the scenario's results and the run's.
 _SECTIONS: dict[str, Callable[[dict[str, Any], dict[str, Any]], list[str]]] = {
     "backfill": _md_backfill,
@@ -421,6 +446,7 @@ _SECTIONS: dict[str, Callable[[dict[str, Any], dict[str, Any]], list[str]]] = {
     "soak": _md_soak,
     "split": _md_split,
     "read": _md_read,
+    "views": _md_views,
 }
 
 

@@ -144,6 +144,11 @@ class ViewsConfig:
     # "Views besides encounter").
     run: str = "encounter"
     fhir_version: str = "R4"  # the FHIR version the views other than encounter are compiled for (R4 or R5)
+    # Comma-separated view names whose tables stay small (reference data; up to about a million rows): Hudi finds a
+    # key's stored row by reading the table's keys (its simple index) and keeps no metadata table, which saves a
+    # second commit on every write. Every other view's table looks keys up in a record index, as bronze_encounter
+    # does, at any size. A table may move between the two (docs/decisions/small-view-tables.md).
+    small_tables: str = "patient,practitioner,practitioner_role,organization,location"
 
 
 @dataclass(frozen=True)
@@ -463,6 +468,12 @@ def view_entries(config: JobConfig) -> tuple[str, ...]:
 
 
 VIEW_TABLE_PREFIX = "bronze_"  # a view's table is bronze_<the view's name>
+VIEW_NAME = re.compile(r"^[a-z][a-z0-9_]{0,100}$")  # what a view's name may be: it names a table
+
+
+def small_view_tables(config: JobConfig) -> frozenset[str]:
+    """`views.small_tables` as view names."""
+    return frozenset(n for e in config.views.small_tables.split(",") if (n := e.strip()))
 
 
 def view_entry_is_file(entry: str) -> bool:
@@ -496,6 +507,12 @@ def _check_views(config: JobConfig) -> None:
         )
     if config.views.fhir_version not in ("R4", "R5"):
         raise ConfigError(f"views.fhir_version must be R4 or R5, got {config.views.fhir_version!r}")
+    bad = sorted(n for n in small_view_tables(config) if not VIEW_NAME.match(n) or n == ENCOUNTER_VIEW)
+    if bad:
+        raise ConfigError(
+            f"views.small_tables names views other than {ENCOUNTER_VIEW} (lower-case letters, digits and '_'),"
+            f" got {bad}"
+        )
     if view_entries(config) and config.key_scope != "id":
         raise ConfigError("views other than encounter need key_scope = id (a view's key is its resource's id)")
 

@@ -49,6 +49,8 @@ def test_the_flag_lists_the_views_and_wins_over_the_file(tmp_path: Path) -> None
         ({"views.run": f"{PATIENT}"}, "views.run must include encounter"),
         ({"views.fhir_version": "R3"}, "views.fhir_version must be R4 or R5"),
         ({"views.run": f"encounter,{PATIENT}", "key_scope": "folder"}, "key_scope = id"),
+        ({"views.small_tables": "patient,Practitioner"}, r"views.small_tables .* \['Practitioner'\]"),
+        ({"views.small_tables": "encounter"}, r"views.small_tables .* \['encounter'\]"),
     ],
 )
 def test_settings_a_view_cannot_run_with_are_refused(flat: dict[str, str], message: str) -> None:
@@ -122,6 +124,21 @@ def test_each_view_gets_its_table_key_and_partition() -> None:
             "Condition",
         ),
     }
+    # A small table (views.small_tables, by default the patient's) reads its keys, without a metadata table; the
+    # others look them up in a record index as bronze_encounter does; a partitioned one moves a row across
+    # partitions either way.
+    index = ("hoodie.metadata.enable", "hoodie.index.type", "hoodie.simple.index.update.partition.path")
+    assert {name: tuple(t.spec.options.get(k) for k in index) for name, t in tables.items()} == {
+        "patient": ("false", "SIMPLE", "true"),
+        "patient_name": (None, "RECORD_INDEX", None),
+        "condition": (None, "RECORD_INDEX", None),
+    }
+    small = {t.name: t.spec.options for t in load_views(_config(**{
+        "views.run": f"encounter,{PATIENT},{CONDITION}", "views.small_tables": "condition"}))}  # fmt: skip
+    assert (small["patient"]["hoodie.index.type"], small["condition"]["hoodie.index.type"]) == (
+        "RECORD_INDEX",
+        "GLOBAL_SIMPLE",
+    )
     # Only a view whose newer version may give fewer rows reads its stored rows each batch.
     assert {name: t.rows_vary for name, t in tables.items()} == {
         "patient": False,

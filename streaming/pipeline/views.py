@@ -17,7 +17,6 @@ A view's rows come from the batch's split records of its resource type (records.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,10 +27,18 @@ from pyspark.sql import functions as F
 from streaming.bronze.columns import TableDoc
 from streaming.bronze.flatten import fhir_datetime, hospital_partition
 from streaming.bronze.ordering import DELETED_PARTITION, EVENT_TIME_FLOOR, event_time, newest_versions, precombine_ts
-from streaming.config import ENCOUNTER_VIEW, VIEW_TABLE_PREFIX, ConfigError, JobConfig, view_entries
+from streaming.config import (
+    ENCOUNTER_VIEW,
+    VIEW_NAME,
+    VIEW_TABLE_PREFIX,
+    ConfigError,
+    JobConfig,
+    small_view_tables,
+    view_entries,
+)
 from streaming.fhir.mapping import FHIR_ID_RE
 from streaming.fhir.reasons import BAD_DATETIME, FUTURE_DATETIME, INVALID_ID, MISSING_ID
-from streaming.lakehouse.hudi import TableSpec, encounter_table
+from streaming.lakehouse.hudi import TableSpec, encounter_table, small_table_index
 from streaming.viewdef.compiler import CompiledView
 from streaming.views.lookup import FoundView, find_view
 
@@ -53,7 +60,6 @@ PIPELINE_COLUMNS: Mapping[str, str] = {
     "is_deleted": "true: a tombstone (the resource was deleted, or its newest version no longer gives this row)",
 }
 _MANY_ROWS = ("forEach", "forEachOrNull", "unionAll", "repeat")
-_NAME = re.compile(r"^[a-z][a-z0-9_]{0,100}$")
 
 
 @dataclass(frozen=True)
@@ -102,7 +108,7 @@ def view_table(config: JobConfig, found: FoundView) -> ViewTable:
     """The table a view lands in: its name, key and partition, checked against the pipeline's own columns."""
     view, definition = found.view, found.definition
     name = view.name or ""
-    if not _NAME.match(name) or name == ENCOUNTER_VIEW:
+    if not VIEW_NAME.match(name) or name == ENCOUNTER_VIEW:
         raise ConfigError(
             f"views.run: {found.origin}: the view's name must be lower-case letters, digits and '_' (not"
             f" {ENCOUNTER_VIEW}); it names the table {TABLE_PREFIX}<name>: got {view.name!r}"
@@ -116,7 +122,7 @@ def view_table(config: JobConfig, found: FoundView) -> ViewTable:
     table = f"{TABLE_PREFIX}{name}"
     if table in (config.tables.encounter, config.tables.ingest_log, config.tables.quarantine):
         raise ConfigError(f"views.run: {found.origin}: the view's table {table} is one of the job's own tables")
-    bronze = encounter_table(config)
+    bronze, small = encounter_table(config), small_view_tables(config)
     keys = (RESOURCE_KEY, ROW_INDEX) if many else (RESOURCE_KEY,)
     spec = TableSpec(
         name=table,
@@ -125,7 +131,8 @@ def view_table(config: JobConfig, found: FoundView) -> ViewTable:
         precombine="precombine_ts",
         partition=f"{partition_column}_partition" if partition_column else "",
         doc=_doc(view, found.origin, many, partition_column),
-        options=bronze.options,  # the same ordering payload, global index and file sizing as bronze_encounter
+        # The same ordering payload and file sizing as bronze_encounter; its record index, or a small table's.
+        options={**bronze.options, **(small_table_index(bool(partition_column)) if name in small else {})},
     )
     rows_vary = many or bool((definition or {}).get("where"))
     return ViewTable(name, view, spec, many, partition_column, rows_vary)
