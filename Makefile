@@ -20,7 +20,7 @@ test: install jars check  ## set up, the static checks, then the whole suite (un
 quick: install check  ## the static checks and the tests that start no JVM, on both cores (seconds, not minutes)
 	$(PY) -m pytest -m "not slow" -n 2
 
-# The benchmark harness's own test (every scenario at tiny sizes, every figure produced; ~5 minutes alone):
+# The benchmark harness's own test (every scenario at tiny sizes, every figure produced; ~10 minutes alone):
 # CI runs it after `make test`; a change to benchmarks/ runs it too.
 bench-smoke: install jars  ## the benchmarks at tiny sizes: every figure, table and plot is produced (not how fast)
 	$(PY) -m pytest -m bench
