@@ -18,16 +18,16 @@ from pathlib import Path
 from benchmarks import procs
 from benchmarks.scenarios.common import Bench, Figures, count_rows, goal
 from benchmarks.shared_data import BULK, missing
+from streaming.config import ENCOUNTER_VIEW, VIEW_TABLE_PREFIX
 from streaming.viewdef.shipped import SHIPPED_VIEWS
 
 # Each view's step, and the batch time the views add, per view, at most this share of the Encounter-only batch.
 VIEW_COST_TARGET = 0.15
-ENCOUNTER_ONLY = "encounter"
 
 
 def others() -> tuple[str, ...]:
     """The shipped views besides encounter, in their order."""
-    return tuple(v for v in SHIPPED_VIEWS if v != ENCOUNTER_ONLY)
+    return tuple(v for v in SHIPPED_VIEWS if v != ENCOUNTER_VIEW)
 
 
 def land_parts(source: Path, landing: Path, parts: int) -> list[Path]:
@@ -62,7 +62,7 @@ def _run(bench: Bench, root: Path, name: str, views: Sequence[str], landing: Pat
         log=work.with_suffix(".log"),
     )  # fmt: skip
     batches = [e for _, e in done.events("batch") if e.get("files")]
-    tables = {v: f"bronze_{v}" for v in views if v != ENCOUNTER_ONLY}
+    tables = {v: f"{VIEW_TABLE_PREFIX}{v}" for v in views if v != ENCOUNTER_VIEW}
     rows = {
         view: count_rows(work / "warehouse", f"SELECT count(*) AS n FROM {table}")[0]["n"]
         for view, table in tables.items()
@@ -101,8 +101,8 @@ def views(bench: Bench) -> Figures:
     added = others()
     runs: dict[str, list[Figures]] = {"encounter": [], "all": []}
     for n in range(bench.sizes.views_repeat):  # alternated: a slow stretch of the machine hits both
-        runs["encounter"].append(_run(bench, root, f"encounter-{n}", [ENCOUNTER_ONLY], root / "landing", per_batch))
-        runs["all"].append(_run(bench, root, f"all-{n}", [ENCOUNTER_ONLY, *added], root / "landing", per_batch))
+        runs["encounter"].append(_run(bench, root, f"encounter-{n}", [ENCOUNTER_VIEW], root / "landing", per_batch))
+        runs["all"].append(_run(bench, root, f"all-{n}", [ENCOUNTER_VIEW, *added], root / "landing", per_batch))
     alone = _median_each([r["batch_seconds"] for r in runs["encounter"]])
     together = _median_each([r["batch_seconds"] for r in runs["all"]])
     steps = {v: _median_each([r["view_seconds"][v] for r in runs["all"]]) for v in added}
