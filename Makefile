@@ -15,7 +15,7 @@ demo: install jars  ## set up, generate ~3,000 FHIR Encounters, ingest them loca
 	$(VENV)/bin/bronze-encounter demo
 
 test: install jars check  ## set up, the static checks, then the whole suite (unit, Spark + Hudi, moto, the fault harness)
-	$(PY) -m pytest -n 2 -m "not bench"
+	$(PY) -m pytest -n 2 --dist loadgroup -m "not bench"
 
 quick: install check  ## the static checks and the tests that start no JVM, on both cores (seconds, not minutes)
 	$(PY) -m pytest -m "not slow" -n 2

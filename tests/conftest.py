@@ -78,10 +78,30 @@ def _cost(item: pytest.Item) -> str:
     return next((mark for mark in ("job", "spark") if item.get_closest_marker(mark)), "pure")
 
 
+_RANK = {"job": 0, "spark": 1, "pure": 2}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Marks every JVM test `slow`; orders the tests costliest first; keeps a module's shared fixture on one worker.
+
+    `make test` runs `--dist loadgroup`: tests go to whichever worker is free, in this order (job tests, then Spark
+    tests, then pure ones, so the cheap ones fill the end and neither worker waits long for the other), except that
+    the tests using one of their module's module-scoped fixtures (a shared job run, say) form a group that runs on
+    one worker, paying that fixture once instead of once per worker (docs/decisions/test-costs.md).
+    """
     for item in items:
         if _cost(item) != "pure":
             item.add_marker(pytest.mark.slow)
+        if _uses_module_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
+    items.sort(key=lambda item: _RANK[_cost(item)])  # stable: the same order within each cost
+
+
+def _uses_module_fixture(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    definitions = info.name2fixturedefs.values() if info is not None else ()
+    return any(d.scope == "module" for defs in definitions for d in defs)
 
 
 def _java_home(config: pytest.Config, kind: str) -> Path:
