@@ -25,7 +25,6 @@ import hashlib
 import io
 import json
 import resource
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -47,28 +46,14 @@ TARGET_SHARE = 0.1
 def query_scale(bench: Bench) -> Figures:
     """Build the table, then run each query before and after, each run a fresh process."""
     # Imported here, not above: a measuring process imports this module and must not pay for the rest.
-    from benchmarks import procs
-    from benchmarks.scenarios.common import _files_for, goal
-    from streaming.generate import generate
+    from benchmarks.scenarios.common import goal, seed_table
 
-    rows = bench.sizes.query_rows
     root = bench.fresh("query-scale")
-    base, warehouse = root / "base", root / "warehouse"
-    per_file = min(10_000, max(1, rows // 8))
-    started = time.monotonic()
-    generated = generate(base, files=_files_for(rows, per_file), per_file=per_file, seed=51)
-    generate_seconds = time.monotonic() - started
-    seeded = bench.run(
-        procs.python(
-            "-m", "benchmarks.peers", "seed", "--config", str(bench.settings(root / "seed.toml")),
-            "--source", str(base), "--warehouse", str(warehouse),
-        ),
-        log=root / "seed.log",
-    )  # fmt: skip
-    shutil.rmtree(base)  # the table holds them now
+    warehouse = root / "warehouse"
+    seeded = seed_table(bench, root, warehouse, bench.sizes.query_rows, seed=51)
     figures = measure_table(warehouse, root)
-    figures["table"]["rows"] = len(generated.encounter_ids)
-    figures["setup_seconds"] = {"generate": round(generate_seconds, 1), "seed": round(seeded.wall_seconds, 1)}
+    figures["table"]["rows"] = seeded["rows"]
+    figures["setup_seconds"] = {"generate": seeded["generate_seconds"], "seed": seeded["seed_seconds"]}
     figures["goals"] = [
         goal(f"{case}: share of the table's bytes read", figures["queries"][case]["after"]["share_of_table_bytes"],
              TARGET_SHARE, at_most=True)

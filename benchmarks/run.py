@@ -4,12 +4,12 @@
                              [--latency-seconds S] [--soak-seconds S]
                              [--out benchmarks/results] [--workdir work/bench] [--keep] [--parallel N]
 
-`make bench` runs the full sizes (300,010 encounters, tables of 500k and 5M rows, 100k files, a
-30-minute soak; a few hours on 2 cores). `--quick` runs tiny sizes that still produce every figure (the test
-suite's smoke run: it checks the figures exist, never a time); its times mean nothing, so it also starts fewer
-and cheaper JVMs: the peers (both mappings) share one process, both upsert tables one seed process, the listing
-stream ingests its own prefix, the latency run at trigger 2 s is also the soak, a scenario's independent processes
-run side by side, and the JIT stops at C1.
+`make bench` runs the full sizes (300,010 encounters, tables of 500k and 5M rows, 100k files, a 30-minute soak
+into a table of 1M encounters; a few hours on 2 cores). `--quick` runs tiny sizes that still produce every figure
+(the test suite's smoke run: it checks the figures exist, never a time); its times mean nothing, so it also starts
+fewer and cheaper JVMs: the peers (both mappings) share one process, both upsert tables one seed process, the
+listing stream ingests its own prefix, a scenario's independent processes run side by side, and the JIT stops at
+C1.
 `--scale 0.1` shrinks the data sizes of a full run; `--latency-seconds` / `--soak-seconds` its durations.
 Every process keeps its temporary files under `--workdir`.
 
@@ -361,8 +361,9 @@ def _md_soak(so: dict[str, Any], results: dict[str, Any]) -> list[str]:
     mem = so["memory"]
     out += _section(
         "Soak",
-        f"{so['seconds']:.0f} s of steady arrival at trigger {so['trigger_seconds']} s; driver memory sampled "
-        "(JVM live heap after a full GC, JVM and Python RSS).",
+        f"{so['seconds']:.0f} s of steady arrival at trigger {so['trigger_seconds']} s into a table seeded with"
+        f" {so['seeded']['rows']:,} encounters (bulk insert {so['seeded']['seed_seconds']} s); driver memory sampled"
+        " (JVM live heap after a full GC, JVM and Python RSS).",
     )
     out += _table(
         ["files", "rows", "heap first/last MB", "JVM RSS first/last MB", "heap change (lowest / median)",
@@ -376,6 +377,21 @@ def _md_soak(so: dict[str, Any], results: dict[str, Any]) -> list[str]:
             f"{_fmt(so['batch_seconds_first_third_p50'])} / {_fmt(so['batch_seconds_last_third_p50'])}",
             f"{_fmt(so['latency_p50_seconds'])} / {_fmt(so['latency_p95_seconds'])}",
         ]],
+    )  # fmt: skip
+    services = ", ".join(f"{name} x{n}" for name, n in so["services_run"].items()) or "none"
+    out += [
+        "",
+        f"Batches: p50 {_fmt(so['batch_seconds_p50'])} s, slowest / median {so['slowest_batch_ratio']}; services run:"
+        f" {services}; metadata-table compactions: {so['metadata_compactions']}. Slowest batches:",
+        "",
+    ]
+    out += _table(
+        ["batch", "seconds", "services after it", "steps (s)"],
+        [
+            [b["batch_id"], _fmt(b["seconds"]), ", ".join(b["services"]) or "-",
+             ", ".join(f"{k} {v}" for k, v in b["steps"].items())]
+            for b in so["slowest_batches"]
+        ],
     )  # fmt: skip
     return out
 

@@ -10,7 +10,6 @@ import statistics
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -173,10 +172,19 @@ def _check_listing(listing: dict[str, Any], sizes: Sizes) -> None:
 
 
 def _check_soak(soak: dict[str, Any], sizes: Sizes) -> None:
-    """The soak's files, rows, memory samples and layout."""
+    """The soak's seeded table, files, rows, memory samples, layout and slowest batches."""
     soaked = round(sizes.soak_seconds * sizes.arrival_per_second)
     assert soak["files_landed"] == soak["files_visible"] == soaked
-    assert soak["rows"] == soak["keys"] == encounters(soaked + 1, sizes.arrival_per_file)
+    seeded = soak["seeded"]["rows"]
+    assert seeded >= sizes.soak_seed_rows
+    assert positive(soak["seeded"]["seed_seconds"]) and soak["seeded"]["generate_seconds"] >= 0
+    assert soak["rows"] == soak["keys"] == seeded + encounters(soaked + 1, sizes.arrival_per_file)
+    slowest = soak["slowest_batches"]
+    assert slowest and slowest == sorted(soak["batches"], key=lambda b: -b["seconds"])[: len(slowest)]
+    assert soak["slowest_batch_ratio"] == round(slowest[0]["seconds"] / soak["batch_seconds_p50"], 2)
+    services = [s for b in soak["batches"] for s in b["services"]]
+    assert soak["services_run"] == {name: services.count(name) for name in set(services)}
+    assert isinstance(soak["metadata_compactions"], int)
     assert len(soak["memory"]) >= 2
     assert all(positive(m["heap_after_gc_mb"], m["jvm_rss_mb"], m["python_rss_mb"]) for m in soak["memory"])
     assert positive(soak["layout"]["files_per_partition_avg"], soak["layout"]["avg_file_mb"])
@@ -244,7 +252,7 @@ def _check_goals(scenarios: dict[str, Any]) -> None:
         "latency": 3,
         "upsert": len(GOAL_VARIANTS),
         "listing": 2,
-        "soak": 1,
+        "soak": 2,
         "query_scale": 2,
         "views": 2,
     }
@@ -418,34 +426,6 @@ def test_a_full_run_measures_one_thing_at_a_time(tmp_path: Path) -> None:
 
     assert Bench(work=tmp_path, sizes=Sizes(), quick=False).each(measure, [1, 2, 3]) == [10, 20, 30]
     assert max(most) == 1
-
-
-def test_a_run_shared_by_scenarios_runs_once_and_fails_for_all(tmp_path: Path) -> None:
-    bench = Bench(work=tmp_path, sizes=Sizes.quick(), quick=True)
-    calls: list[str] = []
-    started = threading.Event()
-
-    def measure() -> dict[str, int]:
-        calls.append("steady")
-        started.set()
-        time.sleep(0.2)  # the second scenario asks while the first still measures
-        return {"files": 2}
-
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        first = pool.submit(bench.once, ("steady", 2, 1.0), measure)
-        started.wait(10)
-        second = pool.submit(bench.once, ("steady", 2, 1.0), measure)
-        assert first.result() is second.result() and first.result() == {"files": 2}
-    assert calls == ["steady"]
-
-    def fail() -> None:
-        calls.append("broken")
-        raise procs.ProcessFailed("the job exited 1")
-
-    for _ in range(2):  # whoever asks again sees the same failure
-        with pytest.raises(procs.ProcessFailed, match="exited 1"):
-            bench.once("broken", fail)
-    assert calls == ["steady", "broken"]  # nothing ran twice
 
 
 def test_a_missing_event_is_named() -> None:

@@ -15,7 +15,7 @@ import time
 import tomllib
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -48,6 +48,8 @@ class Sizes:
     soak_seconds: float = 1800.0
     soak_trigger: int = 10
     soak_sample_seconds: float = 30.0
+    soak_seed_rows: int = 1_000_000  # the table the soak's arrivals go into (bulk-inserted before it starts)
+    soak_cluster_every_seconds: int = 900  # layout.cluster_every_seconds in the soak: clusterings inside 30 minutes
     query_rows: int = 1_000_000  # the table `query_scale` queries
     views_batches: int = 4  # the bulk export landed in this many parts: one batch each (views)
     views_repeat: int = 2  # Encounter alone and with every view, alternated this many times
@@ -65,9 +67,11 @@ class Sizes:
             listing_files=(10, 40),
             listing_triggers=2,
             sourcelog_entries=2_000,
-            soak_seconds=1.0,  # the latency run at trigger 2 s serves as the soak (memory: start, every 8 s, end)
+            soak_seconds=1.0,  # two files into a seeded table (memory: start, every 8 s, end)
             soak_trigger=2,
             soak_sample_seconds=8.0,
+            soak_seed_rows=500,
+            soak_cluster_every_seconds=1,
             query_rows=2_000,
             views_batches=2,
             views_repeat=1,
@@ -86,6 +90,7 @@ class Sizes:
             upsert_batch=n(self.upsert_batch),
             listing_files=tuple(n(v) for v in self.listing_files),
             sourcelog_entries=n(self.sourcelog_entries),
+            soak_seed_rows=n(self.soak_seed_rows),
             query_rows=n(self.query_rows),
         )
 
@@ -104,8 +109,6 @@ class Bench:
     quick: bool = False
     # Job settings every process of the run gets (`--set key=value`, dotted as the job's own `--set`): A/B runs.
     job_settings: Mapping[str, str] = field(default_factory=dict, hash=False)  # a dict: the Bench stays hashable
-    _shared: dict[Any, Future[Any]] = field(default_factory=dict, init=False, repr=False, compare=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     def fresh(self, name: str) -> Path:
         """An empty scratch folder for one scenario (what an earlier run left there is removed)."""
@@ -127,10 +130,19 @@ class Bench:
             options.append(QUICK_JVM_OPTIONS)
         return {"spark.local.dir": str(self.scratch("spark")), "spark.driver.extraJavaOptions": " ".join(options)}
 
-    def settings(self, path: Path, *, trigger: int | None = None, spark_conf: Mapping[str, str] | None = None) -> Path:
-        """A settings file for one process of the run (write_config with the run's Spark settings)."""
+    def settings(
+        self,
+        path: Path,
+        *,
+        trigger: int | None = None,
+        spark_conf: Mapping[str, str] | None = None,
+        overrides: Mapping[str, str] | None = None,
+    ) -> Path:
+        """A settings file for one process of the run (write_config with the run's Spark settings); the run's own
+        job settings win over a scenario's `overrides`."""
         spark = {**self.spark_conf(), **(spark_conf or {})}
-        return write_config(path, trigger=trigger, spark_conf=spark, overrides=self.job_settings)
+        settings = {**(overrides or {}), **self.job_settings}
+        return write_config(path, trigger=trigger, spark_conf=spark, overrides=settings)
 
     def start(self, argv: list[str], *, log: Path) -> procs.Watched:
         """Start a process under measurement, its Python temporary files in the workdir."""
@@ -139,19 +151,6 @@ class Bench:
     def run(self, argv: list[str], *, log: Path) -> procs.Finished:
         """Run a process under measurement to its end (ProcessFailed when it fails)."""
         return self.start(argv, log=log).wait()
-
-    def once(self, key: Any, measure: Callable[[], _Out]) -> _Out:
-        """`measure()` run once per key for every scenario that asks (they wait for the first), its result shared."""
-        with self._lock:
-            owner = key not in self._shared
-            future = self._shared.setdefault(key, Future())
-        if owner:
-            try:
-                future.set_result(measure())
-            except BaseException as exc:
-                future.set_exception(exc)
-        result: _Out = future.result()
-        return result
 
     def each(self, measure: Callable[[_In], _Out], items: Sequence[_In]) -> list[_Out]:
         """`measure` over `items`: one after another in a full run (none disturbs another), at once in a quick run."""
@@ -410,6 +409,29 @@ class CommitWatch:
         return self.poll()
 
 
+def seed_table(bench: Bench, root: Path, warehouse: Path, rows: int, *, seed: int) -> Figures:
+    """bronze_encounter of `rows` generated encounters (`seed`), bulk-inserted by one process (`benchmarks.peers
+    seed`) before a run starts; the files are dropped once the table holds them. Rows and seconds taken."""
+    base = root / "base"
+    per_file = min(10_000, max(1, rows // 8))
+    started = time.monotonic()
+    generated = generate(base, files=_files_for(rows, per_file), per_file=per_file, seed=seed)
+    generate_seconds = time.monotonic() - started
+    seeded = bench.run(
+        procs.python(
+            "-m", "benchmarks.peers", "seed", "--config", str(bench.settings(root / "seed.toml")),
+            "--source", str(base), "--warehouse", str(warehouse),
+        ),
+        log=root / "seed.log",
+    )  # fmt: skip
+    shutil.rmtree(base)
+    return {
+        "rows": len(generated.encounter_ids),
+        "generate_seconds": round(generate_seconds, 1),
+        "seed_seconds": round(seeded.wall_seconds, 1),
+    }
+
+
 def steady(
     bench: Bench,
     name: str,
@@ -417,16 +439,23 @@ def steady(
     trigger: int,
     seconds: float,
     sample_every: float | None = None,
+    seed_rows: int = 0,
+    overrides: Mapping[str, str] | None = None,
 ) -> Figures:
-    """Files land at a steady rate into a running job; land -> visible per file, each batch's steps, memory."""
+    """Files land at a steady rate into a running job; land -> visible per file, each batch's steps, memory.
+
+    `seed_rows`: the table already holds that many encounters when the job starts (`seed_table`); `overrides`: job
+    settings of this run.
+    """
     sizes = bench.sizes
     root = bench.fresh(name)
     landing, staging, warehouse = root / "landing", root / "staging", root / "warehouse"
     landing.mkdir()
+    seeded = seed_table(bench, root, warehouse, seed_rows, seed=41) if seed_rows else {"rows": 0}
     count = max(1, round(seconds * sizes.arrival_per_second))
     staged = _stage_arrivals(staging, files=count + 1, per_file=sizes.arrival_per_file, seed=21)
     expected = encounters_in(staged)
-    config = bench.settings(root / "bench.toml", trigger=trigger)
+    config = bench.settings(root / "bench.toml", trigger=trigger, overrides=overrides)
     job = bench.start(
         procs.job("run", "--config", str(config), "--source", str(landing), "--warehouse", str(warehouse)),
         log=root / "job.log",
@@ -435,6 +464,8 @@ def steady(
     stop_sampling = threading.Event()
     table = warehouse / "bronze_encounter"
     watch = CommitWatch(table).start()
+    # The metadata table's compactions complete as `.commit` on its own timeline (its writes are deltacommits).
+    compactions = CommitWatch(table / ".hoodie" / "metadata").start()
 
     def sample() -> None:  # its own thread: a full GC and two jcmd calls must not delay the arrivals
         while not stop_sampling.wait(sample_every):
@@ -468,22 +499,15 @@ def steady(
         done = job.wait(300)
     finally:
         commits = watch.stop()  # after the job's end: its last commits too
-    logged = count_rows(
-        warehouse, "SELECT batch_id, files, commit_instant, rows_written FROM bronze_encounter_ingest_log"
-    )
-    visible_at = {
-        Path(uri).name: commits[r["commit_instant"]]
-        for r in logged
-        if r["commit_instant"] in commits
-        for uri in r["files"]
-    }
-    seen = land_to_visible(landed, visible_at)
+        compacted = compactions.stop()
+    seen = land_to_visible(landed, _visible_at(warehouse, commits))
     latencies = seen["latencies"]
     warmup, *batches = _batches(done)
     counted = count_rows(warehouse, "SELECT count(*) AS n, count(DISTINCT encounter_id) AS k FROM bronze_encounter")
     return {
         "trigger_seconds": trigger,
         **seen,  # files landed and visible, `valid`, the latencies
+        "seeded": seeded,  # rows in the table before the run, and the seed's wall time
         "encounters": expected,
         "rows": counted[0]["n"],
         "keys": counted[0]["k"],
@@ -493,10 +517,25 @@ def steady(
         "warmup_batch": warmup,  # the first file, landed before the arrival started: JVM warm-up, not latency
         "batches": batches,
         "batch_seconds_p50": percentile([b["seconds"] for b in batches], 50),
+        # Metadata-table compactions completed while the files arrived (not the seed's own).
+        "metadata_compactions": sum(1 for at in compacted.values() if at >= began),
         "memory": done.memory,
         "layouts": layouts,
         "layout": layout(table),
         "cpu_seconds": done.cpu_seconds,
+    }
+
+
+def _visible_at(warehouse: Path, commits: Mapping[str, float]) -> dict[str, float]:
+    """File name -> when the bronze commit holding it completed (the ingest log names each batch's files)."""
+    logged = count_rows(
+        warehouse, "SELECT batch_id, files, commit_instant, rows_written FROM bronze_encounter_ingest_log"
+    )
+    return {
+        Path(uri).name: commits[r["commit_instant"]]
+        for r in logged
+        if r["commit_instant"] in commits
+        for uri in r["files"]
     }
 
 
@@ -525,22 +564,11 @@ def _batches(done: procs.Finished) -> list[Figures]:
             "rows": line["rows_written"],
             "seconds": line["seconds"],
             "steps": steps.get(bid, {}),
+            "services": line.get("services", []),  # the table services the job ran after this batch's commit
         }
         for bid, line in sorted(batch_lines.items())
         if line["files"]
     ]
-
-
-def _steady_run(bench: Bench, name: str, *, trigger: int, seconds: float, sample_every: float | None = None) -> Figures:
-    """`steady`; in a quick run one run per trigger and duration, memory sampled, serves latency and soak alike."""
-    if not bench.quick:
-        return steady(bench, name, trigger=trigger, seconds=seconds, sample_every=sample_every)
-    return bench.once(
-        ("steady", trigger, seconds),
-        lambda: steady(
-            bench, f"steady-{trigger}s", trigger=trigger, seconds=seconds, sample_every=bench.sizes.soak_sample_seconds
-        ),
-    )
 
 
 def _wait(condition: Callable[[], bool], job: procs.Watched, *, timeout: float) -> None:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from benchmarks.scenarios.common import Bench, Figures, _steady_run, goal
+from benchmarks.scenarios.common import Bench, Figures, goal, steady
 
 
 def latency(bench: Bench) -> Figures:
     """Steady arrival at each trigger interval: land -> visible p50/p95/max and each batch's steps."""
     triggers = bench.sizes.latency_triggers
     measured = bench.each(
-        lambda t: _steady_run(bench, f"latency-{t}s", trigger=t, seconds=bench.sizes.latency_seconds), triggers
+        lambda t: steady(bench, f"latency-{t}s", trigger=t, seconds=bench.sizes.latency_seconds), triggers
     )
     runs = {f"trigger_{t}s": run for t, run in zip(triggers, measured, strict=True)}
     fast = runs[f"trigger_{min(bench.sizes.latency_triggers)}s"]
