@@ -258,6 +258,9 @@ def flatten(
     and a `raw_slice` of at most `raw_slice_chars` characters. A version whose event time is more than
     `future_tolerance_hours` after the moment it is read is rejected (`future_datetime`). `key_scope` says what
     `source_system` holds (config.key_scope); `source`, the landing prefix, is where the `folder` scope starts.
+
+    Filter its rows once they are cached (as the batch does): on the uncached plan Spark pushes a filter into every
+    mapping expression, seconds to optimise and the mapping evaluated again per row (docs/decisions/test-costs.md).
     """
     context = SparkContext._active_spark_context
     steps = _projections(context, keep_resource_json, raw_slice_chars, future_tolerance_hours, key_scope, source)
