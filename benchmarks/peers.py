@@ -260,8 +260,7 @@ def bronze_rows(records: DataFrame, *, mapping: str = "simple", deleted_flag: bo
 
     now = datetime.now(UTC)
     if mapping == "job":
-        # Cached before the filter, as the batch caches its rows (pipeline/read.py): on the uncached plan Spark pushes
-        # the filter into every mapping expression, and a seed of 1,000,000 rows did not finish in 30 minutes.
+        # Cached before the filter, as the batch does (flatten's docstring): uncached, a 1M-row seed took > 30 minutes.
         return good_rows(flatten(records, ingested_at=now).persist(), deleted_flag=deleted_flag)
     schema = flatten(records.limit(0), ingested_at=now).select(*BRONZE_COLUMNS).schema  # analysis only
     r = F.from_json(

@@ -63,8 +63,7 @@ def _bronze(spark: Any, names: dict[str, str | None], updated: str, status: str)
         )
         rows.append(tuple(record[f] for f in RECORD_SCHEMA.fieldNames()))
     flat = flatten(spark.createDataFrame(rows, RECORD_SCHEMA), ingested_at=datetime(2024, 6, 2, tzinfo=UTC))
-    # Checked here, not with a Spark filter: one on the uncached plan is pushed into the mapping's expressions (the
-    # batch filters cached rows), and optimising that costs seconds per call.
+    # Read, not filtered in Spark: flatten's docstring says why.
     assert [r[0] for r in flat.select("reject_reason").collect() if r[0]] == []
     return flat.select(*BRONZE_COLUMNS, "_hoodie_is_deleted")
 

@@ -134,8 +134,7 @@ def test_flattened_fixtures_carry_table_codes_from_their_own_stage(spark: Any, t
     paths = [*sorted(FIXTURES.glob("r*/*")), *_write_fault_files(tmp_path), future]
     landed = [records.LandedFile(f"file:{p}", p.stat().st_size, now) for p in paths]
     rows = flatten(records.read_records(spark, landed, LIMITS), ingested_at=now)
-    # Filtered here, not in Spark: a filter on the uncached plan is pushed into the mapping's expressions (the
-    # batch filters cached rows), and optimising that costs seconds per call.
+    # Filtered here, not in Spark: flatten's docstring says why.
     rejects = [r for r in rows.select("kind", "reject_reason").distinct().collect() if r["reject_reason"]]
     read = {r["reject_reason"] for r in rejects if r["kind"] == "quarantine"}
     flattened = {r["reject_reason"] for r in rejects if r["kind"] != "quarantine"}
