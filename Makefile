@@ -5,6 +5,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 CODE := streaming tests benchmarks deploy
+# Test runs keep compiled Python in the venv, never beside the sources: where the environment sets
+# PYTHONDONTWRITEBYTECODE, every pytest worker rewrote and compiled every test module again, ~2.3 s a process
+# (docs/decisions/test-costs.md).
+TEST_ENV := PYTHONDONTWRITEBYTECODE= PYTHONPYCACHEPREFIX=$(abspath $(VENV))/pycache
 
 .PHONY: help demo test quick bench-smoke check docs install jars lint format bench clean deploy
 
@@ -15,15 +19,15 @@ demo: install jars  ## set up, generate ~3,000 FHIR Encounters, ingest them loca
 	$(VENV)/bin/bronze-encounter demo
 
 test: install jars check  ## set up, the static checks, then the whole suite (unit, Spark + Hudi, moto, the fault harness)
-	$(PY) -m pytest -n 2 --dist loadgroup -m "not bench"
+	$(TEST_ENV) $(PY) -m pytest -n 2 --dist loadgroup -m "not bench"
 
 quick: install check  ## the static checks and the tests that start no JVM, on both cores (seconds, not minutes)
-	$(PY) -m pytest -m "not slow" -n 2
+	$(TEST_ENV) $(PY) -m pytest -m "not slow" -n 2
 
 # The benchmark harness's own test (every scenario at tiny sizes, every figure produced; ~10 minutes alone):
 # CI runs it after `make test`; a change to benchmarks/ runs it too.
 bench-smoke: install jars  ## the benchmarks at tiny sizes: every figure, table and plot is produced (not how fast)
-	$(PY) -m pytest -m bench
+	$(TEST_ENV) $(PY) -m pytest -m bench
 
 check: install  ## ruff (lint and format), mypy --strict on streaming/, benchmarks/ and deploy/, the import layers, cfn-lint
 	$(VENV)/bin/ruff check $(CODE)

@@ -86,7 +86,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Marks every JVM test `slow`; orders the tests costliest first; keeps a module's shared fixture on one worker.
 
     `make test` runs `--dist loadgroup`: tests go to whichever worker is free, in this order (job tests, then Spark
-    tests, then pure ones, so the cheap ones fill the end and neither worker waits long for the other), except that
+    tests, then pure ones, those talking to moto first, so the cheap ones fill the end and neither worker waits
+    long for the other), except that
     the tests using one of their module's module-scoped fixtures (a shared job run, say) form a group that runs on
     one worker, paying that fixture once instead of once per worker (docs/decisions/test-costs.md).
     """
@@ -95,7 +96,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.slow)
         if _uses_module_fixture(item):
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
-    items.sort(key=lambda item: _RANK[_cost(item)])  # stable: the same order within each cost
+    items.sort(key=_order)  # stable: within a rank, the modules' own order
+
+
+def _order(item: pytest.Item) -> tuple[int, bool]:
+    """Costliest first: by cost mark, then a test on the local AWS (moto) before one that is not."""
+    return _RANK[_cost(item)], "moto_endpoint" not in getattr(item, "fixturenames", ())
 
 
 def _uses_module_fixture(item: pytest.Item) -> bool:

@@ -38,6 +38,10 @@ def test_the_suite_runs_costliest_first_and_a_module_fixture_on_one_worker(reque
     ]
     rank = {"job": 0, "spark": 1, "pure": 2}
     assert [rank[c] for c in costs] == sorted(rank[c] for c in costs), "a cheaper test runs before a costlier one"
+    on_moto = [
+        "moto_endpoint" in getattr(i, "fixturenames", ()) for i, c in zip(items, costs, strict=True) if c == "pure"
+    ]
+    assert any(on_moto) and on_moto == sorted(on_moto, reverse=True), "a pure test on moto runs after one that is not"
     grouped = {i.nodeid: [m.args[0] for m in i.iter_markers("xdist_group")] for i in items}
     shared = [
         i.nodeid for i in items if "large_set" in getattr(i, "fixturenames", ())
