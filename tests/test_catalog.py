@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from helpers import job_config
 from streaming.adapters import aws
 from streaming.bronze import columns
 from streaming.bronze.flatten import BRONZE_COLUMNS, HUDI_ESCAPED_CHARS
-from streaming.catalog import register_in_spark
+from streaming.catalog import defs, register_in_spark
 from streaming.catalog.defs import (
     COMMENT_CHARS,
     SCHEMA_PART_CHARS,
@@ -32,6 +33,7 @@ from streaming.catalog.defs import (
     partition_input,
     partition_value,
     partition_values,
+    schema_cache_file,
     table_defs,
     table_input,
 )
@@ -641,3 +643,51 @@ def test_local_catalog_on_s3_is_written_once_through_s3a(
     # A restart finds the same definitions: nothing is rewritten.
     LocalCatalog(spark, config.warehouse, database).ensure(defs)
     assert puts() == {f"{prefix}{name}.json": 1 for name in TABLES}
+
+
+@pytest.mark.spark
+def test_the_schemas_are_derived_once_per_code_and_settings_then_read_back(
+    spark: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    config = job_config(tmp_path, tmp_path / "landing")
+    derived = table_defs(spark, config)  # nothing kept yet: derived from the code
+    kept = schema_cache_file(config)
+    assert kept is not None and kept.parent == tmp_path / "cache" / "bronze-encounter" / "schemas" and kept.is_file()
+    real = defs._derived_schemas
+
+    def analysed_again(*_: Any) -> Any:
+        raise AssertionError("the schemas were derived again")
+
+    monkeypatch.setattr(defs, "_derived_schemas", analysed_again)
+    again = table_defs(spark, config)
+    assert again == derived  # read back, field for field: types, nullability, metadata
+    assert [d.schema for d in again] == list(real(spark, config))  # what deriving gives now
+
+    # A damaged file is derived again and replaced whole.
+    kept.write_text('[{"type": "struct"')
+    monkeypatch.setattr(defs, "_derived_schemas", real)
+    assert table_defs(spark, config) == derived
+    assert len(json.loads(kept.read_text())) == 3
+    # No cache to be had (its folder's place is a file): derived, nothing raised.
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocked))
+    assert table_defs(spark, config) == derived
+
+
+def test_the_schema_cache_is_named_by_every_source_file_and_the_settings_flatten_is_given(tmp_path: Path) -> None:
+    config = job_config(tmp_path, tmp_path / "landing")
+    package = Path(defs.__file__).resolve().parents[1]
+    copy = tmp_path / "streaming"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    named = schema_cache_file(config)
+    assert named is not None and schema_cache_file(config, copy) == named  # the same files: the same name
+
+    shipped = copy / "viewdef" / "shipped" / "encounter.json"
+    shipped.write_text(shipped.read_text() + "\n")
+    assert schema_cache_file(config, copy) not in (named, None)  # any file of the package: a mapping, a view
+    other = job_config(tmp_path, tmp_path / "landing", **{"fhir.raw_slice_chars": 10})
+    assert schema_cache_file(other) not in (named, None)
+    (copy / "bronze" / "flatten.py").unlink()
+    assert schema_cache_file(config, copy) is None  # not the package's files one by one: no cache

@@ -9,10 +9,14 @@ each column carries its meaning as a comment and each table a description (`stre
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+import logging
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
@@ -39,6 +43,7 @@ CREATE_VERSION = "spark.sql.create.version"
 COMMENT_CHARS = 255
 DESCRIPTION_CHARS = 2048
 _ELLIPSIS = "..."
+log = logging.getLogger(__name__)
 
 
 class UnsupportedColumnType(ValueError):
@@ -179,25 +184,75 @@ def table_def(spec: TableSpec, schema: StructType) -> TableDef:
 
 
 def table_defs(spark: SparkSession, config: JobConfig) -> tuple[TableDef, ...]:
-    """The three tables with the schemas the batch writes, derived from the code on empty DataFrames (no data)."""
-    from streaming.bronze.flatten import bronze_rows, flatten, quarantine_rows  # pyspark: only when a schema is derived
-    from streaming.bronze.records import RECORD_SCHEMA
-
-    now = datetime.now(UTC)
-    rows = flatten(
-        spark.createDataFrame([], RECORD_SCHEMA),
-        ingested_at=now,
-        keep_resource_json=config.fhir.keep_resource_json,
-        raw_slice_chars=config.fhir.raw_slice_chars,
-    )
-    bronze = bronze_rows(rows).schema  # the batch's own projection: nullability included
-    quarantine = quarantine_rows(rows, "", 0, now).schema
-    ingest_log = spark.createDataFrame([], INGEST_LOG_SCHEMA).schema
+    """The three tables with the schemas the batch writes, derived from the code on empty DataFrames (no data), or
+    read back from the schema cache when the same code and settings derived them before."""
+    bronze, ingest_log, quarantine = _cached_schemas(spark, config)
     return (
         table_def(encounter_table(config), bronze),
         table_def(ingest_log_table(config), ingest_log),
         table_def(quarantine_table(config), quarantine),
     )
+
+
+def _derived_schemas(spark: SparkSession, config: JobConfig) -> tuple[StructType, StructType, StructType]:
+    from streaming.bronze.flatten import bronze_rows, flatten, quarantine_rows  # pyspark: only when a schema is derived
+    from streaming.bronze.records import RECORD_SCHEMA
+
+    now = datetime.now(UTC)
+    rows = flatten(spark.createDataFrame([], RECORD_SCHEMA), ingested_at=now, **_flatten_settings(config))
+    bronze = bronze_rows(rows).schema  # the batch's own projection: nullability included
+    quarantine = quarantine_rows(rows, "", 0, now).schema
+    return bronze, spark.createDataFrame([], INGEST_LOG_SCHEMA).schema, quarantine
+
+
+def _flatten_settings(config: JobConfig) -> dict[str, Any]:
+    return {"keep_resource_json": config.fhir.keep_resource_json, "raw_slice_chars": config.fhir.raw_slice_chars}
+
+
+_PACKAGE = Path(__file__).resolve().parents[1]
+
+
+def schema_cache_file(config: JobConfig, package: Path = _PACKAGE) -> Path | None:
+    """Where the derived schemas of this code and these settings are kept: named by a digest of every source file of
+    the package, the pyspark version and the settings `flatten` is given. None when the package's files cannot be
+    read one by one (a zipped package): no digest, no cache."""
+    import pyspark
+
+    digest = hashlib.sha256()
+    sources = sorted(p for p in package.rglob("*") if p.suffix in (".py", ".json") and "__pycache__" not in p.parts)
+    if not any(p.name == "flatten.py" for p in sources):
+        return None
+    for path in sources:
+        digest.update(f"{path.relative_to(package).as_posix()}\0".encode())
+        digest.update(path.read_bytes())
+    digest.update(json.dumps([pyspark.__version__, _flatten_settings(config)], sort_keys=True).encode())
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bronze-encounter" / "schemas"
+    return cache / f"{digest.hexdigest()[:32]}.json"
+
+
+def _cached_schemas(spark: SparkSession, config: JobConfig) -> tuple[StructType, StructType, StructType]:
+    """Deriving analyses the whole mapping on a cold JVM, ~2 s of every start; the same code and settings give the
+    same schemas, so a start reads them back when they were derived before. A cache that cannot be read or
+    written is only a slower start."""
+    from pyspark.sql.types import StructType
+
+    path = schema_cache_file(config)
+    if path is None:
+        return _derived_schemas(spark, config)
+    try:
+        bronze, ingest_log, quarantine = (StructType.fromJson(s) for s in json.loads(path.read_text()))
+        return bronze, ingest_log, quarantine
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    schemas = _derived_schemas(spark, config)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.tmp")
+        partial.write_text(json.dumps([s.jsonValue() for s in schemas]))
+        partial.replace(path)  # whole or absent: a reader never sees half a file
+    except OSError as exc:
+        log.debug("schema cache not written (%s): the next start derives the schemas again", exc)
+    return schemas
 
 
 def spark_table_properties(table: TableDef, spark_version: str) -> dict[str, str]:
