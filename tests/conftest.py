@@ -87,9 +87,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
     `make test` runs `--dist loadgroup`: tests go to whichever worker is free, in this order (job tests, then Spark
     tests, then pure ones, those talking to moto first, so the cheap ones fill the end and neither worker waits
-    long for the other), except that
-    the tests using one of their module's module-scoped fixtures (a shared job run, say) form a group that runs on
-    one worker, paying that fixture once instead of once per worker (docs/decisions/test-costs.md).
+    long for the other), except that the tests using one of their module's module-scoped fixtures (a shared job
+    run, say) form a group that runs on one worker, paying that fixture once instead of once per worker
+    (docs/decisions/test-costs.md).
     """
     for item in items:
         if _cost(item) != "pure":
