@@ -528,9 +528,7 @@ def steady(
 
 def _visible_at(warehouse: Path, commits: Mapping[str, float]) -> dict[str, float]:
     """File name -> when the bronze commit holding it completed (the ingest log names each batch's files)."""
-    logged = count_rows(
-        warehouse, "SELECT batch_id, files, commit_instant, rows_written FROM bronze_encounter_ingest_log"
-    )
+    logged = count_rows(warehouse, "SELECT files, commit_instant FROM bronze_encounter_ingest_log")
     return {
         Path(uri).name: commits[r["commit_instant"]]
         for r in logged

@@ -22,6 +22,7 @@ from urllib.parse import unquote
 
 from streaming.bronze.columns import HUDI_META, INGEST_LOG_SCHEMA
 from streaming.config import JobConfig, s3_spelling
+from streaming.lakehouse import jars
 from streaming.lakehouse.hudi import TableSpec, encounter_table, ingest_log_table, quarantine_table
 
 if TYPE_CHECKING:
@@ -226,8 +227,7 @@ def schema_cache_file(config: JobConfig, package: Path = _PACKAGE) -> Path | Non
         digest.update(f"{path.relative_to(package).as_posix()}\0".encode())
         digest.update(path.read_bytes())
     digest.update(json.dumps([pyspark.__version__, _flatten_settings(config)], sort_keys=True).encode())
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bronze-encounter" / "schemas"
-    return cache / f"{digest.hexdigest()[:32]}.json"
+    return jars.cache_root() / "schemas" / f"{digest.hexdigest()[:32]}.json"
 
 
 def _cached_schemas(spark: SparkSession, config: JobConfig) -> tuple[StructType, StructType, StructType]:

@@ -47,13 +47,15 @@ class JarsMissing(RuntimeError):
     fetches them."""
 
 
+def cache_root() -> Path:
+    """The project's folder in the user's XDG cache, shared by every clone on a machine (jars, derived schemas)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "bronze-encounter"
+
+
 def cache_dir() -> Path:
     """Where jars live: $BRONZE_JAR_CACHE, else the XDG cache, so every clone on a machine shares them."""
     explicit = os.environ.get("BRONZE_JAR_CACHE")
-    if explicit:
-        return Path(explicit)
-    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(xdg) / "bronze-encounter" / "jars"
+    return Path(explicit) if explicit else cache_root() / "jars"
 
 
 def _sha1(path: Path) -> str:
