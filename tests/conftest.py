@@ -66,6 +66,10 @@ _GUARD = pytest.StashKey[tuple[pytest.MonkeyPatch, Path]]()
 _REFUSE = '#!/bin/sh\n: > "$BRONZE_TEST_JVM_STARTED"\necho "a test not marked spark or job started a JVM" >&2\nexit 1\n'
 _RECORD = '#!/bin/sh\n: > "$BRONZE_TEST_JVM_STARTED"\nexec "{java}" {options} "$@"\n'
 _SESSION = '#!/bin/sh\nexec "{java}" {options} "$@"\n'  # the session's own JVM: not counted, its archive only
+_UNGROUPED = (
+    "{} was not grouped by --dist loadgroup (no @group in its id): its module's shared fixture would be set up on "
+    "each worker. pytest 9.2 broke the grouping (pytest-xdist issue 1386): install the pytest pyproject.toml pins"
+)
 _WRONG = {
     "pure": "{} starts a JVM ({}) but is not marked spark or job: mark it (see pyproject.toml's markers)",
     "spark": "{} is marked spark but {}: mark it job (a JVM in another process) or drop the mark",
@@ -142,6 +146,8 @@ def _wrong(item: pytest.Item, cost: str, why: str, spark: bool, child: bool) -> 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    if getattr(item.config.option, "loadgroup", False) and _uses_module_fixture(item) and "@" not in item.nodeid:
+        pytest.fail(_UNGROUPED.format(item.nodeid), pytrace=False)  # xdist reads the group from the nodeid's @suffix
     cost, spark = _cost(item), "spark" in getattr(item, "fixturenames", ())
     if cost == "pure" and spark:
         _wrong(item, cost, "it uses the `spark` fixture", spark, False)
