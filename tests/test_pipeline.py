@@ -146,20 +146,26 @@ def test_files_landing_late_with_old_modification_times_are_all_ingested(spark: 
 
 
 def test_each_batch_sees_only_its_own_files_across_source_log_compaction(spark: Any, tmp_path: Path) -> None:
-    """The source log compacts every 10th batch; batch 9 must not look up the whole history again."""
+    """The source log compacts every 10th batch (every 3rd here); the compaction batch must not look up the whole
+    history again, nor the batches after it."""
     from streaming.generate import generate
 
     landing = tmp_path / "landing"
-    generated = generate(landing, files=12, per_file=1, seed=33)
+    generated = generate(landing, files=5, per_file=1, seed=33)
     config = job_config(tmp_path, landing, max_files_per_trigger=1)
+    interval = "spark.sql.streaming.fileSource.log.compactInterval"  # read when a new checkpoint's log starts
+    spark.conf.set(interval, "3")  # batch 2 compacts: 5 batches cover it and two after, not 12 for batch 9
+    try:
+        summary = job.run(config, once=True, spark=spark)
+    finally:
+        spark.conf.unset(interval)
 
-    summary = job.run(config, once=True, spark=spark)
-
-    assert [len(b.files) for b in summary.batches] == [1] * 12
-    assert [b.files_already_committed for b in summary.batches] == [0] * 12
+    assert (Path(config.checkpoint_uri.removeprefix("file:")) / "sources" / "0" / "2.compact").exists()
+    assert [len(b.files) for b in summary.batches] == [1] * 5
+    assert [b.files_already_committed for b in summary.batches] == [0] * 5
     log_rows = read_table(spark, config.table_uri("bronze_encounter_ingest_log"))
     assert sorted((r["batch_id"], r["file_count"], r["files_already_committed"]) for r in log_rows) == [
-        (i, 1, 0) for i in range(12)
+        (i, 1, 0) for i in range(5)
     ]
     assert sorted(f for r in log_rows for f in r["files"]) == sorted(_file_uri(p) for p in generated.files)
 
