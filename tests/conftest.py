@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import shutil
@@ -186,11 +185,6 @@ def pytest_runtest_teardown(item: pytest.Item) -> None:
         _wrong(item, cost, "", spark, child)  # the report lists every JVM test, right or wrong
 
 
-@pytest.hookimpl(trylast=True)
 def pytest_unconfigure(config: pytest.Config) -> None:
     for home in config.__dict__.get("_bronze_java_homes", {}).values():
         shutil.rmtree(home, ignore_errors=True)
-    # The interpreter's last collections walk every object the run left (moto's stores, fixtures' data): 1.3-2 s
-    # per process after the last test, in each worker and then in the controller. Frozen objects are still freed
-    # as the modules go; only their walk is skipped.
-    gc.freeze()
