@@ -146,8 +146,9 @@ def _wrong(item: pytest.Item, cost: str, why: str, spark: bool, child: bool) -> 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    if getattr(item.config.option, "loadgroup", False) and _uses_module_fixture(item) and "@" not in item.nodeid:
-        pytest.fail(_UNGROUPED.format(item.nodeid), pytrace=False)  # xdist reads the group from the nodeid's @suffix
+    grouped = getattr(item.config.option, "loadgroup", False) and item.get_closest_marker("xdist_group")
+    if grouped and "@" not in item.nodeid:  # xdist reads the group from the nodeid's @suffix, not from the mark
+        pytest.fail(_UNGROUPED.format(item.nodeid), pytrace=False)
     cost, spark = _cost(item), "spark" in getattr(item, "fixturenames", ())
     if cost == "pure" and spark:
         _wrong(item, cost, "it uses the `spark` fixture", spark, False)
